@@ -1,0 +1,58 @@
+# The two commands every newcomer needs: `make demo` and `make test`.
+# Everything lives in .venv at the repository root; nothing is installed globally.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.deps-stamp
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: all demo test test-rust test-python lint fmt bench soak wheel build clean
+
+all: build
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# pip >= 25.1 reads [dependency-groups] from pyproject.toml.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet --group dev --group bench
+	touch $@
+
+build: $(STAMP)
+	$(BIN)/maturin develop --release --quiet
+
+demo: build
+	$(BIN)/dar demo
+
+test: build test-rust test-python
+
+test-rust:
+	cargo test --no-default-features --quiet
+
+test-python: build
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: build
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest dar._core --allowlist stubtest-allowlist.txt
+
+fmt: $(STAMP)
+	cargo fmt
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+bench: build
+	$(BIN)/python benches/bench_hash.py
+
+wheel: $(STAMP)
+	$(BIN)/maturin build --release --out dist
+
+clean:
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,166 @@
+//! The Python-facing functions of `dar._core`, and the one place Rust errors become
+//! Python exceptions (`dar.errors.CanonicalizationError`, defined once, in Python).
+
+use std::cell::RefCell;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyString};
+use sha2::{Digest, Sha256};
+
+use crate::canonical::to_hex;
+use crate::error::{format_path, CanonError, MAX_DEPTH};
+use crate::text::canonicalize_text_into;
+use crate::walk::{WalkError, Walker};
+
+static CANON_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn raise(py: Python<'_>, message: String, path: String) -> PyErr {
+    let cls = match CANON_ERROR.get_or_try_init(py, || {
+        py.import("dar.errors")?.getattr("CanonicalizationError").map(Bound::unbind)
+    }) {
+        Ok(cls) => cls.bind(py),
+        Err(e) => return e,
+    };
+    match cls.call1((message, path)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+impl From<CanonError> for PyErr {
+    fn from(e: CanonError) -> PyErr {
+        Python::attach(|py| raise(py, e.to_string(), e.path_string()))
+    }
+}
+
+fn walk_error_to_py(py: Python<'_>, e: WalkError) -> PyErr {
+    match e {
+        WalkError::Py(err) => err,
+        WalkError::Canon { problem, mut rev_path, .. } => {
+            rev_path.reverse();
+            let err = CanonError::new(problem, rev_path);
+            raise(py, err.to_string(), format_path(&err.path))
+        }
+    }
+}
+
+thread_local! {
+    /// Reused output buffer; `default=` may re-enter us, so a busy buffer is never shared.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let r = f(&mut buf);
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new(); // do not pin a huge buffer after one large payload
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+fn canonical_into(obj: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>, out: &mut Vec<u8>) -> PyResult<()> {
+    let py = obj.py();
+    let mut walker = Walker::new(py, default, out);
+    // SAFETY: `obj` is alive for the call and the GIL is held (we have a `Python` token).
+    unsafe { walker.write(obj.as_ptr(), 0) }.map_err(|e| walk_error_to_py(py, e))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    to_hex(&Sha256::digest(bytes))
+}
+
+fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(s) = text.cast::<PyString>() {
+        return s.to_str().map(str::as_bytes).map_err(|_| {
+            raise(
+                text.py(),
+                "at $: invalid JSON: text contains a lone surrogate".to_owned(),
+                "$".to_owned(),
+            )
+        });
+    }
+    if let Ok(b) = text.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    Err(PyTypeError::new_err("JSON text must be str or bytes"))
+}
+
+/// RFC 8785 canonical JSON bytes of `obj`.
+#[pyfunction]
+#[pyo3(signature = (obj, *, default=None))]
+fn canonical_json<'py>(obj: &Bound<'py, PyAny>, default: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
+    with_buf(|buf| {
+        canonical_into(obj, default, buf)?;
+        Ok(PyBytes::new(obj.py(), buf))
+    })
+}
+
+/// Lowercase hex SHA-256 of `canonical_json(obj)`.
+#[pyfunction]
+#[pyo3(signature = (obj, *, default=None))]
+fn input_hash(obj: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+    with_buf(|buf| {
+        canonical_into(obj, default, buf)?;
+        Ok(sha256_hex(buf))
+    })
+}
+
+/// `input_hash` of every item of an iterable, in one call.
+#[pyfunction]
+#[pyo3(signature = (objs, *, default=None))]
+fn input_hashes(objs: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let mut hashes = Vec::new();
+    let mut buf = Vec::new();
+    for item in objs.try_iter()? {
+        buf.clear();
+        canonical_into(&item?, default, &mut buf)?;
+        hashes.push(sha256_hex(&buf));
+    }
+    Ok(hashes)
+}
+
+/// Canonical bytes of JSON text, parsed in Rust; duplicate member names are refused.
+#[pyfunction]
+fn canonical_json_from_text<'py>(py: Python<'py>, text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let src = text_bytes(text)?;
+    with_buf(|buf| {
+        canonicalize_text_into(src, buf)?;
+        Ok(PyBytes::new(py, buf))
+    })
+}
+
+/// Lowercase hex SHA-256 of `canonical_json_from_text(text)`.
+#[pyfunction]
+fn input_hash_from_text(text: &Bound<'_, PyAny>) -> PyResult<String> {
+    let src = text_bytes(text)?;
+    with_buf(|buf| {
+        canonicalize_text_into(src, buf)?;
+        Ok(sha256_hex(buf))
+    })
+}
+
+/// Lowercase hex SHA-256 of raw bytes (used for hash chains over already-canonical rows).
+#[pyfunction]
+fn sha256_hex_of(data: &[u8]) -> String {
+    sha256_hex(data)
+}
+
+#[pymodule(gil_used = true)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("MAX_DEPTH", MAX_DEPTH)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(input_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(input_hashes, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_json_from_text, m)?)?;
+    m.add_function(wrap_pyfunction!(input_hash_from_text, m)?)?;
+    m.add_function(wrap_pyfunction!(sha256_hex_of, m)?)?;
+    Ok(())
+}

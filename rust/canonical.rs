@@ -1,0 +1,178 @@
+//! RFC 8785 output primitives: strings, numbers and member-name order.
+//!
+//! Free of Python so that `cargo test` checks them directly; both the Python-object walker
+//! and the JSON-text parser write through these functions, so there is one definition of
+//! "canonical" in the crate.
+
+use std::cmp::Ordering;
+
+use crate::error::Problem;
+
+/// Largest integer that IEEE-754 doubles represent exactly next to its neighbours.
+pub const MAX_SAFE_INT: i64 = (1 << 53) - 1;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// For each byte: 0 means "copy as is"; otherwise the escape letter (`u` for `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Write `s` as a JSON string with exactly the escapes RFC 8785 prescribes.
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Write a double as ECMAScript `Number.prototype.toString` does; NaN and ±Infinity are refused.
+#[inline]
+pub fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), Problem> {
+    if !f.is_finite() {
+        return Err(Problem::NotFinite(if f.is_nan() {
+            "NaN"
+        } else if f > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }));
+    }
+    if f == 0.0 {
+        // ECMAScript writes -0 as "0".
+        out.push(b'0');
+        return Ok(());
+    }
+    out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+    Ok(())
+}
+
+/// Write an integer exactly; refused outside ±(2^53-1), where two ids could share one double.
+#[inline]
+pub fn write_int(out: &mut Vec<u8>, n: i64) -> Result<(), Problem> {
+    if !(-MAX_SAFE_INT..=MAX_SAFE_INT).contains(&n) {
+        return Err(Problem::IntOutOfRange(n.to_string()));
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    Ok(())
+}
+
+/// Order member names by their UTF-16 code units, as RFC 8785 requires.
+///
+/// UTF-8 byte order equals code-point order, and code-point order equals UTF-16 order except
+/// where a character above U+FFFF (a surrogate pair in UTF-16, lead byte 0xF0..0xF4 in UTF-8)
+/// meets one in U+E000..U+FFFF (lead byte 0xEE or 0xEF): there UTF-16 puts the pair first.
+/// Two equal-prefix valid UTF-8 strings first differ either at two lead bytes or at two
+/// continuation bytes, so looking at the first differing byte is enough.
+#[inline]
+pub fn cmp_utf16(a: &[u8], b: &[u8]) -> Ordering {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None => a.len().cmp(&b.len()),
+        Some(i) => {
+            let (x, y) = (a[i], b[i]);
+            if x >= 0xF0 && (y == 0xEE || y == 0xEF) {
+                Ordering::Less
+            } else if y >= 0xF0 && (x == 0xEE || x == 0xEF) {
+                Ordering::Greater
+            } else {
+                x.cmp(&y)
+            }
+        }
+    }
+}
+
+/// Lowercase hex of a digest.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, x);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn f(x: f64) -> String {
+        let mut out = Vec::new();
+        write_f64(&mut out, x).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_escape_only_what_rfc8785_says() {
+        assert_eq!(s("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(s("\u{8}\t\n\u{c}\r"), r#""\b\t\n\f\r""#);
+        assert_eq!(s("\u{1}\u{1f}"), r#""\u0001\u001f""#);
+        assert_eq!(s("/€\u{7f}😀"), "\"/€\u{7f}😀\"");
+    }
+
+    #[test]
+    fn numbers_follow_ecmascript() {
+        assert_eq!(f(-0.0), "0");
+        assert_eq!(f(1.0), "1");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(1e20), "100000000000000000000");
+        assert_eq!(f(1e-7), "1e-7");
+        assert_eq!(f(0.000001), "0.000001");
+        assert_eq!(f(5e-324), "5e-324");
+        assert!(write_f64(&mut Vec::new(), f64::NAN).is_err());
+        assert!(write_f64(&mut Vec::new(), f64::NEG_INFINITY).is_err());
+    }
+
+    #[test]
+    fn integers_are_exact_within_safe_range() {
+        let mut out = Vec::new();
+        write_int(&mut out, MAX_SAFE_INT).unwrap();
+        assert_eq!(out, b"9007199254740991");
+        assert!(write_int(&mut Vec::new(), MAX_SAFE_INT + 1).is_err());
+        assert!(write_int(&mut Vec::new(), -MAX_SAFE_INT - 1).is_err());
+    }
+
+    #[test]
+    fn utf16_order_differs_from_utf8_above_bmp() {
+        // U+1F600 (surrogates D83D DE00) sorts before U+E000 in UTF-16, after it in UTF-8.
+        assert_eq!(cmp_utf16("😀".as_bytes(), "\u{e000}".as_bytes()), Ordering::Less);
+        assert_eq!(cmp_utf16("\u{ffff}".as_bytes(), "😀".as_bytes()), Ordering::Greater);
+        assert_eq!(cmp_utf16(b"a", b"b"), Ordering::Less);
+        assert_eq!(cmp_utf16(b"ab", b"a"), Ordering::Greater);
+        assert_eq!(cmp_utf16("\u{80}".as_bytes(), "\u{7ff}".as_bytes()), Ordering::Less);
+    }
+}

@@ -1,0 +1,13 @@
+//! `dar._core`: RFC 8785 canonical JSON and SHA-256 input hashing.
+//!
+//! The canonicalizer (`canonical`, `text`, `error`) is plain Rust, tested with
+//! `cargo test --no-default-features`; the `python` feature adds the thin PyO3 layer.
+
+pub mod canonical;
+pub mod error;
+pub mod text;
+
+#[cfg(feature = "python")]
+mod binding;
+#[cfg(feature = "python")]
+mod walk;

@@ -1,0 +1,278 @@
+//! Walk Python objects straight into canonical JSON bytes.
+//!
+//! The hot path of every tool call: exact-type checks first (`str`, `int`, `float`, `dict`,
+//! `list`, the singletons), subclasses next, `default=` last. No intermediate Python objects
+//! are created. Every container's items are held by a strong reference while they are
+//! written, because `default=` runs arbitrary Python that may mutate what we are walking.
+
+use std::ptr;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::canonical::{cmp_utf16, write_f64, write_int, write_str};
+use crate::error::{Problem, Seg, MAX_DEPTH};
+
+/// A failure while walking: a canonicalization problem, or a Python exception raised by
+/// `default=`, which is passed through unchanged.
+pub enum WalkError {
+    Canon {
+        problem: Problem,
+        /// Segments pushed while unwinding, innermost first.
+        rev_path: Vec<Seg>,
+        /// Containers nested deeper than this add no segment (a cycle is reported where it
+        /// closes, not where the depth limit noticed it).
+        keep_depth: usize,
+    },
+    Py(PyErr),
+}
+
+impl WalkError {
+    fn canon(problem: Problem, depth: usize) -> Self {
+        WalkError::Canon { problem, rev_path: Vec::new(), keep_depth: depth }
+    }
+
+    fn at(mut self, depth: usize, seg: impl FnOnce() -> Seg) -> Self {
+        if let WalkError::Canon { rev_path, keep_depth, .. } = &mut self {
+            if depth <= *keep_depth {
+                rev_path.push(seg());
+            }
+        }
+        self
+    }
+}
+
+/// Owns one strong reference for the lifetime of the guard.
+struct Owned(*mut ffi::PyObject);
+
+impl Owned {
+    /// # Safety
+    /// `p` must be a valid object pointer.
+    unsafe fn borrow(p: *mut ffi::PyObject) -> Self {
+        ffi::Py_IncRef(p);
+        Owned(p)
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        unsafe { ffi::Py_DecRef(self.0) }
+    }
+}
+
+pub struct Walker<'a, 'py> {
+    py: Python<'py>,
+    default: Option<&'a Bound<'py, PyAny>>,
+    out: &'a mut Vec<u8>,
+    /// Containers on the current path, for telling a cycle from mere depth.
+    stack: Vec<*mut ffi::PyObject>,
+}
+
+#[inline]
+unsafe fn is_type(obj: *mut ffi::PyObject, ty: *mut ffi::PyTypeObject) -> bool {
+    ffi::Py_TYPE(obj) == ty
+}
+
+fn type_name(py: Python<'_>, obj: *mut ffi::PyObject) -> String {
+    // SAFETY: callers pass a live object while holding the GIL.
+    let obj = unsafe { Bound::from_borrowed_ptr(py, obj) };
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "<unknown>".to_owned())
+}
+
+/// The UTF-8 of a `str`; `None` (error cleared) when it holds a lone surrogate.
+#[inline]
+unsafe fn utf8<'s>(obj: *mut ffi::PyObject) -> Option<&'s [u8]> {
+    let mut len: ffi::Py_ssize_t = 0;
+    let p = ffi::PyUnicode_AsUTF8AndSize(obj, &mut len);
+    if p.is_null() {
+        ffi::PyErr_Clear();
+        None
+    } else {
+        Some(std::slice::from_raw_parts(p as *const u8, len as usize))
+    }
+}
+
+impl<'a, 'py> Walker<'a, 'py> {
+    pub fn new(py: Python<'py>, default: Option<&'a Bound<'py, PyAny>>, out: &'a mut Vec<u8>) -> Self {
+        Walker { py, default, out, stack: Vec::new() }
+    }
+
+    /// Write `obj` at nesting `depth` (the number of containers around it).
+    ///
+    /// # Safety
+    /// `obj` must be a valid object pointer kept alive by the caller; the GIL is held.
+    pub unsafe fn write(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        if is_type(obj, &raw mut ffi::PyUnicode_Type) {
+            return self.write_pystr(obj, depth);
+        }
+        if is_type(obj, &raw mut ffi::PyLong_Type) {
+            return self.write_pyint(obj, depth);
+        }
+        if obj == ffi::Py_True() {
+            self.out.extend_from_slice(b"true");
+            return Ok(());
+        }
+        if obj == ffi::Py_False() {
+            self.out.extend_from_slice(b"false");
+            return Ok(());
+        }
+        if obj == ffi::Py_None() {
+            self.out.extend_from_slice(b"null");
+            return Ok(());
+        }
+        if is_type(obj, &raw mut ffi::PyFloat_Type) {
+            return write_f64(self.out, ffi::PyFloat_AsDouble(obj)).map_err(|p| WalkError::canon(p, depth));
+        }
+        if is_type(obj, &raw mut ffi::PyDict_Type) {
+            return self.write_dict(obj, depth);
+        }
+        if is_type(obj, &raw mut ffi::PyList_Type) || is_type(obj, &raw mut ffi::PyTuple_Type) {
+            return self.write_seq(obj, depth);
+        }
+        // Subclasses: str and int subclasses (e.g. StrEnum, IntEnum) keep their base meaning.
+        if ffi::PyUnicode_Check(obj) != 0 {
+            return self.write_pystr(obj, depth);
+        }
+        if ffi::PyLong_Check(obj) != 0 {
+            return self.write_pyint(obj, depth);
+        }
+        if ffi::PyFloat_Check(obj) != 0 {
+            let f = ffi::PyFloat_AsDouble(obj);
+            return write_f64(self.out, f).map_err(|p| WalkError::canon(p, depth));
+        }
+        if ffi::PyDict_Check(obj) != 0 {
+            return self.write_dict(obj, depth);
+        }
+        if ffi::PyList_Check(obj) != 0 || ffi::PyTuple_Check(obj) != 0 {
+            return self.write_seq(obj, depth);
+        }
+        self.write_default(obj, depth)
+    }
+
+    unsafe fn write_pystr(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        match utf8(obj) {
+            Some(b) => {
+                write_str(self.out, std::str::from_utf8_unchecked(b));
+                Ok(())
+            }
+            None => Err(WalkError::canon(Problem::LoneSurrogate, depth)),
+        }
+    }
+
+    unsafe fn write_pyint(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        let mut overflow = 0;
+        let n = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
+        if overflow != 0 {
+            let what = if overflow > 0 { "above 2**63" } else { "below -2**63" };
+            return Err(WalkError::canon(Problem::IntOutOfRange(what.to_owned()), depth));
+        }
+        if n == -1 && !ffi::PyErr_Occurred().is_null() {
+            return Err(WalkError::Py(PyErr::fetch(self.py)));
+        }
+        write_int(self.out, n).map_err(|p| WalkError::canon(p, depth))
+    }
+
+    /// Enter a container: refuse it when too deep, telling a cycle apart from depth.
+    fn enter(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        if depth > MAX_DEPTH {
+            // Where does the path first revisit a container? Report the cycle there.
+            for (j, p) in self.stack.iter().enumerate() {
+                if self.stack[..j].contains(p) {
+                    return Err(WalkError::canon(Problem::Cycle, j));
+                }
+            }
+            return Err(WalkError::canon(Problem::TooDeep, depth));
+        }
+        self.stack.push(obj);
+        Ok(())
+    }
+
+    unsafe fn write_seq(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        let depth = depth + 1;
+        self.enter(obj, depth)?;
+        let is_list = ffi::PyList_Check(obj) != 0;
+        self.out.push(b'[');
+        let mut i: ffi::Py_ssize_t = 0;
+        // Re-read the length each time: `default=` may have resized a list.
+        loop {
+            let len = if is_list { ffi::PyList_Size(obj) } else { ffi::PyTuple_Size(obj) };
+            if i >= len {
+                break;
+            }
+            let item = if is_list { ffi::PyList_GetItem(obj, i) } else { ffi::PyTuple_GetItem(obj, i) };
+            if item.is_null() {
+                return Err(WalkError::Py(PyErr::fetch(self.py)));
+            }
+            let item = Owned::borrow(item);
+            if i > 0 {
+                self.out.push(b',');
+            }
+            let idx = i as usize;
+            self.write(item.0, depth).map_err(|e| e.at(depth, || Seg::Index(idx)))?;
+            i += 1;
+        }
+        self.out.push(b']');
+        self.stack.pop();
+        Ok(())
+    }
+
+    unsafe fn write_dict(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        let depth = depth + 1;
+        self.enter(obj, depth)?;
+        let n = ffi::PyDict_Size(obj) as usize;
+        let mut members: Vec<(&[u8], Owned, Owned)> = Vec::with_capacity(n);
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = ptr::null_mut();
+        let mut v: *mut ffi::PyObject = ptr::null_mut();
+        while ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
+            if ffi::PyUnicode_Check(k) == 0 {
+                return Err(WalkError::canon(Problem::NonStringKey(type_name(self.py, k)), depth));
+            }
+            let Some(name) = utf8(k) else {
+                return Err(WalkError::canon(Problem::LoneSurrogate, depth));
+            };
+            members.push((name, Owned::borrow(k), Owned::borrow(v)));
+        }
+        members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+        // Only `str` subclasses with their own __eq__/__hash__ can get here with equal names.
+        if let Some(w) = members.windows(2).find(|w| w[0].0 == w[1].0) {
+            let name = String::from_utf8_lossy(w[0].0).into_owned();
+            return Err(WalkError::canon(Problem::DuplicateKey(name), depth));
+        }
+        self.out.push(b'{');
+        for (i, (name, _key, value)) in members.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_str(self.out, std::str::from_utf8_unchecked(name));
+            self.out.push(b':');
+            self.write(value.0, depth)
+                .map_err(|e| e.at(depth, || Seg::Key(String::from_utf8_lossy(name).into_owned())))?;
+        }
+        self.out.push(b'}');
+        self.stack.pop();
+        Ok(())
+    }
+
+    unsafe fn write_default(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+        let Some(default) = self.default else {
+            return Err(WalkError::canon(Problem::Unsupported(type_name(self.py, obj)), depth));
+        };
+        // A `default` that returns its own argument (or keeps wrapping) must not loop forever:
+        // each conversion counts as a level of nesting.
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(WalkError::canon(Problem::TooDeep, depth));
+        }
+        let arg = Bound::from_borrowed_ptr(self.py, obj);
+        let converted = default.call1((arg,)).map_err(WalkError::Py)?;
+        if converted.as_ptr() == obj {
+            return Err(WalkError::Py(PyTypeError::new_err(format!(
+                "default() returned its argument of type {} unchanged",
+                type_name(self.py, obj)
+            ))));
+        }
+        self.write(converted.as_ptr(), depth)
+    }
+}
