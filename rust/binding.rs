@@ -18,7 +18,9 @@ static CANON_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn raise(py: Python<'_>, message: String, path: String) -> PyErr {
     let cls = match CANON_ERROR.get_or_try_init(py, || {
-        py.import("dar.errors")?.getattr("CanonicalizationError").map(Bound::unbind)
+        py.import("dar.errors")?
+            .getattr("CanonicalizationError")
+            .map(Bound::unbind)
     }) {
         Ok(cls) => cls.bind(py),
         Err(e) => return e,
@@ -38,7 +40,11 @@ impl From<CanonError> for PyErr {
 fn walk_error_to_py(py: Python<'_>, e: WalkError) -> PyErr {
     match e {
         WalkError::Py(err) => err,
-        WalkError::Canon { problem, mut rev_path, .. } => {
+        WalkError::Canon {
+            problem,
+            mut rev_path,
+            ..
+        } => {
             rev_path.reverse();
             let err = CanonError::new(problem, rev_path);
             raise(py, err.to_string(), format_path(&err.path))
@@ -65,7 +71,11 @@ fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
-fn canonical_into(obj: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>, out: &mut Vec<u8>) -> PyResult<()> {
+fn canonical_into(
+    obj: &Bound<'_, PyAny>,
+    default: Option<&Bound<'_, PyAny>>,
+    out: &mut Vec<u8>,
+) -> PyResult<()> {
     let py = obj.py();
     let mut walker = Walker::new(py, default, out);
     // SAFETY: `obj` is alive for the call and the GIL is held (we have a `Python` token).
@@ -95,7 +105,10 @@ fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
 /// RFC 8785 canonical JSON bytes of `obj`.
 #[pyfunction]
 #[pyo3(signature = (obj, *, default=None))]
-fn canonical_json<'py>(obj: &Bound<'py, PyAny>, default: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
+fn canonical_json<'py>(
+    obj: &Bound<'py, PyAny>,
+    default: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyBytes>> {
     with_buf(|buf| {
         canonical_into(obj, default, buf)?;
         Ok(PyBytes::new(obj.py(), buf))
@@ -115,7 +128,10 @@ fn input_hash(obj: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyR
 /// `input_hash` of every item of an iterable, in one call.
 #[pyfunction]
 #[pyo3(signature = (objs, *, default=None))]
-fn input_hashes(objs: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+fn input_hashes(
+    objs: &Bound<'_, PyAny>,
+    default: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<String>> {
     let mut hashes = Vec::new();
     let mut buf = Vec::new();
     for item in objs.try_iter()? {
@@ -128,7 +144,10 @@ fn input_hashes(objs: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> 
 
 /// Canonical bytes of JSON text, parsed in Rust; duplicate member names are refused.
 #[pyfunction]
-fn canonical_json_from_text<'py>(py: Python<'py>, text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+fn canonical_json_from_text<'py>(
+    py: Python<'py>,
+    text: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
         canonicalize_text_into(src, buf)?;

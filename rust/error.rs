@@ -34,7 +34,10 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::NotFinite(what) => {
-                write!(f, "{what} is not a JSON number (RFC 8785 refuses NaN and Infinity)")
+                write!(
+                    f,
+                    "{what} is not a JSON number (RFC 8785 refuses NaN and Infinity)"
+                )
             }
             Problem::IntOutOfRange(n) => write!(
                 f,
@@ -42,12 +45,18 @@ impl fmt::Display for Problem {
                  pass large ids as strings"
             ),
             Problem::LoneSurrogate => {
-                write!(f, "string contains a lone surrogate, which is not valid Unicode")
+                write!(
+                    f,
+                    "string contains a lone surrogate, which is not valid Unicode"
+                )
             }
             Problem::NonStringKey(t) => write!(f, "object key of type {t} is not a string"),
             Problem::DuplicateKey(k) => write!(f, "duplicate member name {k:?}"),
             Problem::Unsupported(t) => {
-                write!(f, "value of type {t} is not JSON (give `default=` to convert it)")
+                write!(
+                    f,
+                    "value of type {t} is not JSON (give `default=` to convert it)"
+                )
             }
             Problem::TooDeep => write!(f, "nesting deeper than {MAX_DEPTH} levels"),
             Problem::Cycle => write!(f, "container refers to itself (a cycle)"),
@@ -139,6 +148,8 @@ mod tests {
     #[test]
     fn message_names_path_and_problem() {
         let e = CanonError::new(Problem::NotFinite("NaN"), vec![Seg::Key("x".into())]);
-        assert!(e.to_string().starts_with("at $.x: NaN is not a JSON number"));
+        assert!(e
+            .to_string()
+            .starts_with("at $.x: NaN is not a JSON number"));
     }
 }

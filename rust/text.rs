@@ -41,7 +41,11 @@ pub fn canonicalize_text_into(text: &[u8], out: &mut Vec<u8>) -> Result<(), Cano
             vec![],
         )
     })?;
-    let mut p = Parser { src: text.as_bytes(), pos: 0, path: Vec::new() };
+    let mut p = Parser {
+        src: text.as_bytes(),
+        pos: 0,
+        path: Vec::new(),
+    };
     let value = p.value(0)?;
     p.skip_ws();
     if p.pos != p.src.len() {
@@ -175,7 +179,9 @@ impl Parser<'_> {
             self.pos += 1;
             self.path.push(Seg::Key(key));
             let v = self.value(depth)?;
-            let Some(Seg::Key(key)) = self.path.pop() else { unreachable!() };
+            let Some(Seg::Key(key)) = self.path.pop() else {
+                unreachable!()
+            };
             members.push((key, v));
             self.skip_ws();
             match self.src.get(self.pos) {
@@ -195,10 +201,15 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, CanonError> {
-        let digits = self.src.get(self.pos..self.pos + 4).ok_or_else(|| self.syntax("short \\u escape"))?;
+        let digits = self
+            .src
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.syntax("short \\u escape"))?;
         let mut n = 0u32;
         for &d in digits {
-            let v = (d as char).to_digit(16).ok_or_else(|| self.syntax("bad \\u escape"))?;
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.syntax("bad \\u escape"))?;
             n = n * 16 + v;
         }
         self.pos += 4;
@@ -226,7 +237,10 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    let esc = *self.src.get(self.pos).ok_or_else(|| self.syntax("unterminated string"))?;
+                    let esc = *self
+                        .src
+                        .get(self.pos)
+                        .ok_or_else(|| self.syntax("unterminated string"))?;
                     self.pos += 1;
                     match esc {
                         b'"' => s.push('"'),
@@ -320,7 +334,11 @@ impl Parser<'_> {
         // Rust's float parsing is correctly rounded, as RFC 8785 assumes.
         let f: f64 = lit.parse().map_err(|_| self.syntax("invalid number"))?;
         if !f.is_finite() {
-            return Err(self.err(Problem::NotFinite(if f > 0.0 { "Infinity" } else { "-Infinity" })));
+            return Err(self.err(Problem::NotFinite(if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            })));
         }
         Ok(Value::Float(f))
     }
@@ -336,7 +354,10 @@ mod tests {
 
     #[test]
     fn sorts_and_normalizes() {
-        assert_eq!(canon(r#" { "b" : [1.0, -0, 1E2], "a": "\u00e9\/" } "#).unwrap(), r#"{"a":"é/","b":[1,0,100]}"#);
+        assert_eq!(
+            canon(r#" { "b" : [1.0, -0, 1E2], "a": "\u00e9\/" } "#).unwrap(),
+            r#"{"a":"é/","b":[1,0,100]}"#
+        );
     }
 
     #[test]
@@ -351,16 +372,28 @@ mod tests {
         let e = canon(r#"{"id": [9007199254740993]}"#).unwrap_err();
         assert_eq!(e.path_string(), "$.id[0]");
         assert!(canon("9007199254740993.0").is_ok()); // a float literal may round
-        assert_eq!(canon("-333333333333333300000").unwrap(), "-333333333333333300000");
+        assert_eq!(
+            canon("-333333333333333300000").unwrap(),
+            "-333333333333333300000"
+        );
         assert!(canon("333333333333333300001").is_err());
         assert_eq!(canon("9007199254740992.0").unwrap(), "9007199254740992");
-        assert_eq!(canon("1e400").unwrap_err().problem, Problem::NotFinite("Infinity"));
+        assert_eq!(
+            canon("1e400").unwrap_err().problem,
+            Problem::NotFinite("Infinity")
+        );
     }
 
     #[test]
     fn refuses_lone_surrogates() {
-        assert_eq!(canon(r#"["\ud800"]"#).unwrap_err().problem, Problem::LoneSurrogate);
-        assert_eq!(canon(r#""\udc00x""#).unwrap_err().problem, Problem::LoneSurrogate);
+        assert_eq!(
+            canon(r#"["\ud800"]"#).unwrap_err().problem,
+            Problem::LoneSurrogate
+        );
+        assert_eq!(
+            canon(r#""\udc00x""#).unwrap_err().problem,
+            Problem::LoneSurrogate
+        );
         assert_eq!(canon(r#""\ud83d\ude00""#).unwrap(), "\"😀\"");
     }
 
@@ -374,8 +407,22 @@ mod tests {
 
     #[test]
     fn syntax_errors() {
-        for bad in ["", "[1,]", "{\"a\"1}", "01", "1.", "-", "tru", "\"\u{1}\"", "[1] x", "{1:2}"] {
-            assert!(matches!(canon(bad).unwrap_err().problem, Problem::Syntax(_)), "{bad:?}");
+        for bad in [
+            "",
+            "[1,]",
+            "{\"a\"1}",
+            "01",
+            "1.",
+            "-",
+            "tru",
+            "\"\u{1}\"",
+            "[1] x",
+            "{1:2}",
+        ] {
+            assert!(
+                matches!(canon(bad).unwrap_err().problem, Problem::Syntax(_)),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -11,8 +11,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::canonical::{cmp_utf16, write_f64, write_int, write_str};
+use crate::canonical::{ascii_prefix, cmp_utf16, write_f64, write_int, write_str};
 use crate::error::{Problem, Seg, MAX_DEPTH};
+use std::cmp::Ordering;
 
 /// A failure while walking: a canonicalization problem, or a Python exception raised by
 /// `default=`, which is passed through unchanged.
@@ -30,11 +31,20 @@ pub enum WalkError {
 
 impl WalkError {
     fn canon(problem: Problem, depth: usize) -> Self {
-        WalkError::Canon { problem, rev_path: Vec::new(), keep_depth: depth }
+        WalkError::Canon {
+            problem,
+            rev_path: Vec::new(),
+            keep_depth: depth,
+        }
     }
 
     fn at(mut self, depth: usize, seg: impl FnOnce() -> Seg) -> Self {
-        if let WalkError::Canon { rev_path, keep_depth, .. } = &mut self {
+        if let WalkError::Canon {
+            rev_path,
+            keep_depth,
+            ..
+        } = &mut self
+        {
             if depth <= *keep_depth {
                 rev_path.push(seg());
             }
@@ -67,6 +77,35 @@ pub struct Walker<'a, 'py> {
     out: &'a mut Vec<u8>,
     /// Containers on the current path, for telling a cycle from mere depth.
     stack: Vec<*mut ffi::PyObject>,
+    /// Scratch stack of dict members being sorted and written.
+    members: Vec<Member>,
+}
+
+/// A dict member: its name's UTF-8 (owned by the key object) and the value.
+#[derive(Clone, Copy)]
+struct Member {
+    /// `ascii_prefix(name)`, or `u64::MAX` (never trusted) when the prefix is not ASCII.
+    prefix: u64,
+    name: *const u8,
+    len: usize,
+    key: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+}
+
+impl Member {
+    #[inline]
+    fn cmp(&self, other: &Member) -> Ordering {
+        if self.prefix != u64::MAX && other.prefix != u64::MAX && self.prefix != other.prefix {
+            return self.prefix.cmp(&other.prefix);
+        }
+        cmp_utf16(self.name(), other.name())
+    }
+
+    #[inline]
+    fn name<'s>(&self) -> &'s [u8] {
+        // SAFETY: the key object, which owns this UTF-8, outlives the member's use.
+        unsafe { std::slice::from_raw_parts(self.name, self.len) }
+    }
 }
 
 #[inline]
@@ -77,7 +116,10 @@ unsafe fn is_type(obj: *mut ffi::PyObject, ty: *mut ffi::PyTypeObject) -> bool {
 fn type_name(py: Python<'_>, obj: *mut ffi::PyObject) -> String {
     // SAFETY: callers pass a live object while holding the GIL.
     let obj = unsafe { Bound::from_borrowed_ptr(py, obj) };
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "<unknown>".to_owned())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "<unknown>".to_owned())
 }
 
 /// The UTF-8 of a `str`; `None` (error cleared) when it holds a lone surrogate.
@@ -94,8 +136,18 @@ unsafe fn utf8<'s>(obj: *mut ffi::PyObject) -> Option<&'s [u8]> {
 }
 
 impl<'a, 'py> Walker<'a, 'py> {
-    pub fn new(py: Python<'py>, default: Option<&'a Bound<'py, PyAny>>, out: &'a mut Vec<u8>) -> Self {
-        Walker { py, default, out, stack: Vec::new() }
+    pub fn new(
+        py: Python<'py>,
+        default: Option<&'a Bound<'py, PyAny>>,
+        out: &'a mut Vec<u8>,
+    ) -> Self {
+        Walker {
+            py,
+            default,
+            out,
+            stack: Vec::new(),
+            members: Vec::new(),
+        }
     }
 
     /// Write `obj` at nesting `depth` (the number of containers around it).
@@ -122,7 +174,8 @@ impl<'a, 'py> Walker<'a, 'py> {
             return Ok(());
         }
         if is_type(obj, &raw mut ffi::PyFloat_Type) {
-            return write_f64(self.out, ffi::PyFloat_AsDouble(obj)).map_err(|p| WalkError::canon(p, depth));
+            return write_f64(self.out, ffi::PyFloat_AsDouble(obj))
+                .map_err(|p| WalkError::canon(p, depth));
         }
         if is_type(obj, &raw mut ffi::PyDict_Type) {
             return self.write_dict(obj, depth);
@@ -150,7 +203,11 @@ impl<'a, 'py> Walker<'a, 'py> {
         self.write_default(obj, depth)
     }
 
-    unsafe fn write_pystr(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+    unsafe fn write_pystr(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<(), WalkError> {
         match utf8(obj) {
             Some(b) => {
                 write_str(self.out, std::str::from_utf8_unchecked(b));
@@ -160,12 +217,23 @@ impl<'a, 'py> Walker<'a, 'py> {
         }
     }
 
-    unsafe fn write_pyint(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+    unsafe fn write_pyint(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<(), WalkError> {
         let mut overflow = 0;
         let n = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
         if overflow != 0 {
-            let what = if overflow > 0 { "above 2**63" } else { "below -2**63" };
-            return Err(WalkError::canon(Problem::IntOutOfRange(what.to_owned()), depth));
+            let what = if overflow > 0 {
+                "above 2**63"
+            } else {
+                "below -2**63"
+            };
+            return Err(WalkError::canon(
+                Problem::IntOutOfRange(what.to_owned()),
+                depth,
+            ));
         }
         if n == -1 && !ffi::PyErr_Occurred().is_null() {
             return Err(WalkError::Py(PyErr::fetch(self.py)));
@@ -196,20 +264,30 @@ impl<'a, 'py> Walker<'a, 'py> {
         let mut i: ffi::Py_ssize_t = 0;
         // Re-read the length each time: `default=` may have resized a list.
         loop {
-            let len = if is_list { ffi::PyList_Size(obj) } else { ffi::PyTuple_Size(obj) };
+            let len = if is_list {
+                ffi::PyList_Size(obj)
+            } else {
+                ffi::PyTuple_Size(obj)
+            };
             if i >= len {
                 break;
             }
-            let item = if is_list { ffi::PyList_GetItem(obj, i) } else { ffi::PyTuple_GetItem(obj, i) };
+            let item = if is_list {
+                ffi::PyList_GetItem(obj, i)
+            } else {
+                ffi::PyTuple_GetItem(obj, i)
+            };
             if item.is_null() {
                 return Err(WalkError::Py(PyErr::fetch(self.py)));
             }
-            let item = Owned::borrow(item);
+            // `default=` may run code that shrinks this list: own the item while writing it.
+            let _owned = self.default.is_some().then(|| Owned::borrow(item));
             if i > 0 {
                 self.out.push(b',');
             }
             let idx = i as usize;
-            self.write(item.0, depth).map_err(|e| e.at(depth, || Seg::Index(idx)))?;
+            self.write(item, depth)
+                .map_err(|e| e.at(depth, || Seg::Index(idx)))?;
             i += 1;
         }
         self.out.push(b']');
@@ -217,47 +295,104 @@ impl<'a, 'py> Walker<'a, 'py> {
         Ok(())
     }
 
-    unsafe fn write_dict(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+    unsafe fn write_dict(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<(), WalkError> {
         let depth = depth + 1;
         self.enter(obj, depth)?;
-        let n = ffi::PyDict_Size(obj) as usize;
-        let mut members: Vec<(&[u8], Owned, Owned)> = Vec::with_capacity(n);
+        // Members go on one scratch stack shared by every dict of the walk (no allocation per
+        // dict); nested dicts push above ours and truncate back before we read on.
+        let base = self.members.len();
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = ptr::null_mut();
         let mut v: *mut ffi::PyObject = ptr::null_mut();
         while ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
-            if ffi::PyUnicode_Check(k) == 0 {
-                return Err(WalkError::canon(Problem::NonStringKey(type_name(self.py, k)), depth));
+            if !is_type(k, &raw mut ffi::PyUnicode_Type) && ffi::PyUnicode_Check(k) == 0 {
+                return Err(self.drop_members(
+                    base,
+                    WalkError::canon(Problem::NonStringKey(type_name(self.py, k)), depth),
+                ));
             }
             let Some(name) = utf8(k) else {
-                return Err(WalkError::canon(Problem::LoneSurrogate, depth));
+                return Err(
+                    self.drop_members(base, WalkError::canon(Problem::LoneSurrogate, depth))
+                );
             };
-            members.push((name, Owned::borrow(k), Owned::borrow(v)));
+            if self.default.is_some() {
+                // `default=` may run code that mutates this dict: own what we are about to read.
+                ffi::Py_IncRef(k);
+                ffi::Py_IncRef(v);
+            }
+            let prefix = ascii_prefix(name).unwrap_or(u64::MAX);
+            self.members.push(Member {
+                prefix,
+                name: name.as_ptr(),
+                len: name.len(),
+                key: k,
+                value: v,
+            });
         }
-        members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+        let slice = &mut self.members[base..];
+        slice.sort_unstable_by(Member::cmp);
         // Only `str` subclasses with their own __eq__/__hash__ can get here with equal names.
-        if let Some(w) = members.windows(2).find(|w| w[0].0 == w[1].0) {
-            let name = String::from_utf8_lossy(w[0].0).into_owned();
-            return Err(WalkError::canon(Problem::DuplicateKey(name), depth));
+        if let Some(w) = slice.windows(2).find(|w| w[0].name() == w[1].name()) {
+            let name = String::from_utf8_lossy(w[0].name()).into_owned();
+            return Err(
+                self.drop_members(base, WalkError::canon(Problem::DuplicateKey(name), depth))
+            );
         }
         self.out.push(b'{');
-        for (i, (name, _key, value)) in members.iter().enumerate() {
-            if i > 0 {
+        let end = self.members.len();
+        let mut result = Ok(());
+        for i in base..end {
+            let m = self.members[i];
+            if i > base {
                 self.out.push(b',');
             }
-            write_str(self.out, std::str::from_utf8_unchecked(name));
+            write_str(self.out, std::str::from_utf8_unchecked(m.name()));
             self.out.push(b':');
-            self.write(value.0, depth)
-                .map_err(|e| e.at(depth, || Seg::Key(String::from_utf8_lossy(name).into_owned())))?;
+            if let Err(e) = self.write(m.value, depth) {
+                result = Err(e.at(depth, || {
+                    Seg::Key(String::from_utf8_lossy(m.name()).into_owned())
+                }));
+                break;
+            }
         }
+        if let Err(e) = result {
+            return Err(self.drop_members(base, e));
+        }
+        self.drop_members(base, ());
         self.out.push(b'}');
         self.stack.pop();
         Ok(())
     }
 
-    unsafe fn write_default(&mut self, obj: *mut ffi::PyObject, depth: usize) -> Result<(), WalkError> {
+    /// Pop this dict's members off the scratch stack, releasing them if we owned them.
+    fn drop_members<T>(&mut self, base: usize, pass: T) -> T {
+        if self.default.is_some() {
+            for m in &self.members[base..] {
+                unsafe {
+                    ffi::Py_DecRef(m.key);
+                    ffi::Py_DecRef(m.value);
+                }
+            }
+        }
+        self.members.truncate(base);
+        pass
+    }
+
+    unsafe fn write_default(
+        &mut self,
+        obj: *mut ffi::PyObject,
+        depth: usize,
+    ) -> Result<(), WalkError> {
         let Some(default) = self.default else {
-            return Err(WalkError::canon(Problem::Unsupported(type_name(self.py, obj)), depth));
+            return Err(WalkError::canon(
+                Problem::Unsupported(type_name(self.py, obj)),
+                depth,
+            ));
         };
         // A `default` that returns its own argument (or keeps wrapping) must not loop forever:
         // each conversion counts as a level of nesting.

@@ -7,7 +7,9 @@ use _core::canonical::write_f64;
 use _core::text::canonicalize_text;
 
 fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jcs").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/jcs")
+        .join(rel)
 }
 
 #[test]
@@ -30,7 +32,9 @@ fn double(hex: &str) -> f64 {
 
 fn format(f: f64) -> Option<String> {
     let mut out = Vec::new();
-    write_f64(&mut out, f).ok().map(|()| String::from_utf8(out).unwrap())
+    write_f64(&mut out, f)
+        .ok()
+        .map(|()| String::from_utf8(out).unwrap())
 }
 
 #[test]
