@@ -10,12 +10,35 @@ from dar._core import (
     input_hash_from_text,
     input_hashes,
 )
+from dar.aio import AsyncRuntime
+from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError, DarError, StoreError
+from dar.records import Event, Result
+from dar.rules import Allow, Deny, Rule, RuleContext, rule
+from dar.runtime import Runtime
+from dar.store import SQLiteStore, Store
+from dar.tools import Reconciled, Tool, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MAX_DEPTH",
+    "Allow",
+    "AsyncRuntime",
+    "Deny",
+    "Effect",
+    "Event",
+    "Reconciled",
+    "Result",
+    "Rule",
+    "RuleContext",
+    "Runtime",
+    "SQLiteStore",
+    "Status",
+    "Store",
+    "Tool",
+    "rule",
+    "tool",
     "CanonicalizationError",
     "ConfigurationError",
     "DarError",

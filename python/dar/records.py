@@ -1,0 +1,117 @@
+"""Plain records that cross the line between the decision core, the drivers and the stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from dar.effects import Status
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The idempotency state of one key (one row of `agent_tool_claims`)."""
+
+    key: str
+    tool_name: str
+    input_hash: str
+    state: str  # running | done | failed | released | indeterminate
+    owner: str | None
+    lease_until: float | None
+    version: int
+    attempts: int
+    output: str | None
+    error: str | None
+    completed_at: float | None
+    expires_at: float | None
+    call_event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event row to append; the store adds `seq` and nothing else."""
+
+    event_id: str
+    tool_name: str
+    effect: str
+    status: str
+    created_at: float
+    idempotency_key: str | None = None
+    input: str | None = None
+    input_hash: str | None = None
+    output: str | None = None
+    rejection_reason: str | None = None
+    rule_name: str | None = None
+    error: str | None = None
+    correlation_id: str | None = None
+    parent_event_id: str | None = None
+    attempt: int | None = None
+    duration_ms: float | None = None
+    completed_at: float | None = None
+
+
+EVENT_COLUMNS = tuple(NewEvent.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row of the append-only log, as read back."""
+
+    seq: int
+    event_id: str
+    tool_name: str
+    effect: str
+    status: str
+    created_at: dt.datetime
+    idempotency_key: str | None
+    input: Any
+    input_hash: str | None
+    output: Any
+    rejection_reason: str | None
+    rule_name: str | None
+    error: str | None
+    correlation_id: str | None
+    parent_event_id: str | None
+    attempt: int | None
+    duration_ms: float | None
+    completed_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Event:
+        """Build from a store row; JSON columns may arrive as text or already decoded."""
+        values = dict(row)
+        for col in ("input", "output"):
+            if isinstance(values[col], str):
+                values[col] = json.loads(values[col])
+        for col in ("created_at", "completed_at"):
+            values[col] = to_datetime(values[col])
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+
+
+def to_datetime(value: Any) -> Any:
+    """Epoch seconds (SQLite) to an aware UTC datetime; datetimes (Postgres) pass through."""
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What `Runtime.execute` returns. It never raises for a refusal or a failing handler."""
+
+    status: Status
+    output: Any = None
+    reason: str | None = None
+    rule: str | None = None
+    error: str | None = None
+    event_id: str | None = None
+    key: str | None = None
+    input_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the output is the effect's real result (executed now or earlier)."""
+        return self.status in (Status.EXECUTED, Status.CACHED)

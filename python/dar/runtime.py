@@ -1,0 +1,131 @@
+"""The synchronous runtime: executes the operations the decision core yields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
+from dar.context import CurrentCall, current_call
+from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, Sleep, StoreOp, plan
+from dar.records import Event, Result
+from dar.rules import Deny, Rule
+from dar.store.base import Store
+from dar.stores import open_store
+from dar.tools import Tool
+
+
+class Runtime(RuntimeBase):
+    """Run tool calls through rules, idempotency and the event log.
+
+    >>> rt = Runtime("sqlite:///agent.db", rules=[courier_must_cover_zone])
+    >>> rt.execute(dispatch_order, {"order_id": "ORD-1", ...}, correlation_id="s-1").status
+    <Status.EXECUTED: 'executed'>
+
+    ``store`` is a URL (``sqlite:///file.db``, ``sqlite://:memory:``, ``postgresql://...``)
+    or a store object. ``wait`` bounds how long a duplicate waits for the call in progress
+    before answering ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite://:memory:",
+        *,
+        rules: Iterable[Rule] = (),
+        wait: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+
+    def execute(
+        self,
+        tool: Tool[Any],
+        input: Any,
+        *,
+        correlation_id: str | None = None,
+        key: str | None = None,
+    ) -> Result:
+        """Run one call. A refusal or a failing handler is a status, never an exception."""
+        gen = plan(self._spec(tool, input, correlation_id, key, self.events))
+        try:
+            op = next(gen)
+            while True:
+                op = gen.send(self._run(op))
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+
+    def _run(self, op: Op) -> Any:
+        if isinstance(op, StoreOp):
+            return getattr(self.store, op.method)(*op.args)
+        if isinstance(op, CheckRule):
+            return self._check(op)
+        if isinstance(op, CallHandler):
+            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
+            try:
+                return _call(op.tool.handler, (), op.input)
+            finally:
+                current_call.reset(token)
+        if isinstance(op, CallReconcile):
+            assert op.tool.reconcile is not None
+            return _call(op.tool.reconcile, (op.input,), {})
+        if isinstance(op, Sleep):
+            time.sleep(op.seconds)
+            return None
+        raise TypeError(f"unknown operation {op!r}")
+
+    def _check(self, op: CheckRule) -> Deny | None:
+        started = time.perf_counter()
+        try:
+            value = op.rule.check(op.input, op.ctx)
+        except Exception as exc:
+            return rule_error(op.rule, exc)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            return Deny(f"rule {op.rule.name} is async: use AsyncRuntime")
+        return rule_result(op.rule, value, time.perf_counter() - started)
+
+    def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Read the event log back, in order, as typed records."""
+        return self.store.events(
+            correlation_id=correlation_id, tool=tool, status=status, key=key, since=since,
+            limit=limit,
+        )
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+    started = time.perf_counter()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return failure(exc, started)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        return Outcome(False, error=f"{getattr(fn, '__name__', fn)} is async: use AsyncRuntime")
+    return success(value, started)

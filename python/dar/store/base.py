@@ -1,0 +1,187 @@
+"""The store interface: what the decision core asks of a database.
+
+A store is deliberately thin: each method is one transaction (one round trip where the
+database allows), and every state change of a claim appends its event row in the same
+transaction, so the log and the claims can never disagree. All decisions live in
+`dar.decide`; a store only executes conditional writes the core describes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol, runtime_checkable
+
+from dar.records import Claim, Event, NewEvent
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A synchronous store (SQLite, Postgres)."""
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied. Safe to call concurrently."""
+        ...
+
+    def lookup(
+        self, key: str, input_hash: str, now: float, hit: NewEvent
+    ) -> tuple[Claim | None, bool]:
+        """Read the claim of ``key``. If it is ``done``, unexpired at ``now`` and has
+        ``input_hash``, append ``hit`` (with the recorded output and attempt) in the same
+        transaction and return ``(claim, True)``; otherwise ``(claim or None, False)``."""
+        ...
+
+    def claim(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        expect_version: int | None,
+        started: NewEvent,
+    ) -> bool:
+        """Take ``key`` for ``owner`` until ``lease_until``: insert it when
+        ``expect_version`` is None and no claim exists, or replace the claim whose version
+        is ``expect_version``. On success append ``started`` and return True; otherwise
+        change nothing and return False."""
+        ...
+
+    def finish(
+        self,
+        key: str,
+        owner: str,
+        state: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        expires_at: float | None,
+        event: NewEvent,
+    ) -> bool:
+        """Move ``owner``'s running claim to ``state`` (done, failed, released,
+        indeterminate) and append ``event``. The event is appended even when the claim is
+        no longer ``owner``'s (the effect happened regardless); returns whether it was."""
+        ...
+
+    def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+        """Set the state of the claim at ``expect_version`` and append ``event``; False
+        (and nothing written) when the claim moved on."""
+        ...
+
+    def resolve(
+        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+    ) -> Claim:
+        """Operator decision on an indeterminate (or stuck running) claim: ``executed``
+        records it as done with ``output``; otherwise it is released to run again.
+        Raises ``KeyError`` when there is no such claim, ``ValueError`` when it is done."""
+        ...
+
+    def append(self, event: NewEvent) -> None:
+        """Append one event row."""
+        ...
+
+    def get_claim(self, key: str) -> Claim | None:
+        """The claim of ``key``, if any."""
+        ...
+
+    def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Read the log in append order, filtered."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """The asyncio twin of ``Store``: the same methods with the same meaning, awaited.
+
+    Call ``await store.open()`` (idempotent) before first use; it applies migrations.
+    """
+
+    async def open(self) -> None:
+        """Connect and migrate."""
+        ...
+
+    async def migrate(self) -> list[str]:
+        """See ``Store.migrate``."""
+        ...
+
+    async def lookup(
+        self, key: str, input_hash: str, now: float, hit: NewEvent
+    ) -> tuple[Claim | None, bool]:
+        """See ``Store.lookup``."""
+        ...
+
+    async def claim(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        expect_version: int | None,
+        started: NewEvent,
+    ) -> bool:
+        """See ``Store.claim``."""
+        ...
+
+    async def finish(
+        self,
+        key: str,
+        owner: str,
+        state: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        expires_at: float | None,
+        event: NewEvent,
+    ) -> bool:
+        """See ``Store.finish``."""
+        ...
+
+    async def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+        """See ``Store.mark``."""
+        ...
+
+    async def resolve(
+        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+    ) -> Claim:
+        """See ``Store.resolve``."""
+        ...
+
+    async def append(self, event: NewEvent) -> None:
+        """See ``Store.append``."""
+        ...
+
+    async def get_claim(self, key: str) -> Claim | None:
+        """See ``Store.get_claim``."""
+        ...
+
+    async def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """See ``Store.events``."""
+        ...
+
+    async def close(self) -> None:
+        """See ``Store.close``."""
+        ...

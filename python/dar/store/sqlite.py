@@ -1,0 +1,297 @@
+"""The SQLite store: WAL, `BEGIN IMMEDIATE` and a busy timeout; durable by default.
+
+sqlite-utils opens the database and serves the read queries; the hot path uses the raw
+connection with prepared statements. One connection per store, guarded by a lock, so a
+store may be shared by threads; several processes share a database file safely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import sqlite_utils
+
+from dar.errors import ConfigurationError
+from dar.migrate import migration_files
+from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store.sql import CLAIM_COLUMNS, events_query
+
+_INSERT_EVENT = (
+    f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_SELECT_CLAIM = (
+    f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims WHERE idempotency_key = ?"
+)
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _row(event: NewEvent) -> tuple[Any, ...]:
+    return tuple(getattr(event, name) for name in EVENT_COLUMNS)
+
+
+class SQLiteStore:
+    """A store in one SQLite file (or ``":memory:"``).
+
+    ``synchronous`` is SQLite's durability setting: ``FULL`` (default) makes every
+    recorded outcome survive power loss; ``NORMAL`` in WAL mode survives a crash of the
+    process but may lose the last commits on power loss.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        migrate: bool = True,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in _SYNC_MODES:
+            raise ConfigurationError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
+        self.db = sqlite_utils.Database(self._conn)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        self._conn.execute(f"PRAGMA synchronous = {sync}")
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if migrate:
+            self.migrate()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> SQLiteStore:
+        """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``;
+        query options ``synchronous`` and ``busy_timeout`` (seconds)."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ConfigurationError(f"not a sqlite URL: {url!r}")
+        path = parts.netloc + parts.path
+        if path.startswith("/") and parts.netloc == "":
+            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs -> /abs
+        if path in ("", ":memory:", "/:memory:"):
+            path = ":memory:"
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if "synchronous" in options:
+            kwargs.setdefault("synchronous", options["synchronous"])
+        if "busy_timeout" in options:
+            kwargs.setdefault("busy_timeout", float(options["busy_timeout"]))
+        return cls(path, **kwargs)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with BEGIN IMMEDIATE so it never upgrades a read lock."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        applied: list[str] = []
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS dar_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT name FROM dar_migrations")}
+            for name, sql in migration_files(self.dialect):
+                if name in done:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO dar_migrations VALUES (?, ?)", (name, time.time()))
+                applied.append(name)
+        return applied
+
+    # --- claims ------------------------------------------------------------------------------
+
+    def get_claim(self, key: str) -> Claim | None:
+        with self._lock:
+            row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+        return None if row is None else Claim(*row)
+
+    def lookup(
+        self, key: str, input_hash: str, now: float, hit: NewEvent
+    ) -> tuple[Claim | None, bool]:
+        with self._lock:
+            row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+            if row is None:
+                return None, False
+            claim = Claim(*row)
+            # A fresh `done` claim cannot change under us (only expired or released claims
+            # are taken again), so the hit row needs no transaction around the read.
+            if (
+                claim.state == "done"
+                and (claim.expires_at is None or claim.expires_at > now)
+                and claim.input_hash == input_hash
+            ):
+                row_values = _row(hit)
+                self._conn.execute(_INSERT_EVENT, _with_recorded(row_values, claim))
+                return claim, True
+        return claim, False
+
+    def claim(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        expect_version: int | None,
+        started: NewEvent,
+    ) -> bool:
+        with self._write() as conn:
+            if expect_version is None:
+                cur = conn.execute(
+                    "INSERT INTO agent_tool_claims (idempotency_key, tool_name, input_hash, state,"
+                    " owner, lease_until, version, attempts, created_at, call_event_id)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, 1, 1, ?, ?)"
+                    " ON CONFLICT (idempotency_key) DO NOTHING",
+                    (key, tool_name, input_hash, owner, lease_until, now, started.event_id),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE agent_tool_claims SET tool_name = ?, input_hash = ?, state = 'running',"
+                    " owner = ?, lease_until = ?, version = version + 1, attempts = attempts + 1,"
+                    " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
+                    " call_event_id = ? WHERE idempotency_key = ? AND version = ?",
+                    (tool_name, input_hash, owner, lease_until, started.event_id, key, expect_version),
+                )
+            if cur.rowcount != 1:
+                return False
+            conn.execute(_INSERT_EVENT, _row(started))
+            return True
+
+    def finish(
+        self,
+        key: str,
+        owner: str,
+        state: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        expires_at: float | None,
+        event: NewEvent,
+    ) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE agent_tool_claims SET state = ?, output = ?, error = ?, completed_at = ?,"
+                " expires_at = ?, lease_until = NULL, version = version + 1"
+                " WHERE idempotency_key = ? AND owner = ? AND state = 'running'",
+                (state, output, error, now, expires_at, key, owner),
+            )
+            conn.execute(_INSERT_EVENT, _row(event))
+            return cur.rowcount == 1
+
+    def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE agent_tool_claims SET state = ?, version = version + 1"
+                " WHERE idempotency_key = ? AND version = ?",
+                (state, key, expect_version),
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute(_INSERT_EVENT, _row(event))
+            return True
+
+    def resolve(
+        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+    ) -> Claim:
+        with self._write() as conn:
+            row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            claim = Claim(*row)
+            if claim.state not in ("indeterminate", "running"):
+                raise ValueError(f"claim {key!r} is {claim.state}; only an indeterminate or "
+                                 "running claim can be resolved")
+            if executed:
+                conn.execute(
+                    "UPDATE agent_tool_claims SET state = 'done', output = ?, completed_at = ?,"
+                    " lease_until = NULL, version = version + 1 WHERE idempotency_key = ?",
+                    (output, now, key),
+                )
+            else:
+                conn.execute(
+                    "UPDATE agent_tool_claims SET state = 'released', lease_until = NULL,"
+                    " version = version + 1 WHERE idempotency_key = ?",
+                    (key,),
+                )
+            conn.execute(_INSERT_EVENT, _row(event))
+            row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+        return Claim(*row)
+
+    # --- the log -----------------------------------------------------------------------------
+
+    def append(self, event: NewEvent) -> None:
+        with self._lock:
+            self._conn.execute(_INSERT_EVENT, _row(event))
+
+    def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        sql, params = events_query(
+            "?", correlation_id=correlation_id, tool=tool, status=status, key=key,
+            since=None if since is None else since.timestamp(), limit=limit,
+        )
+        with self._lock:
+            rows = list(self.db.query(sql, params))
+        return [Event.from_row(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _with_recorded(row: tuple[Any, ...], claim: Claim) -> tuple[Any, ...]:
+    """A hit row carries the recorded output and the attempt that produced it."""
+    values = list(row)
+    values[EVENT_COLUMNS.index("output")] = claim.output
+    values[EVENT_COLUMNS.index("attempt")] = claim.attempts
+    return tuple(values)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (trigger bodies contain semicolons)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            buffer = ""
+            if statement and not all(
+                ln.strip().startswith("--") or not ln.strip() for ln in statement.splitlines()
+            ):
+                yield statement
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer[:80]!r}")
