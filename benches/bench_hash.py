@@ -21,9 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-import payloads  # noqa: E402
-
-import dar  # noqa: E402
+import dar
+import payloads
 
 
 def candidates(value: Any) -> dict[str, Callable[[], object]]:
@@ -73,9 +72,7 @@ def main() -> None:
         table.add_column(name, justify="right")
     for shape, row in results.items():
         ours = row["dar.input_hash"]
-        cells = [f"{ours:,.0f}"] + [
-            f"{row[n]:,.0f} ({row[n] / ours:.2f}×)" for n in names[1:]
-        ]
+        cells = [f"{ours:,.0f}"] + [f"{row[n]:,.0f} ({row[n] / ours:.2f}×)" for n in names[1:]]
         table.add_row(shape, *cells)
     console.print(table)
 

@@ -33,8 +33,13 @@ def order(i: int = 0) -> dict[str, Any]:
             "geo": {"lat": -16.2448, "lon": -69.0936},
         },
         "items": [
-            {"sku": f"SKU-{k:04d}", "name": f"Producto número {k}", "qty": k % 3 + 1,
-             "unit_price": 19.9 + k, "discount": 0.1 if k % 2 else 0.0}
+            {
+                "sku": f"SKU-{k:04d}",
+                "name": f"Producto número {k}",
+                "qty": k % 3 + 1,
+                "unit_price": 19.9 + k,
+                "discount": 0.1 if k % 2 else 0.0,
+            }
             for k in range(4)
         ],
         "shipping": {"method": "home_delivery", "courier": "shalom", "fee": 12.5},

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from dar import Runtime
 
 DATA = Path(__file__).parent / "data"
 
@@ -14,3 +20,76 @@ settings.register_profile(
     "soak", deadline=None, max_examples=2000, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# --- stores -----------------------------------------------------------------------------------
+
+
+STORE_KINDS = ["sqlite-memory", "sqlite-file"]
+
+
+@pytest.fixture
+def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder where handlers in any process record that they ran."""
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    monkeypatch.setenv("DAR_TEST_MARKS", str(folder))
+    import tests.workers
+
+    monkeypatch.setattr(tests.workers, "MARKS", folder)
+    return folder
+
+
+@pytest.fixture
+def file_url(tmp_path: Path) -> str:
+    """A SQLite file URL shared by threads and processes."""
+    return f"sqlite:///{tmp_path / 'agent.db'}"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store the runtime must behave identically on."""
+    kind = request.param
+    if kind == "sqlite-memory":
+        return "sqlite://:memory:"
+    if kind == "sqlite-file":
+        return f"sqlite:///{tmp_path / 'agent.db'}"
+    raise AssertionError(kind)
+
+
+class Clock:
+    """An injectable clock: the runtime reads it; tests move it."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_runtime(store_url: str) -> Iterator[Callable[..., Runtime]]:
+    """Build runtimes on the parametrized store; closed at the end of the test."""
+    made: list[Runtime] = []
+
+    def make(**kwargs: Any) -> Runtime:
+        url = kwargs.pop("url", store_url)
+        if made and url == "sqlite://:memory:" and "store" not in kwargs:
+            rt = Runtime(made[0].store, **kwargs)  # share the one in-memory database
+        else:
+            rt = Runtime(kwargs.pop("store", url), **kwargs)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        with contextlib.suppress(Exception):  # a shared in-memory store closes once
+            rt.close()

@@ -43,7 +43,12 @@ def double(hex_bits: str) -> float:
 def test_vector_documents(name: str) -> None:
     text = (JCS / "input" / name).read_bytes()
     expected = (JCS / "output" / name).read_bytes()
-    assert expected == bytes.fromhex((JCS / "outhex" / name.replace(".json", ".txt")).read_text().replace(" ", "").replace("\n", ""))
+    assert expected == bytes.fromhex(
+        (JCS / "outhex" / name.replace(".json", ".txt"))
+        .read_text()
+        .replace(" ", "")
+        .replace("\n", "")
+    )
     assert canonical_json(json.loads(text)) == expected
     assert canonical_json_from_text(text) == expected
     assert input_hash_from_text(text) == hashlib.sha256(expected).hexdigest()
@@ -239,8 +244,12 @@ REFUSALS: list[tuple[str, Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("value", "path", "fragment"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
-def test_refusals_name_the_path_and_the_problem(value: Any, path: str | None, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "path", "fragment"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_refusals_name_the_path_and_the_problem(
+    value: Any, path: str | None, fragment: str
+) -> None:
     with pytest.raises(CanonicalizationError) as info:
         canonical_json(value)
     err = info.value

@@ -113,8 +113,13 @@ class AsyncRuntime(RuntimeBase):
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
         events: list[Event] = await self._store(
-            "events", correlation_id=correlation_id, tool=tool, status=status, key=key,
-            since=since, limit=limit,
+            "events",
+            correlation_id=correlation_id,
+            tool=tool,
+            status=status,
+            key=key,
+            since=since,
+            limit=limit,
         )
         return events
 

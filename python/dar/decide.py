@@ -258,20 +258,37 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             key = str(tool.key(inp))
         except Exception as exc:
             reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
-            ev = event(Status.REJECTED.value, input=input_text, input_hash=input_hash,
-                       rejection_reason=reason)
+            ev = event(
+                Status.REJECTED.value,
+                input=input_text,
+                input_hash=input_hash,
+                rejection_reason=reason,
+            )
             yield StoreOp("append", (ev,))
-            return Result(Status.REJECTED, reason=reason, event_id=ev.event_id,
-                          input_hash=input_hash)
+            return Result(
+                Status.REJECTED, reason=reason, event_id=ev.event_id, input_hash=input_hash
+            )
     else:
         key = f"{tool.name}:{input_hash}"
 
     def answer(status: Status, claim: Claim, **fields: Any) -> Generator[Op, Any, Result]:
-        ev = event(status.value, idempotency_key=key, input=input_text, input_hash=input_hash,
-                   attempt=claim.attempts, **fields)
+        ev = event(
+            status.value,
+            idempotency_key=key,
+            input=input_text,
+            input_hash=input_hash,
+            attempt=claim.attempts,
+            **fields,
+        )
         yield StoreOp("append", (ev,))
-        return Result(status, event_id=ev.event_id, key=key, input_hash=input_hash,
-                      reason=fields.get("rejection_reason"), error=fields.get("error"))
+        return Result(
+            status,
+            event_id=ev.event_id,
+            key=key,
+            input_hash=input_hash,
+            reason=fields.get("rejection_reason"),
+            error=fields.get("error"),
+        )
 
     # 3. Cache lookup, waiting, crash recovery; then rules and the atomic claim.
     judged = False
@@ -279,36 +296,46 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     delay = BACKOFF_FIRST
     while True:
         now = spec.clock()
-        hit = event(Status.CACHED.value, idempotency_key=key, input=input_text,
-                    input_hash=input_hash)
+        hit = event(
+            Status.CACHED.value, idempotency_key=key, input=input_text, input_hash=input_hash
+        )
         claim, logged = yield StoreOp("lookup", (key, input_hash, now, hit))
         if logged:
-            assert claim is not None and claim.output is not None or claim is not None
+            assert (claim is not None and claim.output is not None) or claim is not None
             output = None if claim.output is None else json.loads(claim.output)
-            return Result(Status.CACHED, output=output, event_id=hit.event_id, key=key,
-                          input_hash=input_hash)
+            return Result(
+                Status.CACHED, output=output, event_id=hit.event_id, key=key, input_hash=input_hash
+            )
         fresh = claim is not None and (claim.expires_at is None or claim.expires_at > now)
         live = claim is not None and (
             claim.state in LIVE_STATES or (claim.state in ("done", "failed") and fresh)
         )
         if claim is not None and live and claim.input_hash != input_hash:
-            reason = (f"key {key!r} was used with input hash {claim.input_hash}; "
-                      f"this call has {input_hash}")
+            reason = (
+                f"key {key!r} was used with input hash {claim.input_hash}; "
+                f"this call has {input_hash}"
+            )
             return (yield from answer(Status.CONFLICT, claim, rejection_reason=reason))
         if claim is not None and claim.state == "failed" and fresh:
             return (yield from answer(Status.FAILED, claim, error=claim.error))
         if claim is not None and claim.state == "indeterminate":
-            reason = (f"a call with key {key!r} crashed mid-effect; "
-                      f"resolve it with `dar resolve {key} --executed/--not-executed`")
+            reason = (
+                f"a call with key {key!r} crashed mid-effect; "
+                f"resolve it with `dar resolve {key} --executed/--not-executed`"
+            )
             return (yield from answer(Status.INDETERMINATE, claim, rejection_reason=reason))
         reclaim_with_reconcile = False
         if claim is not None and claim.state == "running":
             assert claim.lease_until is not None
             if claim.lease_until > now:
                 if waited >= spec.wait:
-                    return (yield from answer(
-                        Status.IN_PROGRESS, claim,
-                        rejection_reason=f"still running after waiting {waited:.3f}s"))
+                    return (
+                        yield from answer(
+                            Status.IN_PROGRESS,
+                            claim,
+                            rejection_reason=f"still running after waiting {waited:.3f}s",
+                        )
+                    )
                 yield Sleep(delay)
                 waited += delay
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -316,15 +343,24 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             # The lease ran out with no outcome: its worker died (or overran the lease).
             if not tool.effect.blind_retry_safe:
                 if tool.reconcile is None:
-                    ev = event(Status.INDETERMINATE.value, idempotency_key=key,
-                               input=input_text, input_hash=input_hash, attempt=claim.attempts,
-                               rejection_reason="lease expired with no recorded outcome")
+                    ev = event(
+                        Status.INDETERMINATE.value,
+                        idempotency_key=key,
+                        input=input_text,
+                        input_hash=input_hash,
+                        attempt=claim.attempts,
+                        rejection_reason="lease expired with no recorded outcome",
+                    )
                     moved = yield StoreOp("mark", (key, claim.version, "indeterminate", ev))
                     if not moved:
                         continue
-                    return Result(Status.INDETERMINATE, event_id=ev.event_id, key=key,
-                                  input_hash=input_hash,
-                                  reason="lease expired with no recorded outcome")
+                    return Result(
+                        Status.INDETERMINATE,
+                        event_id=ev.event_id,
+                        key=key,
+                        input_hash=input_hash,
+                        reason="lease expired with no recorded outcome",
+                    )
                 reclaim_with_reconcile = True
         if not judged and not reclaim_with_reconcile:
             refused = yield from judge()
@@ -340,10 +376,19 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             input_hash=input_hash,
             attempt=(claim.attempts if claim is not None else 0) + 1,
         )
-        won = yield StoreOp("claim", (
-            key, tool.name, input_hash, spec.owner, now + tool.lease, now,
-            None if claim is None else claim.version, started_ev,
-        ))
+        won = yield StoreOp(
+            "claim",
+            (
+                key,
+                tool.name,
+                input_hash,
+                spec.owner,
+                now + tool.lease,
+                now,
+                None if claim is None else claim.version,
+                started_ev,
+            ),
+        )
         if not won:
             continue  # someone else moved first: look again
         attempt = started_ev.attempt or 1
@@ -352,27 +397,59 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             verdict = rec.value if rec.ok else None
             if isinstance(verdict, Reconciled) and verdict.executed:
                 result = yield from finished(
-                    Outcome(True, verdict.output, duration_ms=rec.duration_ms), attempt)
-                return Result(Status.CACHED, output=result.output, event_id=result.event_id,
-                              key=key, input_hash=input_hash, error=result.error,
-                              extra={"reconciled": True})
+                    Outcome(True, verdict.output, duration_ms=rec.duration_ms), attempt
+                )
+                return Result(
+                    Status.CACHED,
+                    output=result.output,
+                    event_id=result.event_id,
+                    key=key,
+                    input_hash=input_hash,
+                    error=result.error,
+                    extra={"reconciled": True},
+                )
             if not isinstance(verdict, Reconciled):
-                error = rec.error or (f"reconcile returned {type(verdict).__name__}, "
-                                      "not Reconciled")
-                ev = event(Status.INDETERMINATE.value, idempotency_key=key, input=input_text,
-                           input_hash=input_hash, attempt=attempt, error=error)
-                yield StoreOp("finish", (key, spec.owner, "indeterminate", None, error,
-                                         spec.clock(), None, ev))
-                return Result(Status.INDETERMINATE, event_id=ev.event_id, key=key,
-                              input_hash=input_hash, error=error)
+                error = rec.error or (
+                    f"reconcile returned {type(verdict).__name__}, not Reconciled"
+                )
+                ev = event(
+                    Status.INDETERMINATE.value,
+                    idempotency_key=key,
+                    input=input_text,
+                    input_hash=input_hash,
+                    attempt=attempt,
+                    error=error,
+                )
+                yield StoreOp(
+                    "finish",
+                    (key, spec.owner, "indeterminate", None, error, spec.clock(), None, ev),
+                )
+                return Result(
+                    Status.INDETERMINATE,
+                    event_id=ev.event_id,
+                    key=key,
+                    input_hash=input_hash,
+                    error=error,
+                )
             # Reconciled(executed=False): the effect did not happen. We hold the claim; the
             # call is judged by the rules like any fresh call, then runs.
             refused = yield from judge()
             if refused is not None:
-                yield StoreOp("finish", (key, spec.owner, "released", None, None,
-                                         spec.clock(), None, event(
-                                             "released", idempotency_key=key,
-                                             input_hash=input_hash, attempt=attempt)))
+                yield StoreOp(
+                    "finish",
+                    (
+                        key,
+                        spec.owner,
+                        "released",
+                        None,
+                        None,
+                        spec.clock(),
+                        None,
+                        event(
+                            "released", idempotency_key=key, input_hash=input_hash, attempt=attempt
+                        ),
+                    ),
+                )
                 return refused
         break
 

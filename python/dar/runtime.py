@@ -103,7 +103,11 @@ class Runtime(RuntimeBase):
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
         return self.store.events(
-            correlation_id=correlation_id, tool=tool, status=status, key=key, since=since,
+            correlation_id=correlation_id,
+            tool=tool,
+            status=status,
+            key=key,
+            since=since,
             limit=limit,
         )
 

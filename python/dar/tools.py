@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 from dar.effects import Effect
 
@@ -43,23 +43,10 @@ class Tool(Generic[F]):
         return self.handler(*args, **kwargs)
 
 
-@overload
 def tool(
     name: str | None = None,
     *,
     effect: Effect | str,
-    key: Callable[[Mapping[str, Any]], str] | None = None,
-    window: float | None = None,
-    lease: float = DEFAULT_LEASE,
-    reconcile: Callable[..., Any] | None = None,
-    keep_failures: bool = False,
-) -> Callable[[F], Tool[F]]: ...
-@overload
-def tool(name: str | None = None, **kwargs: Any) -> Callable[[F], Tool[F]]: ...
-def tool(
-    name: str | None = None,
-    *,
-    effect: Effect | str | None = None,
     key: Callable[[Mapping[str, Any]], str] | None = None,
     window: float | None = None,
     lease: float = DEFAULT_LEASE,
@@ -77,8 +64,6 @@ def tool(
     is called with the input of a crashed ``mutate-external``/``irreversible`` call and
     returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too.
     """
-    if effect is None:
-        raise TypeError("tool() needs effect=: one of " + ", ".join(e.value for e in Effect))
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
     eff = Effect(effect)

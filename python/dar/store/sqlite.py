@@ -58,7 +58,9 @@ class SQLiteStore:
     ) -> None:
         sync = synchronous.upper()
         if sync not in _SYNC_MODES:
-            raise ConfigurationError(f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}")
+            raise ConfigurationError(
+                f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}"
+            )
         self.path = str(path)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
@@ -175,7 +177,15 @@ class SQLiteStore:
                     " owner = ?, lease_until = ?, version = version + 1, attempts = attempts + 1,"
                     " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
                     " call_event_id = ? WHERE idempotency_key = ? AND version = ?",
-                    (tool_name, input_hash, owner, lease_until, started.event_id, key, expect_version),
+                    (
+                        tool_name,
+                        input_hash,
+                        owner,
+                        lease_until,
+                        started.event_id,
+                        key,
+                        expect_version,
+                    ),
                 )
             if cur.rowcount != 1:
                 return False
@@ -224,8 +234,10 @@ class SQLiteStore:
                 raise KeyError(key)
             claim = Claim(*row)
             if claim.state not in ("indeterminate", "running"):
-                raise ValueError(f"claim {key!r} is {claim.state}; only an indeterminate or "
-                                 "running claim can be resolved")
+                raise ValueError(
+                    f"claim {key!r} is {claim.state}; only an indeterminate or "
+                    "running claim can be resolved"
+                )
             if executed:
                 conn.execute(
                     "UPDATE agent_tool_claims SET state = 'done', output = ?, completed_at = ?,"
@@ -259,8 +271,13 @@ class SQLiteStore:
         limit: int | None = None,
     ) -> list[Event]:
         sql, params = events_query(
-            "?", correlation_id=correlation_id, tool=tool, status=status, key=key,
-            since=None if since is None else since.timestamp(), limit=limit,
+            "?",
+            correlation_id=correlation_id,
+            tool=tool,
+            status=status,
+            key=key,
+            since=None if since is None else since.timestamp(),
+            limit=limit,
         )
         with self._lock:
             rows = list(self.db.query(sql, params))
