@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,33 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # --- stores -----------------------------------------------------------------------------------
 
 
-STORE_KINDS = ["sqlite-memory", "sqlite-file"]
+STORE_KINDS = ["sqlite-memory", "sqlite-file", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> Iterator[str]:
+    """A Postgres server for the whole session: given, or started here and stopped after."""
+    given = os.environ.get("DAR_TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    from tests.pg import start_server
+
+    server = start_server()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def fresh_schema() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> str:
+    """A Postgres URL with a schema of this test's own."""
+    return f"{pg_base_url}?schema={fresh_schema()}"
 
 
 @pytest.fixture
@@ -54,7 +81,24 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "sqlite://:memory:"
     if kind == "sqlite-file":
         return f"sqlite:///{tmp_path / 'agent.db'}"
-    raise AssertionError(kind)
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database several processes can share."""
+    if request.param == "sqlite-file":
+        return f"sqlite:///{tmp_path / 'agent.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def execute_sql(store: Any, sql: str) -> None:
+    """Run raw SQL on a store's own database (to try what the application must not do)."""
+    if hasattr(store, "db"):
+        store.db.execute(sql)
+        return
+    with store.pool.connection() as conn:
+        conn.execute(sql.replace("agent_tool_events", f'"{store.st.schema}".agent_tool_events'))
 
 
 class Clock:

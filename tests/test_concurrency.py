@@ -17,7 +17,6 @@ import pytest
 from dar import Effect, Runtime, Status, rule
 
 from . import workers
-from .conftest import STORE_KINDS
 
 SPAWN = mp.get_context("spawn")
 
@@ -28,14 +27,15 @@ def executions(marks: Path, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("shared_runtime", [True, False], ids=["one-runtime", "runtime-each"])
-def test_threads_racing_on_one_key(file_url: str, marks: Path, shared_runtime: bool) -> None:
+def test_threads_racing_on_one_key(shared_url: str, marks: Path, shared_runtime: bool) -> None:
+    url = shared_url
     n_threads = 8
     barrier = threading.Barrier(n_threads)
-    shared = Runtime(file_url, wait=30) if shared_runtime else None
+    shared = Runtime(url, wait=30) if shared_runtime else None
     results: list[Any] = []
 
     def worker() -> None:
-        rt = shared or Runtime(file_url, wait=30)
+        rt = shared or Runtime(url, wait=30)
         barrier.wait()
         results.append(rt.execute(workers.slow_effect, {"n": 1, "marks": "t", "sleep": 0.2}))
         if shared is None:
@@ -50,17 +50,18 @@ def test_threads_racing_on_one_key(file_url: str, marks: Path, shared_runtime: b
     got = Counter(r.status for r in results)
     assert got == {Status.EXECUTED: 1, Status.CACHED: n_threads - 1}
     assert len({repr(r.output) for r in results}) == 1
-    rt = shared or Runtime(file_url)
+    rt = shared or Runtime(url)
     log = Counter(e.status for e in rt.events())
     assert log == {"started": 1, "executed": 1, "cached": n_threads - 1}
 
 
-def test_processes_racing_on_one_file(file_url: str, marks: Path) -> None:
-    n_procs, keys = 6, 3
+def test_processes_racing_on_one_database(shared_url: str, marks: Path) -> None:
+    url = shared_url
+    n_procs, keys = 4, 3  # 12 spawned workers, 4 on each key
     barrier = SPAWN.Barrier(n_procs * keys)
     out = SPAWN.Queue()
     procs = [
-        SPAWN.Process(target=workers.race, args=(file_url, "p", n, 0.3, barrier, out))
+        SPAWN.Process(target=workers.race, args=(url, "p", n, 0.3, barrier, out))
         for n in range(keys)
         for _ in range(n_procs)
     ]
@@ -73,7 +74,7 @@ def test_processes_racing_on_one_file(file_url: str, marks: Path) -> None:
     runs = executions(marks, "p")
     assert sorted(int(line.split(":")[1]) for line in runs) == list(range(keys))
     assert Counter(s for s, _ in results) == {"executed": keys, "cached": keys * (n_procs - 1)}
-    log = Counter(e.status for e in Runtime(file_url).events())
+    log = Counter(e.status for e in Runtime(url).events())
     assert log == {"started": keys, "executed": keys, "cached": keys * (n_procs - 1)}
 
 
@@ -91,12 +92,13 @@ def kill_inside_handler(url: str, marks: Path, effect: str, lease: float) -> Non
 
 
 @pytest.mark.parametrize("effect", [e.value for e in Effect if e is not Effect.READ])
-def test_sigkill_inside_a_handler(file_url: str, marks: Path, effect: str) -> None:
+def test_sigkill_inside_a_handler(shared_url: str, marks: Path, effect: str) -> None:
+    url = shared_url
     lease = 0.5
-    kill_inside_handler(file_url, marks, effect, lease)
+    kill_inside_handler(url, marks, effect, lease)
     t = workers.make_hanging_tool(effect, lease)
     allow = rule(applies_to="*", name="allow")(lambda i, c: True)
-    rt = Runtime(file_url, wait=0, rules=[allow])
+    rt = Runtime(url, wait=0, rules=[allow])
     # Within the lease the dead worker's claim still stands.
     assert rt.execute(t, {"marks": "k", "n": 1}).status == Status.IN_PROGRESS
     time.sleep(lease + 0.1)
@@ -113,7 +115,3 @@ def test_sigkill_inside_a_handler(file_url: str, marks: Path, effect: str) -> No
         assert len(executions(marks, "k")) == 1  # never run again blindly
     statuses = [e.status for e in rt.events()]
     assert statuses[0] == "started"  # the dead worker's attempt is in the log
-
-
-def test_store_kinds_are_declared() -> None:
-    assert "sqlite-file" in STORE_KINDS

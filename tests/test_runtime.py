@@ -24,7 +24,7 @@ from dar import (
     tool,
 )
 
-from .conftest import Clock
+from .conftest import Clock, execute_sql
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -437,13 +437,12 @@ def test_event_log_is_append_only(make_runtime: MakeRuntime) -> None:
     calls = Calls()
     rt = make_runtime()
     rt.execute(make_tool(Effect.MUTATE_LOCAL, calls), {"x": 1})
-    db = rt.store.db  # type: ignore[attr-defined]
     for sql in (
         "UPDATE agent_tool_events SET status = 'executed'",
         "DELETE FROM agent_tool_events",
     ):
         with pytest.raises(Exception, match="append-only"):
-            db.execute(sql)
+            execute_sql(rt.store, sql)
     assert statuses(rt) == ["started", "executed"]
 
 

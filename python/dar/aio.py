@@ -16,7 +16,7 @@ from typing import Any
 
 from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
-from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, Sleep, StoreOp, plan
+from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
 from dar.rules import Deny, Rule
 from dar.store.base import AsyncStore, Store
@@ -50,6 +50,10 @@ class AsyncRuntime(RuntimeBase):
         fn = getattr(self.store, method)
         if self._async_store:
             return await fn(*args, **kwargs)
+        if method == "wait":
+            # A sync store's wait is a plain sleep: do it on the loop, not in a thread.
+            await asyncio.sleep(args[1])
+            return args[1]
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def execute(
@@ -84,9 +88,6 @@ class AsyncRuntime(RuntimeBase):
         if isinstance(op, CallReconcile):
             assert op.tool.reconcile is not None
             return await _call(op.tool.reconcile, (op.input,), {})
-        if isinstance(op, Sleep):
-            await asyncio.sleep(op.seconds)
-            return None
         raise TypeError(f"unknown operation {op!r}")
 
     async def _check(self, op: CheckRule) -> Deny | None:

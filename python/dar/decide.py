@@ -65,14 +65,7 @@ class CallReconcile:
     input: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    """Wait this many seconds (a duplicate waiting for the call in progress)."""
-
-    seconds: float
-
-
-Op = StoreOp | CheckRule | CallHandler | CallReconcile | Sleep
+Op = StoreOp | CheckRule | CallHandler | CallReconcile
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,14 +292,15 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
         hit = event(
             Status.CACHED.value, idempotency_key=key, input=input_text, input_hash=input_hash
         )
-        claim, logged = yield StoreOp("lookup", (key, input_hash, now, hit))
-        if logged:
-            assert (claim is not None and claim.output is not None) or claim is not None
+        claim, _logged = yield StoreOp("lookup", (key, input_hash, now, hit))
+        fresh = claim is not None and (claim.expires_at is None or claim.expires_at > now)
+        if claim is not None and claim.state == "done" and fresh and claim.input_hash == input_hash:
+            # A hit. (`_logged` is False only when a retried look-up finds its own hit row
+            # already committed: still a hit, never a reason to claim again.)
             output = None if claim.output is None else json.loads(claim.output)
             return Result(
                 Status.CACHED, output=output, event_id=hit.event_id, key=key, input_hash=input_hash
             )
-        fresh = claim is not None and (claim.expires_at is None or claim.expires_at > now)
         live = claim is not None and (
             claim.state in LIVE_STATES or (claim.state in ("done", "failed") and fresh)
         )
@@ -336,8 +330,8 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
                             rejection_reason=f"still running after waiting {waited:.3f}s",
                         )
                     )
-                yield Sleep(delay)
-                waited += delay
+                # The store may wake us early (Postgres LISTEN/NOTIFY); polling is the fallback.
+                waited += yield StoreOp("wait", (key, min(delay, spec.wait - waited)))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             # The lease ran out with no outcome: its worker died (or overran the lease).

@@ -79,14 +79,19 @@ class Event:
     completed_at: dt.datetime | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Event:
-        """Build from a store row; JSON columns may arrive as text or already decoded."""
+    def from_row(cls, row: dict[str, Any], *, json_as_text: bool) -> Event:
+        """Build from a store row. ``json_as_text``: the JSON columns hold JSON text
+        (SQLite) rather than decoded values (Postgres JSONB)."""
         values = dict(row)
-        for col in ("input", "output"):
-            if isinstance(values[col], str):
-                values[col] = json.loads(values[col])
+        if json_as_text:
+            for col in ("input", "output"):
+                if values[col] is not None:
+                    values[col] = json.loads(values[col])
         for col in ("created_at", "completed_at"):
             values[col] = to_datetime(values[col])
+        for col in ("event_id", "parent_event_id"):
+            if values[col] is not None:
+                values[col] = str(values[col])  # Postgres returns uuid.UUID
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
 

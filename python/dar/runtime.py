@@ -10,7 +10,7 @@ from typing import Any
 
 from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
-from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, Sleep, StoreOp, plan
+from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
 from dar.rules import Deny, Rule
 from dar.store.base import Store
@@ -74,9 +74,6 @@ class Runtime(RuntimeBase):
         if isinstance(op, CallReconcile):
             assert op.tool.reconcile is not None
             return _call(op.tool.reconcile, (op.input,), {})
-        if isinstance(op, Sleep):
-            time.sleep(op.seconds)
-            return None
         raise TypeError(f"unknown operation {op!r}")
 
     def _check(self, op: CheckRule) -> Deny | None:

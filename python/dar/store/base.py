@@ -76,6 +76,11 @@ class Store(Protocol):
         Raises ``KeyError`` when there is no such claim, ``ValueError`` when it is done."""
         ...
 
+    def wait(self, key: str, seconds: float) -> float:
+        """Wait up to ``seconds`` for ``key``'s claim to change (woken early where the
+        database can signal it); return the seconds actually waited."""
+        ...
+
     def append(self, event: NewEvent) -> None:
         """Append one event row."""
         ...
@@ -159,6 +164,10 @@ class AsyncStore(Protocol):
         self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
     ) -> Claim:
         """See ``Store.resolve``."""
+        ...
+
+    async def wait(self, key: str, seconds: float) -> float:
+        """See ``Store.wait``."""
         ...
 
     async def append(self, event: NewEvent) -> None:

@@ -254,6 +254,11 @@ class SQLiteStore:
             row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
         return Claim(*row)
 
+    def wait(self, key: str, seconds: float) -> float:
+        """Another process may finish ``key`` at any time; SQLite can only be polled."""
+        time.sleep(seconds)
+        return seconds
+
     # --- the log -----------------------------------------------------------------------------
 
     def append(self, event: NewEvent) -> None:
@@ -281,7 +286,7 @@ class SQLiteStore:
         )
         with self._lock:
             rows = list(self.db.query(sql, params))
-        return [Event.from_row(r) for r in rows]
+        return [Event.from_row(r, json_as_text=True) for r in rows]
 
     def close(self) -> None:
         with self._lock:

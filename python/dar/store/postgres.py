@@ -1,0 +1,834 @@
+"""The Postgres store: production mode, many workers on many machines.
+
+Postgres is the distributed engine: every claim is one atomic statement, so exactly-once
+holds across every process that shares the database, with nothing else to deploy.
+
+Each store operation is written once, as a generator that yields SQL and maps the rows it
+gets back (`_lookup`, `_claim`, ...). `PostgresStore` (psycopg `ConnectionPool`) and
+`AsyncPostgresStore` (`AsyncConnectionPool`) only run those generators, so the sync and
+async stores cannot drift apart.
+
+Round trips: every operation is a single statement on an autocommit connection (data-
+modifying CTEs write the claim and its event together). A cache hit is one round trip; a
+fresh call three (look up, claim, record the outcome), because the rules run between the
+look-up and the claim.
+
+Faults: every write is safe to repeat — event rows are inserted with
+`ON CONFLICT (event_id) DO NOTHING`, and a claim whose commit was lost in flight is
+recognised as the caller's own (same owner, same started-event id) — so transient errors
+(connection reset, server restart, serialization failure) are retried with backoff, and an
+in-doubt commit never runs a handler twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Generator
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
+
+from dar.errors import ConfigurationError, StoreError
+from dar.migrate import migration_files
+from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store.sql import CLAIM_COLUMNS, events_query
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement for a runner to execute, and what to send back."""
+
+    sql: str
+    params: dict[str, Any] | tuple[Any, ...] | None = ()
+    rows: Literal["one", "all", "dicts", "none"] = "one"
+
+
+Plan = Generator[Query, Any, Any]
+
+
+class Statements:
+    """The SQL of one schema."""
+
+    def __init__(self, schema: str) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"schema must be a plain lowercase identifier, not {schema!r}")
+        self.schema = schema
+        self.channel = f"dar_claims_{schema}"
+        s = f'"{schema}"'
+        self.events = f"{s}.agent_tool_events"
+        claims = f"{s}.agent_tool_claims"
+        cols = ", ".join(CLAIM_COLUMNS)
+        ev_cols = ", ".join(EVENT_COLUMNS)
+        self.select_claim = f"SELECT {cols} FROM {claims} WHERE idempotency_key = %(key)s"
+        # The values of an event row, from parameters prefixed `e_`.
+        casts = {
+            "event_id": "::uuid",
+            "parent_event_id": "::uuid",
+            "input": "::jsonb",
+            "output": "::jsonb",
+            "attempt": "::int",
+            "duration_ms": "::float8",
+        }
+        values = []
+        for col in EVENT_COLUMNS:
+            if col in ("created_at", "completed_at"):
+                values.append(f"to_timestamp(%(e_{col})s::float8)")
+            else:
+                values.append(f"%(e_{col})s{casts.get(col, '::text')}")
+        insert = f"INSERT INTO {self.events} ({ev_cols})"
+        conflict = "ON CONFLICT (event_id) DO NOTHING"
+        self.append = f"{insert} VALUES ({', '.join(values)}) {conflict}"
+        hit_values = [
+            "c.output::jsonb" if col == "output" else "c.attempts" if col == "attempt" else v
+            for col, v in zip(EVENT_COLUMNS, values, strict=True)
+        ]
+        self.lookup = (
+            f"WITH c AS ({self.select_claim}),"
+            f" hit AS ({insert} SELECT {', '.join(hit_values)} FROM c"
+            "   WHERE c.state = 'done' AND c.input_hash = %(input_hash)s"
+            "   AND (c.expires_at IS NULL OR c.expires_at > %(now)s)"
+            f"  {conflict} RETURNING 1)"
+            " SELECT c.*, (SELECT count(*) FROM hit) FROM c"
+        )
+        mine = (
+            f"SELECT 1 FROM {claims} WHERE idempotency_key = %(key)s AND owner = %(owner)s"
+            " AND call_event_id = %(e_event_id)s::uuid AND state = 'running'"
+        )
+        started = f"{insert} SELECT {', '.join(values)} WHERE EXISTS (SELECT 1 FROM won) {conflict}"
+        won_count = "SELECT (SELECT count(*) FROM won) + (SELECT count(*) FROM mine)"
+        self.claim_new = (
+            f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
+            " owner, lease_until, version, attempts, created_at, call_event_id)"
+            " VALUES (%(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
+            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
+            f" mine AS ({mine}), ev AS ({started} RETURNING 1) {won_count}"
+        )
+        self.claim_again = (
+            f"WITH won AS (UPDATE {claims} SET tool_name = %(tool_name)s,"
+            " input_hash = %(input_hash)s, state = 'running', owner = %(owner)s,"
+            " lease_until = %(lease_until)s, version = version + 1, attempts = attempts + 1,"
+            " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
+            " call_event_id = %(e_event_id)s::uuid"
+            " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
+            f" mine AS ({mine}), ev AS ({started} RETURNING 1) {won_count}"
+        )
+        notify = "n AS (SELECT pg_notify(%(channel)s, %(key)s) WHERE EXISTS (SELECT 1 FROM upd))"
+        self.finish = (
+            f"WITH upd AS (UPDATE {claims} SET state = %(state)s, output = %(output)s,"
+            " error = %(error)s, completed_at = %(now)s, expires_at = %(expires_at)s,"
+            " lease_until = NULL, version = version + 1"
+            " WHERE idempotency_key = %(key)s AND owner = %(owner)s AND state = 'running'"
+            f" RETURNING 1), ev AS ({self.append} RETURNING 1), {notify}"
+            " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
+        )
+        self.mark = (
+            f"WITH upd AS (UPDATE {claims} SET state = %(state)s, version = version + 1"
+            " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
+            f" ev AS ({insert} SELECT {', '.join(values)} WHERE EXISTS (SELECT 1 FROM upd)"
+            f" {conflict} RETURNING 1), {notify}"
+            " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
+        )
+        self.lock_claim = self.select_claim + " FOR UPDATE"
+        self.resolve_done = (
+            f"UPDATE {claims} SET state = 'done', output = %(output)s, completed_at = %(now)s,"
+            " lease_until = NULL, version = version + 1 WHERE idempotency_key = %(key)s"
+        )
+        self.resolve_released = (
+            f"UPDATE {claims} SET state = 'released', lease_until = NULL,"
+            " version = version + 1 WHERE idempotency_key = %(key)s"
+        )
+        self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
+
+
+def _event_params(event: NewEvent) -> dict[str, Any]:
+    return {f"e_{col}": getattr(event, col) for col in EVENT_COLUMNS}
+
+
+def _claim(row: tuple[Any, ...]) -> Claim:
+    values = list(row[: len(CLAIM_COLUMNS)])
+    if values[-1] is not None:
+        values[-1] = str(values[-1])  # call_event_id: uuid -> str
+    return Claim(*values)
+
+
+# --- the operations, written once ----------------------------------------------------------
+
+
+def _lookup(st: Statements, key: str, input_hash: str, now: float, hit: NewEvent) -> Plan:
+    row = yield Query(
+        st.lookup, {"key": key, "input_hash": input_hash, "now": now, **_event_params(hit)}
+    )
+    if row is None:
+        return None, False
+    return _claim(row), bool(row[-1])
+
+
+def _claim_op(
+    st: Statements,
+    key: str,
+    tool_name: str,
+    input_hash: str,
+    owner: str,
+    lease_until: float,
+    now: float,
+    expect_version: int | None,
+    started: NewEvent,
+) -> Plan:
+    params = {
+        "key": key,
+        "tool_name": tool_name,
+        "input_hash": input_hash,
+        "owner": owner,
+        "lease_until": lease_until,
+        "now": now,
+        "expect": expect_version,
+        **_event_params(started),
+    }
+    statement = st.claim_new if expect_version is None else st.claim_again
+    row = yield Query(statement, params)
+    return bool(row[0])
+
+
+def _finish(
+    st: Statements,
+    key: str,
+    owner: str,
+    state: str,
+    output: str | None,
+    error: str | None,
+    now: float,
+    expires_at: float | None,
+    event: NewEvent,
+) -> Plan:
+    row = yield Query(
+        st.finish,
+        {
+            "key": key,
+            "owner": owner,
+            "state": state,
+            "output": output,
+            "error": error,
+            "now": now,
+            "expires_at": expires_at,
+            "channel": st.channel,
+            **_event_params(event),
+        },
+    )
+    return bool(row[0])
+
+
+def _mark(st: Statements, key: str, expect_version: int, state: str, event: NewEvent) -> Plan:
+    row = yield Query(
+        st.mark,
+        {
+            "key": key,
+            "expect": expect_version,
+            "state": state,
+            "channel": st.channel,
+            **_event_params(event),
+        },
+    )
+    return bool(row[0])
+
+
+def _resolve(
+    st: Statements, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+) -> Plan:
+    """Several statements: the runner wraps this one in a transaction."""
+    row = yield Query(st.lock_claim, {"key": key})
+    if row is None:
+        raise KeyError(key)
+    claim = _claim(row)
+    if claim.state not in ("indeterminate", "running"):
+        raise ValueError(
+            f"claim {key!r} is {claim.state}; only an indeterminate or "
+            "running claim can be resolved"
+        )
+    if executed:
+        yield Query(st.resolve_done, {"key": key, "output": output, "now": now}, "none")
+    else:
+        yield Query(st.resolve_released, {"key": key}, "none")
+    yield Query(st.append, _event_params(event), "none")
+    yield Query(st.notify, {"channel": st.channel, "key": key}, "none")
+    row = yield Query(st.select_claim, {"key": key})
+    return _claim(row)
+
+
+def _append(st: Statements, event: NewEvent) -> Plan:
+    yield Query(st.append, _event_params(event), "none")
+
+
+def _get_claim(st: Statements, key: str) -> Plan:
+    row = yield Query(st.select_claim, {"key": key})
+    return None if row is None else _claim(row)
+
+
+def _events(
+    st: Statements,
+    correlation_id: str | None,
+    tool: str | None,
+    status: str | None,
+    key: str | None,
+    since: dt.datetime | None,
+    limit: int | None,
+) -> Plan:
+    sql, params = events_query(
+        "%s",
+        correlation_id=correlation_id,
+        tool=tool,
+        status=status,
+        key=key,
+        since=since,
+        limit=limit,
+        schema_prefix=f'"{st.schema}".',
+    )
+    rows = yield Query(sql, tuple(params), "dicts")
+    return [Event.from_row(r, json_as_text=False) for r in rows]
+
+
+def _migrate(st: Statements) -> Plan:
+    """In one transaction, under an advisory lock: concurrent starters migrate once."""
+    yield Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dar_migrate:{st.schema}",), "none")
+    yield Query(f'CREATE SCHEMA IF NOT EXISTS "{st.schema}"', (), "none")
+    yield Query(f'SET LOCAL search_path TO "{st.schema}", public', (), "none")
+    yield Query(
+        "CREATE TABLE IF NOT EXISTS dar_migrations"
+        " (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        (),
+        "none",
+    )
+    done = {r[0] for r in (yield Query("SELECT name FROM dar_migrations", (), "all"))}
+    applied = []
+    for name, script in migration_files("postgres"):
+        if name in done:
+            continue
+        yield Query(script, None, "none")  # no parameters: several statements in one go
+        yield Query("INSERT INTO dar_migrations (name) VALUES (%s)", (name,), "none")
+        applied.append(name)
+    return applied
+
+
+TRANSACTIONAL = {"resolve", "migrate"}
+
+OPERATIONS: dict[str, Callable[..., Plan]] = {
+    "lookup": _lookup,
+    "claim": _claim_op,
+    "finish": _finish,
+    "mark": _mark,
+    "resolve": _resolve,
+    "append": _append,
+    "get_claim": _get_claim,
+}
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors after which repeating the (idempotent) statement is safe and may succeed."""
+    if isinstance(exc, PoolClosed):
+        return False  # our own pool was closed: retrying cannot help
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(1.0, 0.02 * 2.0**attempt)) * (0.5 + random.random() / 2)
+
+
+def _fetch(cur: Any, rows: str) -> Any:
+    if rows == "one":
+        return cur.fetchone()
+    if rows in ("all", "dicts"):
+        return cur.fetchall()
+    return None
+
+
+# --- sync ----------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """A store in Postgres, for many workers on many machines.
+
+    ``target`` is a connection URL (a pool is opened and owned) or a psycopg
+    ``ConnectionPool`` the application already has. Tables live in ``schema``.
+    """
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        target: str | ConnectionPool,
+        *,
+        schema: str = "public",
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        self.st = Statements(schema)
+        if isinstance(target, str):
+            self.pool = ConnectionPool(
+                target, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
+            )
+            self._owns_pool = True
+        else:
+            self.pool = target
+            self._owns_pool = False
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
+        if migrate:
+            self.migrate()
+
+    def _run(self, plan: _Replayable, *, transaction: bool = False) -> Any:
+        deadline = time.monotonic() + RETRY_FOR
+        attempt = 0
+        while True:
+            try:
+                return self._run_once(plan, transaction)
+            except Exception as exc:
+                if not _transient(exc) or time.monotonic() > deadline:
+                    if _transient(exc):
+                        raise StoreError(
+                            f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}"
+                        ) from exc
+                    raise
+                attempt += 1
+                time.sleep(_backoff(attempt))
+                plan = _restart(plan)
+
+    def _run_once(self, plan: _Replayable, transaction: bool) -> Any:
+        with self.pool.connection() as conn:
+            if not conn.autocommit and conn.info.transaction_status == 0:
+                conn.autocommit = True
+            tx = conn.transaction() if transaction else nullcontext()
+            with tx:
+                try:
+                    query = next(plan)
+                    while True:
+                        cur = (
+                            conn.cursor(row_factory=dict_row)
+                            if query.rows == "dicts"
+                            else conn.cursor()
+                        )
+                        with cur:
+                            cur.execute(query.sql, query.params)
+                            result = _fetch(cur, query.rows)
+                        query = plan.send(result)
+                except StopIteration as stop:
+                    return stop.value
+
+    def migrate(self) -> list[str]:
+        applied: list[str] = self._run(_Replayable(_migrate, self.st), transaction=True)
+        return applied
+
+    def lookup(
+        self, key: str, input_hash: str, now: float, hit: NewEvent
+    ) -> tuple[Claim | None, bool]:
+        result: tuple[Claim | None, bool] = self._run(
+            _Replayable(_lookup, self.st, key, input_hash, now, hit)
+        )
+        return result
+
+    def claim(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        expect_version: int | None,
+        started: NewEvent,
+    ) -> bool:
+        won: bool = self._run(
+            _Replayable(
+                _claim_op,
+                self.st,
+                key,
+                tool_name,
+                input_hash,
+                owner,
+                lease_until,
+                now,
+                expect_version,
+                started,
+            )
+        )
+        return won
+
+    def finish(
+        self,
+        key: str,
+        owner: str,
+        state: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        expires_at: float | None,
+        event: NewEvent,
+    ) -> bool:
+        owned: bool = self._run(
+            _Replayable(_finish, self.st, key, owner, state, output, error, now, expires_at, event)
+        )
+        return owned
+
+    def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+        moved: bool = self._run(_Replayable(_mark, self.st, key, expect_version, state, event))
+        return moved
+
+    def resolve(
+        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+    ) -> Claim:
+        claim: Claim = self._run(
+            _Replayable(_resolve, self.st, key, executed, output, now, event), transaction=True
+        )
+        return claim
+
+    def append(self, event: NewEvent) -> None:
+        self._run(_Replayable(_append, self.st, event))
+
+    def get_claim(self, key: str) -> Claim | None:
+        claim: Claim | None = self._run(_Replayable(_get_claim, self.st, key))
+        return claim
+
+    def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        events: list[Event] = self._run(
+            _Replayable(_events, self.st, correlation_id, tool, status, key, since, limit)
+        )
+        return events
+
+    def wait(self, key: str, seconds: float) -> float:
+        """Sleep until ``key`` is notified (LISTEN/NOTIFY) or ``seconds`` pass."""
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = _Listener(str(self.pool.conninfo), self.st.channel)
+        started = time.monotonic()
+        self._listener.wait(key, seconds)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+        if self._owns_pool:
+            self.pool.close()
+
+
+class _Listener:
+    """One LISTEN connection per store; wakes threads waiting on a key. If it fails, the
+    waiters still wake at their timeout (polling), so correctness never depends on it."""
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self.conninfo, self.channel = conninfo, channel
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dar-listen", daemon=True)
+        self._thread.start()
+
+    def wait(self, key: str, seconds: float) -> None:
+        with self._lock:
+            event = self._events.setdefault(key, threading.Event())
+        event.wait(seconds)
+        with self._lock:
+            if self._events.get(key) is event and event.is_set():
+                del self._events[key]
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            with self._lock:
+                                event = self._events.get(note.payload)
+                            if event is not None:
+                                event.set()
+            except Exception:
+                self._stopped.wait(0.5)  # reconnect; waiters poll meanwhile
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+# --- async ---------------------------------------------------------------------------------
+
+
+class AsyncPostgresStore:
+    """``PostgresStore`` for asyncio, on psycopg's ``AsyncConnectionPool``."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        target: str | AsyncConnectionPool,
+        *,
+        schema: str = "public",
+        migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        self.st = Statements(schema)
+        if isinstance(target, str):
+            self.pool = AsyncConnectionPool(
+                target,
+                min_size=min_size,
+                max_size=max_size,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            self._owns_pool = True
+        else:
+            self.pool = target
+            self._owns_pool = False
+        self._migrate_on_open = migrate
+        self._pool_open = False
+        self._ready = False
+        self._open_lock: asyncio.Lock | None = None
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._listen_task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Open the pool and migrate (once, however many tasks ask at the same time)."""
+        if self._ready:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._ready:
+                return
+            if self._migrate_on_open:
+                await self.migrate()
+            else:
+                await self._open_pool()
+            self._ready = True
+
+    async def _open_pool(self) -> None:
+        if self._owns_pool and not self._pool_open:
+            await self.pool.open()
+            self._pool_open = True
+
+    async def _run(self, plan: _Replayable, *, transaction: bool = False) -> Any:
+        if not self._ready:
+            await self.open()
+        return await self._retrying(plan, transaction)
+
+    async def _retrying(self, plan: _Replayable, transaction: bool) -> Any:
+        deadline = time.monotonic() + RETRY_FOR
+        attempt = 0
+        while True:
+            try:
+                return await self._run_once(plan, transaction)
+            except Exception as exc:
+                if not _transient(exc) or time.monotonic() > deadline:
+                    if _transient(exc):
+                        raise StoreError(
+                            f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}"
+                        ) from exc
+                    raise
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt))
+                plan = _restart(plan)
+
+    async def _run_once(self, plan: _Replayable, transaction: bool) -> Any:
+        async with self.pool.connection() as conn:
+            if not conn.autocommit and conn.info.transaction_status == 0:
+                await conn.set_autocommit(True)
+            tx = conn.transaction() if transaction else nullcontext()
+            async with tx:
+                try:
+                    query = next(plan)
+                    while True:
+                        cur = (
+                            conn.cursor(row_factory=dict_row)
+                            if query.rows == "dicts"
+                            else conn.cursor()
+                        )
+                        async with cur:
+                            await cur.execute(query.sql, query.params)
+                            result = await _afetch(cur, query.rows)
+                        query = plan.send(result)
+                except StopIteration as stop:
+                    return stop.value
+
+    async def migrate(self) -> list[str]:
+        await self._open_pool()
+        applied: list[str] = await self._retrying(_Replayable(_migrate, self.st), True)
+        return applied
+
+    async def lookup(
+        self, key: str, input_hash: str, now: float, hit: NewEvent
+    ) -> tuple[Claim | None, bool]:
+        result: tuple[Claim | None, bool] = await self._run(
+            _Replayable(_lookup, self.st, key, input_hash, now, hit)
+        )
+        return result
+
+    async def claim(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        expect_version: int | None,
+        started: NewEvent,
+    ) -> bool:
+        won: bool = await self._run(
+            _Replayable(
+                _claim_op,
+                self.st,
+                key,
+                tool_name,
+                input_hash,
+                owner,
+                lease_until,
+                now,
+                expect_version,
+                started,
+            )
+        )
+        return won
+
+    async def finish(
+        self,
+        key: str,
+        owner: str,
+        state: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        expires_at: float | None,
+        event: NewEvent,
+    ) -> bool:
+        owned: bool = await self._run(
+            _Replayable(_finish, self.st, key, owner, state, output, error, now, expires_at, event)
+        )
+        return owned
+
+    async def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+        moved: bool = await self._run(
+            _Replayable(_mark, self.st, key, expect_version, state, event)
+        )
+        return moved
+
+    async def resolve(
+        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
+    ) -> Claim:
+        claim: Claim = await self._run(
+            _Replayable(_resolve, self.st, key, executed, output, now, event), transaction=True
+        )
+        return claim
+
+    async def append(self, event: NewEvent) -> None:
+        await self._run(_Replayable(_append, self.st, event))
+
+    async def get_claim(self, key: str) -> Claim | None:
+        claim: Claim | None = await self._run(_Replayable(_get_claim, self.st, key))
+        return claim
+
+    async def events(
+        self,
+        *,
+        correlation_id: str | None = None,
+        tool: str | None = None,
+        status: str | None = None,
+        key: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        events: list[Event] = await self._run(
+            _Replayable(_events, self.st, correlation_id, tool, status, key, since, limit)
+        )
+        return events
+
+    async def wait(self, key: str, seconds: float) -> float:
+        """Sleep until ``key`` is notified (LISTEN/NOTIFY) or ``seconds`` pass."""
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.create_task(self._listen())
+        event = self._waiters.setdefault(key, asyncio.Event())
+        started = time.monotonic()
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        if event.is_set() and self._waiters.get(key) is event:
+            del self._waiters[key]
+        return time.monotonic() - started
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    str(self.pool.conninfo), autocommit=True
+                ) as conn:
+                    await conn.execute(
+                        pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.st.channel))
+                    )
+                    async for note in conn.notifies():
+                        event = self._waiters.get(note.payload)
+                        if event is not None:
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.5)  # reconnect; waiters poll meanwhile
+
+    async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+        if self._owns_pool and self._pool_open:
+            await self.pool.close()
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+class _Replayable:
+    """A plan that can be started again from scratch after a transient fault."""
+
+    def __init__(self, fn: Callable[..., Plan], *args: Any) -> None:
+        self.fn, self.args = fn, args
+        self.gen = fn(*args)
+
+    def __iter__(self) -> _Replayable:
+        return self
+
+    def __next__(self) -> Query:
+        query: Query = next(self.gen)
+        return query
+
+    def send(self, value: Any) -> Query:
+        query: Query = self.gen.send(value)
+        return query
+
+
+def _restart(plan: _Replayable) -> _Replayable:
+    plan.gen.close()
+    return _Replayable(plan.fn, *plan.args)
+
+
+async def _afetch(cur: Any, rows: str) -> Any:
+    if rows == "one":
+        return await cur.fetchone()
+    if rows in ("all", "dicts"):
+        return await cur.fetchall()
+    return None

@@ -1,0 +1,262 @@
+"""What only Postgres has to prove: many workers, least privilege, round trips, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+import dar
+from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, tool
+from dar.decide import new_id
+from dar.records import NewEvent
+from dar.store.postgres import AsyncPostgresStore, PostgresStore
+from dar.stores import split_schema
+
+from .conftest import fresh_schema
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL)
+def charge(order: str) -> dict[str, str]:
+    return {"charged": order}
+
+
+def event(status: str, key: str = "k") -> NewEvent:
+    return NewEvent(
+        event_id=new_id(),
+        tool_name="t",
+        effect="mutate-external",
+        status=status,
+        created_at=time.time(),
+        idempotency_key=key,
+        input_hash="h",
+    )
+
+
+def test_schema_option_and_an_application_pool(pg_base_url: str) -> None:
+    schema = fresh_schema()
+    with ConnectionPool(pg_base_url, kwargs={"autocommit": True}) as pool:
+        store = PostgresStore(pool, schema=schema)
+        rt = Runtime(store)
+        assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
+        assert rt.execute(charge, {"order": "A"}).status == Status.CACHED
+        with pool.connection() as conn:
+            n = conn.execute(f'SELECT count(*) FROM "{schema}".agent_tool_events').fetchone()
+        assert n == (3,)
+        rt.close()  # the application's pool stays open
+        assert not pool.closed
+
+
+def test_url_schema_option() -> None:
+    url, schema = split_schema("postgresql://u@h:5/db?sslmode=disable&schema=agents")
+    assert (url, schema) == ("postgresql://u@h:5/db?sslmode=disable", "agents")
+    assert split_schema("postgresql://h/db") == ("postgresql://h/db", None)
+    with pytest.raises(dar.ConfigurationError):
+        PostgresStore("postgresql://h/db", schema="Robert'); DROP TABLE x;--")
+
+
+def test_concurrent_starters_migrate_once(pg_base_url: str) -> None:
+    schema = fresh_schema()
+    barrier = threading.Barrier(8)
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            store = PostgresStore(pg_base_url, schema=schema, migrate=False)
+            applied.append(store.migrate())
+            store.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(len(a) for a in applied) == [0] * 7 + [1]
+    with psycopg.connect(pg_base_url) as conn:
+        rows = conn.execute(f'SELECT name FROM "{schema}".dar_migrations').fetchall()
+    assert rows == [("0001_init.sql",)]
+
+
+def test_least_privilege_role_cannot_rewrite_history(pg_base_url: str) -> None:
+    schema = fresh_schema()
+    PostgresStore(pg_base_url, schema=schema).close()  # migrated by the owner
+    role = f"app_{schema}"
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        # Exactly the grants the migration documents.
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        conn.execute(f'GRANT SELECT, INSERT ON "{schema}".agent_tool_events TO {role}')
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE ON "{schema}".agent_tool_claims TO {role}')
+        conn.execute(f'GRANT SELECT ON "{schema}".dar_migrations TO {role}')
+    app_url = pg_base_url.replace("postgres@", f"{role}@", 1)
+    rt = Runtime(PostgresStore(app_url, schema=schema, migrate=False))
+    assert rt.execute(charge, {"order": "B"}).status == Status.EXECUTED
+    assert rt.execute(charge, {"order": "B"}).status == Status.CACHED
+    with psycopg.connect(app_url, autocommit=True) as conn:
+        for sql in (
+            "UPDATE {s}.agent_tool_events SET status = 'x'",
+            "DELETE FROM {s}.agent_tool_events",
+            "TRUNCATE {s}.agent_tool_events",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql.format(s=f'"{schema}"'))
+    # Even the owner is refused by the trigger.
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        for sql in (
+            "UPDATE {s}.agent_tool_events SET status = 'x'",
+            "DELETE FROM {s}.agent_tool_events",
+            "TRUNCATE {s}.agent_tool_events",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(sql.format(s=f'"{schema}"'))
+    assert [e.status for e in rt.events()] == ["started", "executed", "cached"]
+    rt.close()
+
+
+class CountingCursor(psycopg.Cursor[Any]):
+    """Counts statements; on an autocommit connection each is one round trip."""
+
+    count = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        CountingCursor.count += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_round_trips_per_call(pg_base_url: str) -> None:
+    with ConnectionPool(
+        pg_base_url,
+        min_size=1,
+        max_size=1,
+        kwargs={"autocommit": True, "cursor_factory": CountingCursor},
+    ) as pool:
+        rt = Runtime(PostgresStore(pool, schema=fresh_schema()))
+        counts = {}
+        for label in ("fresh", "hit"):
+            CountingCursor.count = 0
+            res = rt.execute(charge, {"order": "RT"})
+            counts[label] = (res.status, CountingCursor.count)
+        assert counts == {"fresh": (Status.EXECUTED, 3), "hit": (Status.CACHED, 1)}
+        CountingCursor.count = 0
+        rt.execute(tool(name="peek", effect=Effect.READ)(lambda q: q), {"q": 1})
+        assert CountingCursor.count == 1  # a read: one row, one round trip
+
+
+def test_in_doubt_commits_replay_safely(pg_url: str) -> None:
+    """A statement whose commit reached the server but whose answer was lost is sent again
+    by the retry loop. Replaying each write must change nothing the second time."""
+    store = dar.stores.open_store(pg_url)
+    started = event("started")
+    args = ("k", "t", "h", "worker-1", time.time() + 60, time.time(), None, started)
+    assert store.claim(*args) is True
+    assert store.claim(*args) is True  # recognised as our own claim: still ours, run once
+    assert (
+        store.claim(
+            "k", "t", "h", "worker-2", time.time() + 60, time.time(), None, event("started")
+        )
+        is False
+    )
+    done = event("executed")
+    assert store.finish("k", "worker-1", "done", '"ok"', None, time.time(), None, done)
+    store.finish("k", "worker-1", "done", '"ok"', None, time.time(), None, done)
+    hit = event("cached")
+    for _ in range(2):
+        claim, _ = store.lookup("k", "h", time.time(), hit)
+        assert claim is not None and claim.state == "done"
+    statuses = Counter(e.status for e in store.events(key="k"))
+    assert statuses == {"started": 1, "executed": 1, "cached": 1}
+    store.close()
+
+
+def test_waiters_are_woken_by_notify(pg_url: str) -> None:
+    url, schema = split_schema(pg_url)
+    waiter = PostgresStore(url, schema=schema or "public")
+    worker = PostgresStore(url, schema=schema or "public", migrate=False)
+    started = event("started", key="w")
+    worker.claim("w", "t", "h", "worker", time.time() + 60, time.time(), None, started)
+    waiter.wait("w", 0.01)  # starts the listener
+    time.sleep(0.3)  # let it LISTEN
+
+    def finish_soon() -> None:
+        time.sleep(0.2)
+        worker.finish("w", "worker", "done", "1", None, time.time(), None, event("executed", "w"))
+
+    threading.Thread(target=finish_soon).start()
+    waited = waiter.wait("w", 30.0)
+    assert waited < 15.0, "woken by NOTIFY, not by the 30 s timeout"
+    waiter.close()
+    worker.close()
+
+
+def test_async_store_with_an_application_pool(pg_base_url: str) -> None:
+    async def main() -> list[Status]:
+        async with AsyncConnectionPool(pg_base_url, kwargs={"autocommit": True}) as pool:
+            rt = AsyncRuntime(AsyncPostgresStore(pool, schema=fresh_schema()))
+            results = await asyncio.gather(*(rt.execute(charge, {"order": "Z"}) for _ in range(5)))
+            await rt.close()
+            return sorted(r.status for r in results)
+
+    assert asyncio.run(main()) == [Status.CACHED] * 4 + [Status.EXECUTED]
+
+
+def test_server_restart_mid_run(marks: Any) -> None:
+    """Calls keep going through an immediate (crash-like) server restart: each either
+    completes or fails with a clear StoreError; none runs twice, no outcome is lost."""
+    from tests.pg import start_server
+
+    server = start_server()
+    if not hasattr(server, "restart"):
+        pytest.fail("this test needs local Postgres binaries to restart the server")
+    runs: Counter[int] = Counter()
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, key=lambda i: f"job:{i['n']}")
+    def job(n: int) -> int:
+        runs[n] += 1
+        return n
+
+    try:
+        rt = Runtime(f"{server.url}?schema=restart", wait=5)
+        results: dict[int, Any] = {}
+        stop = threading.Event()
+
+        def caller() -> None:
+            n = 0
+            while not stop.is_set() and n < 400:
+                try:
+                    results[n] = rt.execute(job, {"n": n}).status
+                except StoreError as exc:
+                    results[n] = exc
+                n += 1
+
+        t = threading.Thread(target=caller)
+        t.start()
+        time.sleep(0.3)
+        server.restart("immediate")
+        time.sleep(0.3)
+        stop.set()
+        t.join(timeout=120)
+        assert not t.is_alive()
+        assert max(runs.values()) == 1, "a handler ran twice"
+        executed = [n for n, s in results.items() if s == Status.EXECUTED]
+        assert executed and set(executed) <= set(runs)
+        log = rt.events(status="executed")
+        assert sorted(
+            int(e.idempotency_key.split(":")[1]) for e in log if e.idempotency_key
+        ) == sorted(executed)
+        # Everything recorded replays from the record after the restart.
+        for n in executed[:20]:
+            assert rt.execute(job, {"n": n}).status == Status.CACHED
+        rt.close()
+    finally:
+        server.close()
