@@ -41,7 +41,7 @@ lint: build
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
-	$(BIN)/python -m mypy.stubtest dar._core --allowlist stubtest-allowlist.txt
+	$(BIN)/python -m mypy.stubtest dar._core
 
 fmt: $(STAMP)
 	cargo fmt

@@ -3,6 +3,17 @@
 from collections.abc import Callable, Iterable
 from typing import Any
 
+__all__ = [
+    "MAX_DEPTH",
+    "__version__",
+    "canonical_json",
+    "canonical_json_from_text",
+    "input_hash",
+    "input_hash_from_text",
+    "input_hashes",
+    "sha256_hex_of",
+]
+
 MAX_DEPTH: int
 __version__: str
 
