@@ -48,6 +48,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff format python tests benches
 	$(BIN)/ruff check --fix python tests benches
 
+# Before a release: the long Hypothesis profile (more examples, longer runs, bigger bursts).
+soak: build
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest tests/test_exactly_once.py tests/test_canonical.py tests/test_hostile_input.py
+
 bench: build
 	$(BIN)/python benches/bench_hash.py
 

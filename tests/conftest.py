@@ -146,3 +146,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") and skipped:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print(f"\n{skipped} test(s) skipped: under CI every test must run")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say what the exactly-once state machine covered in this run."""
+    import sys
+
+    module = sys.modules.get("tests.test_exactly_once")
+    stats = getattr(module, "STATS", None)
+    if stats:
+        terminalreporter.section("exactly-once coverage")
+        for name, count in sorted(stats.items()):
+            terminalreporter.write_line(f"{name:>24}: {count}")

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlite_utils
 
-from dar.errors import ConfigurationError
+from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
 from dar.store.sql import CLAIM_COLUMNS, events_query
@@ -41,7 +41,9 @@ def _row(event: NewEvent) -> tuple[Any, ...]:
 class SQLiteStore:
     """A store in one SQLite file (or ``":memory:"``).
 
-    ``synchronous`` is SQLite's durability setting: ``FULL`` (default) makes every
+    ``busy_timeout`` is how long SQLite itself waits for a lock; ``retry_for`` how long a
+    write keeps trying before it fails with ``StoreError``. ``synchronous`` is SQLite's
+    durability setting: ``FULL`` (default) makes every
     recorded outcome survive power loss; ``NORMAL`` in WAL mode survives a crash of the
     process but may lose the last commits on power loss.
     """
@@ -54,6 +56,7 @@ class SQLiteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
+        retry_for: float = 15.0,
         migrate: bool = True,
     ) -> None:
         sync = synchronous.upper()
@@ -62,6 +65,7 @@ class SQLiteStore:
                 f"synchronous must be one of {_SYNC_MODES}, not {synchronous!r}"
             )
         self.path = str(path)
+        self.retry_for = retry_for
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -95,10 +99,28 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with BEGIN IMMEDIATE so it never upgrades a read lock."""
+        """One write transaction, taken with BEGIN IMMEDIATE so it never upgrades a read lock.
+
+        Another process may hold the write lock for longer than the busy timeout; taking it
+        is retried until ``retry_for`` seconds have passed, then ``StoreError`` is raised
+        with nothing written. (An outcome must not be dropped because a lock was busy.)
+        """
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            deadline = time.monotonic() + self.retry_for
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"SQLite database {self.path} stayed locked for "
+                            f"{self.retry_for:.0f}s: {exc}"
+                        ) from exc
+                    time.sleep(0.01)
             try:
                 yield conn
             except BaseException:
@@ -146,8 +168,8 @@ class SQLiteStore:
                 and (claim.expires_at is None or claim.expires_at > now)
                 and claim.input_hash == input_hash
             ):
-                row_values = _row(hit)
-                self._conn.execute(_INSERT_EVENT, _with_recorded(row_values, claim))
+                with self._write() as conn:
+                    conn.execute(_INSERT_EVENT, _with_recorded(_row(hit), claim))
                 return claim, True
         return claim, False
 
@@ -262,8 +284,8 @@ class SQLiteStore:
     # --- the log -----------------------------------------------------------------------------
 
     def append(self, event: NewEvent) -> None:
-        with self._lock:
-            self._conn.execute(_INSERT_EVENT, _row(event))
+        with self._write() as conn:
+            conn.execute(_INSERT_EVENT, _row(event))
 
     def events(
         self,
