@@ -302,10 +302,13 @@ class ExactlyOnce(RuleBasedStateMachine):
         assert self.model.resolve(key, executed, output)
         STATS["operator resolutions"] += 1
 
-    @rule(name=MUTATING, v=VALUES, point=st.sampled_from(POINTS),
-          answer=st.sampled_from([None, {"found": "T-1"}, "raise"]))
-    def crash_then_retry_after_the_lease(self, name: str, v: int, point: str,
-                                         answer: Any) -> None:
+    @rule(
+        name=MUTATING,
+        v=VALUES,
+        point=st.sampled_from(POINTS),
+        answer=st.sampled_from([None, {"found": "T-1"}, "raise"]),
+    )
+    def crash_then_retry_after_the_lease(self, name: str, v: int, point: str, answer: Any) -> None:
         """The whole recovery path in one step: a worker dies, its lease runs out, and the
         call is retried (re-run, reconciled, or left indeterminate, by effect)."""
         before = STATS["crashes"]

@@ -1,0 +1,158 @@
+"""Faults: a SQLite file locked past the busy timeout, a Postgres connection cut mid-call.
+
+The outcome is an error or a retry: never a second execution, never a lost record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dar import Effect, Runtime, Status, StoreError, tool
+from dar.store.sqlite import SQLiteStore
+
+
+def hold_write_lock(path: Path, seconds: float, ready: threading.Event) -> None:
+    """Another connection (as another process would) holds the write lock."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    ready.set()
+    time.sleep(seconds)
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
+def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    runs = []
+
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def ship(order: str) -> str:
+        runs.append(order)
+        return "shipped"
+
+    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=10))
+    ready = threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(db, 0.5, ready))
+    locker.start()
+    ready.wait()
+    res = rt.execute(ship, {"order": "A"})  # the claim waits for the lock, then goes on
+    locker.join()
+    assert res.status == Status.EXECUTED and runs == ["A"]
+    assert [e.status for e in rt.events()] == ["started", "executed"]
+
+
+def test_sqlite_lock_that_outlasts_the_retries_fails_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    runs = []
+
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def ship(order: str) -> str:
+        runs.append(order)
+        return "shipped"
+
+    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=0.3))
+    ready = threading.Event()
+    locker = threading.Thread(target=hold_write_lock, args=(db, 1.5, ready))
+    locker.start()
+    ready.wait()
+    with pytest.raises(StoreError, match="stayed locked"):
+        rt.execute(ship, {"order": "A"})
+    locker.join()
+    assert runs == [] and rt.events() == []  # nothing ran, nothing half-written
+    assert rt.execute(ship, {"order": "A"}).status == Status.EXECUTED  # the retry works
+    assert runs == ["A"]
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback whose open connections can be cut at will."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+            self.cuts += 1
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_postgres_connection_cut_mid_call(pg_base_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.conftest import fresh_schema
+
+    parts = urlsplit(pg_base_url)
+    proxy = CuttingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    via_proxy = pg_base_url.replace(f":{parts.port}", f":{proxy.port}", 1)
+    runs: Counter[int] = Counter()
+
+    @tool(effect=Effect.IRREVERSIBLE, key=lambda i: f"pay:{i['n']}")
+    def pay(n: int) -> dict[str, Any]:
+        runs[n] += 1
+        proxy.cut()  # every connection dies while the effect happens
+        return {"paid": n}
+
+    from dar import rule
+
+    allow = rule(applies_to="*", name="allow")(lambda i, c: True)
+    rt = Runtime(f"{via_proxy}?schema={fresh_schema()}", rules=[allow])
+    try:
+        results = [rt.execute(pay, {"n": n}) for n in range(5)]
+        assert [r.status for r in results] == [Status.EXECUTED] * 5
+        assert runs == {n: 1 for n in range(5)}
+        # The outcome written after the cut is there, once, and answers retries.
+        statuses = Counter(e.status for e in rt.events())
+        assert statuses == {"started": 5, "executed": 5}
+        assert all(rt.execute(pay, {"n": n}).status == Status.CACHED for n in range(5))
+        assert proxy.cuts == 5
+    finally:
+        rt.close()
+        proxy.close()
