@@ -257,7 +257,9 @@ class ExactlyOnce(RuleBasedStateMachine):
     @precondition(lambda self: len(self.rules_in_force) > 0)
     @rule(data=st.data())
     def remove_rule(self, data: st.DataObject) -> None:
-        name = data.draw(st.sampled_from(sorted(self.rules_in_force)))
+        self.drop_rule(data.draw(st.sampled_from(sorted(self.rules_in_force))))
+
+    def drop_rule(self, name: str) -> None:
         del self.rules_in_force[name]
         if name == allow_irreversible.name:
             self.model.irreversible_rule = False
@@ -405,7 +407,7 @@ def run_machine(base_url: str, profile: settings) -> None:
 def machine_settings() -> settings:
     soak = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
     return settings(
-        max_examples=400 if soak else 30,
+        max_examples=200 if soak else 30,
         stateful_step_count=40 if soak else 20,
         deadline=None,
         suppress_health_check=list(HealthCheck),
@@ -422,3 +424,47 @@ def test_exactly_once_on_postgres(pg_base_url: str) -> None:
 
 def test_store_error_is_a_store_error() -> None:
     assert issubclass(StoreError, dar.DarError)
+
+
+# --- what Hypothesis found, kept as explicit regression examples ----------------------------
+
+
+def fresh_machine(tmp_path: Path) -> ExactlyOnce:
+    ExactlyOnce.base_url = "sqlite:"
+    machine = ExactlyOnce()
+    machine.start()
+    return machine
+
+
+def test_found_a_deny_rule_is_a_rule_for_an_irreversible_tool(tmp_path: Path) -> None:
+    """The model first thought only an allow rule counted as 'a rule applies'."""
+    m = fresh_machine(tmp_path)
+    m.drop_rule("irreversible_allowed")
+    m.add_deny_rule(name="t_irr", v=0)
+    m.call(worker=0, name="t_irr", v=0, explicit=None, fail=False)  # REJECTED, not an error
+    m.call(worker=0, name="t_irr", v=1, explicit=None, fail=False)  # EXECUTED
+    m.effects_match_the_model()
+    m.teardown()
+
+
+def test_found_a_running_claim_conflicts_with_another_input(tmp_path: Path) -> None:
+    """The model first let a second input take an explicit key still held by a dead worker."""
+    m = fresh_machine(tmp_path)
+    m.crash(name="t_local", v=0, explicit="shared-key", point="after_claim")
+    m.advance_clock(seconds=41)
+    m.crash(name="t_local", v=1, explicit="shared-key", point="after_claim")  # not claimable
+    m.call(worker=0, name="t_local", v=1, explicit="shared-key", fail=False)  # CONFLICT
+    m.effects_match_the_model()
+    m.the_log_only_grows()
+    m.teardown()
+
+
+def test_found_burst_workers_need_the_rules_in_force(tmp_path: Path) -> None:
+    """Worker processes of a burst were first built without the deny rules in force."""
+    m = fresh_machine(tmp_path)
+    m.add_deny_rule(name="t_local", v=2)
+    m.burst(name="t_local", v=2, n=2, processes=True)  # every worker refuses
+    m.burst(name="t_local", v=1, n=3, processes=True)  # exactly one runs
+    m.effects_match_the_model()
+    m.cached_outputs_equal_the_record()
+    m.teardown()
