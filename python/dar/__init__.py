@@ -14,6 +14,7 @@ from dar.aio import AsyncRuntime
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError, DarError, StoreError
 from dar.records import Event, Result
+from dar.replay import ReplayDivergence
 from dar.rules import Allow, Deny, Rule, RuleContext, rule
 from dar.runtime import Runtime
 from dar.store import SQLiteStore, Store
@@ -32,6 +33,7 @@ __all__ = [
     "Effect",
     "Event",
     "Reconciled",
+    "ReplayDivergence",
     "Result",
     "Rule",
     "RuleContext",

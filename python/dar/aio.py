@@ -11,13 +11,14 @@ import asyncio
 import datetime as dt
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
 from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
+from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
 from dar.store.base import AsyncStore, Store
 from dar.stores import open_async_store
@@ -39,12 +40,15 @@ class AsyncRuntime(RuntimeBase):
         wait: float = 30.0,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        replay: str | None = None,
     ) -> None:
         super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
         self.store: Store | AsyncStore = (
             open_async_store(store) if isinstance(store, str) else store
         )
         self._async_store = inspect.iscoroutinefunction(self.store.lookup)
+        self._replay = replay
+        self._replayer: Replayer | None = None
 
     async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
         fn = getattr(self.store, method)
@@ -65,18 +69,25 @@ class AsyncRuntime(RuntimeBase):
         key: str | None = None,
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception."""
-        gen = plan(self._spec(tool, input, correlation_id, key, self.events))
+        if self._replay is not None:
+            if self._replayer is None:
+                self._replayer = await self._drive(load_replay(self._replay))
+            return self._replayer.next(tool.name, input)
+        spec = self._spec(tool, input, correlation_id, key, self.events)
+        result: Result = await self._drive(plan(spec))
+        return result
+
+    async def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         try:
             op = next(gen)
             while True:
                 op = gen.send(await self._run(op))
         except StopIteration as stop:
-            result: Result = stop.value
-            return result
+            return stop.value
 
     async def _run(self, op: Op) -> Any:
         if isinstance(op, StoreOp):
-            return await self._store(op.method, *op.args)
+            return await self._store(op.method, *op.args, **op.kwargs)
         if isinstance(op, CheckRule):
             return await self._check(op)
         if isinstance(op, CallHandler):

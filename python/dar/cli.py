@@ -14,10 +14,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 from dar import __version__
 from dar.decide import new_id
 from dar.errors import DarError
+from dar.postmortem import CallNode, call_tree, stats, verify
 from dar.records import Event, NewEvent
 from dar.stores import open_store
 
@@ -129,6 +132,202 @@ def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+STATUS_STYLE = {
+    "executed": "green",
+    "cached": "cyan",
+    "rejected": "bold red",
+    "failed": "red",
+    "in_progress": "yellow",
+    "conflict": "magenta",
+    "indeterminate": "bold yellow",
+    "started": "yellow",
+    "resolved": "blue",
+}
+
+
+def _short(value: Any, width: int = 70) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _node_label(node: CallNode) -> Text:
+    out = node.outcome
+    label = Text()
+    label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
+    label.append(out.tool_name, style="bold")
+    label.append(f" ({out.effect}) ", style="dim")
+    label.append(out.status.upper(), style=STATUS_STYLE.get(out.status, ""))
+    if node.duration_ms is not None:
+        label.append(f" {node.duration_ms:.1f} ms", style="dim")
+    if out.idempotency_key:
+        label.append(f"  key {out.idempotency_key[:60]}", style="dim")
+    if out.rejection_reason:
+        who = f"[{out.rule_name}] " if out.rule_name else ""
+        label.append(f"\n{who}{out.rejection_reason}", style="red")
+    if out.error:
+        label.append(f"\nerror: {out.error}", style="red")
+    label.append(f"\nin  {_short(node.first.input)}", style="dim")
+    if out.output is not None:
+        label.append(f"\nout {_short(out.output)}", style="dim")
+    return label
+
+
+def cmd_trace(args: argparse.Namespace, console: Console) -> int:
+    store = open_store(_db_url(args))
+    events = store.events(correlation_id=args.correlation_id)
+    store.close()
+    if not events:
+        console.print(f"[red]no events with correlation id {escape(args.correlation_id)!s}[/red]")
+        return 1
+    roots = call_tree(events)
+    if args.json:
+        sys.stdout.write(
+            json.dumps([r.as_dict() for r in roots], ensure_ascii=False, indent=2, default=str)
+            + "\n"
+        )
+        return 0
+    count = sum(1 for _ in _walk(roots))
+    tree = Tree(
+        Text(f"session {args.correlation_id}: {count} calls, {len(events)} events", style="bold")
+    )
+
+    def add(parent: Tree, nodes: list[CallNode]) -> None:
+        for node in nodes:
+            add(parent.add(_node_label(node)), node.children)
+
+    add(tree, roots)
+    console.print(tree)
+    return 0
+
+
+def _walk(nodes: list[CallNode]) -> Any:
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)
+
+
+def cmd_stats(args: argparse.Namespace, console: Console) -> int:
+    store = open_store(_db_url(args))
+    events = store.events(since=_parse_since(args.since) if args.since else None)
+    store.close()
+    report = stats(events)
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        return 0
+    table = Table(title=f"{len(events)} events" + (f" since {args.since}" if args.since else ""))
+    table.add_column("tool", no_wrap=True)
+    for name in ("ran", "cached", "refused", "failed", "other"):
+        table.add_column(name, justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    main_statuses = ("executed", "cached", "rejected", "failed")
+    for t in report.tools:
+        other = sum(n for s, n in t.statuses.items() if s not in main_statuses)
+        table.add_row(
+            escape(t.tool),
+            *(str(t.statuses.get(s, 0)) for s in main_statuses),
+            str(other),
+            "" if t.p50_ms is None else f"{t.p50_ms:.1f}",
+            "" if t.p99_ms is None else f"{t.p99_ms:.1f}",
+        )
+    console.print(table)
+    dup = sum(t.duplicates_absorbed for t in report.tools)
+    console.print(f"duplicates absorbed (answered from the record): [bold]{dup}[/bold]")
+    if report.refusals:
+        refusals = Table(title="refusals (dar trace SESSION for the whole story)")
+        refusals.add_column("refused by", overflow="fold")
+        refusals.add_column("count", justify="right")
+        refusals.add_column("most frequent reasons", ratio=2)
+        refusals.add_column("in sessions", overflow="fold", ratio=1)
+        for rule_name, reasons in sorted(report.refusals.items()):
+            top = "\n".join(f"{n}× {r}" for r, n in reasons.most_common(3))
+            where = "\n".join(report.refusal_sessions.get(rule_name, []))
+            refusals.add_row(
+                escape(rule_name), str(sum(reasons.values())), escape(top), escape(where)
+            )
+        console.print(refusals)
+    if report.failures:
+        console.print("[red]failures:[/red]")
+        for error, n in report.failures.most_common(5):
+            console.print(f"  {n}× {escape(error)}")
+    if report.indeterminate_keys:
+        console.print(
+            "[bold yellow]indeterminate, waiting for an operator "
+            "(dar resolve KEY --executed/--not-executed):[/bold yellow]"
+        )
+        for key in report.indeterminate_keys:
+            console.print(f"  {escape(key)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    store = open_store(_db_url(args))
+    events = (
+        store.events(correlation_id=args.correlation_id) if args.correlation_id else store.events()
+    )
+    heads, points = store.chain_heads(), store.checkpoints()  # type: ignore[attr-defined]
+    store.close()
+    report = verify(events, heads, points, only=args.correlation_id)
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+    elif report.ok:
+        console.print(
+            f"[green]OK[/green]: {report.rows} events in {report.chains} chains, "
+            "every hash follows from the rows before it"
+        )
+    else:
+        console.print(
+            f"[bold red]BROKEN[/bold red]: {len(report.broken)} of {report.chains} chains"
+        )
+        for b in report.broken:
+            console.print(
+                f"  session {escape(b.correlation_id or '(none)')}: first broken "
+                f"link at seq {b.seq} (event {b.event_id}): {b.reason}"
+            )
+    return 0 if report.ok else 1
+
+
+def _admin_event(status: str, reason: str) -> NewEvent:
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    return NewEvent(
+        event_id=new_id(),
+        tool_name="dar",
+        effect="admin",
+        status=status,
+        created_at=round(now, 6),
+        rejection_reason=reason,
+    )
+
+
+def cmd_gc(args: argparse.Namespace, console: Console) -> int:
+    store = open_store(_db_url(args))
+    n = store.gc(dt.datetime.now(dt.timezone.utc).timestamp())  # type: ignore[attr-defined]
+    store.close()
+    console.print(f"removed {n} expired or released claims (the event log is untouched)")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, console: Console) -> int:
+    before = _parse_since(args.before)
+    if not args.yes:
+        console.print(
+            f"[red]purge deletes every event before {before.isoformat()}; "
+            "run again with --yes to do it[/red]"
+        )
+        return 2
+    store = open_store(_db_url(args))
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    event = _admin_event("purged", f"operator purged events before {before.isoformat()}")
+    rows, points = store.purge(before, now, event)  # type: ignore[attr-defined]
+    store.close()
+    console.print(
+        f"purged {rows} events before {before.isoformat()} from {len(points)} "
+        "sessions; their chain checkpoints are recorded, so `dar verify` still "
+        "checks what remains"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from dar.demo import run_demo
 
@@ -142,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="durable-agent-runtime: rules, idempotency and an event log for agent "
         "tool calls.",
         epilog="Database: --db URL or DAR_DATABASE_URL (default sqlite:///dar.db). "
-        "Start with `dar demo`, then `dar events --db sqlite:///dar-demo.db`.",
+        "After an incident: `dar stats` shows what was refused and why, and which sessions "
+        "to look at; `dar trace SESSION` shows one session as a tree. "
+        "Try it: `dar demo`, then `dar stats --db sqlite:///dar-demo.db`.",
     )
     parser.add_argument("--version", action="version", version=f"dar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -177,6 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="null", help="recorded output, as JSON (with --executed)")
     p.add_argument("--reason", help="a note for the log")
     p.set_defaults(fn=cmd_resolve)
+
+    p = command("trace", "one session as a tree of calls: what ran, what was refused and why")
+    p.add_argument("correlation_id", help="the session (see `dar stats` / `dar events`)")
+    p.add_argument("--json", action="store_true", help="the tree as JSON")
+    p.set_defaults(fn=cmd_trace)
+
+    p = command("stats", "counts per tool and status, refusals by rule, failures, p50/p99")
+    p.add_argument("--since", help="ISO date or time, UTC unless it says otherwise")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_stats)
+
+    p = command("verify", "check the hash chains: has anyone edited the log?")
+    p.add_argument("correlation_id", nargs="?", help="one session (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_verify)
+
+    p = command("gc", "delete expired and released claims (never events)")
+    p.set_defaults(fn=cmd_gc)
+
+    p = command("purge", "delete old events, keeping the chains verifiable (administrators)")
+    p.add_argument("--before", required=True, help="ISO date: events created before it go")
+    p.add_argument("--yes", action="store_true", help="really delete")
+    p.set_defaults(fn=cmd_purge)
 
     p = sub.add_parser("demo", help="replay three real incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")

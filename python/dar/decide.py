@@ -23,6 +23,7 @@ from dar._core import canonical_json, sha256_hex_of
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
 from dar.records import Claim, NewEvent, Result
+from dar.redact import marker, scrub
 from dar.rules import Deny, Rule, RuleContext
 from dar.tools import Reconciled, Tool
 
@@ -31,10 +32,11 @@ from dar.tools import Reconciled, Tool
 
 @dataclass(frozen=True, slots=True)
 class StoreOp:
-    """Call ``store.<method>(*args)`` (sync or awaited) and send back its result."""
+    """Call ``store.<method>(*args, **kwargs)`` (sync or awaited); send back its result."""
 
     method: str
     args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class CallSpec:
     wait: float
     events_reader: Callable[..., Any]
     correlation_id: str | None = None
+    salt: str | None = None
     parent_event_id: str | None = None
     key: str | None = None
     call_event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -134,10 +137,12 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     def event(status: str, **fields: Any) -> NewEvent:
         base: dict[str, Any] = {
             "event_id": new_id(),
+            "call_id": spec.call_event_id,
             "tool_name": tool.name,
             "effect": tool.effect.value,
             "status": status,
-            "created_at": spec.clock(),
+            # Whole microseconds: what both databases store exactly (the hash chain needs it).
+            "created_at": round(spec.clock(), 6),
             "correlation_id": spec.correlation_id,
             "parent_event_id": spec.parent_event_id,
         }
@@ -152,9 +157,15 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             )
         canon = canonical_json(spec.input)
     except CanonicalizationError as exc:
+        # A tool with personal fields gets no preview: it could hold them unredacted.
+        preview = (
+            "(withheld: the tool redacts personal fields)"
+            if tool.redactor
+            else safe_preview(spec.input)
+        )
         ev = event(
             Status.REJECTED.value,
-            input=_json_text({"unrepresentable": safe_preview(spec.input)}),
+            input=_json_text({"unrepresentable": preview}),
             rejection_reason=str(exc),
         )
         yield StoreOp("append", (ev,))
@@ -162,6 +173,18 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     inp = dict(spec.input)
     input_text = canon.decode("utf-8")
     input_hash = sha256_hex_of(canon)
+
+    # Personal fields are written only as salted hashes; the key still covers the full input.
+    salt = ""
+    removed: list[str] = []
+    if tool.redactor is not None:
+        salt = spec.salt if spec.salt is not None else (yield StoreOp("redaction_salt", ()))
+        redacted, removed = tool.redactor.apply(inp, salt)
+        input_text = _json_text(redacted)
+
+    def clean(text: str | None) -> str | None:
+        """Messages (refusal reasons, errors) may quote a personal value."""
+        return scrub(text, removed, salt)
 
     rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
     if tool.effect is Effect.IRREVERSIBLE and not rules:
@@ -175,18 +198,19 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
         for r in rules:
             deny: Deny | None = yield CheckRule(r, inp, ctx)
             if deny is not None:
+                reason = clean(deny.reason)
                 ev = event(
                     Status.REJECTED.value,
                     idempotency_key=key,
                     input=input_text,
                     input_hash=input_hash,
-                    rejection_reason=deny.reason,
+                    rejection_reason=reason,
                     rule_name=r.name,
                 )
                 yield StoreOp("append", (ev,))
                 return Result(
                     Status.REJECTED,
-                    reason=deny.reason,
+                    reason=reason,
                     rule=r.name,
                     event_id=ev.event_id,
                     key=key,
@@ -199,14 +223,18 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
         now = spec.clock()
         if outcome.ok:
             try:
-                output_text: str | None = _json_text(outcome.value)
+                recorded = outcome.value
+                if tool.redactor is not None:
+                    recorded, more = tool.redactor.apply(recorded, salt)
+                    removed.extend(more)
+                output_text: str | None = _json_text(recorded)
                 note = None
             except CanonicalizationError as exc:
                 # The effect happened: record completion anyway, never run it again.
                 output_text, note = None, f"output not recorded: {exc}"
             status, state, error = Status.EXECUTED, "done", note
         else:
-            output_text, error = None, outcome.error
+            output_text, error = None, clean(outcome.error)
             status = Status.FAILED
             state = "failed" if tool.keep_failures else "released"
         ev = event(
@@ -219,7 +247,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             error=error,
             attempt=attempt,
             duration_ms=outcome.duration_ms,
-            completed_at=now,
+            completed_at=round(now, 6),
         )
         if key is None:
             yield StoreOp("append", (ev,))
@@ -246,9 +274,13 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
 
     if spec.key is not None:
         key = spec.key
+        if tool.redactor is not None:  # an explicit key may spell out a personal value
+            key = f"{tool.name}:{marker(salt, key)}"
     elif tool.key is not None:
         try:
             key = str(tool.key(inp))
+            if tool.redactor is not None:  # a custom key may spell out a personal value
+                key = f"{tool.name}:{marker(salt, key)}"
         except Exception as exc:
             reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
             ev = event(

@@ -144,8 +144,8 @@ def run_demo(db_path: Path, console: Console) -> dict[str, Any]:
     rt.close()
     console.print(
         f"\n{total} events in [bold]{db_path}[/bold]. Look again with:\n"
-        f"  dar events --db sqlite:///{db_path} --correlation-id {session}\n"
-        f'  sqlite3 {db_path} "SELECT seq, tool_name, status, rejection_reason '
-        f"FROM agent_tool_events WHERE correlation_id = '{session}'\""
+        f"  dar stats --db sqlite:///{db_path}\n"
+        f"  dar trace {session} --db sqlite:///{db_path}\n"
+        f"  dar verify --db sqlite:///{db_path}"
     )
     return figures

@@ -50,6 +50,7 @@ class NewEvent:
     attempt: int | None = None
     duration_ms: float | None = None
     completed_at: float | None = None
+    call_id: str | None = None
 
 
 EVENT_COLUMNS = tuple(NewEvent.__dataclass_fields__)
@@ -77,6 +78,8 @@ class Event:
     attempt: int | None
     duration_ms: float | None
     completed_at: dt.datetime | None
+    call_id: str | None = None
+    row_hash: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any], *, json_as_text: bool) -> Event:
@@ -89,10 +92,11 @@ class Event:
                     values[col] = json.loads(values[col])
         for col in ("created_at", "completed_at"):
             values[col] = to_datetime(values[col])
-        for col in ("event_id", "parent_event_id"):
+        for col in ("event_id", "parent_event_id", "call_id"):
             if values[col] is not None:
                 values[col] = str(values[col])  # Postgres returns uuid.UUID
-        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {name: values.get(name) for name in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 def to_datetime(value: Any) -> Any:

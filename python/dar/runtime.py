@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
 from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
+from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
 from dar.store.base import Store
 from dar.stores import open_store
@@ -28,6 +29,9 @@ class Runtime(RuntimeBase):
     ``store`` is a URL (``sqlite:///file.db``, ``sqlite://:memory:``, ``postgresql://...``)
     or a store object. ``wait`` bounds how long a duplicate waits for the call in progress
     before answering ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
+    ``replay=CORRELATION_ID`` serves every call from that recorded session instead, in
+    order, running no handler and writing nothing; the first call that differs raises
+    ``ReplayDivergence``.
     """
 
     def __init__(
@@ -38,9 +42,13 @@ class Runtime(RuntimeBase):
         wait: float = 30.0,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        replay: str | None = None,
     ) -> None:
         super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        self._replayer: Replayer | None = None
+        if replay is not None:
+            self._replayer = self._drive(load_replay(replay))
 
     def execute(
         self,
@@ -51,18 +59,24 @@ class Runtime(RuntimeBase):
         key: str | None = None,
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception."""
-        gen = plan(self._spec(tool, input, correlation_id, key, self.events))
+        if self._replayer is not None:
+            return self._replayer.next(tool.name, input)
+        result: Result = self._drive(
+            plan(self._spec(tool, input, correlation_id, key, self.events))
+        )
+        return result
+
+    def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         try:
             op = next(gen)
             while True:
                 op = gen.send(self._run(op))
         except StopIteration as stop:
-            result: Result = stop.value
-            return result
+            return stop.value
 
     def _run(self, op: Op) -> Any:
         if isinstance(op, StoreOp):
-            return getattr(self.store, op.method)(*op.args)
+            return getattr(self.store, op.method)(*op.args, **op.kwargs)
         if isinstance(op, CheckRule):
             return self._check(op)
         if isinstance(op, CallHandler):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from dar.effects import Effect
+from dar.redact import Redactor, RedactSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +39,12 @@ class Tool(Generic[F]):
     lease: float = DEFAULT_LEASE
     reconcile: Callable[..., Any] | None = None
     keep_failures: bool = False
+    redact: RedactSpec = None
+
+    @cached_property
+    def redactor(self) -> Redactor | None:
+        """The compiled ``redact`` declaration, or None when nothing is personal."""
+        return Redactor(self.redact) if self.redact else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the bare handler, outside the runtime (for tests of the handler itself)."""
@@ -52,6 +60,7 @@ def tool(
     lease: float = DEFAULT_LEASE,
     reconcile: Callable[..., Any] | None = None,
     keep_failures: bool = False,
+    redact: RedactSpec = None,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -82,6 +91,7 @@ def tool(
             lease=lease,
             reconcile=reconcile,
             keep_failures=keep_failures,
+            redact=redact,
         )
 
     return wrap

@@ -9,7 +9,7 @@ transaction, so the log and the claims can never disagree. All decisions live in
 from __future__ import annotations
 
 import datetime as dt
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from dar.records import Claim, Event, NewEvent
 
@@ -102,8 +102,37 @@ class Store(Protocol):
         """Read the log in append order, filtered."""
         ...
 
+    def redaction_salt(self) -> str:
+        """The database's random salt for hashing redacted values (made by the migration)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class AdminStore(Store, Protocol):
+    """What the `dar` command needs beyond the runtime: postmortem reads and retention."""
+
+    def chain_heads(self) -> dict[str, str]:
+        """The current head of every correlation id's hash chain (``""`` for none)."""
+        ...
+
+    def checkpoints(self) -> dict[str, str]:
+        """Per chain, the hash of the last row removed by `purge` (where verify resumes)."""
+        ...
+
+    def gc(self, now: float) -> int:
+        """Delete claims that can no longer answer: released, or done/failed and expired.
+        Returns how many. The event log is not touched."""
+        ...
+
+    def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
+        """Delete events created before ``before`` through the one administrative path
+        (the append-only trigger is lifted for this transaction only), record the purge
+        with each chain's last purged hash, and append ``event``. Returns the number of
+        rows removed and the checkpoints."""
         ...
 
 
@@ -189,6 +218,10 @@ class AsyncStore(Protocol):
         limit: int | None = None,
     ) -> list[Event]:
         """See ``Store.events``."""
+        ...
+
+    async def redaction_salt(self) -> str:
+        """See ``Store.redaction_salt``."""
         ...
 
     async def close(self) -> None:

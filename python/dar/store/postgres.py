@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 import re
 import threading
@@ -38,6 +39,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
+from dar.chain import content_hash, decode_json_text, micros
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
@@ -62,7 +64,7 @@ Plan = Generator[Query, Any, Any]
 class Statements:
     """The SQL of one schema."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, *, hash_chain: bool = True) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ConfigurationError(f"schema must be a plain lowercase identifier, not {schema!r}")
         self.schema = schema
@@ -70,13 +72,15 @@ class Statements:
         s = f'"{schema}"'
         self.events = f"{s}.agent_tool_events"
         claims = f"{s}.agent_tool_claims"
+        heads = f"{s}.agent_tool_chain_heads"
         cols = ", ".join(CLAIM_COLUMNS)
-        ev_cols = ", ".join(EVENT_COLUMNS)
         self.select_claim = f"SELECT {cols} FROM {claims} WHERE idempotency_key = %(key)s"
-        # The values of an event row, from parameters prefixed `e_`.
+        # The values of an event row, from parameters prefixed `e_`. Times arrive as whole
+        # microseconds, so what is stored is exactly what the hash chain covered.
         casts = {
             "event_id": "::uuid",
             "parent_event_id": "::uuid",
+            "call_id": "::uuid",
             "input": "::jsonb",
             "output": "::jsonb",
             "attempt": "::int",
@@ -85,29 +89,51 @@ class Statements:
         values = []
         for col in EVENT_COLUMNS:
             if col in ("created_at", "completed_at"):
-                values.append(f"to_timestamp(%(e_{col})s::float8)")
+                values.append(f"to_timestamp(0) + %(e_{col})s::bigint * interval '1 microsecond'")
             else:
                 values.append(f"%(e_{col})s{casts.get(col, '::text')}")
-        insert = f"INSERT INTO {self.events} ({ev_cols})"
-        conflict = "ON CONFLICT (event_id) DO NOTHING"
-        self.append = f"{insert} VALUES ({', '.join(values)}) {conflict}"
-        hit_values = [
-            "c.output::jsonb" if col == "output" else "c.attempts" if col == "attempt" else v
-            for col, v in zip(EVENT_COLUMNS, values, strict=True)
-        ]
+        ev_cols = ", ".join(EVENT_COLUMNS)
+
+        def event_ctes(when: str) -> str:
+            """Two CTEs that append the event (when ``when`` holds): ``head`` moves its
+            correlation id's chain head — taking that one row's lock, so only writers of
+            the same session wait — and ``ev`` inserts the row carrying the new head.
+            A retried statement whose row already exists moves nothing."""
+            fresh = (
+                f"NOT EXISTS (SELECT 1 FROM {self.events} WHERE event_id = %(e_event_id)s::uuid)"
+            )
+            if hash_chain:
+                head = (
+                    f"head AS (INSERT INTO {heads} AS h (correlation_id, head)"
+                    " SELECT coalesce(%(e_correlation_id)s::text, ''),"
+                    " encode(sha256(decode(%(e_content)s, 'hex')), 'hex')"
+                    f" WHERE ({when}) AND {fresh}"
+                    " ON CONFLICT (correlation_id) DO UPDATE SET head ="
+                    " encode(sha256(decode(h.head, 'hex') || decode(%(e_content)s, 'hex')), 'hex')"
+                    " RETURNING h.head)"
+                )
+            else:
+                head = f"head AS (SELECT NULL::text AS head WHERE ({when}) AND {fresh})"
+            return (
+                f"{head}, ev AS (INSERT INTO {self.events} ({ev_cols}, row_hash)"
+                f" SELECT {', '.join(values)}, head.head FROM head"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+            )
+
+        self.append = f"WITH {event_ctes('TRUE')} SELECT count(*) FROM ev"
+        hit_condition = (
+            "EXISTS (SELECT 1 FROM c WHERE c.state = %(done)s AND c.input_hash = %(input_hash)s"
+            " AND (c.expires_at IS NULL OR c.expires_at > %(now)s))"
+        )
         self.lookup = (
             f"WITH c AS ({self.select_claim}),"
-            f" hit AS ({insert} SELECT {', '.join(hit_values)} FROM c"
-            "   WHERE c.state = 'done' AND c.input_hash = %(input_hash)s"
-            "   AND (c.expires_at IS NULL OR c.expires_at > %(now)s)"
-            f"  {conflict} RETURNING 1)"
-            " SELECT c.*, (SELECT count(*) FROM hit) FROM c"
+            f" {event_ctes(hit_condition)}"
+            " SELECT c.*, (SELECT count(*) FROM ev) FROM c"
         )
         mine = (
             f"SELECT 1 FROM {claims} WHERE idempotency_key = %(key)s AND owner = %(owner)s"
             " AND call_event_id = %(e_event_id)s::uuid AND state = 'running'"
         )
-        started = f"{insert} SELECT {', '.join(values)} WHERE EXISTS (SELECT 1 FROM won) {conflict}"
         won_count = "SELECT (SELECT count(*) FROM won) + (SELECT count(*) FROM mine)"
         self.claim_new = (
             f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
@@ -115,7 +141,7 @@ class Statements:
             " VALUES (%(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
             " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
-            f" mine AS ({mine}), ev AS ({started} RETURNING 1) {won_count}"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
         )
         self.claim_again = (
             f"WITH won AS (UPDATE {claims} SET tool_name = %(tool_name)s,"
@@ -124,7 +150,7 @@ class Statements:
             " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
             " call_event_id = %(e_event_id)s::uuid"
             " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
-            f" mine AS ({mine}), ev AS ({started} RETURNING 1) {won_count}"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
         )
         notify = "n AS (SELECT pg_notify(%(channel)s, %(key)s) WHERE EXISTS (SELECT 1 FROM upd))"
         self.finish = (
@@ -132,14 +158,13 @@ class Statements:
             " error = %(error)s, completed_at = %(now)s, expires_at = %(expires_at)s,"
             " lease_until = NULL, version = version + 1"
             " WHERE idempotency_key = %(key)s AND owner = %(owner)s AND state = 'running'"
-            f" RETURNING 1), ev AS ({self.append} RETURNING 1), {notify}"
+            f" RETURNING 1), {event_ctes('TRUE')}, {notify}"
             " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
         )
         self.mark = (
             f"WITH upd AS (UPDATE {claims} SET state = %(state)s, version = version + 1"
             " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
-            f" ev AS ({insert} SELECT {', '.join(values)} WHERE EXISTS (SELECT 1 FROM upd)"
-            f" {conflict} RETURNING 1), {notify}"
+            f" {event_ctes('EXISTS (SELECT 1 FROM upd)')}, {notify}"
             " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
         )
         self.lock_claim = self.select_claim + " FOR UPDATE"
@@ -155,7 +180,15 @@ class Statements:
 
 
 def _event_params(event: NewEvent) -> dict[str, Any]:
-    return {f"e_{col}": getattr(event, col) for col in EVENT_COLUMNS}
+    params = {f"e_{col}": getattr(event, col) for col in EVENT_COLUMNS}
+    params["e_created_at"] = micros(event.created_at)
+    params["e_completed_at"] = micros(event.completed_at)
+    row = {col: getattr(event, col) for col in EVENT_COLUMNS}
+    row["input"] = decode_json_text(event.input)
+    row["output"] = decode_json_text(event.output)
+    params["e_content"] = content_hash(row)
+    params["done"] = "done"
+    return params
 
 
 def _claim(row: tuple[Any, ...]) -> Claim:
@@ -322,6 +355,68 @@ def _migrate(st: Statements) -> Plan:
     return applied
 
 
+def _redaction_salt(st: Statements) -> Plan:
+    row = yield Query(
+        f'SELECT value FROM "{st.schema}".dar_meta WHERE name = %s', ("redaction_salt",)
+    )
+    return str(row[0])
+
+
+def _chain_heads(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads', (), "all"
+    )
+    return {str(k): str(v) for k, v in rows}
+
+
+def _checkpoints(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
+    )
+    merged: dict[str, str] = {}
+    for (points,) in rows:
+        merged.update({k: v["row_hash"] for k, v in points.items()})
+    return merged
+
+
+def _gc(st: Statements, now: float) -> Plan:
+    rows = yield Query(
+        f'WITH d AS (DELETE FROM "{st.schema}".agent_tool_claims WHERE state = %s'
+        " OR (state IN ('done', 'failed') AND expires_at IS NOT NULL AND expires_at <= %s)"
+        " RETURNING 1) SELECT count(*) FROM d",
+        ("released", now),
+    )
+    return int(rows[0])
+
+
+def _purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Plan:
+    """In one transaction, as the table owner (the trigger checks both)."""
+    events = st.events
+    found = yield Query(
+        f"SELECT e.correlation_id, e.seq, e.row_hash FROM {events} e"
+        f" JOIN (SELECT max(seq) AS seq FROM {events} WHERE created_at < %s"
+        "       GROUP BY coalesce(correlation_id, '')) last ON last.seq = e.seq",
+        (before,),
+        "all",
+    )
+    checkpoints = {(cid or ""): {"seq": seq, "row_hash": h} for cid, seq, h in found}
+    yield Query("SET LOCAL dar.purge = 'on'", (), "none")
+    row = yield Query(
+        f"WITH d AS (DELETE FROM {events} WHERE created_at < %s RETURNING 1)"
+        " SELECT count(*) FROM d",
+        (before,),
+    )
+    yield Query("SET LOCAL dar.purge = 'off'", (), "none")
+    yield Query(
+        f'INSERT INTO "{st.schema}".agent_tool_purges (purged_at, before, rows,'
+        " checkpoints) VALUES (to_timestamp(%s), %s, %s, %s::jsonb)",
+        (now, before, row[0], json.dumps(checkpoints)),
+        "none",
+    )
+    yield Query(st.append, _event_params(event))
+    return int(row[0]), checkpoints
+
+
 TRANSACTIONAL = {"resolve", "migrate"}
 
 OPERATIONS: dict[str, Callable[..., Plan]] = {
@@ -374,8 +469,9 @@ class PostgresStore:
         migrate: bool = True,
         min_size: int = 1,
         max_size: int = 10,
+        hash_chain: bool = True,
     ) -> None:
-        self.st = Statements(schema)
+        self.st = Statements(schema, hash_chain=hash_chain)
         if isinstance(target, str):
             self.pool = ConnectionPool(
                 target, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
@@ -385,6 +481,7 @@ class PostgresStore:
             self.pool = target
             self._owns_pool = False
         self._listener: _Listener | None = None
+        self._salt: str | None = None
         self._listener_lock = threading.Lock()
         if migrate:
             self.migrate()
@@ -516,6 +613,29 @@ class PostgresStore:
         )
         return events
 
+    def redaction_salt(self) -> str:
+        if self._salt is None:
+            self._salt = str(self._run(_Replayable(_redaction_salt, self.st)))
+        return self._salt
+
+    def chain_heads(self) -> dict[str, str]:
+        heads: dict[str, str] = self._run(_Replayable(_chain_heads, self.st))
+        return heads
+
+    def checkpoints(self) -> dict[str, str]:
+        points: dict[str, str] = self._run(_Replayable(_checkpoints, self.st))
+        return points
+
+    def gc(self, now: float) -> int:
+        n: int = self._run(_Replayable(_gc, self.st, now))
+        return n
+
+    def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
+        result: tuple[int, dict[str, Any]] = self._run(
+            _Replayable(_purge, self.st, before, now, event), transaction=True
+        )
+        return result
+
     def wait(self, key: str, seconds: float) -> float:
         """Sleep until ``key`` is notified (LISTEN/NOTIFY) or ``seconds`` pass."""
         with self._listener_lock:
@@ -586,8 +706,9 @@ class AsyncPostgresStore:
         migrate: bool = True,
         min_size: int = 1,
         max_size: int = 10,
+        hash_chain: bool = True,
     ) -> None:
-        self.st = Statements(schema)
+        self.st = Statements(schema, hash_chain=hash_chain)
         if isinstance(target, str):
             self.pool = AsyncConnectionPool(
                 target,
@@ -605,6 +726,7 @@ class AsyncPostgresStore:
         self._ready = False
         self._open_lock: asyncio.Lock | None = None
         self._waiters: dict[str, asyncio.Event] = {}
+        self._salt: str | None = None
         self._listen_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -761,6 +883,11 @@ class AsyncPostgresStore:
             _Replayable(_events, self.st, correlation_id, tool, status, key, since, limit)
         )
         return events
+
+    async def redaction_salt(self) -> str:
+        if self._salt is None:
+            self._salt = str(await self._run(_Replayable(_redaction_salt, self.st)))
+        return self._salt
 
     async def wait(self, key: str, seconds: float) -> float:
         """Sleep until ``key`` is notified (LISTEN/NOTIFY) or ``seconds`` pass."""

@@ -8,6 +8,7 @@ store may be shared by threads; several processes share a database file safely.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import threading
 import time
@@ -19,23 +20,37 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlite_utils
 
+from dar.chain import chain_key, content_hash, decode_json_text, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
 from dar.store.sql import CLAIM_COLUMNS, events_query
 
 _INSERT_EVENT = (
-    f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+    f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}, row_hash) "
+    f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
 )
 _SELECT_CLAIM = (
     f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims WHERE idempotency_key = ?"
 )
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_NO_DELETE_TRIGGER = """
+CREATE TRIGGER agent_tool_events_no_delete BEFORE DELETE ON agent_tool_events
+BEGIN
+    SELECT RAISE(ABORT, 'agent_tool_events is append-only');
+END"""
 
 
 def _row(event: NewEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
+
+
+def _decoded(event: NewEvent) -> dict[str, Any]:
+    """The row as `verify` will read it back: JSON columns parsed."""
+    row = {name: getattr(event, name) for name in EVENT_COLUMNS}
+    row["input"] = decode_json_text(event.input)
+    row["output"] = decode_json_text(event.output)
+    return row
 
 
 class SQLiteStore:
@@ -57,6 +72,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
         retry_for: float = 15.0,
+        hash_chain: bool = True,
         migrate: bool = True,
     ) -> None:
         sync = synchronous.upper()
@@ -66,6 +82,8 @@ class SQLiteStore:
             )
         self.path = str(path)
         self.retry_for = retry_for
+        self.hash_chain = hash_chain
+        self._salt: str | None = None
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -128,6 +146,23 @@ class SQLiteStore:
                 raise
             conn.execute("COMMIT")
 
+    def _insert(self, conn: sqlite3.Connection, event: NewEvent) -> None:
+        """Append one row, linked into its correlation id's hash chain. Runs inside a write
+        transaction, which SQLite serializes, so reading the head and moving it is safe."""
+        row_hash = None
+        if self.hash_chain:
+            key = chain_key(event.correlation_id)
+            found = conn.execute(
+                "SELECT head FROM agent_tool_chain_heads WHERE correlation_id = ?", (key,)
+            ).fetchone()
+            row_hash = link(None if found is None else found[0], content_hash(_decoded(event)))
+            conn.execute(
+                "INSERT INTO agent_tool_chain_heads (correlation_id, head) VALUES (?, ?)"
+                " ON CONFLICT (correlation_id) DO UPDATE SET head = excluded.head",
+                (key, row_hash),
+            )
+        conn.execute(_INSERT_EVENT, (*_row(event), row_hash))
+
     # --- schema ------------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
@@ -169,7 +204,7 @@ class SQLiteStore:
                 and claim.input_hash == input_hash
             ):
                 with self._write() as conn:
-                    conn.execute(_INSERT_EVENT, _with_recorded(_row(hit), claim))
+                    self._insert(conn, hit)
                 return claim, True
         return claim, False
 
@@ -211,7 +246,7 @@ class SQLiteStore:
                 )
             if cur.rowcount != 1:
                 return False
-            conn.execute(_INSERT_EVENT, _row(started))
+            self._insert(conn, started)
             return True
 
     def finish(
@@ -232,7 +267,7 @@ class SQLiteStore:
                 " WHERE idempotency_key = ? AND owner = ? AND state = 'running'",
                 (state, output, error, now, expires_at, key, owner),
             )
-            conn.execute(_INSERT_EVENT, _row(event))
+            self._insert(conn, event)
             return cur.rowcount == 1
 
     def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
@@ -244,7 +279,7 @@ class SQLiteStore:
             )
             if cur.rowcount != 1:
                 return False
-            conn.execute(_INSERT_EVENT, _row(event))
+            self._insert(conn, event)
             return True
 
     def resolve(
@@ -272,7 +307,7 @@ class SQLiteStore:
                     " version = version + 1 WHERE idempotency_key = ?",
                     (key,),
                 )
-            conn.execute(_INSERT_EVENT, _row(event))
+            self._insert(conn, event)
             row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
         return Claim(*row)
 
@@ -285,7 +320,7 @@ class SQLiteStore:
 
     def append(self, event: NewEvent) -> None:
         with self._write() as conn:
-            conn.execute(_INSERT_EVENT, _row(event))
+            self._insert(conn, event)
 
     def events(
         self,
@@ -310,17 +345,70 @@ class SQLiteStore:
             rows = list(self.db.query(sql, params))
         return [Event.from_row(r, json_as_text=True) for r in rows]
 
+    # --- postmortem and retention ------------------------------------------------------------
+
+    def redaction_salt(self) -> str:
+        if self._salt is None:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT value FROM dar_meta WHERE name = 'redaction_salt'"
+                ).fetchone()
+            self._salt = str(row[0])
+        return self._salt
+
+    def chain_heads(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT correlation_id, head FROM agent_tool_chain_heads")
+            return {str(k): str(v) for k, v in rows}
+
+    def checkpoints(self) -> dict[str, str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT checkpoints FROM agent_tool_purges ORDER BY purge_id"
+            ).fetchall()
+        merged: dict[str, str] = {}
+        for (text,) in rows:
+            merged.update({k: v["row_hash"] for k, v in json.loads(text).items()})
+        return merged
+
+    def gc(self, now: float) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM agent_tool_claims WHERE state = 'released'"
+                " OR (state IN ('done', 'failed') AND expires_at IS NOT NULL AND expires_at <= ?)",
+                (now,),
+            )
+            return cur.rowcount
+
+    def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
+        cutoff = before.timestamp()
+        with self._write() as conn:
+            checkpoints = {
+                chain_key(cid): {"seq": seq, "row_hash": h}
+                for cid, seq, h in conn.execute(
+                    "SELECT e.correlation_id, e.seq, e.row_hash FROM agent_tool_events e"
+                    " JOIN (SELECT max(seq) AS seq FROM agent_tool_events WHERE created_at < ?"
+                    "       GROUP BY coalesce(correlation_id, '')) last ON last.seq = e.seq",
+                    (cutoff,),
+                )
+            }
+            # The administrative path: the append-only triggers are lifted for this one
+            # transaction only, and the purge itself is recorded and logged.
+            conn.execute("DROP TRIGGER agent_tool_events_no_delete")
+            cur = conn.execute("DELETE FROM agent_tool_events WHERE created_at < ?", (cutoff,))
+            rows = cur.rowcount
+            conn.execute(_NO_DELETE_TRIGGER)
+            conn.execute(
+                "INSERT INTO agent_tool_purges (purged_at, before, rows, checkpoints)"
+                " VALUES (?, ?, ?, ?)",
+                (now, cutoff, rows, json.dumps(checkpoints)),
+            )
+            self._insert(conn, event)
+        return rows, checkpoints
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _with_recorded(row: tuple[Any, ...], claim: Claim) -> tuple[Any, ...]:
-    """A hit row carries the recorded output and the attempt that produced it."""
-    values = list(row)
-    values[EVENT_COLUMNS.index("output")] = claim.output
-    values[EVENT_COLUMNS.index("attempt")] = claim.attempts
-    return tuple(values)
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -1,0 +1,141 @@
+"""Replay a recorded session: serve each tool call from the log, in order, running nothing.
+
+An agent change can then be tested against yesterday's real conversations with no side
+effects. The first call that differs from the record (another tool, or another input hash)
+stops the replay with `ReplayDivergence`, which says where and how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dar._core import input_hash
+from dar.decide import StoreOp
+from dar.effects import Status
+from dar.errors import CanonicalizationError, DarError
+from dar.postmortem import CallNode, call_tree
+from dar.records import Event, Result
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """A top-level call of the recorded session and what it returned."""
+
+    tool: str
+    input_hash: str | None
+    status: Status
+    output: Any
+    reason: str | None
+    rule: str | None
+    error: str | None
+    key: str | None
+
+
+class ReplayDivergence(DarError):
+    """The agent's code made a different call than the recorded session did."""
+
+    def __init__(
+        self, index: int, expected: RecordedCall | None, tool: str, input_hash: str | None
+    ) -> None:
+        self.index, self.expected, self.tool, self.input_hash = index, expected, tool, input_hash
+        if expected is None:
+            what = f"the record has only {index} calls; call #{index + 1} is {tool}"
+        elif expected.tool != tool:
+            what = f"call #{index + 1} is {tool}, the record has {expected.tool}"
+        else:
+            what = (
+                f"call #{index + 1} to {tool} has input hash {input_hash}, "
+                f"the record has {expected.input_hash}"
+            )
+        super().__init__(f"replay diverged: {what}")
+
+
+def recorded_calls(events: Sequence[Event], outputs: dict[str, Any]) -> list[RecordedCall]:
+    """The session's top-level calls (nested calls ran inside handlers, which a replay does
+    not run). ``outputs``: recorded outputs by key, for calls answered from the record."""
+    calls = []
+    for node in call_tree(events):
+        out = node.outcome
+        output = out.output
+        if out.status == "cached" and out.idempotency_key in outputs:
+            output = outputs[out.idempotency_key]
+        calls.append(
+            RecordedCall(
+                tool=out.tool_name,
+                input_hash=_first_hash(node),
+                status=Status(out.status)
+                if out.status in Status._value2member_map_
+                else Status.EXECUTED,
+                output=output,
+                reason=out.rejection_reason,
+                rule=out.rule_name,
+                error=out.error,
+                key=out.idempotency_key,
+            )
+        )
+    return calls
+
+
+#: How a call whose last row has this status is replayed. A call whose worker died has only
+#: its `started` row: it replays as indeterminate, as it would be answered now.
+_RECORDED_STATUS = {s.value: s for s in Status} | {
+    "started": Status.INDETERMINATE,
+    "resolved": Status.CACHED,
+}
+
+
+def load_replay(correlation_id: str) -> Generator[StoreOp, Any, Replayer]:
+    """Read a session (and the outputs its cached calls answered with) from the store."""
+    events = yield StoreOp("events", (), {"correlation_id": correlation_id})
+    if not events:
+        raise DarError(f"nothing to replay: no events with correlation id {correlation_id!r}")
+    outputs: dict[str, Any] = {}
+    for node in call_tree(events):
+        key = node.outcome.idempotency_key
+        if node.status == "cached" and key and key not in outputs:
+            executed = yield StoreOp("events", (), {"key": key, "status": "executed"})
+            if executed:
+                outputs[key] = executed[-1].output
+    return Replayer(recorded_calls(events, outputs))
+
+
+def _first_hash(node: CallNode) -> str | None:
+    return next((r.input_hash for r in node.rows if r.input_hash is not None), None)
+
+
+class Replayer:
+    """Serves recorded calls in order; I/O-free, shared by both runtimes."""
+
+    def __init__(self, calls: list[RecordedCall]) -> None:
+        self.calls = calls
+        self.position = 0
+        self.divergence: ReplayDivergence | None = None
+
+    def next(self, tool: str, value: Any) -> Result:
+        try:
+            digest: str | None = input_hash(value)
+        except CanonicalizationError:
+            digest = None
+        index = self.position
+        expected = self.calls[index] if index < len(self.calls) else None
+        if expected is None or expected.tool != tool or expected.input_hash != digest:
+            self.divergence = ReplayDivergence(index, expected, tool, digest)
+            raise self.divergence
+        self.position += 1
+        return Result(
+            expected.status,
+            output=expected.output,
+            reason=expected.reason,
+            rule=expected.rule,
+            error=expected.error,
+            key=expected.key,
+            input_hash=digest,
+            extra={"replayed": True, "index": index},
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether every recorded call has been served."""
+        return self.position == len(self.calls)
