@@ -50,8 +50,8 @@ def test_threads_racing_on_one_key(shared_url: str, marks: Path, shared_runtime:
     got = Counter(r.status for r in results)
     assert got == {Status.EXECUTED: 1, Status.CACHED: n_threads - 1}
     assert len({repr(r.output) for r in results}) == 1
-    rt = shared or Runtime(url)
-    log = Counter(e.status for e in rt.events())
+    with shared or Runtime(url) as rt:
+        log = Counter(e.status for e in rt.events())
     assert log == {"started": 1, "executed": 1, "cached": n_threads - 1}
 
 
@@ -74,7 +74,8 @@ def test_processes_racing_on_one_database(shared_url: str, marks: Path) -> None:
     runs = executions(marks, "p")
     assert sorted(int(line.split(":")[1]) for line in runs) == list(range(keys))
     assert Counter(s for s, _ in results) == {"executed": keys, "cached": keys * (n_procs - 1)}
-    log = Counter(e.status for e in Runtime(url).events())
+    with Runtime(url) as rt:
+        log = Counter(e.status for e in rt.events())
     assert log == {"started": keys, "executed": keys, "cached": keys * (n_procs - 1)}
 
 
@@ -114,4 +115,5 @@ def test_sigkill_inside_a_handler(shared_url: str, marks: Path, effect: str) -> 
         assert res.status == Status.INDETERMINATE
         assert len(executions(marks, "k")) == 1  # never run again blindly
     statuses = [e.status for e in rt.events()]
+    rt.close()
     assert statuses[0] == "started"  # the dead worker's attempt is in the log

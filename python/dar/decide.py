@@ -225,8 +225,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             try:
                 recorded = outcome.value
                 if tool.redactor is not None:
-                    recorded, more = tool.redactor.apply(recorded, salt)
-                    removed.extend(more)
+                    recorded = tool.redactor.apply_output(recorded, salt, removed)
                 output_text: str | None = _json_text(recorded)
                 note = None
             except CanonicalizationError as exc:

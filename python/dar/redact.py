@@ -1,11 +1,13 @@
 """Keep personal data out of the log: replace declared fields with a salted hash.
 
-A tool declares its personal fields as paths (``"customer.phone"``, ``"address.*"``,
-``"items.*.name"``: ``*`` is any member or list element) or as a function that returns a
-redacted copy. Matching values, in the input and in the output, are written to every table
-as ``"redacted:<hash>"``, where the hash is SHA-256 over the database's random salt and the
-value's canonical JSON. Equal values still look equal in the log, so a postmortem can follow
-one customer without seeing their number. The idempotency key is computed on the full input.
+A tool declares its personal fields as paths into its input (``"customer.phone"``,
+``"address.*"``, ``"items.*.name"``: ``*`` is any member or list element) or its output
+(``"output.to"``), or as a function that returns a redacted copy. Matching values are
+written to every table as ``"redacted:<hash>"``: SHA-256 over the database's random salt
+and the value's canonical JSON. Equal values still look equal in the log, so a postmortem can follow
+one customer without seeing their number. A value removed from the input is also replaced
+wherever it appears again: inside other strings of the input, in the output, in a refusal
+reason or an error. The idempotency key is computed on the full input.
 """
 
 from __future__ import annotations
@@ -33,22 +35,35 @@ class Redactor:
     def __init__(self, spec: RedactSpec) -> None:
         self.fn: Callable[[Any], Any] | None = None
         self.paths: list[list[str]] = []
+        self.output_paths: list[list[str]] = []
         if callable(spec):
             self.fn = spec
         elif spec:
             if isinstance(spec, str):
                 raise TypeError("redact= takes a list of paths, not one string")
-            self.paths = [p.replace("[*]", ".*").split(".") for p in spec]
+            for p in spec:
+                parts = p.replace("[*]", ".*").split(".")
+                if parts[0] == "output":
+                    self.output_paths.append(parts[1:])
+                else:
+                    self.paths.append(parts[1:] if parts[0] == "input" else parts)
 
     def apply(self, value: Any, salt: str) -> tuple[Any, list[str]]:
-        """A redacted copy of ``value``, and the raw texts it removed (to scrub from error
-        messages and refusal reasons)."""
+        """A redacted copy of the input, and the raw texts it removed."""
         if self.fn is not None:
             return self.fn(value), []
         removed: list[str] = []
         for path in self.paths:
             value = self._walk(value, path, salt, removed)
-        return value, removed
+        return _scrub_leaves(value, removed, salt), removed
+
+    def apply_output(self, value: Any, salt: str, removed: list[str]) -> Any:
+        """A redacted copy of the output: its own paths, then every removed value."""
+        if self.fn is not None:
+            return self.fn(value)
+        for path in self.output_paths:
+            value = self._walk(value, path, salt, removed)
+        return _scrub_leaves(value, removed, salt)
 
     def _walk(self, value: Any, path: list[str], salt: str, removed: list[str]) -> Any:
         if not path:
@@ -82,6 +97,18 @@ def _leaves(value: Any, out: list[str]) -> None:
         text = str(value)
         if len(text) >= 3:  # shorter texts would scrub unrelated words from messages
             out.append(text)
+
+
+def _scrub_leaves(value: Any, removed: list[str], salt: str) -> Any:
+    if not removed:
+        return value
+    if isinstance(value, str):
+        return scrub(value, removed, salt)
+    if isinstance(value, dict):
+        return {k: _scrub_leaves(v, removed, salt) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_leaves(v, removed, salt) for v in value]
+    return value
 
 
 def scrub(text: str | None, removed: list[str], salt: str) -> str | None:
