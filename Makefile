@@ -54,6 +54,7 @@ soak: build
 
 bench: build
 	$(BIN)/python benches/bench_hash.py
+	$(BIN)/python benches/bench_chain.py
 
 wheel: $(STAMP)
 	$(BIN)/maturin build --release --out dist
