@@ -156,3 +156,65 @@ def test_postgres_connection_cut_mid_call(pg_base_url: str) -> None:
     finally:
         rt.close()
         proxy.close()
+
+
+def test_what_a_crash_can_lose_is_only_buffered_hit_rows(tmp_path: Path, marks: Path) -> None:
+    """Cache-hit rows are buffered (see SQLiteStore's hit_flush); claims, outcomes and
+    refusals are durable before execute returns. Kill a process right after 20 hits: the
+    hits' rows are gone, the execution and its outcome are not."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from . import workers
+
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=workers.hits_then_die, args=(url, ready))
+    proc.start()
+    assert ready.wait(60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    with Runtime(url) as rt:
+        statuses = Counter(e.status for e in rt.events())
+        assert statuses == {"started": 1, "executed": 1}  # the 20 "cached" rows were lost
+        res = rt.execute(workers.slow_effect, {"n": 7, "marks": "hits", "sleep": 0})
+        assert res.status == Status.CACHED  # the recorded outcome survived
+    assert (marks / "hits").read_text().count("\n") == 1  # and it ran once
+
+
+def test_hit_rows_become_durable_with_the_next_write(tmp_path: Path) -> None:
+    path = tmp_path / "flush.db"
+
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def note(n: int) -> int:
+        return n
+
+    store = SQLiteStore(path, hit_flush=60.0)
+    rt = Runtime(store)
+    rt.execute(note, {"n": 1})
+    rt.execute(note, {"n": 1})  # a hit: buffered
+    other = sqlite3.connect(path)
+    count = "SELECT status FROM agent_tool_events ORDER BY seq"
+    assert [r[0] for r in other.execute(count)] == ["started", "executed"]
+    rt.execute(note, {"n": 2})  # the next write carries the hit row along, in order
+    assert [r[0] for r in other.execute(count)] == [
+        "started",
+        "executed",
+        "cached",
+        "started",
+        "executed",
+    ]
+    rt.execute(note, {"n": 2})
+    rt.close()  # close flushes
+    assert [r[0] for r in other.execute(count)][-1] == "cached"
+    durable = SQLiteStore(tmp_path / "durable.db", hit_flush=0)
+    rt = Runtime(durable)
+    rt.execute(note, {"n": 1})
+    rt.execute(note, {"n": 1})
+    assert [r[0] for r in sqlite3.connect(tmp_path / "durable.db").execute(count)] == [
+        "started",
+        "executed",
+        "cached",
+    ]  # hit_flush=0: written before returning

@@ -54,3 +54,16 @@ def crash_inside(url: str, marks: str, effect: str, lease: float) -> None:
     allow = rule(applies_to="*", name="allow")(lambda i, c: True)
     rt = Runtime(url, rules=[allow])
     rt.execute(make_hanging_tool(effect, lease), {"marks": marks, "n": 1})
+
+
+def hits_then_die(url: str, ready: Any) -> None:
+    """Execute once, answer 20 cache hits (buffered for a minute), then get killed."""
+    from dar.store.sqlite import SQLiteStore
+
+    path = url.removeprefix("sqlite:///")
+    rt = Runtime(SQLiteStore(path, hit_flush=60.0))
+    rt.execute(slow_effect, {"n": 7, "marks": "hits", "sleep": 0})
+    for _ in range(20):
+        rt.execute(slow_effect, {"n": 7, "marks": "hits", "sleep": 0})
+    ready.set()
+    time.sleep(3600)

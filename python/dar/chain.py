@@ -11,7 +11,6 @@ returns `1e+21` as `1000000000000000000000`) and times as whole microseconds.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,25 +66,36 @@ def _as_json_value(value: Any) -> Any:
     return value
 
 
-def decode_json_text(text: str | None) -> Any:
-    """A JSON column's text (as written) to the value `verify` will read back."""
-    return None if text is None else _as_json_value(json.loads(text))
+_PREFIXES = {col: b'"' + col.encode() + b'":' for col in CHAINED}
+#: Canonical member order: the names are plain ASCII, so UTF-16 order is byte order.
+_ORDER = sorted(CHAINED)
 
 
-def content_hash(row: Mapping[str, Any]) -> str:
-    """SHA-256 of the row's chained columns, in canonical JSON. ``row`` holds decoded
-    values: JSON columns parsed, times as Unix seconds or datetimes."""
-    content: dict[str, Any] = {}
-    for col in CHAINED:
+def content_hash(row: Mapping[str, Any], *, json_as_text: bool = False) -> str:
+    """SHA-256 of the row's chained columns, as RFC 8785 canonical JSON.
+
+    ``row`` holds decoded values (times as Unix seconds or datetimes). With
+    ``json_as_text`` its ``input``/``output`` are canonical JSON text already (as the runtime
+    writes them) and are used as they are, which is byte-for-byte what canonicalizing their
+    decoded values gives. The object is assembled member by member, which equals
+    ``canonical_json`` of the whole row because the member names need no escaping.
+    """
+    parts = []
+    for col in _ORDER:
         value = row.get(col)
-        if col in ("created_at", "completed_at"):
-            value = micros(value)
-        elif col in ("input", "output"):
-            value = _as_json_value(value)
-        elif col in ("event_id", "call_id", "parent_event_id") and value is not None:
-            value = str(value)
-        content[col] = value
-    return sha256_hex_of(canonical_json(content))
+        if col in ("input", "output"):
+            if json_as_text and value is not None:
+                piece = value.encode() if isinstance(value, str) else bytes(value)
+            else:
+                piece = canonical_json(_as_json_value(value))
+        else:
+            if col in ("created_at", "completed_at"):
+                value = micros(value)
+            elif col in ("event_id", "call_id", "parent_event_id") and value is not None:
+                value = str(value)
+            piece = canonical_json(value)
+        parts.append(_PREFIXES[col] + piece)
+    return sha256_hex_of(b"{" + b",".join(parts) + b"}")
 
 
 def link(previous: str | None, content: str) -> str:

@@ -12,9 +12,10 @@ handler -> recorded outcome; each step appends its row to the event log.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import reprlib
-import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +99,7 @@ class CallSpec:
     salt: str | None = None
     parent_event_id: str | None = None
     key: str | None = None
-    call_event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    call_event_id: str = field(default_factory=lambda: new_id())
 
 
 _preview = reprlib.Repr()
@@ -116,8 +117,25 @@ def safe_preview(value: object) -> str:
     return text[:1000].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+class _Ids:
+    """Event ids: a random per-process prefix and a counter, shaped as a UUID. Unique without
+    drawing 16 random bytes per id (two ids per call are on the hot path); a forked child
+    draws a new prefix so it never repeats its parent's ids."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        h = self.prefix + format(next(self.counter), "016x")
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+new_id: Callable[[], str] = _Ids()
 
 
 def _json_text(value: Any) -> str:

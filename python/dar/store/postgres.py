@@ -39,7 +39,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
-from dar.chain import content_hash, decode_json_text, micros
+from dar.chain import content_hash, micros
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
@@ -184,9 +184,7 @@ def _event_params(event: NewEvent) -> dict[str, Any]:
     params["e_created_at"] = micros(event.created_at)
     params["e_completed_at"] = micros(event.completed_at)
     row = {col: getattr(event, col) for col in EVENT_COLUMNS}
-    row["input"] = decode_json_text(event.input)
-    row["output"] = decode_json_text(event.output)
-    params["e_content"] = content_hash(row)
+    params["e_content"] = content_hash(row, json_as_text=True)
     params["done"] = "done"
     return params
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlite_utils
 
-from dar.chain import chain_key, content_hash, decode_json_text, link
+from dar.chain import chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
@@ -45,12 +45,8 @@ def _row(event: NewEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
 
 
-def _decoded(event: NewEvent) -> dict[str, Any]:
-    """The row as `verify` will read it back: JSON columns parsed."""
-    row = {name: getattr(event, name) for name in EVENT_COLUMNS}
-    row["input"] = decode_json_text(event.input)
-    row["output"] = decode_json_text(event.output)
-    return row
+def _columns(event: NewEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in EVENT_COLUMNS}
 
 
 class SQLiteStore:
@@ -58,9 +54,16 @@ class SQLiteStore:
 
     ``busy_timeout`` is how long SQLite itself waits for a lock; ``retry_for`` how long a
     write keeps trying before it fails with ``StoreError``. ``synchronous`` is SQLite's
-    durability setting: ``FULL`` (default) makes every
-    recorded outcome survive power loss; ``NORMAL`` in WAL mode survives a crash of the
-    process but may lose the last commits on power loss.
+    durability setting: ``FULL`` (default) makes every recorded outcome survive power loss;
+    ``NORMAL`` in WAL mode survives a crash of the process but may lose the last commits on
+    power loss.
+
+    ``hit_flush`` (seconds, default 0.1): the ``cached`` rows of cache hits record no effect,
+    so they are buffered and written with the next write transaction, or by a background
+    flush at most this long after the hit, at ``close()``, and before the log is read here.
+    A crash of the process can lose the hit rows of its last ``hit_flush`` seconds, never a
+    claim, an outcome or a refusal (those are durable before ``execute`` returns). ``0``
+    writes every hit row durably before returning, at the cost of one commit per hit.
     """
 
     dialect = "sqlite"
@@ -73,6 +76,7 @@ class SQLiteStore:
         busy_timeout: float = 5.0,
         retry_for: float = 15.0,
         hash_chain: bool = True,
+        hit_flush: float = 0.1,
         migrate: bool = True,
     ) -> None:
         sync = synchronous.upper()
@@ -84,6 +88,10 @@ class SQLiteStore:
         self.retry_for = retry_for
         self.hash_chain = hash_chain
         self._salt: str | None = None
+        self.hit_flush = hit_flush
+        self._pending: list[NewEvent] = []
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -113,6 +121,8 @@ class SQLiteStore:
             kwargs.setdefault("synchronous", options["synchronous"])
         if "busy_timeout" in options:
             kwargs.setdefault("busy_timeout", float(options["busy_timeout"]))
+        if "hit_flush" in options:
+            kwargs.setdefault("hit_flush", float(options["hit_flush"]))
         return cls(path, **kwargs)
 
     @contextmanager
@@ -140,9 +150,14 @@ class SQLiteStore:
                         ) from exc
                     time.sleep(0.01)
             try:
+                # Buffered hit rows ride along with the next commit, in order.
+                pending, self._pending = self._pending, []
+                for event in pending:
+                    self._insert(conn, event)
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
+                self._pending[:0] = pending
                 raise
             conn.execute("COMMIT")
 
@@ -155,7 +170,8 @@ class SQLiteStore:
             found = conn.execute(
                 "SELECT head FROM agent_tool_chain_heads WHERE correlation_id = ?", (key,)
             ).fetchone()
-            row_hash = link(None if found is None else found[0], content_hash(_decoded(event)))
+            content = content_hash(_columns(event), json_as_text=True)
+            row_hash = link(None if found is None else found[0], content)
             conn.execute(
                 "INSERT INTO agent_tool_chain_heads (correlation_id, head) VALUES (?, ?)"
                 " ON CONFLICT (correlation_id) DO UPDATE SET head = excluded.head",
@@ -183,6 +199,24 @@ class SQLiteStore:
 
     # --- claims ------------------------------------------------------------------------------
 
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="dar-hit-flush", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.hit_flush):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered hit rows now (durably, with the connection's ``synchronous``)."""
+        with self._lock:
+            if self._pending and not self._closed.is_set():
+                with self._write():
+                    pass  # _write inserts the pending rows
+
     def get_claim(self, key: str) -> Claim | None:
         with self._lock:
             row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
@@ -203,8 +237,12 @@ class SQLiteStore:
                 and (claim.expires_at is None or claim.expires_at > now)
                 and claim.input_hash == input_hash
             ):
-                with self._write() as conn:
-                    self._insert(conn, hit)
+                if self.hit_flush > 0:
+                    self._pending.append(hit)
+                    self._start_flusher()
+                else:
+                    with self._write():
+                        self._insert(self._conn, hit)
                 return claim, True
         return claim, False
 
@@ -341,6 +379,7 @@ class SQLiteStore:
             since=None if since is None else since.timestamp(),
             limit=limit,
         )
+        self.flush()  # the log as read here includes this store's buffered hits
         with self._lock:
             rows = list(self.db.query(sql, params))
         return [Event.from_row(r, json_as_text=True) for r in rows]
@@ -408,6 +447,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed.is_set():
+                return
+            self.flush()
+            self._closed.set()
             self._conn.close()
 
 
