@@ -125,9 +125,11 @@ def test_sync_runtime_refuses_async_code(store_url: str) -> None:
         return x
 
     r = rule(applies_to="*", name="async_rule")(lambda i, c: asyncio.sleep(0))
-    res = Runtime(store_url).execute(coro, {"x": 1})
+    with Runtime(store_url) as rt:
+        res = rt.execute(coro, {"x": 1})
     assert res.status == Status.FAILED and "use AsyncRuntime" in (res.error or "")
-    res = Runtime(store_url, rules=[r]).execute(coro, {"x": 1})
+    with Runtime(store_url, rules=[r]) as rt:
+        res = rt.execute(coro, {"x": 1})
     assert res.status == Status.REJECTED and "use AsyncRuntime" in (res.reason or "")
 
 

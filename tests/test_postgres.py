@@ -47,11 +47,11 @@ def test_schema_option_and_an_application_pool(pg_base_url: str) -> None:
         rt = Runtime(store)
         assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
         assert rt.execute(charge, {"order": "A"}).status == Status.CACHED
+        rt.close()  # writes the buffered hit row; the application's pool stays open
+        assert not pool.closed
         with pool.connection() as conn:
             n = conn.execute(f'SELECT count(*) FROM "{schema}".agent_tool_events').fetchone()
         assert n == (3,)
-        rt.close()  # the application's pool stays open
-        assert not pool.closed
 
 
 def test_url_schema_option() -> None:
@@ -128,33 +128,54 @@ def test_least_privilege_role_cannot_rewrite_history(pg_base_url: str) -> None:
     rt.close()
 
 
-class CountingCursor(psycopg.Cursor[Any]):
-    """Counts statements; on an autocommit connection each is one round trip."""
+class RoundTrips:
+    """Counts round trips from libpq's own protocol trace: one `Sync` a round trip."""
 
-    count = 0
+    def __init__(self, folder: Any) -> None:
+        self.path = folder / "trace.log"
+        self.file = open(self.path, "w")  # noqa: SIM115 - held open by libpq
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        CountingCursor.count += 1
-        return super().execute(*args, **kwargs)
+    def attach(self, conn: psycopg.Connection[Any]) -> None:
+        conn.pgconn.trace(self.file.fileno())
+
+    def count(self) -> int:
+        self.file.flush()
+        return sum(
+            1
+            for line in self.path.read_text().splitlines()
+            if line.startswith("F\t") and line.split("\t")[2].startswith("Sync")
+        )
 
 
-def test_round_trips_per_call(pg_base_url: str) -> None:
+def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
+    trips = RoundTrips(tmp_path)
     with ConnectionPool(
-        pg_base_url,
-        min_size=1,
-        max_size=1,
-        kwargs={"autocommit": True, "cursor_factory": CountingCursor},
+        pg_base_url, min_size=1, max_size=1, kwargs={"autocommit": True}, configure=trips.attach
     ) as pool:
-        rt = Runtime(PostgresStore(pool, schema=fresh_schema()))
+        from psycopg.pq import Trace
+
+        rt = Runtime(PostgresStore(pool, schema=fresh_schema(), hit_flush=60))
+        with pool.connection() as conn:
+            conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        peek = tool(name="peek", effect=Effect.READ)(lambda q: q)
         counts = {}
-        for label in ("fresh", "hit"):
-            CountingCursor.count = 0
-            res = rt.execute(charge, {"order": "RT"})
-            counts[label] = (res.status, CountingCursor.count)
-        assert counts == {"fresh": (Status.EXECUTED, 3), "hit": (Status.CACHED, 1)}
-        CountingCursor.count = 0
-        rt.execute(tool(name="peek", effect=Effect.READ)(lambda q: q), {"q": 1})
-        assert CountingCursor.count == 1  # a read: one row, one round trip
+        for label, call in (
+            ("fresh", lambda: rt.execute(charge, {"order": "RT"})),
+            ("hit", lambda: rt.execute(charge, {"order": "RT"})),
+            ("read, carrying the hit row", lambda: rt.execute(peek, {"q": 1})),
+            ("fresh again", lambda: rt.execute(charge, {"order": "RT2"})),
+        ):
+            before = trips.count()
+            res = call()
+            counts[label] = (res.status, trips.count() - before)
+        assert counts == {
+            "fresh": (Status.EXECUTED, 3),
+            "hit": (Status.CACHED, 1),
+            "read, carrying the hit row": (Status.EXECUTED, 1),
+            "fresh again": (Status.EXECUTED, 3),
+        }
+        rt.close()
+    trips.file.close()
 
 
 def test_in_doubt_commits_replay_safely(pg_url: str) -> None:

@@ -43,7 +43,7 @@ from dar.chain import content_hash, micros
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
-from dar.store.sql import CLAIM_COLUMNS, events_query
+from dar.store.sql import CLAIM_COLUMNS, events_query, is_hit
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
@@ -121,15 +121,6 @@ class Statements:
             )
 
         self.append = f"WITH {event_ctes('TRUE')} SELECT count(*) FROM ev"
-        hit_condition = (
-            "EXISTS (SELECT 1 FROM c WHERE c.state = %(done)s AND c.input_hash = %(input_hash)s"
-            " AND (c.expires_at IS NULL OR c.expires_at > %(now)s))"
-        )
-        self.lookup = (
-            f"WITH c AS ({self.select_claim}),"
-            f" {event_ctes(hit_condition)}"
-            " SELECT c.*, (SELECT count(*) FROM ev) FROM c"
-        )
         mine = (
             f"SELECT 1 FROM {claims} WHERE idempotency_key = %(key)s AND owner = %(owner)s"
             " AND call_event_id = %(e_event_id)s::uuid AND state = 'running'"
@@ -185,7 +176,6 @@ def _event_params(event: NewEvent) -> dict[str, Any]:
     params["e_completed_at"] = micros(event.completed_at)
     row = {col: getattr(event, col) for col in EVENT_COLUMNS}
     params["e_content"] = content_hash(row, json_as_text=True)
-    params["done"] = "done"
     return params
 
 
@@ -199,13 +189,10 @@ def _claim(row: tuple[Any, ...]) -> Claim:
 # --- the operations, written once ----------------------------------------------------------
 
 
-def _lookup(st: Statements, key: str, input_hash: str, now: float, hit: NewEvent) -> Plan:
-    row = yield Query(
-        st.lookup, {"key": key, "input_hash": input_hash, "now": now, **_event_params(hit)}
-    )
-    if row is None:
-        return None, False
-    return _claim(row), bool(row[-1])
+def _append_all(st: Statements, events: list[NewEvent]) -> Plan:
+    """Buffered hit rows, sent pipelined (one round trip)."""
+    for event in events:
+        yield Query(st.append, _event_params(event), "none")
 
 
 def _claim_op(
@@ -415,17 +402,8 @@ def _purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> 
     return int(row[0]), checkpoints
 
 
-TRANSACTIONAL = {"resolve", "migrate"}
-
-OPERATIONS: dict[str, Callable[..., Plan]] = {
-    "lookup": _lookup,
-    "claim": _claim_op,
-    "finish": _finish,
-    "mark": _mark,
-    "resolve": _resolve,
-    "append": _append,
-    "get_claim": _get_claim,
-}
+#: The operations that carry buffered hit rows along.
+_WRITES = frozenset({_claim_op, _finish, _mark, _append})
 
 
 def _transient(exc: BaseException) -> bool:
@@ -468,8 +446,14 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         hash_chain: bool = True,
+        hit_flush: float = 0.1,
     ) -> None:
         self.st = Statements(schema, hash_chain=hash_chain)
+        self.hit_flush = hit_flush
+        self._pending: list[NewEvent] = []
+        self._pending_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
         if isinstance(target, str):
             self.pool = ConnectionPool(
                 target, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
@@ -484,14 +468,23 @@ class PostgresStore:
         if migrate:
             self.migrate()
 
-    def _run(self, plan: _Replayable, *, transaction: bool = False) -> Any:
+    def _run(self, plan: _Replayable, *, transaction: bool = False, carry: bool = True) -> Any:
+        # A write carries the buffered hit rows along, pipelined before it: they keep their
+        # order in the log and cost no extra round trip.
+        batch: list[NewEvent] = []
+        if carry and not transaction and plan.fn in _WRITES and self._pending:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
         deadline = time.monotonic() + RETRY_FOR
         attempt = 0
         while True:
             try:
-                return self._run_once(plan, transaction)
+                return self._run_once(plan, transaction, batch)
             except Exception as exc:
                 if not _transient(exc) or time.monotonic() > deadline:
+                    if batch:
+                        with self._pending_lock:
+                            self._pending[:0] = batch
                     if _transient(exc):
                         raise StoreError(
                             f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}"
@@ -501,12 +494,15 @@ class PostgresStore:
                 time.sleep(_backoff(attempt))
                 plan = _restart(plan)
 
-    def _run_once(self, plan: _Replayable, transaction: bool) -> Any:
+    def _run_once(self, plan: _Replayable, transaction: bool, batch: list[NewEvent]) -> Any:
         with self.pool.connection() as conn:
             if not conn.autocommit and conn.info.transaction_status == 0:
                 conn.autocommit = True
             tx = conn.transaction() if transaction else nullcontext()
-            with tx:
+            piped = conn.pipeline() if batch or plan.fn is _append_all else nullcontext()
+            with tx, piped:
+                for event in batch:
+                    conn.execute(self.st.append, _event_params(event))
                 try:
                     query = next(plan)
                     while True:
@@ -529,10 +525,41 @@ class PostgresStore:
     def lookup(
         self, key: str, input_hash: str, now: float, hit: NewEvent
     ) -> tuple[Claim | None, bool]:
-        result: tuple[Claim | None, bool] = self._run(
-            _Replayable(_lookup, self.st, key, input_hash, now, hit)
-        )
-        return result
+        claim: Claim | None = self._run(_Replayable(_get_claim, self.st, key))
+        if claim is None or not is_hit(claim, input_hash, now):
+            return claim, False
+        if self.hit_flush > 0:
+            with self._pending_lock:
+                self._pending.append(hit)
+            self._start_flusher()
+        else:
+            self._run(_Replayable(_append, self.st, hit))
+        return claim, True
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            with self._pending_lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_loop, name="dar-hit-flush", daemon=True
+                    )
+                    self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.hit_flush):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered hit rows now."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            try:
+                self._run(_Replayable(_append_all, self.st, batch), carry=False)
+            except BaseException:
+                with self._pending_lock:
+                    self._pending[:0] = batch  # appends are idempotent: safe to send again
+                raise
 
     def claim(
         self,
@@ -606,6 +633,7 @@ class PostgresStore:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[Event]:
+        self.flush()  # the log as read here includes this store's buffered hits
         events: list[Event] = self._run(
             _Replayable(_events, self.st, correlation_id, tool, status, key, since, limit)
         )
@@ -644,6 +672,10 @@ class PostgresStore:
         return time.monotonic() - started
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self.flush()
+        self._closed.set()
         if self._listener is not None:
             self._listener.stop()
         if self._owns_pool:
@@ -705,8 +737,12 @@ class AsyncPostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         hash_chain: bool = True,
+        hit_flush: float = 0.1,
     ) -> None:
         self.st = Statements(schema, hash_chain=hash_chain)
+        self.hit_flush = hit_flush
+        self._pending: list[NewEvent] = []
+        self._flusher: asyncio.Task[None] | None = None
         if isinstance(target, str):
             self.pool = AsyncConnectionPool(
                 target,
@@ -747,17 +783,28 @@ class AsyncPostgresStore:
             await self.pool.open()
             self._pool_open = True
 
-    async def _run(self, plan: _Replayable, *, transaction: bool = False) -> Any:
+    async def _run(
+        self, plan: _Replayable, *, transaction: bool = False, carry: bool = True
+    ) -> Any:
         if not self._ready:
             await self.open()
-        return await self._retrying(plan, transaction)
+        batch: list[NewEvent] = []
+        if carry and not transaction and plan.fn in _WRITES and self._pending:
+            batch, self._pending = self._pending, []
+        try:
+            return await self._retrying(plan, transaction, batch)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
 
-    async def _retrying(self, plan: _Replayable, transaction: bool) -> Any:
+    async def _retrying(
+        self, plan: _Replayable, transaction: bool, batch: list[NewEvent] | None = None
+    ) -> Any:
         deadline = time.monotonic() + RETRY_FOR
         attempt = 0
         while True:
             try:
-                return await self._run_once(plan, transaction)
+                return await self._run_once(plan, transaction, batch or [])
             except Exception as exc:
                 if not _transient(exc) or time.monotonic() > deadline:
                     if _transient(exc):
@@ -769,12 +816,15 @@ class AsyncPostgresStore:
                 await asyncio.sleep(_backoff(attempt))
                 plan = _restart(plan)
 
-    async def _run_once(self, plan: _Replayable, transaction: bool) -> Any:
+    async def _run_once(self, plan: _Replayable, transaction: bool, batch: list[NewEvent]) -> Any:
         async with self.pool.connection() as conn:
             if not conn.autocommit and conn.info.transaction_status == 0:
                 await conn.set_autocommit(True)
             tx = conn.transaction() if transaction else nullcontext()
-            async with tx:
+            piped = conn.pipeline() if batch or plan.fn is _append_all else nullcontext()
+            async with tx, piped:
+                for event in batch:
+                    await conn.execute(self.st.append, _event_params(event))
                 try:
                     query = next(plan)
                     while True:
@@ -798,10 +848,31 @@ class AsyncPostgresStore:
     async def lookup(
         self, key: str, input_hash: str, now: float, hit: NewEvent
     ) -> tuple[Claim | None, bool]:
-        result: tuple[Claim | None, bool] = await self._run(
-            _Replayable(_lookup, self.st, key, input_hash, now, hit)
-        )
-        return result
+        claim: Claim | None = await self._run(_Replayable(_get_claim, self.st, key))
+        if claim is None or not is_hit(claim, input_hash, now):
+            return claim, False
+        if self.hit_flush > 0:
+            self._pending.append(hit)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_loop())
+        else:
+            await self._run(_Replayable(_append, self.st, hit))
+        return claim, True
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.hit_flush)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write buffered hit rows now."""
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await self._run(_Replayable(_append_all, self.st, batch), carry=False)
+            except BaseException:
+                self._pending[:0] = batch  # appends are idempotent: safe to send again
+                raise
 
     async def claim(
         self,
@@ -877,6 +948,7 @@ class AsyncPostgresStore:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[Event]:
+        await self.flush()  # the log as read here includes this store's buffered hits
         events: list[Event] = await self._run(
             _Replayable(_events, self.st, correlation_id, tool, status, key, since, limit)
         )
@@ -918,6 +990,10 @@ class AsyncPostgresStore:
                 await asyncio.sleep(0.5)  # reconnect; waiters poll meanwhile
 
     async def close(self) -> None:
+        if self._ready:
+            await self.flush()
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._listen_task is not None:
             self._listen_task.cancel()
         if self._owns_pool and self._pool_open:

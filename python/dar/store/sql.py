@@ -48,3 +48,14 @@ def events_query(
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return sql, params
+
+
+def is_hit(claim: Claim, input_hash: str, now: float) -> bool:
+    """Does this claim answer the call from the record? Done, unexpired, same input.
+    (A fresh ``done`` claim never changes under a reader: only expired or released claims
+    are taken again, so no transaction is needed around the check.)"""
+    return (
+        claim.state == "done"
+        and (claim.expires_at is None or claim.expires_at > now)
+        and claim.input_hash == input_hash
+    )

@@ -24,7 +24,7 @@ from dar.chain import chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
-from dar.store.sql import CLAIM_COLUMNS, events_query
+from dar.store.sql import CLAIM_COLUMNS, events_query, is_hit
 
 _INSERT_EVENT = (
     f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}, row_hash) "
@@ -230,13 +230,7 @@ class SQLiteStore:
             if row is None:
                 return None, False
             claim = Claim(*row)
-            # A fresh `done` claim cannot change under us (only expired or released claims
-            # are taken again), so the hit row needs no transaction around the read.
-            if (
-                claim.state == "done"
-                and (claim.expires_at is None or claim.expires_at > now)
-                and claim.input_hash == input_hash
-            ):
+            if is_hit(claim, input_hash, now):
                 if self.hit_flush > 0:
                     self._pending.append(hit)
                     self._start_flusher()
