@@ -13,7 +13,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import dar
-from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, tool
+from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, rule, tool
 from dar.decide import new_id
 from dar.migrate import migration_files
 from dar.records import NewEvent
@@ -154,25 +154,29 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
     ) as pool:
         from psycopg.pq import Trace
 
-        rt = Runtime(PostgresStore(pool, schema=fresh_schema(), hit_flush=60))
+        judged = tool(name="judged", effect=Effect.MUTATE_EXTERNAL)(lambda n: n)
+        allow = rule(applies_to="judged", name="allow")(lambda i, c: True)
+        rt = Runtime(PostgresStore(pool, schema=fresh_schema(), hit_flush=60), rules=[allow])
         with pool.connection() as conn:
             conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
         peek = tool(name="peek", effect=Effect.READ)(lambda q: q)
         counts = {}
         for label, call in (
-            ("fresh", lambda: rt.execute(charge, {"order": "RT"})),
+            ("fresh, no rule applies", lambda: rt.execute(charge, {"order": "RT"})),
             ("hit", lambda: rt.execute(charge, {"order": "RT"})),
             ("read, carrying the hit row", lambda: rt.execute(peek, {"q": 1})),
-            ("fresh again", lambda: rt.execute(charge, {"order": "RT2"})),
+            ("fresh, judged by a rule", lambda: rt.execute(judged, {"n": 1})),
+            ("hit, judged tool", lambda: rt.execute(judged, {"n": 1})),
         ):
             before = trips.count()
             res = call()
             counts[label] = (res.status, trips.count() - before)
         assert counts == {
-            "fresh": (Status.EXECUTED, 3),
+            "fresh, no rule applies": (Status.EXECUTED, 2),  # claim-or-look-up, outcome
             "hit": (Status.CACHED, 1),
             "read, carrying the hit row": (Status.EXECUTED, 1),
-            "fresh again": (Status.EXECUTED, 3),
+            "fresh, judged by a rule": (Status.EXECUTED, 3),  # look up, (rules), claim, outcome
+            "hit, judged tool": (Status.CACHED, 1),
         }
         rt.close()
     trips.file.close()
@@ -285,3 +289,18 @@ def test_server_restart_mid_run(marks: Any) -> None:
         rt.close()
     finally:
         server.close()
+
+
+def test_a_bad_url_fails_at_once_with_the_reason(pg_base_url: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="invalid URI query parameter"):
+        PostgresStore(pg_base_url + "?nonsense=1")
+    with pytest.raises(StoreError, match="cannot connect to Postgres"):
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+    assert time.monotonic() - start < 10  # not a pool timeout
+
+    async def open_async() -> None:
+        await AsyncPostgresStore("postgresql://nobody@127.0.0.1:1/none").open()
+
+    with pytest.raises(StoreError, match="cannot connect to Postgres"):
+        asyncio.run(open_async())

@@ -336,16 +336,45 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     judged = False
     waited = 0.0
     delay = BACKOFF_FIRST
+    first = True
+    attempt = 1
     while True:
         now = spec.clock()
         hit = event(
             Status.CACHED.value, idempotency_key=key, input=input_text, input_hash=input_hash
         )
-        claim, _logged = yield StoreOp("lookup", (key, input_hash, now, hit))
+        if first and not rules:
+            # With no rule to run between them, the look-up and the claim are one step:
+            # the store claims the key if it is free, or returns the claim that holds it.
+            first = False
+            started_ev = event(
+                "started",
+                event_id=spec.call_event_id,
+                idempotency_key=key,
+                input=input_text,
+                input_hash=input_hash,
+                attempt=1,
+            )
+            won, claim = yield StoreOp(
+                "claim_or_lookup",
+                (
+                    key,
+                    tool.name,
+                    input_hash,
+                    spec.owner,
+                    now + tool.lease,
+                    now,
+                    started_ev,
+                    hit,
+                ),
+            )
+            if won:
+                break
+        else:
+            claim, _logged = yield StoreOp("lookup", (key, input_hash, now, hit))
         fresh = claim is not None and (claim.expires_at is None or claim.expires_at > now)
         if claim is not None and claim.state == "done" and fresh and claim.input_hash == input_hash:
-            # A hit. (`_logged` is False only when a retried look-up finds its own hit row
-            # already committed: still a hit, never a reason to claim again.)
+            # A hit: the store has logged (or buffered) its row.
             output = None if claim.output is None else json.loads(claim.output)
             return Result(
                 Status.CACHED, output=output, event_id=hit.event_id, key=key, input_hash=input_hash

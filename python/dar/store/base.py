@@ -30,6 +30,23 @@ class Store(Protocol):
         transaction and return ``(claim, True)``; otherwise ``(claim or None, False)``."""
         ...
 
+    def claim_or_lookup(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        started: NewEvent,
+        hit: NewEvent,
+    ) -> tuple[bool, Claim | None]:
+        """For a call no rule judges: claim ``key`` if no claim exists (as ``claim`` with
+        ``expect_version=None``) and return ``(True, None)``; otherwise behave as ``lookup``
+        and return ``(False, claim)`` — ``(False, None)`` when a concurrent claim is not yet
+        visible, and the caller looks again."""
+        ...
+
     def claim(
         self,
         key: str,
@@ -155,6 +172,20 @@ class AsyncStore(Protocol):
         self, key: str, input_hash: str, now: float, hit: NewEvent
     ) -> tuple[Claim | None, bool]:
         """See ``Store.lookup``."""
+        ...
+
+    async def claim_or_lookup(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        started: NewEvent,
+        hit: NewEvent,
+    ) -> tuple[bool, Claim | None]:
+        """See ``Store.claim_or_lookup``."""
         ...
 
     async def claim(

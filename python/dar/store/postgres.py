@@ -125,7 +125,8 @@ class Statements:
             f"SELECT 1 FROM {claims} WHERE idempotency_key = %(key)s AND owner = %(owner)s"
             " AND call_event_id = %(e_event_id)s::uuid AND state = 'running'"
         )
-        won_count = "SELECT (SELECT count(*) FROM won) + (SELECT count(*) FROM mine)"
+        won_expr = "(SELECT count(*) FROM won) + (SELECT count(*) FROM mine)"
+        won_count = f"SELECT {won_expr}"
         self.claim_new = (
             f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
             " owner, lease_until, version, attempts, created_at, call_event_id)"
@@ -133,6 +134,17 @@ class Statements:
             " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
             f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
+        )
+        self.claim_or_lookup = (
+            f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
+            " owner, lease_until, version, attempts, created_at, call_event_id)"
+            " VALUES (%(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
+            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')}"
+            # The snapshot shows the claim that was there before this statement, if any.
+            f" SELECT {won_expr}, c.* FROM (SELECT 1) AS one"
+            f" LEFT JOIN ({self.select_claim}) AS c ON TRUE"
         )
         self.claim_again = (
             f"WITH won AS (UPDATE {claims} SET tool_name = %(tool_name)s,"
@@ -219,6 +231,30 @@ def _claim_op(
     statement = st.claim_new if expect_version is None else st.claim_again
     row = yield Query(statement, params)
     return bool(row[0])
+
+
+def _claim_or_lookup(
+    st: Statements,
+    key: str,
+    tool_name: str,
+    input_hash: str,
+    owner: str,
+    lease_until: float,
+    now: float,
+    started: NewEvent,
+) -> Plan:
+    params = {
+        "key": key,
+        "tool_name": tool_name,
+        "input_hash": input_hash,
+        "owner": owner,
+        "lease_until": lease_until,
+        "now": now,
+        **_event_params(started),
+    }
+    row = yield Query(st.claim_or_lookup, params)
+    won = bool(row[0])
+    return won, None if won or row[1] is None else _claim(row[1:])
 
 
 def _finish(
@@ -403,7 +439,16 @@ def _purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> 
 
 
 #: The operations that carry buffered hit rows along.
-_WRITES = frozenset({_claim_op, _finish, _mark, _append})
+_WRITES = frozenset({_claim_op, _claim_or_lookup, _finish, _mark, _append})
+
+
+def _check_connects(conninfo: str) -> None:
+    """Fail now, with libpq's own words, on a bad URL or an unreachable server (a pool
+    would only time out later, the reason buried in its log)."""
+    try:
+        psycopg.connect(conninfo).close()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to Postgres: {exc}") from exc
 
 
 def _transient(exc: BaseException) -> bool:
@@ -455,6 +500,7 @@ class PostgresStore:
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
         if isinstance(target, str):
+            _check_connects(target)
             self.pool = ConnectionPool(
                 target, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
             )
@@ -528,13 +574,44 @@ class PostgresStore:
         claim: Claim | None = self._run(_Replayable(_get_claim, self.st, key))
         if claim is None or not is_hit(claim, input_hash, now):
             return claim, False
+        self._hit(hit)
+        return claim, True
+
+    def claim_or_lookup(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        started: NewEvent,
+        hit: NewEvent,
+    ) -> tuple[bool, Claim | None]:
+        won, claim = self._run(
+            _Replayable(
+                _claim_or_lookup,
+                self.st,
+                key,
+                tool_name,
+                input_hash,
+                owner,
+                lease_until,
+                now,
+                started,
+            )
+        )
+        if claim is not None and is_hit(claim, input_hash, now):
+            self._hit(hit)
+        return won, claim
+
+    def _hit(self, hit: NewEvent) -> None:
         if self.hit_flush > 0:
             with self._pending_lock:
                 self._pending.append(hit)
             self._start_flusher()
         else:
             self._run(_Replayable(_append, self.st, hit))
-        return claim, True
 
     def _start_flusher(self) -> None:
         if self._flusher is None:
@@ -780,6 +857,10 @@ class AsyncPostgresStore:
 
     async def _open_pool(self) -> None:
         if self._owns_pool and not self._pool_open:
+            try:
+                await (await psycopg.AsyncConnection.connect(str(self.pool.conninfo))).close()
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot connect to Postgres: {exc}") from exc
             await self.pool.open()
             self._pool_open = True
 
@@ -851,13 +932,44 @@ class AsyncPostgresStore:
         claim: Claim | None = await self._run(_Replayable(_get_claim, self.st, key))
         if claim is None or not is_hit(claim, input_hash, now):
             return claim, False
+        await self._hit(hit)
+        return claim, True
+
+    async def claim_or_lookup(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        started: NewEvent,
+        hit: NewEvent,
+    ) -> tuple[bool, Claim | None]:
+        won, claim = await self._run(
+            _Replayable(
+                _claim_or_lookup,
+                self.st,
+                key,
+                tool_name,
+                input_hash,
+                owner,
+                lease_until,
+                now,
+                started,
+            )
+        )
+        if claim is not None and is_hit(claim, input_hash, now):
+            await self._hit(hit)
+        return won, claim
+
+    async def _hit(self, hit: NewEvent) -> None:
         if self.hit_flush > 0:
             self._pending.append(hit)
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush_loop())
         else:
             await self._run(_Replayable(_append, self.st, hit))
-        return claim, True
 
     async def _flush_loop(self) -> None:
         while True:

@@ -240,6 +240,23 @@ class SQLiteStore:
                 return claim, True
         return claim, False
 
+    def claim_or_lookup(
+        self,
+        key: str,
+        tool_name: str,
+        input_hash: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+        started: NewEvent,
+        hit: NewEvent,
+    ) -> tuple[bool, Claim | None]:
+        # Embedded: two steps cost no round trip, and a hit never takes the write lock.
+        claim, _ = self.lookup(key, input_hash, now, hit)
+        if claim is not None:
+            return False, claim
+        return self.claim(key, tool_name, input_hash, owner, lease_until, now, None, started), None
+
     def claim(
         self,
         key: str,
