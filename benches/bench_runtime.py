@@ -335,7 +335,7 @@ def overhead(url: str, n: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     quick = os.environ.get("DAR_BENCH_QUICK") == "1"
     n_fresh, n_hit, n_dbos = (200, 1000, 100) if quick else (1000, 5000, 400)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,15 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dar.context import current_call
 from dar.decide import CallSpec, Outcome
+from dar.effects import Status
 from dar.errors import ConfigurationError
+from dar.records import Result
 from dar.rules import Deny, Rule, verdict_of
 from dar.tools import Tool
 
@@ -43,6 +46,8 @@ class RuntimeBase:
         # Unique per runtime instance: a worker that lost its lease never mistakes a newer
         # claim for its own, even on the same host and process.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        # Keys seen completed lately: only picks the cheaper statement for a likely hit.
+        self._known: OrderedDict[str, None] = OrderedDict()
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -78,6 +83,7 @@ class RuntimeBase:
         if parent is not None and correlation_id is None:
             correlation_id = parent.correlation_id
         return CallSpec(
+            known_key=self._known.__contains__,
             tool=tool,
             input=input,
             rules=self._rules,
@@ -89,6 +95,20 @@ class RuntimeBase:
             parent_event_id=None if parent is None else parent.event_id,
             key=key,
         )
+
+
+KNOWN_KEYS = 4096
+
+
+def remember(runtime: RuntimeBase, result: Result) -> Result:
+    """Note a completed key (an LRU of at most ``KNOWN_KEYS``); returns ``result``."""
+    if result.key is not None and result.status in (Status.EXECUTED, Status.CACHED):
+        known = runtime._known
+        known[result.key] = None
+        known.move_to_end(result.key)
+        if len(known) > KNOWN_KEYS:
+            known.popitem(last=False)
+    return result
 
 
 def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
+from dar._driver import RuntimeBase, failure, remember, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
 from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
@@ -75,7 +75,7 @@ class AsyncRuntime(RuntimeBase):
             return self._replayer.next(tool.name, input)
         spec = self._spec(tool, input, correlation_id, key, self.events)
         result: Result = await self._drive(plan(spec))
-        return result
+        return remember(self, result)
 
     async def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         try:

@@ -1,7 +1,7 @@
 """The tamper-evident hash chain of the event log, as pure functions.
 
 Each row's ``row_hash`` is ``sha256(previous row_hash || content_hash(row))`` within its
-correlation id (rows without one chain under ``""``). ``content_hash`` is the SHA-256 of the
+correlation id (a row without one chains within its call). ``content_hash`` is the SHA-256 of the
 row's RFC 8785 canonical JSON, computed by the Rust core. The same function runs when a row
 is written and when `dar verify` reads it back, so it works on *decoded* values: JSON columns
 as parsed values (an integer beyond 2**53 stands for the double it came from, as JSONB
@@ -103,8 +103,14 @@ def link(previous: str | None, content: str) -> str:
     return sha256_hex_of(bytes.fromhex(previous or "") + bytes.fromhex(content))
 
 
-def chain_key(correlation_id: str | None) -> str:
-    return correlation_id or ""
+def chain_key(correlation_id: str | None, call_id: str | None) -> str:
+    """Which chain a row belongs to: its session's, or — with no correlation id — its own
+    call's, so that uncorrelated writers never share (and wait on) one chain head."""
+    return correlation_id if correlation_id is not None else f"call:{call_id}"
+
+
+#: The same, in SQL (``call_id`` falls back to ``event_id`` for rows outside any call).
+CHAIN_KEY_SQL = "coalesce(correlation_id, 'call:' || coalesce({call_id}, {event_id}))"
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,8 @@ class CallSpec:
     clock: Callable[[], float]
     wait: float
     events_reader: Callable[..., Any]
+    #: A hint, never a decision: has this runtime seen ``key`` completed lately?
+    known_key: Callable[[str], bool] = lambda key: False
     correlation_id: str | None = None
     salt: str | None = None
     parent_event_id: str | None = None
@@ -343,9 +345,11 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
         hit = event(
             Status.CACHED.value, idempotency_key=key, input=input_text, input_hash=input_hash
         )
-        if first and not rules:
+        if first and not rules and not spec.known_key(key):
             # With no rule to run between them, the look-up and the claim are one step:
             # the store claims the key if it is free, or returns the claim that holds it.
+            # (A key this runtime saw completed is looked up plainly: most likely a hit,
+            # and a plain look-up is the cheaper statement for one.)
             first = False
             started_ev = event(
                 "started",

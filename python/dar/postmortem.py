@@ -73,7 +73,8 @@ class CallNode:
 
 
 def call_tree(events: Sequence[Event]) -> list[CallNode]:
-    """Group a session's rows into calls and nest them by parent link, in time order."""
+    """Group a session's rows into calls and nest them by parent link, in the order the
+    calls happened."""
     calls: dict[str, CallNode] = {}
     for ev in events:
         cid = ev.call_id or ev.event_id  # rows written before call ids existed stand alone
@@ -82,7 +83,9 @@ def call_tree(events: Sequence[Event]) -> list[CallNode]:
             node = calls[cid] = CallNode(cid, [])
         node.rows.append(ev)
     roots: list[CallNode] = []
-    for node in calls.values():  # insertion order is first-row order
+    # In the order the calls happened. `seq` is the order rows were written, and a
+    # buffered `cached` row is written after the calls that followed it.
+    for node in sorted(calls.values(), key=lambda n: (n.first.created_at, n.first.seq)):
         parent = node.first.parent_event_id
         if parent is not None and parent in calls:
             calls[parent].children.append(node)
@@ -205,8 +208,8 @@ def verify(
     rows before it, starting at the last purge checkpoint and ending at the recorded head."""
     chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ev in events:
-        chains[chain_key(ev.correlation_id)].append(asdict(ev))
-    names = [chain_key(only)] if only is not None else sorted(set(chains) | set(heads))
+        chains[chain_key(ev.correlation_id, ev.call_id or ev.event_id)].append(asdict(ev))
+    names = [only] if only is not None else sorted(set(chains) | set(heads))
     total = 0
     broken = []
     for name in names:

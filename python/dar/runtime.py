@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar._driver import RuntimeBase, failure, rule_error, rule_result, success
+from dar._driver import RuntimeBase, failure, remember, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
 from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
 from dar.records import Event, Result
@@ -64,7 +64,7 @@ class Runtime(RuntimeBase):
         result: Result = self._drive(
             plan(self._spec(tool, input, correlation_id, key, self.events))
         )
-        return result
+        return remember(self, result)
 
     def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         try:

@@ -39,7 +39,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed
 
-from dar.chain import content_hash, micros
+from dar.chain import CHAIN_KEY_SQL, content_hash, micros
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
@@ -105,7 +105,8 @@ class Statements:
             if hash_chain:
                 head = (
                     f"head AS (INSERT INTO {heads} AS h (correlation_id, head)"
-                    " SELECT coalesce(%(e_correlation_id)s::text, ''),"
+                    " SELECT coalesce(%(e_correlation_id)s::text,"
+                    " 'call:' || coalesce(%(e_call_id)s::text, %(e_event_id)s::text)),"
                     " encode(sha256(decode(%(e_content)s, 'hex')), 'hex')"
                     f" WHERE ({when}) AND {fresh}"
                     " ON CONFLICT (correlation_id) DO UPDATE SET head ="
@@ -135,16 +136,18 @@ class Statements:
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
             f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
         )
+        # Look first, in the same statement: when the key is held (a hit, or a call in
+        # progress) nothing is written, so the statement costs what a SELECT costs.
         self.claim_or_lookup = (
-            f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
+            f"WITH c AS ({self.select_claim}),"
+            f" won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
             " owner, lease_until, version, attempts, created_at, call_event_id)"
-            " VALUES (%(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
-            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
+            " SELECT %(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
+            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid"
+            " WHERE NOT EXISTS (SELECT 1 FROM c)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
             f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')}"
-            # The snapshot shows the claim that was there before this statement, if any.
-            f" SELECT {won_expr}, c.* FROM (SELECT 1) AS one"
-            f" LEFT JOIN ({self.select_claim}) AS c ON TRUE"
+            f" SELECT {won_expr}, c.* FROM (SELECT 1) AS one LEFT JOIN c ON TRUE"
         )
         self.claim_again = (
             f"WITH won AS (UPDATE {claims} SET tool_name = %(tool_name)s,"
@@ -413,14 +416,14 @@ def _gc(st: Statements, now: float) -> Plan:
 def _purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Plan:
     """In one transaction, as the table owner (the trigger checks both)."""
     events = st.events
+    chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
     found = yield Query(
-        f"SELECT e.correlation_id, e.seq, e.row_hash FROM {events} e"
-        f" JOIN (SELECT max(seq) AS seq FROM {events} WHERE created_at < %s"
-        "       GROUP BY coalesce(correlation_id, '')) last ON last.seq = e.seq",
+        f"SELECT {chain}, seq, row_hash FROM {events} WHERE seq IN"
+        f" (SELECT max(seq) FROM {events} WHERE created_at < %s GROUP BY {chain})",
         (before,),
         "all",
     )
-    checkpoints = {(cid or ""): {"seq": seq, "row_hash": h} for cid, seq, h in found}
+    checkpoints = {key: {"seq": seq, "row_hash": h} for key, seq, h in found}
     yield Query("SET LOCAL dar.purge = 'on'", (), "none")
     row = yield Query(
         f"WITH d AS (DELETE FROM {events} WHERE created_at < %s RETURNING 1)"
@@ -439,7 +442,7 @@ def _purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> 
 
 
 #: The operations that carry buffered hit rows along.
-_WRITES = frozenset({_claim_op, _claim_or_lookup, _finish, _mark, _append})
+_WRITES = frozenset({_claim_op, _finish, _mark, _append})
 
 
 def _check_connects(conninfo: str) -> None:

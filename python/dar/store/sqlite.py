@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlite_utils
 
-from dar.chain import chain_key, content_hash, link
+from dar.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
@@ -166,7 +166,7 @@ class SQLiteStore:
         transaction, which SQLite serializes, so reading the head and moving it is safe."""
         row_hash = None
         if self.hash_chain:
-            key = chain_key(event.correlation_id)
+            key = chain_key(event.correlation_id, event.call_id or event.event_id)
             found = conn.execute(
                 "SELECT head FROM agent_tool_chain_heads WHERE correlation_id = ?", (key,)
             ).fetchone()
@@ -433,12 +433,13 @@ class SQLiteStore:
     def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
         cutoff = before.timestamp()
         with self._write() as conn:
+            chain = CHAIN_KEY_SQL.format(call_id="call_id", event_id="event_id")
             checkpoints = {
-                chain_key(cid): {"seq": seq, "row_hash": h}
-                for cid, seq, h in conn.execute(
-                    "SELECT e.correlation_id, e.seq, e.row_hash FROM agent_tool_events e"
-                    " JOIN (SELECT max(seq) AS seq FROM agent_tool_events WHERE created_at < ?"
-                    "       GROUP BY coalesce(correlation_id, '')) last ON last.seq = e.seq",
+                key: {"seq": seq, "row_hash": h}
+                for key, seq, h in conn.execute(
+                    f"SELECT {chain}, seq, row_hash FROM agent_tool_events WHERE seq IN"
+                    f" (SELECT max(seq) FROM agent_tool_events WHERE created_at < ?"
+                    f"  GROUP BY {chain})",
                     (cutoff,),
                 )
             }

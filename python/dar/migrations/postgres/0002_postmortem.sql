@@ -5,7 +5,8 @@ ALTER TABLE agent_tool_events ADD COLUMN call_id UUID;
 -- sha256(previous row_hash of the same correlation id || sha256 of this row's content).
 ALTER TABLE agent_tool_events ADD COLUMN row_hash TEXT;
 
--- The head of each correlation id's chain (NULL correlation ids chain under ''). Appending
+-- The head of each chain: one per correlation id; a row without one chains within its call
+-- ('call:' || call_id), so uncorrelated writers never wait on a shared head. Appending
 -- takes this one row's lock: writers of the same session serialize, unrelated ones do not.
 CREATE TABLE agent_tool_chain_heads (
     correlation_id TEXT   PRIMARY KEY,
