@@ -283,7 +283,7 @@ def big_log_postgres(url: str, rows: int) -> dict[str, Any]:
     rt.close()
     return {"rows": rows, "events_per_session": len(found),
             "median_ms": statistics.median(samples) * 1e3,
-            "plan": " / ".join(r[0].strip() for r in plan[:2])}
+            "plan": next((r[0].strip() for r in plan if "Index" in r[0]), plan[0][0])}
 
 
 # --- where the time goes ------------------------------------------------------------------------
