@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::canonical::to_hex;
 use crate::error::{format_path, CanonError, MAX_DEPTH};
 use crate::text::canonicalize_text_into;
-use crate::walk::{WalkError, Walker};
+use crate::walk::{Scratch, WalkError, Walker};
 
 static CANON_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -71,19 +71,45 @@ fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
+thread_local! {
+    /// The walker's stacks, reused (a `default=` re-entering us gets fresh ones).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 fn canonical_into(
     obj: &Bound<'_, PyAny>,
     default: Option<&Bound<'_, PyAny>>,
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
     let py = obj.py();
-    let mut walker = Walker::new(py, default, out);
+    let scratch = SCRATCH.with(|cell| {
+        cell.try_borrow_mut()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    });
+    let mut walker = Walker::new(py, default, out, scratch);
     // SAFETY: `obj` is alive for the call and the GIL is held (we have a `Python` token).
-    unsafe { walker.write(obj.as_ptr(), 0) }.map_err(|e| walk_error_to_py(py, e))
+    let result = unsafe { walker.write(obj.as_ptr(), 0) };
+    let scratch = walker.into_scratch();
+    SCRATCH.with(|cell| {
+        if let Ok(mut s) = cell.try_borrow_mut() {
+            *s = scratch;
+        }
+    });
+    result.map_err(|e| walk_error_to_py(py, e))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    to_hex(&Sha256::digest(bytes))
+    let hex = to_hex(&Sha256::digest(bytes).into());
+    // SAFETY: `to_hex` writes only ASCII hex digits.
+    unsafe { std::str::from_utf8_unchecked(&hex) }.to_owned()
+}
+
+/// The hex digest as a Python `str`, built straight from the stack buffer.
+fn sha256_pystr<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    let hex = to_hex(&Sha256::digest(bytes).into());
+    // SAFETY: `to_hex` writes only ASCII hex digits.
+    PyString::new(py, unsafe { std::str::from_utf8_unchecked(&hex) })
 }
 
 fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
@@ -118,10 +144,13 @@ fn canonical_json<'py>(
 /// Lowercase hex SHA-256 of `canonical_json(obj)`.
 #[pyfunction]
 #[pyo3(signature = (obj, *, default=None))]
-fn input_hash(obj: &Bound<'_, PyAny>, default: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+fn input_hash<'py>(
+    obj: &Bound<'py, PyAny>,
+    default: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyString>> {
     with_buf(|buf| {
         canonical_into(obj, default, buf)?;
-        Ok(sha256_hex(buf))
+        Ok(sha256_pystr(obj.py(), buf))
     })
 }
 

@@ -177,14 +177,14 @@ pub fn ascii_prefix(name: &[u8]) -> Option<u64> {
     (w & HI == 0).then_some(w)
 }
 
-/// Lowercase hex of a digest.
-pub fn to_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
+/// Lowercase hex of a SHA-256 digest, without allocating.
+pub fn to_hex(digest: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (i, &b) in digest.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0xf) as usize];
     }
-    s
+    out
 }
 
 #[cfg(test)]

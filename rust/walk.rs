@@ -71,13 +71,22 @@ impl Drop for Owned {
     }
 }
 
+/// The walk's stacks, kept per thread between calls so a call allocates nothing.
+#[derive(Default)]
+pub struct Scratch {
+    /// Containers on the current path, for telling a cycle from mere depth.
+    stack: Vec<*mut ffi::PyObject>,
+    /// Dict members being sorted and written.
+    members: Vec<Member>,
+}
+
 pub struct Walker<'a, 'py> {
     py: Python<'py>,
     default: Option<&'a Bound<'py, PyAny>>,
     out: &'a mut Vec<u8>,
     /// Containers on the current path, for telling a cycle from mere depth.
     stack: Vec<*mut ffi::PyObject>,
-    /// Scratch stack of dict members being sorted and written.
+    /// Stack of dict members being sorted and written.
     members: Vec<Member>,
 }
 
@@ -140,13 +149,24 @@ impl<'a, 'py> Walker<'a, 'py> {
         py: Python<'py>,
         default: Option<&'a Bound<'py, PyAny>>,
         out: &'a mut Vec<u8>,
+        scratch: Scratch,
     ) -> Self {
         Walker {
             py,
             default,
             out,
-            stack: Vec::new(),
-            members: Vec::new(),
+            stack: scratch.stack,
+            members: scratch.members,
+        }
+    }
+
+    /// Hand the (emptied) stacks back for the next walk.
+    pub fn into_scratch(mut self) -> Scratch {
+        self.stack.clear();
+        self.members.clear();
+        Scratch {
+            stack: self.stack,
+            members: self.members,
         }
     }
 
