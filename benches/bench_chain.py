@@ -20,8 +20,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dar import Effect, Runtime, tool  # noqa: E402
-from dar.store.postgres import PostgresStore  # noqa: E402
+from dar import Effect, Runtime, tool
+from dar.store.postgres import PostgresStore
 
 
 @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -32,8 +32,10 @@ def noop(n: int, worker: int) -> int:
 def run(url: str, chain: bool, workers: int, calls: int, shared_session: bool) -> float:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     PostgresStore(url, schema=schema).close()  # migrate outside the timing
-    runtimes = [Runtime(PostgresStore(url, schema=schema, hash_chain=chain, migrate=False))
-                for _ in range(workers)]
+    runtimes = [
+        Runtime(PostgresStore(url, schema=schema, hash_chain=chain, migrate=False))
+        for _ in range(workers)
+    ]
     barrier = threading.Barrier(workers + 1)
 
     def work(i: int) -> None:
@@ -66,8 +68,10 @@ def main() -> None:
         url = server.url
     try:
         rounds = 5
-        table = Table(title=f"fresh calls per second on Postgres, 4 threads x 300 calls, "
-                            f"median of {rounds} alternating rounds")
+        table = Table(
+            title=f"fresh calls per second on Postgres, 4 threads x 300 calls, "
+            f"median of {rounds} alternating rounds"
+        )
         for col in ("sessions", "without chain", "with chain", "with / without"):
             table.add_column(col, justify="right")
         for shared in (False, True):
@@ -77,8 +81,12 @@ def main() -> None:
                 without.append(run(url, False, 4, 300, shared))
                 with_chain.append(run(url, True, 4, 300, shared))
             a, b = statistics.median(without), statistics.median(with_chain)
-            table.add_row("one shared" if shared else "one per worker", f"{a:,.0f}",
-                          f"{b:,.0f}", f"{b / a:.2f}")
+            table.add_row(
+                "one shared" if shared else "one per worker",
+                f"{a:,.0f}",
+                f"{b:,.0f}",
+                f"{b / a:.2f}",
+            )
         console.print(table)
     finally:
         if server is not None:

@@ -18,6 +18,7 @@ Writes benches/out/latency.png and benches/out/results.json; `make bench` runs i
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -103,8 +104,14 @@ def dbos_cases(system_url: str) -> tuple[dict[str, Callable[[int], object]], Cal
     from dbos import DBOS, SetWorkflowID
 
     logging.getLogger("dbos").setLevel(logging.ERROR)
-    DBOS(config={"name": "dar-bench", "system_database_url": system_url,
-                 "log_level": "ERROR", "console_log_level": "ERROR"})
+    DBOS(
+        config={
+            "name": "dar-bench",
+            "system_database_url": system_url,
+            "log_level": "ERROR",
+            "console_log_level": "ERROR",
+        }
+    )
 
     @DBOS.step()
     def step(n: int) -> int:
@@ -182,8 +189,9 @@ def pg_floor(url: str) -> dict[str, Callable[[int], object]]:
 # --- throughput ----------------------------------------------------------------------------------
 
 
-def _throughput_worker(url: str, worker: int, hot: bool, seconds: float, barrier: Any,
-                       out: Any) -> None:
+def _throughput_worker(
+    url: str, worker: int, hot: bool, seconds: float, barrier: Any, out: Any
+) -> None:
     rt = Runtime(url, wait=30)
     run = uuid.uuid4().hex
     barrier.wait()
@@ -200,8 +208,10 @@ def _throughput_worker(url: str, worker: int, hot: bool, seconds: float, barrier
 def throughput(url: str, workers: int, hot: bool, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=_throughput_worker, args=(url, w, hot, seconds, barrier, out))
-             for w in range(workers)]
+    procs = [
+        ctx.Process(target=_throughput_worker, args=(url, w, hot, seconds, barrier, out))
+        for w in range(workers)
+    ]
     for p in procs:
         p.start()
     total = sum(out.get(timeout=300) for _ in procs)
@@ -210,7 +220,7 @@ def throughput(url: str, workers: int, hot: bool, seconds: float) -> float:
     return total / seconds
 
 
-# --- memory and the big log ------------------------------------------------------------------------
+# --- memory and the big log ----------------------------------------------------------------
 
 
 def rss_mb() -> float:
@@ -248,15 +258,7 @@ def big_log_sqlite(path: Path, rows: int) -> dict[str, Any]:
         ("session-500",),
     ).fetchall()
     conn.close()
-    rt = Runtime(f"sqlite:///{path}")
-    samples = []
-    for i in range(50):
-        start = time.perf_counter()
-        found = rt.events(correlation_id=f"session-{i * 997}")
-        samples.append(time.perf_counter() - start)
-    rt.close()
-    return {"rows": rows, "events_per_session": len(found),
-            "median_ms": statistics.median(samples) * 1e3, "plan": " / ".join(r[-1] for r in plan)}
+    return time_session_reads(f"sqlite:///{path}", rows, " / ".join(r[-1] for r in plan))
 
 
 def big_log_postgres(url: str, rows: int) -> dict[str, Any]:
@@ -273,17 +275,28 @@ def big_log_postgres(url: str, rows: int) -> dict[str, Any]:
         conn.execute(f'ANALYZE "{schema}".agent_tool_events')
         plan = conn.execute(
             f'EXPLAIN SELECT * FROM "{schema}".agent_tool_events WHERE correlation_id = %s'
-            " ORDER BY seq", ("session-500",)).fetchall()
-    rt = Runtime(f"{url}?schema={schema}")
+            " ORDER BY seq",
+            ("session-500",),
+        ).fetchall()
+    index_line = next((r[0].strip() for r in plan if "Index" in r[0]), plan[0][0])
+    return time_session_reads(f"{url}?schema={schema}", rows, index_line)
+
+
+def time_session_reads(url: str, rows: int, plan: str) -> dict[str, Any]:
+    """Median time of `rt.events(correlation_id=...)` over 50 sessions of the big log."""
+    rt = Runtime(url)
     samples = []
     for i in range(50):
         start = time.perf_counter()
         found = rt.events(correlation_id=f"session-{i * 997}")
         samples.append(time.perf_counter() - start)
     rt.close()
-    return {"rows": rows, "events_per_session": len(found),
-            "median_ms": statistics.median(samples) * 1e3,
-            "plan": next((r[0].strip() for r in plan if "Index" in r[0]), plan[0][0])}
+    return {
+        "rows": rows,
+        "events_per_session": len(found),
+        "median_ms": statistics.median(samples) * 1e3,
+        "plan": plan,
+    }
 
 
 # --- where the time goes ------------------------------------------------------------------------
@@ -318,8 +331,10 @@ def overhead(url: str, n: int) -> dict[str, dict[str, float]]:
     run = uuid.uuid4().hex
     rt.execute(noop, {"n": -1, "run": run})
     result = {}
-    for label, fn in (("fresh", lambda i: rt.execute(noop, {"n": i, "run": run})),
-                      ("hit", lambda i: rt.execute(noop, {"n": -1, "run": run}))):
+    for label, fn in (
+        ("fresh", lambda i: rt.execute(noop, {"n": i, "run": run})),
+        ("hit", lambda i: rt.execute(noop, {"n": -1, "run": run})),
+    ):
         store.spent = 0.0
         start = time.perf_counter()
         for i in range(n):
@@ -331,7 +346,7 @@ def overhead(url: str, n: int) -> dict[str, dict[str, float]]:
     return result
 
 
-# --- the run ---------------------------------------------------------------------------------------
+# --- the run -------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -354,7 +369,9 @@ def main() -> None:
 
     results: dict[str, Any] = {"latency": {}, "machine": machine()}
     lat = results["latency"]
-    plan: list[tuple[str, str, Callable[[], dict[str, Callable[[int], object]]], dict[str, int]]] = []
+    plan: list[
+        tuple[str, str, Callable[[], dict[str, Callable[[int], object]]], dict[str, int]]
+    ] = []
 
     def add(config: str, who: str, make: Callable[[], Any], counts: dict[str, int]) -> None:
         plan.append((config, who, make, counts))
@@ -362,16 +379,33 @@ def main() -> None:
     for sync in ("FULL", "NORMAL"):
         config = f"SQLite {sync}"
         db = tmp / f"dar-{sync}.db"
-        add(config, "dar", lambda db=db, sync=sync: dar_cases(
-            f"sqlite:///{db}?synchronous={sync}", n_fresh, n_hit),
-            {"fresh": n_fresh, "hit": n_hit, "refused": n_hit})
-        add(config, "floor", lambda db=db, sync=sync: sqlite_floor(
-            db.with_suffix(".floor.db"), sync), {"insert": n_fresh, "select1": n_hit})
-    add("SQLite FULL", "call4agents", lambda: call4agents_cases(tmp / "c4a.sqlite"),
-        {"fresh": n_fresh, "hit": n_hit})
+        add(
+            config,
+            "dar",
+            lambda db=db, sync=sync: dar_cases(
+                f"sqlite:///{db}?synchronous={sync}", n_fresh, n_hit
+            ),
+            {"fresh": n_fresh, "hit": n_hit, "refused": n_hit},
+        )
+        add(
+            config,
+            "floor",
+            lambda db=db, sync=sync: sqlite_floor(db.with_suffix(".floor.db"), sync),
+            {"insert": n_fresh, "select1": n_hit},
+        )
+    add(
+        "SQLite FULL",
+        "call4agents",
+        lambda: call4agents_cases(tmp / "c4a.sqlite"),
+        {"fresh": n_fresh, "hit": n_hit},
+    )
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    add("Postgres", "dar", lambda: dar_cases(f"{pg_url}?schema={schema}", n_fresh, n_hit),
-        {"fresh": n_fresh, "hit": n_hit, "refused": n_hit})
+    add(
+        "Postgres",
+        "dar",
+        lambda: dar_cases(f"{pg_url}?schema={schema}", n_fresh, n_hit),
+        {"fresh": n_fresh, "hit": n_hit, "refused": n_hit},
+    )
     add("Postgres", "floor", lambda: pg_floor(pg_url), {"insert": n_fresh, "select1": n_hit})
 
     total = sum(sum(c.values()) for *_, c in plan) + 4 * n_dbos
@@ -382,15 +416,19 @@ def main() -> None:
             for case, n in counts.items():
                 progress.update(task, description=f"{config}: {who} {case}")
                 lat.setdefault(config, {}).setdefault(who, {})[case] = summary(
-                    timed(cases[case], n, progress, task))
+                    timed(cases[case], n, progress, task)
+                )
         # DBOS keeps global state: one configuration per launch.
-        for config, system_url in (("SQLite FULL", f"sqlite:///{tmp / 'dbos.sqlite'}"),
-                                   ("Postgres", dbos_pg)):
+        for config, system_url in (
+            ("SQLite FULL", f"sqlite:///{tmp / 'dbos.sqlite'}"),
+            ("Postgres", dbos_pg),
+        ):
             cases, destroy = dbos_cases(system_url)
             for case in ("fresh", "hit"):
                 progress.update(task, description=f"{config}: DBOS {case}")
                 lat.setdefault(config, {}).setdefault("DBOS", {})[case] = summary(
-                    timed(cases[case], n_dbos, progress, task))
+                    timed(cases[case], n_dbos, progress, task)
+                )
             destroy()
         lat["SQLite NORMAL"]["DBOS"] = {}  # DBOS sets its own SQLite durability
 
@@ -399,22 +437,27 @@ def main() -> None:
         tp_task = progress.add_task("throughput", total=8)
         for workers in (1, 2, 4, 8):
             for hot in (False, True):
-                progress.update(tp_task, description=f"throughput: {workers} workers, "
-                                f"{'hot' if hot else 'distinct'} keys")
+                progress.update(
+                    tp_task,
+                    description=f"throughput: {workers} workers, "
+                    f"{'hot' if hot else 'distinct'} keys",
+                )
                 url = f"{pg_url}?schema=tp_{uuid.uuid4().hex[:8]}"
                 Runtime(url).close()  # migrate outside the timing
                 tp.setdefault("hot keys" if hot else "distinct keys", {})[str(workers)] = (
-                    throughput(url, workers, hot, seconds))
+                    throughput(url, workers, hot, seconds)
+                )
                 progress.advance(tp_task)
         results["throughput"] = tp
 
         progress.update(task, description="memory over 100,000 calls")
-        results["memory"] = memory_over(f"sqlite:///{tmp / 'mem.db'}",
-                                        20_000 if quick else 100_000)
+        results["memory"] = memory_over(f"sqlite:///{tmp / 'mem.db'}", 20_000 if quick else 100_000)
         rows = 100_000 if quick else 1_000_000
         progress.update(task, description=f"events() on {rows:,} rows")
-        results["big_log"] = {"SQLite": big_log_sqlite(tmp / "big.db", rows),
-                              "Postgres": big_log_postgres(pg_url, rows)}
+        results["big_log"] = {
+            "SQLite": big_log_sqlite(tmp / "big.db", rows),
+            "Postgres": big_log_postgres(pg_url, rows),
+        }
         results["overhead"] = {
             "SQLite FULL": overhead(f"sqlite:///{tmp / 'ovh.db'}", n_fresh),
             "Postgres": overhead(f"{pg_url}?schema=ovh_{uuid.uuid4().hex[:8]}", n_fresh),
@@ -430,13 +473,16 @@ def main() -> None:
 
 def machine() -> dict[str, str]:
     cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, "date": time.strftime("%Y-%m-%d")}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -445,8 +491,17 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def report(console: Console, r: dict[str, Any]) -> None:
     table = Table(title="latency per call, µs (median / p99); × = how many times dar is faster")
-    for col in ("config", "case", "dar", "DBOS", "vs DBOS", "call4agents", "vs call4agents",
-                "floor", "dar ÷ floor"):
+    for col in (
+        "config",
+        "case",
+        "dar",
+        "DBOS",
+        "vs DBOS",
+        "call4agents",
+        "vs call4agents",
+        "floor",
+        "dar ÷ floor",
+    ):
         table.add_column(col, justify="right" if col not in ("config", "case") else "left")
     for config, who in r["latency"].items():
         floor = who.get("floor", {})
@@ -458,7 +513,9 @@ def report(console: Console, r: dict[str, Any]) -> None:
             c4a = who.get("call4agents", {}).get(case)
             floor_case = floor.get("insert")
             table.add_row(
-                config, case, f"{ours['median_us']:,.0f} / {ours['p99_us']:,.0f}",
+                config,
+                case,
+                f"{ours['median_us']:,.0f} / {ours['p99_us']:,.0f}",
                 "" if not dbos else f"{dbos['median_us']:,.0f} / {dbos['p99_us']:,.0f}",
                 ratio(ours["median_us"], dbos["median_us"] if dbos else None),
                 "" if not c4a else f"{c4a['median_us']:,.0f} / {c4a['p99_us']:,.0f}",
@@ -467,8 +524,9 @@ def report(console: Console, r: dict[str, Any]) -> None:
                 "" if not floor_case else f"{ours['median_us'] / floor_case['median_us']:.2f}",
             )
         if floor:
-            table.add_row(config, "SELECT 1", f"{floor['select1']['median_us']:,.0f}", "", "",
-                          "", "", "", "")
+            table.add_row(
+                config, "SELECT 1", f"{floor['select1']['median_us']:,.0f}", "", "", "", "", "", ""
+            )
     console.print(table)
     tp = Table(title="Postgres throughput, calls per second (no-op handler)")
     tp.add_column("keys")
@@ -478,17 +536,23 @@ def report(console: Console, r: dict[str, Any]) -> None:
         tp.add_row(keys, *(f"{row[w]:,.0f}" for w in ("1", "2", "4", "8")))
     console.print(tp)
     m = r["memory"]
-    console.print(f"RSS: {m['rss_mb_after_10pct']:.1f} MB after 10% of the calls, "
-                  f"{m['rss_mb_at_end']:.1f} MB at the end (growth {m['growth_mb']:+.1f} MB)")
+    console.print(
+        f"RSS: {m['rss_mb_after_10pct']:.1f} MB after 10% of the calls, "
+        f"{m['rss_mb_at_end']:.1f} MB at the end (growth {m['growth_mb']:+.1f} MB)"
+    )
     for db, b in r["big_log"].items():
-        console.print(f"{db}: events(correlation_id=...) on {b['rows']:,} rows: "
-                      f"{b['median_ms']:.2f} ms median ({b['events_per_session']} events); "
-                      f"plan: {b['plan']}")
+        console.print(
+            f"{db}: events(correlation_id=...) on {b['rows']:,} rows: "
+            f"{b['median_ms']:.2f} ms median ({b['events_per_session']} events); "
+            f"plan: {b['plan']}"
+        )
     for db, o in r["overhead"].items():
         for case, v in o.items():
-            console.print(f"{db} {case}: {v['total_us']:,.0f} µs per call = "
-                          f"{v['store_us']:,.0f} µs in the store (database + driver) + "
-                          f"{v['runtime_us']:,.0f} µs in the runtime (Python)")
+            console.print(
+                f"{db} {case}: {v['total_us']:,.0f} µs per call = "
+                f"{v['store_us']:,.0f} µs in the store (database + driver) + "
+                f"{v['runtime_us']:,.0f} µs in the runtime (Python)"
+            )
 
 
 def chart(r: dict[str, Any]) -> None:

@@ -11,6 +11,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,43 +32,44 @@ def hold_write_lock(path: Path, seconds: float, ready: threading.Event) -> None:
     conn.close()
 
 
-def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> None:
-    db = tmp_path / "locked.db"
-    runs = []
-
-    @tool(effect=Effect.MUTATE_EXTERNAL)
-    def ship(order: str) -> str:
-        runs.append(order)
-        return "shipped"
-
-    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=10))
+@contextmanager
+def write_lock_held(db: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds the write lock for ``seconds`` from entry."""
     ready = threading.Event()
-    locker = threading.Thread(target=hold_write_lock, args=(db, 0.5, ready))
+    locker = threading.Thread(target=hold_write_lock, args=(db, seconds, ready))
     locker.start()
     ready.wait()
-    res = rt.execute(ship, {"order": "A"})  # the claim waits for the lock, then goes on
-    locker.join()
+    try:
+        yield
+    finally:
+        locker.join()
+
+
+runs: list[str] = []
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL)
+def ship(order: str) -> str:
+    runs.append(order)
+    return "shipped"
+
+
+def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    runs.clear()
+    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=10))
+    with write_lock_held(db, 0.5):
+        res = rt.execute(ship, {"order": "A"})  # the claim waits for the lock, then goes on
     assert res.status == Status.EXECUTED and runs == ["A"]
     assert [e.status for e in rt.events()] == ["started", "executed"]
 
 
 def test_sqlite_lock_that_outlasts_the_retries_fails_cleanly(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
-    runs = []
-
-    @tool(effect=Effect.MUTATE_EXTERNAL)
-    def ship(order: str) -> str:
-        runs.append(order)
-        return "shipped"
-
+    runs.clear()
     rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=0.3))
-    ready = threading.Event()
-    locker = threading.Thread(target=hold_write_lock, args=(db, 1.5, ready))
-    locker.start()
-    ready.wait()
-    with pytest.raises(StoreError, match="stayed locked"):
+    with write_lock_held(db, 1.5), pytest.raises(StoreError, match="stayed locked"):
         rt.execute(ship, {"order": "A"})
-    locker.join()
     assert runs == [] and rt.events() == []  # nothing ran, nothing half-written
     assert rt.execute(ship, {"order": "A"}).status == Status.EXECUTED  # the retry works
     assert runs == ["A"]

@@ -23,7 +23,7 @@ from typing import Any
 from dar._core import canonical_json, sha256_hex_of
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
-from dar.records import Claim, NewEvent, Result
+from dar.records import NewEvent, Result
 from dar.redact import marker, scrub
 from dar.rules import Deny, Rule, RuleContext
 from dar.tools import Reconciled, Tool
@@ -214,28 +214,37 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
         )
     ctx = RuleContext(tool.name, tool.effect, spec.correlation_id, spec.events_reader)
 
+    def record(
+        status: Status, attempt: int | None = None, **fields: Any
+    ) -> Generator[Op, Any, Result]:
+        """Append this call's row for an answer that ran nothing, and return that answer."""
+        ev = event(
+            status.value,
+            idempotency_key=key,
+            input=input_text,
+            input_hash=input_hash,
+            attempt=attempt,
+            **fields,
+        )
+        yield StoreOp("append", (ev,))
+        return Result(
+            status,
+            event_id=ev.event_id,
+            key=key,
+            input_hash=input_hash,
+            reason=fields.get("rejection_reason"),
+            rule=fields.get("rule_name"),
+            error=fields.get("error"),
+        )
+
     def judge() -> Generator[Op, Any, Result | None]:
         for r in rules:
             deny: Deny | None = yield CheckRule(r, inp, ctx)
             if deny is not None:
-                reason = clean(deny.reason)
-                ev = event(
-                    Status.REJECTED.value,
-                    idempotency_key=key,
-                    input=input_text,
-                    input_hash=input_hash,
-                    rejection_reason=reason,
-                    rule_name=r.name,
+                refused = yield from record(
+                    Status.REJECTED, rejection_reason=clean(deny.reason), rule_name=r.name
                 )
-                yield StoreOp("append", (ev,))
-                return Result(
-                    Status.REJECTED,
-                    reason=reason,
-                    rule=r.name,
-                    event_id=ev.event_id,
-                    key=key,
-                    input_hash=input_hash,
-                )
+                return refused
         return None
 
     def finished(outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
@@ -302,37 +311,9 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
                 key = f"{tool.name}:{marker(salt, key)}"
         except Exception as exc:
             reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
-            ev = event(
-                Status.REJECTED.value,
-                input=input_text,
-                input_hash=input_hash,
-                rejection_reason=reason,
-            )
-            yield StoreOp("append", (ev,))
-            return Result(
-                Status.REJECTED, reason=reason, event_id=ev.event_id, input_hash=input_hash
-            )
+            return (yield from record(Status.REJECTED, rejection_reason=clean(reason)))
     else:
         key = f"{tool.name}:{input_hash}"
-
-    def answer(status: Status, claim: Claim, **fields: Any) -> Generator[Op, Any, Result]:
-        ev = event(
-            status.value,
-            idempotency_key=key,
-            input=input_text,
-            input_hash=input_hash,
-            attempt=claim.attempts,
-            **fields,
-        )
-        yield StoreOp("append", (ev,))
-        return Result(
-            status,
-            event_id=ev.event_id,
-            key=key,
-            input_hash=input_hash,
-            reason=fields.get("rejection_reason"),
-            error=fields.get("error"),
-        )
 
     # 3. Cache lookup, waiting, crash recovery; then rules and the atomic claim.
     judged = False
@@ -391,24 +372,26 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
                 f"key {key!r} was used with input hash {claim.input_hash}; "
                 f"this call has {input_hash}"
             )
-            return (yield from answer(Status.CONFLICT, claim, rejection_reason=reason))
+            return (yield from record(Status.CONFLICT, claim.attempts, rejection_reason=reason))
         if claim is not None and claim.state == "failed" and fresh:
-            return (yield from answer(Status.FAILED, claim, error=claim.error))
+            return (yield from record(Status.FAILED, claim.attempts, error=claim.error))
         if claim is not None and claim.state == "indeterminate":
             reason = (
                 f"a call with key {key!r} crashed mid-effect; "
                 f"resolve it with `dar resolve {key} --executed/--not-executed`"
             )
-            return (yield from answer(Status.INDETERMINATE, claim, rejection_reason=reason))
+            return (
+                yield from record(Status.INDETERMINATE, claim.attempts, rejection_reason=reason)
+            )
         reclaim_with_reconcile = False
         if claim is not None and claim.state == "running":
             assert claim.lease_until is not None
             if claim.lease_until > now:
                 if waited >= spec.wait:
                     return (
-                        yield from answer(
+                        yield from record(
                             Status.IN_PROGRESS,
-                            claim,
+                            claim.attempts,
                             rejection_reason=f"still running after waiting {waited:.3f}s",
                         )
                     )
