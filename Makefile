@@ -50,7 +50,8 @@ fmt: $(STAMP)
 
 # Before a release: the long Hypothesis profile (more examples, longer runs, bigger bursts).
 soak: build
-	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -o timeout=0 tests/test_exactly_once.py tests/test_canonical.py tests/test_hostile_input.py
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -o timeout=0 tests/test_exactly_once.py \
+		tests/test_faults.py tests/test_postgres.py tests/test_canonical.py tests/test_hostile_input.py
 
 bench: build
 	$(BIN)/python benches/bench_hash.py

@@ -37,6 +37,7 @@ from dar import Runtime, Status, StoreError
 from dar.records import NewEvent
 
 from .conftest import fresh_schema
+from .coverage import STATS
 from .exactly_once_tools import (
     POINTS,
     SPECS,
@@ -46,9 +47,6 @@ from .exactly_once_tools import (
     deny_rule,
 )
 from .model import Model, effect_id
-
-#: What the runs covered; printed at the end of the session (see conftest).
-STATS: Counter[str] = Counter()
 
 CTX = mp.get_context("forkserver")
 CTX.set_forkserver_preload(["dar", "tests.exactly_once_tools"])

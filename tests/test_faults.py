@@ -21,6 +21,8 @@ import pytest
 from dar import Effect, Runtime, Status, StoreError, tool
 from dar.store.sqlite import SQLiteStore
 
+from .coverage import STATS
+
 
 def hold_write_lock(path: Path, seconds: float, ready: threading.Event) -> None:
     """Another connection (as another process would) holds the write lock."""
@@ -59,6 +61,7 @@ def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> N
     runs.clear()
     rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=10))
     with write_lock_held(db, 0.5):
+        STATS["faults: SQLite locked past the busy timeout"] += 1
         res = rt.execute(ship, {"order": "A"})  # the claim waits for the lock, then goes on
     assert res.status == Status.EXECUTED and runs == ["A"]
     assert [e.status for e in rt.events()] == ["started", "executed"]
@@ -68,6 +71,7 @@ def test_sqlite_lock_that_outlasts_the_retries_fails_cleanly(tmp_path: Path) -> 
     db = tmp_path / "locked.db"
     runs.clear()
     rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=0.3))
+    STATS["faults: SQLite locked past the busy timeout"] += 1
     with write_lock_held(db, 1.5), pytest.raises(StoreError, match="stayed locked"):
         rt.execute(ship, {"order": "A"})
     assert runs == [] and rt.events() == []  # nothing ran, nothing half-written
@@ -141,6 +145,7 @@ def test_postgres_connection_cut_mid_call(pg_base_url: str) -> None:
     def pay(n: int) -> dict[str, Any]:
         runs[n] += 1
         proxy.cut()  # every connection dies while the effect happens
+        STATS["faults: Postgres connections cut mid-call"] += 1
         return {"paid": n}
 
     from dar import rule
@@ -178,6 +183,7 @@ def test_what_a_crash_can_lose_is_only_buffered_hit_rows(tmp_path: Path, marks: 
     proc.start()
     assert ready.wait(60)
     os.kill(proc.pid, signal.SIGKILL)
+    STATS["faults: SIGKILL after buffered hits"] += 1
     proc.join()
     with Runtime(url) as rt:
         statuses = Counter(e.status for e in rt.events())

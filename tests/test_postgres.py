@@ -21,6 +21,7 @@ from dar.store.postgres import AsyncPostgresStore, PostgresStore
 from dar.stores import split_schema
 
 from .conftest import fresh_schema
+from .coverage import STATS
 
 
 @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -272,6 +273,7 @@ def test_server_restart_mid_run(marks: Any) -> None:
         t.start()
         time.sleep(0.3)
         server.restart("immediate")
+        STATS["faults: Postgres server restarted mid-run"] += 1
         time.sleep(0.3)
         stop.set()
         t.join(timeout=120)
