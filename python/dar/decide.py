@@ -98,7 +98,6 @@ class CallSpec:
     #: A hint, never a decision: has this runtime seen ``key`` completed lately?
     known_key: Callable[[str], bool] = lambda key: False
     correlation_id: str | None = None
-    salt: str | None = None
     parent_event_id: str | None = None
     key: str | None = None
     call_event_id: str = field(default_factory=lambda: new_id())
@@ -152,7 +151,6 @@ LIVE_STATES = frozenset({"running", "indeterminate"})
 def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     """Plan one call. Yields operations; returns the call's ``Result``."""
     tool = spec.tool
-    started = spec.clock()
 
     def event(status: str, **fields: Any) -> NewEvent:
         base: dict[str, Any] = {
@@ -198,7 +196,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     salt = ""
     removed: list[str] = []
     if tool.redactor is not None:
-        salt = spec.salt if spec.salt is not None else (yield StoreOp("redaction_salt", ()))
+        salt = yield StoreOp("redaction_salt", ())  # the store reads it once and keeps it
         redacted, removed = tool.redactor.apply(inp, salt)
         input_text = _json_text(redacted)
 
@@ -235,6 +233,17 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             reason=fields.get("rejection_reason"),
             rule=fields.get("rule_name"),
             error=fields.get("error"),
+        )
+
+    def started_event(attempt: int) -> NewEvent:
+        """The row of a claim taken: the call's first row, its event id the call's id."""
+        return event(
+            "started",
+            event_id=spec.call_event_id,
+            idempotency_key=key,
+            input=input_text,
+            input_hash=input_hash,
+            attempt=attempt,
         )
 
     def judge() -> Generator[Op, Any, Result | None]:
@@ -332,14 +341,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
             # (A key this runtime saw completed is looked up plainly: most likely a hit,
             # and a plain look-up is the cheaper statement for one.)
             first = False
-            started_ev = event(
-                "started",
-                event_id=spec.call_event_id,
-                idempotency_key=key,
-                input=input_text,
-                input_hash=input_hash,
-                attempt=1,
-            )
+            started_ev = started_event(1)
             won, claim = yield StoreOp(
                 "claim_or_lookup",
                 (
@@ -427,14 +429,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
                 return refused
             judged = True
         now = spec.clock()
-        started_ev = event(
-            "started",
-            event_id=spec.call_event_id,
-            idempotency_key=key,
-            input=input_text,
-            input_hash=input_hash,
-            attempt=(claim.attempts if claim is not None else 0) + 1,
-        )
+        started_ev = started_event((claim.attempts if claim is not None else 0) + 1)
         won = yield StoreOp(
             "claim",
             (
@@ -514,5 +509,4 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
 
     # 4. The effect, once.
     outcome = yield CallHandler(tool, inp, spec.call_event_id, spec.correlation_id)
-    del started
     return (yield from finished(outcome, attempt))
