@@ -461,8 +461,23 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
-def _backoff(attempt: int) -> float:
-    return float(min(1.0, 0.02 * 2.0**attempt)) * (0.5 + random.random() / 2)
+class _Retry:
+    """The retry policy both runners follow: transient errors are retried with jittered
+    exponential backoff for ``RETRY_FOR`` seconds, then surface as ``StoreError``; any
+    other error surfaces at once."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + RETRY_FOR
+        self.attempt = 0
+
+    def after(self, exc: Exception) -> float:
+        """Seconds to wait before trying again; raises when not to try again."""
+        if not _transient(exc):
+            raise exc
+        if time.monotonic() > self.deadline:
+            raise StoreError(f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}") from exc
+        self.attempt += 1
+        return float(min(1.0, 0.02 * 2.0**self.attempt)) * (0.5 + random.random() / 2)
 
 
 def _fetch(cur: Any, rows: str) -> Any:
@@ -524,23 +539,18 @@ class PostgresStore:
         if carry and not transaction and plan.fn in _WRITES and self._pending:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
-        deadline = time.monotonic() + RETRY_FOR
-        attempt = 0
+        retry = _Retry()
         while True:
             try:
                 return self._run_once(plan, transaction, batch)
             except Exception as exc:
-                if not _transient(exc) or time.monotonic() > deadline:
-                    if batch:
-                        with self._pending_lock:
-                            self._pending[:0] = batch
-                    if _transient(exc):
-                        raise StoreError(
-                            f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}"
-                        ) from exc
+                try:
+                    delay = retry.after(exc)
+                except BaseException:
+                    with self._pending_lock:
+                        self._pending[:0] = batch  # appends are idempotent: keep them
                     raise
-                attempt += 1
-                time.sleep(_backoff(attempt))
+                time.sleep(delay)
                 plan = _restart(plan)
 
     def _run_once(self, plan: _Replayable, transaction: bool, batch: list[NewEvent]) -> Any:
@@ -884,20 +894,12 @@ class AsyncPostgresStore:
     async def _retrying(
         self, plan: _Replayable, transaction: bool, batch: list[NewEvent] | None = None
     ) -> Any:
-        deadline = time.monotonic() + RETRY_FOR
-        attempt = 0
+        retry = _Retry()
         while True:
             try:
                 return await self._run_once(plan, transaction, batch or [])
             except Exception as exc:
-                if not _transient(exc) or time.monotonic() > deadline:
-                    if _transient(exc):
-                        raise StoreError(
-                            f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}"
-                        ) from exc
-                    raise
-                attempt += 1
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(retry.after(exc))
                 plan = _restart(plan)
 
     async def _run_once(self, plan: _Replayable, transaction: bool, batch: list[NewEvent]) -> Any:
