@@ -113,7 +113,8 @@ class LocalServer:
 
     def close(self) -> None:
         try:
-            self.stop("immediate")
+            if (self.data / "postmaster.pid").exists():  # it may have been stopped already
+                self.stop("immediate")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
