@@ -43,6 +43,7 @@ from dar.chain import CHAIN_KEY_SQL, content_hash, micros
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store.flusher import Flusher
 from dar.store.sql import CLAIM_COLUMNS, events_query, is_hit
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -515,7 +516,7 @@ class PostgresStore:
         self.hit_flush = hit_flush
         self._pending: list[NewEvent] = []
         self._pending_lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
+        self._flusher = Flusher(self.flush, hit_flush)
         self._closed = threading.Event()
         if isinstance(target, str):
             _check_connects(target)
@@ -622,22 +623,9 @@ class PostgresStore:
         if self.hit_flush > 0:
             with self._pending_lock:
                 self._pending.append(hit)
-            self._start_flusher()
+            self._flusher.start()
         else:
             self._run(_Replayable(_append, self.st, hit))
-
-    def _start_flusher(self) -> None:
-        if self._flusher is None:
-            with self._pending_lock:
-                if self._flusher is None:
-                    self._flusher = threading.Thread(
-                        target=self._flush_loop, name="dar-hit-flush", daemon=True
-                    )
-                    self._flusher.start()
-
-    def _flush_loop(self) -> None:
-        while not self._closed.wait(self.hit_flush):
-            self.flush()
 
     def flush(self) -> None:
         """Write buffered hit rows now."""
@@ -766,6 +754,7 @@ class PostgresStore:
             return
         self.flush()
         self._closed.set()
+        self._flusher.stop()
         if self._listener is not None:
             self._listener.stop()
         if self._owns_pool:

@@ -24,6 +24,7 @@ from dar.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store.flusher import Flusher
 from dar.store.sql import CLAIM_COLUMNS, events_query, is_hit
 
 _INSERT_EVENT = (
@@ -90,7 +91,7 @@ class SQLiteStore:
         self._salt: str | None = None
         self.hit_flush = hit_flush
         self._pending: list[NewEvent] = []
-        self._flusher: threading.Thread | None = None
+        self._flusher = Flusher(self.flush, hit_flush)
         self._closed = threading.Event()
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
@@ -199,17 +200,6 @@ class SQLiteStore:
 
     # --- claims ------------------------------------------------------------------------------
 
-    def _start_flusher(self) -> None:
-        if self._flusher is None:
-            self._flusher = threading.Thread(
-                target=self._flush_loop, name="dar-hit-flush", daemon=True
-            )
-            self._flusher.start()
-
-    def _flush_loop(self) -> None:
-        while not self._closed.wait(self.hit_flush):
-            self.flush()
-
     def flush(self) -> None:
         """Write buffered hit rows now (durably, with the connection's ``synchronous``)."""
         with self._lock:
@@ -226,19 +216,16 @@ class SQLiteStore:
         self, key: str, input_hash: str, now: float, hit: NewEvent
     ) -> tuple[Claim | None, bool]:
         with self._lock:
-            row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
-            if row is None:
-                return None, False
-            claim = Claim(*row)
-            if is_hit(claim, input_hash, now):
-                if self.hit_flush > 0:
-                    self._pending.append(hit)
-                    self._start_flusher()
-                else:
-                    with self._write():
-                        self._insert(self._conn, hit)
-                return claim, True
-        return claim, False
+            claim = self.get_claim(key)
+            if claim is None or not is_hit(claim, input_hash, now):
+                return claim, False
+            if self.hit_flush > 0:
+                self._pending.append(hit)
+                self._flusher.start()
+            else:
+                with self._write() as conn:
+                    self._insert(conn, hit)
+            return claim, True
 
     def claim_or_lookup(
         self,
@@ -463,6 +450,7 @@ class SQLiteStore:
                 return
             self.flush()
             self._closed.set()
+            self._flusher.stop()
             self._conn.close()
 
 
