@@ -262,10 +262,8 @@ def cmd_stats(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    events = (
-        store.events(correlation_id=args.correlation_id) if args.correlation_id else store.events()
-    )
-    heads, points = store.chain_heads(), store.checkpoints()  # type: ignore[attr-defined]
+    events = store.events(correlation_id=args.correlation_id)
+    heads, points = store.chain_heads(), store.checkpoints()
     store.close()
     report = verify(events, heads, points, only=args.correlation_id)
     if args.json:
@@ -301,7 +299,7 @@ def _admin_event(status: str, reason: str) -> NewEvent:
 
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    n = store.gc(dt.datetime.now(dt.timezone.utc).timestamp())  # type: ignore[attr-defined]
+    n = store.gc(dt.datetime.now(dt.timezone.utc).timestamp())
     store.close()
     console.print(f"removed {n} expired or released claims (the event log is untouched)")
     return 0
@@ -318,7 +316,7 @@ def cmd_purge(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     event = _admin_event("purged", f"operator purged events before {before.isoformat()}")
-    rows, points = store.purge(before, now, event)  # type: ignore[attr-defined]
+    rows, points = store.purge(before, now, event)
     store.close()
     console.print(
         f"purged {rows} events before {before.isoformat()} from {len(points)} "

@@ -6,10 +6,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dar.errors import ConfigurationError
-from dar.store.base import AsyncStore, Store
+from dar.store.base import AdminStore, AsyncStore, Store
 
 
-def open_store(url: str, **kwargs: Any) -> Store:
+def open_store(url: str, **kwargs: Any) -> AdminStore:
     """``sqlite:///agent.db``, ``sqlite://:memory:`` or ``postgresql://...``."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
