@@ -324,7 +324,7 @@ class TimedStore:
 
 
 def overhead(url: str, n: int) -> dict[str, dict[str, float]]:
-    from dar.stores import open_store
+    from dar.store import open_store
 
     store = TimedStore(open_store(url))
     rt = Runtime(store)  # type: ignore[arg-type]

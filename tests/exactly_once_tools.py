@@ -93,7 +93,7 @@ def crash_call(
     """Worker process: claim a call and die at ``point`` (never returns normally)."""
     rt = Runtime(url, clock=lambda: now, wait=0, rules=[allow_irreversible])
     if point == "before_outcome":
-        rt.store.finish = lambda *a, **k: die()  # type: ignore[method-assign]
+        rt.store.finish = lambda op: die()  # type: ignore[method-assign]
     tools = build_tools(Path(marks), crash_at=point)
     rt.execute(tools[name], {"v": v}, key=key)
     raise SystemExit(f"the call returned instead of crashing at {point}")

@@ -126,27 +126,41 @@ class Model:
             if c.lease_until > self.now:
                 return Expect(dar.Status.IN_PROGRESS)  # the test's runtimes do not wait
             if not tool.effect.blind_retry_safe:
-                if not tool.reconciles:
-                    c.state = "indeterminate"
-                    return Expect(dar.Status.INDETERMINATE)
-                answer = self.reconcile_answer
-                if answer == "raise":
-                    c.state = "indeterminate"
-                    return Expect(dar.Status.INDETERMINATE)
-                if answer is not None:
-                    self.keys[key] = KeyState(
-                        "done",
-                        h,
-                        answer,
-                        expires_at=None if tool.window is None else self.now + tool.window,
-                    )
-                    return Expect(dar.Status.CACHED, answer)
-                # Not executed: the call goes on as a fresh one.
-                if denied:
-                    c.state = "released"
-                    return Expect(dar.Status.REJECTED)
-                return self._run(tool, key, inp, fail, output)
+                return self._after_crash(tool, key, c, inp, denied, fail, output)
         if denied:
+            return Expect(dar.Status.REJECTED)
+        return self._run(tool, key, inp, fail, output)
+
+    def _after_crash(
+        self,
+        tool: ToolSpec,
+        key: str,
+        c: KeyState,
+        inp: dict[str, Any],
+        denied: bool,
+        fail: bool,
+        output: Any,
+    ) -> Expect:
+        """An external effect whose worker died: indeterminate, or what reconcile says."""
+        h = dar.input_hash(inp)
+        if not tool.reconciles:
+            c.state = "indeterminate"
+            return Expect(dar.Status.INDETERMINATE)
+        answer = self.reconcile_answer
+        if answer == "raise":
+            c.state = "indeterminate"
+            return Expect(dar.Status.INDETERMINATE)
+        if answer is not None:
+            self.keys[key] = KeyState(
+                "done",
+                h,
+                answer,
+                expires_at=None if tool.window is None else self.now + tool.window,
+            )
+            return Expect(dar.Status.CACHED, answer)
+        # Not executed: the call goes on as a fresh one.
+        if denied:
+            c.state = "released"
             return Expect(dar.Status.REJECTED)
         return self._run(tool, key, inp, fail, output)
 

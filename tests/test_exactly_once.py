@@ -34,7 +34,8 @@ from hypothesis.stateful import (
 
 import dar
 from dar import Runtime, Status, StoreError
-from dar.records import NewEvent
+from dar.ops import GetClaim, Resolve
+from dar.rows import resolved_row
 
 from .conftest import fresh_schema
 from .coverage import STATS
@@ -288,17 +289,11 @@ class ExactlyOnce(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(stuck))
         output = {"operator": True} if executed else None
         store = self.workers[0].store
-        ev = NewEvent(
-            event_id=dar.decide.new_id(),
-            tool_name="operator",
-            effect="",
-            status="resolved",
-            created_at=self.model.now,
-            idempotency_key=key,
-        )
-        store.resolve(
-            key, executed, None if output is None else '{"operator":true}', self.model.now, ev
-        )
+        claim = store.get_claim(GetClaim(key))
+        assert claim is not None
+        recorded = None if output is None else '{"operator":true}'
+        ev = resolved_row(claim, executed, recorded, None, self.model.now)
+        store.resolve(Resolve(key, executed, recorded, self.model.now, ev))
         assert self.model.resolve(key, executed, output)
         STATS["operator resolutions"] += 1
 
@@ -369,7 +364,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         for key, c in self.model.keys.items():
             if c.state != "done":
                 continue
-            claim = self.workers[0].store.get_claim(key)
+            claim = self.workers[0].store.get_claim(GetClaim(key))
             assert claim is not None and claim.state == "done", (key, claim)
             recorded = None if claim.output is None else __import__("json").loads(claim.output)
             assert recorded == c.output, (key, recorded, c.output)

@@ -10,15 +10,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 import dar
 from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, rule, tool
-from dar.decide import new_id
+from dar.ids import new_id
 from dar.migrate import migration_files
+from dar.ops import Finish, LogFilter, Lookup, Take
 from dar.records import NewEvent
-from dar.store.postgres import AsyncPostgresStore, PostgresStore
-from dar.stores import split_schema
+from dar.states import ClaimState
+from dar.store import open_store, split_schema
+from dar.store.postgres import PostgresStore
 
 from .conftest import fresh_schema
 from .coverage import STATS
@@ -186,25 +188,26 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
 def test_in_doubt_commits_replay_safely(pg_url: str) -> None:
     """A statement whose commit reached the server but whose answer was lost is sent again
     by the retry loop. Replaying each write must change nothing the second time."""
-    store = dar.stores.open_store(pg_url)
+    store = open_store(pg_url)
     started = event("started")
-    args = ("k", "t", "h", "worker-1", time.time() + 60, time.time(), None, started)
-    assert store.claim(*args) is True
-    assert store.claim(*args) is True  # recognised as our own claim: still ours, run once
+    take = Take("k", "t", "h", "worker-1", time.time() + 60, time.time(), None, started)
+    assert store.take(take) is True
+    assert store.take(take) is True  # recognised as our own claim: still ours, run once
     assert (
-        store.claim(
-            "k", "t", "h", "worker-2", time.time() + 60, time.time(), None, event("started")
+        store.take(
+            Take("k", "t", "h", "worker-2", time.time() + 60, time.time(), None, event("started"))
         )
         is False
     )
     done = event("executed")
-    assert store.finish("k", "worker-1", "done", '"ok"', None, time.time(), None, done)
-    store.finish("k", "worker-1", "done", '"ok"', None, time.time(), None, done)
+    finish = Finish("k", "worker-1", ClaimState.DONE, '"ok"', None, time.time(), None, done)
+    assert store.finish(finish)
+    store.finish(finish)
     hit = event("cached")
     for _ in range(2):
-        claim, _ = store.lookup("k", "h", time.time(), hit)
+        claim, _ = store.lookup(Lookup("k", "h", time.time(), hit))
         assert claim is not None and claim.state == "done"
-    statuses = Counter(e.status for e in store.events(key="k"))
+    statuses = Counter(e.status for e in store.events(LogFilter(key="k")))
     assert statuses == {"started": 1, "executed": 1, "cached": 1}
     store.close()
 
@@ -214,25 +217,30 @@ def test_waiters_are_woken_by_notify(pg_url: str) -> None:
     waiter = PostgresStore(url, schema=schema or "public")
     worker = PostgresStore(url, schema=schema or "public", migrate=False)
     started = event("started", key="w")
-    worker.claim("w", "t", "h", "worker", time.time() + 60, time.time(), None, started)
-    waiter.wait("w", 0.01)  # starts the listener
+    worker.take(Take("w", "t", "h", "worker", time.time() + 60, time.time(), None, started))
+    changed = threading.Event()
+    stop = waiter.on_change("w", changed.set)  # starts the listener
+    assert stop is not None
     time.sleep(0.3)  # let it LISTEN
 
     def finish_soon() -> None:
         time.sleep(0.2)
-        worker.finish("w", "worker", "done", "1", None, time.time(), None, event("executed", "w"))
+        done = event("executed", "w")
+        worker.finish(Finish("w", "worker", ClaimState.DONE, "1", None, time.time(), None, done))
 
     threading.Thread(target=finish_soon).start()
-    waited = waiter.wait("w", 30.0)
-    assert waited < 15.0, "woken by NOTIFY, not by the 30 s timeout"
+    started_at = time.monotonic()
+    changed.wait(30.0)
+    stop()
+    assert time.monotonic() - started_at < 15.0, "woken by NOTIFY, not by the 30 s timeout"
     waiter.close()
     worker.close()
 
 
 def test_async_store_with_an_application_pool(pg_base_url: str) -> None:
     async def main() -> list[Status]:
-        async with AsyncConnectionPool(pg_base_url, kwargs={"autocommit": True}) as pool:
-            rt = AsyncRuntime(AsyncPostgresStore(pool, schema=fresh_schema()))
+        with ConnectionPool(pg_base_url, kwargs={"autocommit": True}) as pool:
+            rt = AsyncRuntime(PostgresStore(pool, schema=fresh_schema()))
             results = await asyncio.gather(*(rt.execute(charge, {"order": "Z"}) for _ in range(5)))
             await rt.close()
             return sorted(r.status for r in results)
@@ -300,9 +308,5 @@ def test_a_bad_url_fails_at_once_with_the_reason(pg_base_url: str) -> None:
     with pytest.raises(StoreError, match="cannot connect to Postgres"):
         PostgresStore("postgresql://nobody@127.0.0.1:1/none")
     assert time.monotonic() - start < 10  # not a pool timeout
-
-    async def open_async() -> None:
-        await AsyncPostgresStore("postgresql://nobody@127.0.0.1:1/none").open()
-
     with pytest.raises(StoreError, match="cannot connect to Postgres"):
-        asyncio.run(open_async())
+        AsyncRuntime("postgresql://nobody@127.0.0.1:1/none")

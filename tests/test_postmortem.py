@@ -25,6 +25,7 @@ from dar import (
     tool,
 )
 from dar.cli import main
+from dar.ops import GetClaim
 from dar.postmortem import call_tree, stats, verify
 
 from .conftest import Clock
@@ -357,7 +358,7 @@ def dump_database(url: str) -> str:
             for suffix in ("", "-wal")
             if Path(f"{path}{suffix}").exists()
         )
-    from dar.stores import split_schema
+    from dar.store import split_schema
 
     base, schema = split_schema(url)
     out = []
@@ -383,8 +384,8 @@ def test_gc_removes_expired_claims_only(make_runtime: MakeRuntime, clock: Clock)
     clock.advance(11)
     store: Any = rt.store
     assert store.gc(clock.now) == 2
-    assert store.get_claim(f"short:{rt.events(tool='short')[0].input_hash}") is None
-    assert store.get_claim("msg:1") is not None
+    assert store.get_claim(GetClaim(f"short:{rt.events(tool='short')[0].input_hash}")) is None
+    assert store.get_claim(GetClaim("msg:1")) is not None
     assert len(rt.events()) == 6  # the log is untouched
 
 
@@ -397,9 +398,10 @@ def test_purge_keeps_the_rest_verifiable(make_runtime: MakeRuntime, clock: Clock
     rt.execute(send_message, {"order": "X", "text": "y"}, correlation_id="old")  # old goes on
     store: Any = rt.store
     before = len(rt.events())
-    from dar.cli import _admin_event
+    from dar.rows import admin_row
+    from dar.states import EventKind
 
-    rows, points = store.purge(cutoff, clock.now, _admin_event("purged", "test"))
+    rows, points = store.purge(cutoff, clock.now, admin_row(EventKind.PURGED, "test", clock.now))
     remaining = rt.events()
     assert rows > 0 and len(remaining) == before - rows + 1  # + the purge's own row
     assert all(e.created_at >= cutoff for e in remaining if e.status != "purged")

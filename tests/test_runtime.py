@@ -23,8 +23,18 @@ from dar import (
     rule,
     tool,
 )
+from dar.ops import GetClaim, Resolve
+from dar.records import NewEvent
+from dar.rows import resolved_row
 
 from .conftest import Clock, execute_sql
+
+
+def ev_of(rt: Runtime) -> NewEvent:
+    """Any row to hand a store operation that must fail before writing it."""
+    e = rt.events()[0]
+    return NewEvent(e.event_id, e.tool_name, e.effect, e.status, 0.0)
+
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -58,7 +68,8 @@ allow_all = rule(applies_to="*", name="allow_all")(lambda inp, ctx: True)
 
 def abandon_claim(rt: Runtime, t: Any, inp: dict[str, Any]) -> None:
     """Take the claim as a worker would, then 'die' before the outcome is recorded."""
-    from dar.decide import CallHandler, CallSpec, plan
+    from dar.decide import CallSpec, plan
+    from dar.ops import CallHandler
 
     spec = CallSpec(
         tool=t,
@@ -399,7 +410,7 @@ def test_bad_input_is_refused_before_anything_runs(
     assert isinstance(ev.input["unrepresentable"], str)
     assert ev.idempotency_key is None and ev.input_hash is None
     # Nothing but the refusal: no claim was taken.
-    assert rt.store.get_claim(f"{t.name}:x") is None
+    assert rt.store.get_claim(GetClaim(f"{t.name}:x")) is None
 
 
 # --- nesting ------------------------------------------------------------------------------------
@@ -516,24 +527,15 @@ def test_crashed_external_calls_become_indeterminate(
     assert rt.execute(t, {"x": 1}).status == Status.INDETERMINATE
     assert calls.total == 0
     key = res.key
-    assert key is not None and rt.store.get_claim(key).state == "indeterminate"  # type: ignore[union-attr]
+    assert key is not None and rt.store.get_claim(GetClaim(key)).state == "indeterminate"  # type: ignore[union-attr]
 
 
 def resolve(rt: Runtime, key: str, executed: bool, output: Any = None) -> None:
-    from dar.records import NewEvent
-
-    claim = rt.store.get_claim(key)
+    claim = rt.store.get_claim(GetClaim(key))
     assert claim is not None
-    ev = NewEvent(
-        event_id=dar.decide.new_id(),
-        tool_name=claim.tool_name,
-        effect="",
-        status="resolved",
-        created_at=rt.clock(),
-        idempotency_key=key,
-    )
     out = None if output is None else dar.canonical_json(output).decode()
-    rt.store.resolve(key, executed, out, rt.clock(), ev)
+    ev = resolved_row(claim, executed, out, None, rt.clock())
+    rt.store.resolve(Resolve(key, executed, out, rt.clock(), ev))
 
 
 def test_operator_resolves_indeterminate_calls(make_runtime: MakeRuntime, clock: Clock) -> None:
@@ -553,9 +555,9 @@ def test_operator_resolves_indeterminate_calls(make_runtime: MakeRuntime, clock:
     assert calls.total == 1
     with pytest.raises(ValueError):
         resolve(rt, k1, executed=False)  # done is done
-    assert rt.store.get_claim("nope") is None
+    assert rt.store.get_claim(GetClaim("nope")) is None
     with pytest.raises(KeyError):
-        rt.store.resolve("nope", True, None, 0.0, rt.events()[0])  # type: ignore[arg-type]
+        rt.store.resolve(Resolve("nope", True, None, 0.0, ev_of(rt)))
 
 
 def test_reconcile_decides_after_a_crash(make_runtime: MakeRuntime, clock: Clock) -> None:

@@ -12,9 +12,14 @@ from dar._core import (
 )
 from dar.aio import AsyncRuntime
 from dar.effects import Effect, Status
-from dar.errors import CanonicalizationError, ConfigurationError, DarError, StoreError
+from dar.errors import (
+    CanonicalizationError,
+    ConfigurationError,
+    DarError,
+    ReplayDivergence,
+    StoreError,
+)
 from dar.records import Event, Result
-from dar.replay import ReplayDivergence
 from dar.rules import Allow, Deny, Rule, RuleContext, rule
 from dar.runtime import Runtime
 from dar.store import SQLiteStore, Store

@@ -1,8 +1,10 @@
-"""The asyncio runtime: the same decision core, with awaited handlers, rules and stores.
+"""The asyncio runtime: the same decision core, with awaited handlers and rules.
 
-Handlers and rule checks may be coroutine functions (plain functions work too). A store
-with async methods (Postgres) is awaited; a sync store (SQLite) runs in a worker thread so
-a busy database never blocks the event loop.
+Handlers and rule checks may be coroutine functions (plain functions work too). Stores are
+synchronous (`dar.store.base`): each store operation runs in a worker thread of this
+runtime, so a busy database never blocks the event loop, and a duplicate waiting for the
+call in progress is woken on the loop by the store's change signal (Postgres
+LISTEN/NOTIFY). One store implementation serves both runtimes.
 """
 
 from __future__ import annotations
@@ -12,29 +14,43 @@ import datetime as dt
 import inspect
 import time
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
-from dar._driver import RuntimeBase, failure, remember, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
-from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
+from dar.decide import plan
+from dar.driver import RuntimeBase, failure, remember, rule_error, rule_result, success
+from dar.ops import (
+    CallHandler,
+    CheckRule,
+    LogFilter,
+    Op,
+    Outcome,
+    ReadLog,
+    StoreOp,
+    Wait,
+)
 from dar.records import Event, Result
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
-from dar.store.base import AsyncStore, Store
-from dar.stores import open_async_store
+from dar.store import Store, open_store
 from dar.tools import Tool
+
+#: Worker threads per runtime when the store does not say how many connections it has.
+THREADS = 4
 
 
 class AsyncRuntime(RuntimeBase):
     """``Runtime`` for asyncio: ``await rt.execute(tool, input)``.
 
-    ``store`` is a URL (``postgresql://`` opens an async pool; ``sqlite://`` a SQLite store
-    used from a worker thread) or a store object, sync or async.
+    ``store`` is a URL or a store object, as for ``Runtime``. Store operations run in up
+    to as many worker threads as the store has connections.
     """
 
     def __init__(
         self,
-        store: str | Store | AsyncStore = "sqlite://:memory:",
+        store: str | Store = "sqlite://:memory:",
         *,
         rules: Iterable[Rule] = (),
         wait: float = 30.0,
@@ -43,22 +59,16 @@ class AsyncRuntime(RuntimeBase):
         replay: str | None = None,
     ) -> None:
         super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
-        self.store: Store | AsyncStore = (
-            open_async_store(store) if isinstance(store, str) else store
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self._threads = ThreadPoolExecutor(
+            max_workers=int(getattr(self.store, "max_size", THREADS)),
+            thread_name_prefix="dar-store",
         )
-        self._async_store = inspect.iscoroutinefunction(self.store.lookup)
         self._replay = replay
         self._replayer: Replayer | None = None
 
-    async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.store, method)
-        if self._async_store:
-            return await fn(*args, **kwargs)
-        if method == "wait":
-            # A sync store's wait is a plain sleep: do it on the loop, not in a thread.
-            await asyncio.sleep(args[1])
-            return args[1]
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    async def _store(self, fn: Callable[[Store], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
 
     async def execute(
         self,
@@ -87,7 +97,9 @@ class AsyncRuntime(RuntimeBase):
 
     async def _run(self, op: Op) -> Any:
         if isinstance(op, StoreOp):
-            return await self._store(op.method, *op.args, **op.kwargs)
+            return await self._store(op.apply)
+        if isinstance(op, Wait):
+            return await self._wait(op)
         if isinstance(op, CheckRule):
             return await self._check(op)
         if isinstance(op, CallHandler):
@@ -96,10 +108,25 @@ class AsyncRuntime(RuntimeBase):
                 return await _call(op.tool.handler, (), op.input)
             finally:
                 current_call.reset(token)
-        if isinstance(op, CallReconcile):
-            assert op.tool.reconcile is not None
-            return await _call(op.tool.reconcile, (op.input,), {})
-        raise TypeError(f"unknown operation {op!r}")
+        assert op.tool.reconcile is not None
+        return await _call(op.tool.reconcile, (op.input,), {})
+
+    async def _wait(self, op: Wait) -> float:
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:  # called from the store's listener thread
+            loop.call_soon_threadsafe(changed.set)
+
+        stop = self.store.on_change(op.key, wake)
+        started = time.monotonic()
+        try:
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), op.seconds)
+        finally:
+            if stop is not None:
+                stop()
+        return time.monotonic() - started
 
     async def _check(self, op: CheckRule) -> Deny | None:
         started = time.perf_counter()
@@ -124,20 +151,14 @@ class AsyncRuntime(RuntimeBase):
         limit: int | None = None,
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
-        events: list[Event] = await self._store(
-            "events",
-            correlation_id=correlation_id,
-            tool=tool,
-            status=status,
-            key=key,
-            since=since,
-            limit=limit,
-        )
+        read = ReadLog(LogFilter(correlation_id, tool, status, key, since, limit))
+        events: list[Event] = await self._store(read.apply)
         return events
 
     async def close(self) -> None:
-        """Close the store."""
-        await self._store("close")
+        """Write buffered rows and close the store."""
+        await self._store(lambda store: store.close())
+        self._threads.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncRuntime:
         return self

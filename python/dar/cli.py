@@ -18,11 +18,13 @@ from rich.text import Text
 from rich.tree import Tree
 
 from dar import __version__
-from dar.decide import new_id
 from dar.errors import DarError
+from dar.ops import GetClaim, LogFilter, Resolve
 from dar.postmortem import CallNode, call_tree, stats, verify
-from dar.records import Event, NewEvent
-from dar.stores import open_store
+from dar.records import Event
+from dar.rows import admin_row, resolved_row
+from dar.states import EventKind
+from dar.store import open_store
 
 DEFAULT_DB = "sqlite:///dar.db"
 
@@ -56,12 +58,14 @@ def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
 def cmd_events(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
     events = store.events(
-        correlation_id=args.correlation_id,
-        tool=args.tool,
-        status=args.status,
-        key=args.key,
-        since=_parse_since(args.since) if args.since else None,
-        limit=args.limit,
+        LogFilter(
+            correlation_id=args.correlation_id,
+            tool=args.tool,
+            status=args.status,
+            key=args.key,
+            since=_parse_since(args.since) if args.since else None,
+            limit=args.limit,
+        )
     )
     store.close()
     if args.json:
@@ -94,7 +98,7 @@ def cmd_events(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    claim = store.get_claim(args.key)
+    claim = store.get_claim(GetClaim(args.key))
     if claim is None:
         console.print(f"[red]no claim with key {escape(repr(args.key))}[/red]")
         return 1
@@ -108,21 +112,9 @@ def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]--output is not valid JSON: {escape(str(exc))}[/red]")
             return 2
     now = dt.datetime.now(dt.timezone.utc).timestamp()
-    event = NewEvent(
-        event_id=new_id(),
-        tool_name=claim.tool_name,
-        effect="",
-        status="resolved",
-        created_at=now,
-        idempotency_key=args.key,
-        input_hash=claim.input_hash,
-        output=output,
-        rejection_reason=f"operator: {'executed' if args.executed else 'not executed'}"
-        + (f" ({args.reason})" if args.reason else ""),
-        attempt=claim.attempts,
-    )
+    event = resolved_row(claim, args.executed, output, args.reason, now)
     try:
-        after = store.resolve(args.key, args.executed, output, now, event)
+        after = store.resolve(Resolve(args.key, args.executed, output, now, event))
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         return 1
@@ -174,7 +166,7 @@ def _node_label(node: CallNode) -> Text:
 
 def cmd_trace(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    events = store.events(correlation_id=args.correlation_id)
+    events = store.events(LogFilter(correlation_id=args.correlation_id))
     store.close()
     if not events:
         console.print(f"[red]no events with correlation id {escape(args.correlation_id)!s}[/red]")
@@ -208,7 +200,7 @@ def _walk(nodes: list[CallNode]) -> Any:
 
 def cmd_stats(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    events = store.events(since=_parse_since(args.since) if args.since else None)
+    events = store.events(LogFilter(since=_parse_since(args.since) if args.since else None))
     store.close()
     report = stats(events)
     if args.json:
@@ -262,7 +254,7 @@ def cmd_stats(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
-    events = store.events(correlation_id=args.correlation_id)
+    events = store.events(LogFilter(correlation_id=args.correlation_id))
     heads, points = store.chain_heads(), store.checkpoints()
     store.close()
     report = verify(events, heads, points, only=args.correlation_id)
@@ -285,18 +277,6 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.ok else 1
 
 
-def _admin_event(status: str, reason: str) -> NewEvent:
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
-    return NewEvent(
-        event_id=new_id(),
-        tool_name="dar",
-        effect="admin",
-        status=status,
-        created_at=round(now, 6),
-        rejection_reason=reason,
-    )
-
-
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
     store = open_store(_db_url(args))
     n = store.gc(dt.datetime.now(dt.timezone.utc).timestamp())
@@ -315,7 +295,7 @@ def cmd_purge(args: argparse.Namespace, console: Console) -> int:
         return 2
     store = open_store(_db_url(args))
     now = dt.datetime.now(dt.timezone.utc).timestamp()
-    event = _admin_event("purged", f"operator purged events before {before.isoformat()}")
+    event = admin_row(EventKind.PURGED, f"operator purged events before {before.isoformat()}", now)
     rows, points = store.purge(before, now, event)
     store.close()
     console.print(

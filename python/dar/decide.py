@@ -1,87 +1,57 @@
 """The decision core: every rule of the runtime, in one I/O-free place.
 
-A call is planned by a generator that *yields operations* (read a claim, take it, run a rule,
-run the handler, sleep) and receives their results. It never touches a database, a clock
-it was not given, or user code itself. The sync driver (`dar.runtime`) and the async driver
-(`dar.aio`) only execute those operations, so both run exactly the same logic — the
-pattern psycopg 3 uses for its protocol.
+A call is planned by small generators that *yield operations* (`dar.ops`: read a claim,
+take it, run a rule, run the handler, wait) and receive their answers. They never touch a
+database, a clock they were not given, or user code themselves. The sync driver
+(`dar.runtime`) and the async driver (`dar.aio`) only execute those operations, so both
+run exactly the same logic — the pattern psycopg 3 uses for its protocol.
 
 The order is fixed: input -> canonical hash -> cache lookup -> rules -> atomic claim ->
-handler -> recorded outcome; each step appends its row to the event log.
+handler -> recorded outcome; each step appends its row to the event log. `plan` composes
+the stages: `prepare` (input, hash, redaction, key), `acquire` (look-up, waiting, crash
+recovery, rules, the claim), `reconcile` (a crashed call's effect, asked of the tool) and
+`run` (the handler, once, and its recorded outcome).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import reprlib
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dar._core import canonical_json, sha256_hex_of
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
-from dar.records import NewEvent, Result
+from dar.ids import new_id
+from dar.ops import (
+    Append,
+    CallHandler,
+    CallReconcile,
+    CheckRule,
+    Finish,
+    Lookup,
+    Mark,
+    Op,
+    Outcome,
+    RedactionSalt,
+    Take,
+    TakeOrLookup,
+    Wait,
+)
+from dar.records import Claim, NewEvent, Result
 from dar.redact import marker, scrub
+from dar.rows import CallRows
 from dar.rules import Deny, Rule, RuleContext
+from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
+from dar.verdict import Verdict, classify
 
-# --- operations the drivers execute ----------------------------------------------------------
+Plan = Generator[Op, Any, Any]
 
-
-@dataclass(frozen=True, slots=True)
-class StoreOp:
-    """Call ``store.<method>(*args, **kwargs)`` (sync or awaited); send back its result."""
-
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckRule:
-    """Run one rule check; send back a ``Deny`` (refused, also for errors) or None."""
-
-    rule: Rule
-    input: dict[str, Any]
-    ctx: RuleContext
-
-
-@dataclass(frozen=True, slots=True)
-class CallHandler:
-    """Run the tool's handler with the call's context set; send back an ``Outcome``."""
-
-    tool: Tool[Any]
-    input: dict[str, Any]
-    call_event_id: str
-    correlation_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CallReconcile:
-    """Ask the tool's ``reconcile`` whether a crashed call's effect happened; send back an
-    ``Outcome`` whose value is a ``Reconciled``."""
-
-    tool: Tool[Any]
-    input: dict[str, Any]
-
-
-Op = StoreOp | CheckRule | CallHandler | CallReconcile
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What running user code produced: a value, or the error it raised."""
-
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    duration_ms: float = 0.0
-
-
-# --- the call --------------------------------------------------------------------------------
+BACKOFF_FIRST = 0.002
+BACKOFF_MAX = 0.05
 
 
 @dataclass(slots=True)
@@ -94,13 +64,430 @@ class CallSpec:
     owner: str
     clock: Callable[[], float]
     wait: float
+    #: ``events(**filters)`` for rules that read the log (sync, or awaitable on asyncio).
     events_reader: Callable[..., Any]
     #: A hint, never a decision: has this runtime seen ``key`` completed lately?
     known_key: Callable[[str], bool] = lambda key: False
     correlation_id: str | None = None
     parent_event_id: str | None = None
     key: str | None = None
-    call_event_id: str = field(default_factory=lambda: new_id())
+    call_event_id: str = field(default_factory=new_id)
+
+
+@dataclass(slots=True)
+class Call:
+    """A call whose input has a canonical form: what every later stage works from."""
+
+    spec: CallSpec
+    rows: CallRows
+    input: dict[str, Any]
+    input_text: str  # what the log holds (redacted)
+    input_hash: str  # of the full canonical input
+    rules: tuple[Rule, ...]
+    salt: str = ""
+    removed: list[str] = field(default_factory=list)
+    key: str | None = None
+
+    @property
+    def tool(self) -> Tool[Any]:
+        return self.spec.tool
+
+    def clean(self, text: str | None) -> str | None:
+        """Messages (refusal reasons, errors) may quote a personal value."""
+        return scrub(text, self.removed, self.salt)
+
+    def row(self, kind: EventKind, **fields: Any) -> NewEvent:
+        """A row of this call that carries its key and input."""
+        return self.rows.row(
+            kind,
+            idempotency_key=self.key,
+            input=self.input_text,
+            input_hash=self.input_hash,
+            **fields,
+        )
+
+    def result(self, status: Status, event: NewEvent, **fields: Any) -> Result:
+        return Result(
+            status, event_id=event.event_id, key=self.key, input_hash=self.input_hash, **fields
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The claim is this call's: run the handler (after asking reconcile, if so)."""
+
+    attempt: int
+    reconcile: bool
+
+
+def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
+    """Plan one call. Yields operations; returns the call's ``Result``."""
+    call = yield from prepare(spec)
+    if isinstance(call, Result):
+        return call
+    if not call.tool.effect.idempotent:
+        # Reads: no key, no claim; judged and run every time, and still logged.
+        refused = yield from judge(call)
+        if refused is not None:
+            return refused
+        return (yield from run(call, 1))
+    acquired = yield from acquire(call)
+    if isinstance(acquired, Result):
+        return acquired
+    if acquired.reconcile:
+        answered = yield from reconcile(call, acquired.attempt)
+        if answered is not None:
+            return answered
+    return (yield from run(call, acquired.attempt))
+
+
+# --- prepare: input -> canonical bytes -> hash -> redaction -> key ---------------------------
+
+
+def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
+    """Nothing runs on an input without a canonical form; an irreversible tool with no rule
+    is a configuration error; the key is derived last (a failing key function refuses)."""
+    tool = spec.tool
+    rows = CallRows(
+        spec.call_event_id,
+        tool.name,
+        tool.effect.value,
+        spec.correlation_id,
+        spec.parent_event_id,
+        spec.clock,
+    )
+    try:
+        if not isinstance(spec.input, Mapping):
+            raise CanonicalizationError(
+                f"at $: tool input must be a JSON object, not {type(spec.input).__name__}", "$"
+            )
+        canon = canonical_json(spec.input)
+    except CanonicalizationError as exc:
+        return (yield from unrepresentable(spec, rows, exc))
+    rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
+    if tool.effect is Effect.IRREVERSIBLE and not rules:
+        raise ConfigurationError(
+            f"tool {tool.name!r} is irreversible but no rule applies to it: "
+            "add a rule (applies_to the tool, its effect, or '*') before it may run"
+        )
+    call = Call(spec, rows, dict(spec.input), canon.decode("utf-8"), sha256_hex_of(canon), rules)
+    if tool.redactor is not None:
+        # Personal fields are written only as salted hashes; the key covers the full input.
+        call.salt = yield RedactionSalt()
+        redacted, call.removed = tool.redactor.apply(call.input, call.salt)
+        call.input_text = canonical_json(redacted).decode("utf-8")
+    if tool.effect.idempotent:
+        refused = yield from derive_key(call)
+        if refused is not None:
+            return refused
+    return call
+
+
+def unrepresentable(
+    spec: CallSpec, rows: CallRows, exc: CanonicalizationError
+) -> Generator[Op, Any, Result]:
+    """Refuse an input with no canonical form, logging a bounded preview of it."""
+    # A tool with personal fields gets no preview: it could hold them unredacted.
+    preview = (
+        "(withheld: the tool redacts personal fields)"
+        if spec.tool.redactor
+        else safe_preview(spec.input)
+    )
+    ev = rows.row(
+        EventKind.REJECTED,
+        input=canonical_json({"unrepresentable": preview}).decode("utf-8"),
+        rejection_reason=str(exc),
+    )
+    yield Append(ev)
+    return Result(Status.REJECTED, reason=str(exc), event_id=ev.event_id)
+
+
+def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
+    """Set ``call.key``: explicit, from the tool's key function, or ``tool:input_hash``."""
+    tool = call.tool
+    if call.spec.key is not None:
+        custom: str | None = call.spec.key
+    elif tool.key is not None:
+        try:
+            custom = str(tool.key(call.input))
+        except Exception as exc:
+            reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
+            return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(reason)))
+    else:
+        custom = None
+    if custom is None:
+        call.key = f"{tool.name}:{call.input_hash}"
+    elif tool.redactor is not None:  # a given key may spell out a personal value
+        call.key = f"{tool.name}:{marker(call.salt, custom)}"
+    else:
+        call.key = custom
+    return None
+
+
+# --- answers that run nothing ----------------------------------------------------------------
+
+
+def record(
+    call: Call, status: Status, attempt: int | None = None, **fields: Any
+) -> Generator[Op, Any, Result]:
+    """Append this call's row for an answer that ran nothing, and return that answer."""
+    ev = call.row(EventKind(status.value), attempt=attempt, **fields)
+    yield Append(ev)
+    return call.result(
+        status,
+        ev,
+        reason=fields.get("rejection_reason"),
+        rule=fields.get("rule_name"),
+        error=fields.get("error"),
+    )
+
+
+def judge(call: Call) -> Generator[Op, Any, Result | None]:
+    """Run the rules in order; the first refusal is logged and answered."""
+    tool = call.tool
+    ctx = RuleContext(tool.name, tool.effect, call.spec.correlation_id, call.spec.events_reader)
+    for r in call.rules:
+        deny: Deny | None = yield CheckRule(r, call.input, ctx)
+        if deny is not None:
+            return (
+                yield from record(
+                    call,
+                    Status.REJECTED,
+                    rejection_reason=call.clean(deny.reason),
+                    rule_name=r.name,
+                )
+            )
+    return None
+
+
+def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[Op, Any, Result]:
+    """A live claim answers for this call: conflict, kept failure or indeterminate."""
+    if verdict is Verdict.CONFLICT:
+        reason = (
+            f"key {call.key!r} was used with input hash {claim.input_hash}; "
+            f"this call has {call.input_hash}"
+        )
+        return (yield from record(call, Status.CONFLICT, claim.attempts, rejection_reason=reason))
+    if verdict is Verdict.KEPT_FAILURE:
+        return (yield from record(call, Status.FAILED, claim.attempts, error=claim.error))
+    assert verdict is Verdict.INDETERMINATE, verdict
+    reason = (
+        f"a call with key {call.key!r} crashed mid-effect; "
+        f"resolve it with `dar resolve {call.key} --executed/--not-executed`"
+    )
+    return (yield from record(call, Status.INDETERMINATE, claim.attempts, rejection_reason=reason))
+
+
+def expire(call: Call, claim: Claim) -> Generator[Op, Any, Result | None]:
+    """A crashed external effect with no reconcile: indeterminate, for an operator. None
+    when another worker moved the claim first (look again)."""
+    reason = "lease expired with no recorded outcome"
+    ev = call.row(EventKind.INDETERMINATE, attempt=claim.attempts, rejection_reason=reason)
+    assert call.key is not None
+    moved = yield Mark(call.key, claim.version, ClaimState.INDETERMINATE, ev)
+    if not moved:
+        return None
+    return call.result(Status.INDETERMINATE, ev, reason=reason)
+
+
+# --- acquire: look-up, waiting, crash recovery, rules, the atomic claim ----------------------
+
+
+@dataclass(slots=True)
+class Patience:
+    """How long a duplicate still waits for the call in progress: exponential backoff up to
+    ``BACKOFF_MAX`` per wait, ``limit`` seconds in all."""
+
+    limit: float
+    waited: float = 0.0
+    delay: float = BACKOFF_FIRST
+
+    def next(self) -> float | None:
+        """Seconds to wait next, or None when patience has run out."""
+        if self.waited >= self.limit:
+            return None
+        seconds = min(self.delay, self.limit - self.waited)
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
+        return seconds
+
+
+def take(call: Call, now: float, claim: Claim | None) -> Take:
+    """The operation that takes the key, replacing ``claim`` (None: inserting)."""
+    assert call.key is not None
+    attempts = claim.attempts if claim is not None else 0
+    started = call.row(EventKind.STARTED, event_id=call.spec.call_event_id, attempt=attempts + 1)
+    return Take(
+        call.key,
+        call.tool.name,
+        call.input_hash,
+        call.spec.owner,
+        now + call.tool.lease,
+        now,
+        None if claim is None else claim.version,
+        started,
+    )
+
+
+def look(call: Call, first: bool) -> Generator[Op, Any, tuple[bool, Claim | None, NewEvent]]:
+    """Read the claim (logging a hit). On the first look at a key no rule judges and this
+    runtime has not seen completed, the look-up and the claim are one step: the store
+    takes the key if it is free. Returns ``(taken, claim, hit row)``."""
+    assert call.key is not None
+    now = call.spec.clock()
+    hit = call.row(EventKind.CACHED)
+    if first and not call.rules and not call.spec.known_key(call.key):
+        taken, claim = yield TakeOrLookup(take(call, now, None), hit)
+        return taken, claim, hit
+    claim, _logged = yield Lookup(call.key, call.input_hash, now, hit)
+    return False, claim, hit
+
+
+def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
+    """Take the key, or answer without running: from the record, as a conflict, after
+    waiting in vain, or as a crash for an operator."""
+    assert call.key is not None
+    patience = Patience(call.spec.wait)
+    judged = False
+    first = True
+    while True:
+        taken, claim, hit = yield from look(call, first)
+        if taken:
+            return Acquired(1, reconcile=False)
+        first = False
+        now = call.spec.clock()
+        effect = call.tool.effect
+        verdict = classify(
+            claim,
+            now,
+            call.input_hash,
+            blind_retry_safe=effect.blind_retry_safe,
+            can_reconcile=call.tool.reconcile is not None,
+        )
+        if verdict is Verdict.HIT:
+            assert claim is not None  # the store has logged (or buffered) the hit row
+            output = None if claim.output is None else json.loads(claim.output)
+            return call.result(Status.CACHED, hit, output=output)
+        if verdict is Verdict.RUNNING:
+            seconds = patience.next()
+            if seconds is None:
+                reason = f"still running after waiting {patience.waited:.3f}s"
+                assert claim is not None
+                return (
+                    yield from record(
+                        call, Status.IN_PROGRESS, claim.attempts, rejection_reason=reason
+                    )
+                )
+            # The store may wake us early (Postgres LISTEN/NOTIFY); polling is the fallback.
+            patience.waited += yield Wait(call.key, seconds)
+            continue
+        if verdict is Verdict.EXPIRED:
+            assert claim is not None
+            expired = yield from expire(call, claim)
+            if expired is None:
+                continue
+            return expired
+        if verdict in (Verdict.CONFLICT, Verdict.KEPT_FAILURE, Verdict.INDETERMINATE):
+            assert claim is not None
+            return (yield from answer_from_claim(call, verdict, claim))
+        reconciling = verdict is Verdict.RECONCILE
+        if not judged and not reconciling:
+            refused = yield from judge(call)
+            if refused is not None:
+                return refused
+            judged = True
+        op = take(call, call.spec.clock(), claim)
+        if (yield op):
+            return Acquired(op.started.attempt or 1, reconcile=reconciling)
+        # Someone else moved first: look again.
+
+
+# --- reconcile and run -----------------------------------------------------------------------
+
+
+def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
+    """We hold the claim of a crashed call: did its effect happen? Returns the answer, or
+    None when it did not and this call may run (after the rules judge it)."""
+    assert call.key is not None
+    rec = yield CallReconcile(call.tool, call.input)
+    verdict = rec.value if rec.ok else None
+    if isinstance(verdict, Reconciled) and verdict.executed:
+        done = Outcome(True, verdict.output, duration_ms=rec.duration_ms)
+        result = yield from finished(call, done, attempt)
+        return replace(result, status=Status.CACHED, extra={"reconciled": True})
+    if not isinstance(verdict, Reconciled):
+        error = rec.error or f"reconcile returned {type(verdict).__name__}, not Reconciled"
+        ev = call.row(EventKind.INDETERMINATE, attempt=attempt, error=error)
+        now = call.spec.clock()
+        yield Finish(
+            call.key, call.spec.owner, ClaimState.INDETERMINATE, None, error, now, None, ev
+        )
+        return call.result(Status.INDETERMINATE, ev, error=error)
+    # Reconciled(executed=False): the effect did not happen. We hold the claim; the call is
+    # judged by the rules like any fresh call, then runs.
+    refused = yield from judge(call)
+    if refused is not None:
+        released = call.rows.row(
+            EventKind.RELEASED,
+            idempotency_key=call.key,
+            input_hash=call.input_hash,
+            attempt=attempt,
+        )
+        now = call.spec.clock()
+        yield Finish(
+            call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, released
+        )
+        return refused
+    return None
+
+
+def run(call: Call, attempt: int) -> Generator[Op, Any, Result]:
+    """The effect, once, and its recorded outcome."""
+    spec = call.spec
+    outcome = yield CallHandler(call.tool, call.input, spec.call_event_id, spec.correlation_id)
+    return (yield from finished(call, outcome, attempt))
+
+
+def recorded_output(call: Call, outcome: Outcome) -> tuple[str | None, str | None]:
+    """The output as the log and the claim hold it (redacted), or why it could not be."""
+    try:
+        value = outcome.value
+        if call.tool.redactor is not None:
+            value = call.tool.redactor.apply_output(value, call.salt, call.removed)
+        return canonical_json(value).decode("utf-8"), None
+    except CanonicalizationError as exc:
+        # The effect happened: record completion anyway, never run it again.
+        return None, f"output not recorded: {exc}"
+
+
+def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
+    """Record a handler's outcome (and release or complete the claim)."""
+    tool = call.tool
+    now = call.spec.clock()
+    if outcome.ok:
+        output_text, error = recorded_output(call, outcome)
+        status, state = Status.EXECUTED, ClaimState.DONE
+    else:
+        output_text, error = None, call.clean(outcome.error)
+        status = Status.FAILED
+        state = ClaimState.FAILED if tool.keep_failures else ClaimState.RELEASED
+    ev = call.row(
+        EventKind(status.value),
+        event_id=call.spec.call_event_id if call.key is None else new_id(),
+        output=output_text,
+        error=error,
+        attempt=attempt,
+        duration_ms=outcome.duration_ms,
+        completed_at=round(now, 6),
+    )
+    if call.key is None:
+        yield Append(ev)
+    else:
+        expires = None if tool.window is None else now + tool.window
+        yield Finish(call.key, call.spec.owner, state, output_text, error, now, expires, ev)
+    return call.result(status, ev, output=outcome.value if outcome.ok else None, error=error)
+
+
+# --- helpers ---------------------------------------------------------------------------------
 
 
 _preview = reprlib.Repr()
@@ -116,397 +503,3 @@ def safe_preview(value: object) -> str:
     except Exception as exc:  # a hostile __repr__ must not break the refusal
         text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
     return text[:1000].encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class _Ids:
-    """Event ids: a random per-process prefix and a counter, shaped as a UUID. Unique without
-    drawing 16 random bytes per id (two ids per call are on the hot path); a forked child
-    draws a new prefix so it never repeats its parent's ids."""
-
-    def __init__(self) -> None:
-        self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count()
-
-    def __call__(self) -> str:
-        h = self.prefix + format(next(self.counter), "016x")
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-new_id: Callable[[], str] = _Ids()
-
-
-def _json_text(value: Any) -> str:
-    return canonical_json(value).decode("utf-8")
-
-
-BACKOFF_FIRST = 0.002
-BACKOFF_MAX = 0.05
-LIVE_STATES = frozenset({"running", "indeterminate"})
-
-
-def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
-    """Plan one call. Yields operations; returns the call's ``Result``."""
-    tool = spec.tool
-
-    def event(status: str, **fields: Any) -> NewEvent:
-        base: dict[str, Any] = {
-            "event_id": new_id(),
-            "call_id": spec.call_event_id,
-            "tool_name": tool.name,
-            "effect": tool.effect.value,
-            "status": status,
-            # Whole microseconds: what both databases store exactly (the hash chain needs it).
-            "created_at": round(spec.clock(), 6),
-            "correlation_id": spec.correlation_id,
-            "parent_event_id": spec.parent_event_id,
-        }
-        base.update(fields)
-        return NewEvent(**base)
-
-    # 1. Input -> canonical bytes -> hash. Nothing runs on an input without a canonical form.
-    try:
-        if not isinstance(spec.input, Mapping):
-            raise CanonicalizationError(
-                f"at $: tool input must be a JSON object, not {type(spec.input).__name__}", "$"
-            )
-        canon = canonical_json(spec.input)
-    except CanonicalizationError as exc:
-        # A tool with personal fields gets no preview: it could hold them unredacted.
-        preview = (
-            "(withheld: the tool redacts personal fields)"
-            if tool.redactor
-            else safe_preview(spec.input)
-        )
-        ev = event(
-            Status.REJECTED.value,
-            input=_json_text({"unrepresentable": preview}),
-            rejection_reason=str(exc),
-        )
-        yield StoreOp("append", (ev,))
-        return Result(Status.REJECTED, reason=str(exc), event_id=ev.event_id)
-    inp = dict(spec.input)
-    input_text = canon.decode("utf-8")
-    input_hash = sha256_hex_of(canon)
-
-    # Personal fields are written only as salted hashes; the key still covers the full input.
-    salt = ""
-    removed: list[str] = []
-    if tool.redactor is not None:
-        salt = yield StoreOp("redaction_salt", ())  # the store reads it once and keeps it
-        redacted, removed = tool.redactor.apply(inp, salt)
-        input_text = _json_text(redacted)
-
-    def clean(text: str | None) -> str | None:
-        """Messages (refusal reasons, errors) may quote a personal value."""
-        return scrub(text, removed, salt)
-
-    rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
-    if tool.effect is Effect.IRREVERSIBLE and not rules:
-        raise ConfigurationError(
-            f"tool {tool.name!r} is irreversible but no rule applies to it: "
-            "add a rule (applies_to the tool, its effect, or '*') before it may run"
-        )
-    ctx = RuleContext(tool.name, tool.effect, spec.correlation_id, spec.events_reader)
-
-    def record(
-        status: Status, attempt: int | None = None, **fields: Any
-    ) -> Generator[Op, Any, Result]:
-        """Append this call's row for an answer that ran nothing, and return that answer."""
-        ev = event(
-            status.value,
-            idempotency_key=key,
-            input=input_text,
-            input_hash=input_hash,
-            attempt=attempt,
-            **fields,
-        )
-        yield StoreOp("append", (ev,))
-        return Result(
-            status,
-            event_id=ev.event_id,
-            key=key,
-            input_hash=input_hash,
-            reason=fields.get("rejection_reason"),
-            rule=fields.get("rule_name"),
-            error=fields.get("error"),
-        )
-
-    def started_event(attempt: int) -> NewEvent:
-        """The row of a claim taken: the call's first row, its event id the call's id."""
-        return event(
-            "started",
-            event_id=spec.call_event_id,
-            idempotency_key=key,
-            input=input_text,
-            input_hash=input_hash,
-            attempt=attempt,
-        )
-
-    def judge() -> Generator[Op, Any, Result | None]:
-        for r in rules:
-            deny: Deny | None = yield CheckRule(r, inp, ctx)
-            if deny is not None:
-                refused = yield from record(
-                    Status.REJECTED, rejection_reason=clean(deny.reason), rule_name=r.name
-                )
-                return refused
-        return None
-
-    def finished(outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
-        """Record a handler's outcome (and release or complete the claim)."""
-        now = spec.clock()
-        if outcome.ok:
-            try:
-                recorded = outcome.value
-                if tool.redactor is not None:
-                    recorded = tool.redactor.apply_output(recorded, salt, removed)
-                output_text: str | None = _json_text(recorded)
-                note = None
-            except CanonicalizationError as exc:
-                # The effect happened: record completion anyway, never run it again.
-                output_text, note = None, f"output not recorded: {exc}"
-            status, state, error = Status.EXECUTED, "done", note
-        else:
-            output_text, error = None, clean(outcome.error)
-            status = Status.FAILED
-            state = "failed" if tool.keep_failures else "released"
-        ev = event(
-            status.value,
-            event_id=spec.call_event_id if key is None else new_id(),
-            idempotency_key=key,
-            input=input_text,
-            input_hash=input_hash,
-            output=output_text,
-            error=error,
-            attempt=attempt,
-            duration_ms=outcome.duration_ms,
-            completed_at=round(now, 6),
-        )
-        if key is None:
-            yield StoreOp("append", (ev,))
-        else:
-            expires = None if tool.window is None else now + tool.window
-            yield StoreOp("finish", (key, spec.owner, state, output_text, error, now, expires, ev))
-        return Result(
-            status,
-            output=outcome.value if outcome.ok else None,
-            error=error,
-            event_id=ev.event_id,
-            key=key,
-            input_hash=input_hash,
-        )
-
-    # 2. Reads: no key, no claim; judged and run every time, and still logged.
-    key: str | None = None
-    if not tool.effect.idempotent:
-        refused = yield from judge()
-        if refused is not None:
-            return refused
-        outcome = yield CallHandler(tool, inp, spec.call_event_id, spec.correlation_id)
-        return (yield from finished(outcome, 1))
-
-    if spec.key is not None:
-        key = spec.key
-        if tool.redactor is not None:  # an explicit key may spell out a personal value
-            key = f"{tool.name}:{marker(salt, key)}"
-    elif tool.key is not None:
-        try:
-            key = str(tool.key(inp))
-            if tool.redactor is not None:  # a custom key may spell out a personal value
-                key = f"{tool.name}:{marker(salt, key)}"
-        except Exception as exc:
-            reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
-            return (yield from record(Status.REJECTED, rejection_reason=clean(reason)))
-    else:
-        key = f"{tool.name}:{input_hash}"
-
-    # 3. Cache lookup, waiting, crash recovery; then rules and the atomic claim.
-    judged = False
-    waited = 0.0
-    delay = BACKOFF_FIRST
-    first = True
-    attempt = 1
-    while True:
-        now = spec.clock()
-        hit = event(
-            Status.CACHED.value, idempotency_key=key, input=input_text, input_hash=input_hash
-        )
-        if first and not rules and not spec.known_key(key):
-            # With no rule to run between them, the look-up and the claim are one step:
-            # the store claims the key if it is free, or returns the claim that holds it.
-            # (A key this runtime saw completed is looked up plainly: most likely a hit,
-            # and a plain look-up is the cheaper statement for one.)
-            first = False
-            started_ev = started_event(1)
-            won, claim = yield StoreOp(
-                "claim_or_lookup",
-                (
-                    key,
-                    tool.name,
-                    input_hash,
-                    spec.owner,
-                    now + tool.lease,
-                    now,
-                    started_ev,
-                    hit,
-                ),
-            )
-            if won:
-                break
-        else:
-            claim, _logged = yield StoreOp("lookup", (key, input_hash, now, hit))
-        fresh = claim is not None and (claim.expires_at is None or claim.expires_at > now)
-        if claim is not None and claim.state == "done" and fresh and claim.input_hash == input_hash:
-            # A hit: the store has logged (or buffered) its row.
-            output = None if claim.output is None else json.loads(claim.output)
-            return Result(
-                Status.CACHED, output=output, event_id=hit.event_id, key=key, input_hash=input_hash
-            )
-        live = claim is not None and (
-            claim.state in LIVE_STATES or (claim.state in ("done", "failed") and fresh)
-        )
-        if claim is not None and live and claim.input_hash != input_hash:
-            reason = (
-                f"key {key!r} was used with input hash {claim.input_hash}; "
-                f"this call has {input_hash}"
-            )
-            return (yield from record(Status.CONFLICT, claim.attempts, rejection_reason=reason))
-        if claim is not None and claim.state == "failed" and fresh:
-            return (yield from record(Status.FAILED, claim.attempts, error=claim.error))
-        if claim is not None and claim.state == "indeterminate":
-            reason = (
-                f"a call with key {key!r} crashed mid-effect; "
-                f"resolve it with `dar resolve {key} --executed/--not-executed`"
-            )
-            return (
-                yield from record(Status.INDETERMINATE, claim.attempts, rejection_reason=reason)
-            )
-        reclaim_with_reconcile = False
-        if claim is not None and claim.state == "running":
-            assert claim.lease_until is not None
-            if claim.lease_until > now:
-                if waited >= spec.wait:
-                    return (
-                        yield from record(
-                            Status.IN_PROGRESS,
-                            claim.attempts,
-                            rejection_reason=f"still running after waiting {waited:.3f}s",
-                        )
-                    )
-                # The store may wake us early (Postgres LISTEN/NOTIFY); polling is the fallback.
-                waited += yield StoreOp("wait", (key, min(delay, spec.wait - waited)))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            # The lease ran out with no outcome: its worker died (or overran the lease).
-            if not tool.effect.blind_retry_safe:
-                if tool.reconcile is None:
-                    ev = event(
-                        Status.INDETERMINATE.value,
-                        idempotency_key=key,
-                        input=input_text,
-                        input_hash=input_hash,
-                        attempt=claim.attempts,
-                        rejection_reason="lease expired with no recorded outcome",
-                    )
-                    moved = yield StoreOp("mark", (key, claim.version, "indeterminate", ev))
-                    if not moved:
-                        continue
-                    return Result(
-                        Status.INDETERMINATE,
-                        event_id=ev.event_id,
-                        key=key,
-                        input_hash=input_hash,
-                        reason="lease expired with no recorded outcome",
-                    )
-                reclaim_with_reconcile = True
-        if not judged and not reclaim_with_reconcile:
-            refused = yield from judge()
-            if refused is not None:
-                return refused
-            judged = True
-        now = spec.clock()
-        started_ev = started_event((claim.attempts if claim is not None else 0) + 1)
-        won = yield StoreOp(
-            "claim",
-            (
-                key,
-                tool.name,
-                input_hash,
-                spec.owner,
-                now + tool.lease,
-                now,
-                None if claim is None else claim.version,
-                started_ev,
-            ),
-        )
-        if not won:
-            continue  # someone else moved first: look again
-        attempt = started_ev.attempt or 1
-        if reclaim_with_reconcile:
-            rec = yield CallReconcile(tool, inp)
-            verdict = rec.value if rec.ok else None
-            if isinstance(verdict, Reconciled) and verdict.executed:
-                result = yield from finished(
-                    Outcome(True, verdict.output, duration_ms=rec.duration_ms), attempt
-                )
-                return Result(
-                    Status.CACHED,
-                    output=result.output,
-                    event_id=result.event_id,
-                    key=key,
-                    input_hash=input_hash,
-                    error=result.error,
-                    extra={"reconciled": True},
-                )
-            if not isinstance(verdict, Reconciled):
-                error = rec.error or (
-                    f"reconcile returned {type(verdict).__name__}, not Reconciled"
-                )
-                ev = event(
-                    Status.INDETERMINATE.value,
-                    idempotency_key=key,
-                    input=input_text,
-                    input_hash=input_hash,
-                    attempt=attempt,
-                    error=error,
-                )
-                yield StoreOp(
-                    "finish",
-                    (key, spec.owner, "indeterminate", None, error, spec.clock(), None, ev),
-                )
-                return Result(
-                    Status.INDETERMINATE,
-                    event_id=ev.event_id,
-                    key=key,
-                    input_hash=input_hash,
-                    error=error,
-                )
-            # Reconciled(executed=False): the effect did not happen. We hold the claim; the
-            # call is judged by the rules like any fresh call, then runs.
-            refused = yield from judge()
-            if refused is not None:
-                yield StoreOp(
-                    "finish",
-                    (
-                        key,
-                        spec.owner,
-                        "released",
-                        None,
-                        None,
-                        spec.clock(),
-                        None,
-                        event(
-                            "released", idempotency_key=key, input_hash=input_hash, attempt=attempt
-                        ),
-                    ),
-                )
-                return refused
-        break
-
-    # 4. The effect, once.
-    outcome = yield CallHandler(tool, inp, spec.call_event_id, spec.correlation_id)
-    return (yield from finished(outcome, attempt))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dar.replay import RecordedCall
+
 
 class DarError(Exception):
     """Base class of every error `dar` raises on purpose."""
@@ -30,3 +35,22 @@ class ConfigurationError(DarError):
 
 class StoreError(DarError):
     """The store failed in a way the runtime could not retry safely."""
+
+
+class ReplayDivergence(DarError):
+    """The agent's code made a different call than the recorded session did."""
+
+    def __init__(
+        self, index: int, expected: RecordedCall | None, tool: str, input_hash: str | None
+    ) -> None:
+        self.index, self.expected, self.tool, self.input_hash = index, expected, tool, input_hash
+        if expected is None:
+            what = f"the record has only {index} calls; call #{index + 1} is {tool}"
+        elif expected.tool != tool:
+            what = f"call #{index + 1} is {tool}, the record has {expected.tool}"
+        else:
+            what = (
+                f"call #{index + 1} to {tool} has input hash {input_hash}, "
+                f"the record has {expected.input_hash}"
+            )
+        super().__init__(f"replay diverged: {what}")

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dar._core import input_hash
-from dar.decide import StoreOp
 from dar.effects import Status
-from dar.errors import CanonicalizationError, DarError
+from dar.errors import CanonicalizationError, DarError, ReplayDivergence
+from dar.ops import LogFilter, Op, ReadLog
 from dar.postmortem import CallNode, call_tree
 from dar.records import Event, Result
+from dar.states import event_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,25 +34,6 @@ class RecordedCall:
     key: str | None
 
 
-class ReplayDivergence(DarError):
-    """The agent's code made a different call than the recorded session did."""
-
-    def __init__(
-        self, index: int, expected: RecordedCall | None, tool: str, input_hash: str | None
-    ) -> None:
-        self.index, self.expected, self.tool, self.input_hash = index, expected, tool, input_hash
-        if expected is None:
-            what = f"the record has only {index} calls; call #{index + 1} is {tool}"
-        elif expected.tool != tool:
-            what = f"call #{index + 1} is {tool}, the record has {expected.tool}"
-        else:
-            what = (
-                f"call #{index + 1} to {tool} has input hash {input_hash}, "
-                f"the record has {expected.input_hash}"
-            )
-        super().__init__(f"replay diverged: {what}")
-
-
 def recorded_calls(events: Sequence[Event], outputs: dict[str, Any]) -> list[RecordedCall]:
     """The session's top-level calls (nested calls ran inside handlers, which a replay does
     not run). ``outputs``: recorded outputs by key, for calls answered from the record."""
@@ -65,9 +47,7 @@ def recorded_calls(events: Sequence[Event], outputs: dict[str, Any]) -> list[Rec
             RecordedCall(
                 tool=out.tool_name,
                 input_hash=_first_hash(node),
-                status=Status(out.status)
-                if out.status in Status._value2member_map_
-                else Status.EXECUTED,
+                status=replayed_status(out.status),
                 output=output,
                 reason=out.rejection_reason,
                 rule=out.rule_name,
@@ -78,24 +58,27 @@ def recorded_calls(events: Sequence[Event], outputs: dict[str, Any]) -> list[Rec
     return calls
 
 
-#: How a call whose last row has this status is replayed. A call whose worker died has only
-#: its `started` row: it replays as indeterminate, as it would be answered now.
-_RECORDED_STATUS = {s.value: s for s in Status} | {
-    "started": Status.INDETERMINATE,
-    "resolved": Status.CACHED,
-}
+def replayed_status(status: str) -> Status:
+    """How a call whose last row has this status is answered in a replay: as it was
+    answered live (a call whose worker died has only its `started` row, and replays as
+    indeterminate, as it would be answered now)."""
+    kind = event_kind(status)
+    outcome = None if kind is None else kind.outcome
+    if outcome is None:
+        raise DarError(f"cannot replay a call that ended with a {status!r} row")
+    return outcome
 
 
-def load_replay(correlation_id: str) -> Generator[StoreOp, Any, Replayer]:
+def load_replay(correlation_id: str) -> Generator[Op, Any, Replayer]:
     """Read a session (and the outputs its cached calls answered with) from the store."""
-    events = yield StoreOp("events", (), {"correlation_id": correlation_id})
+    events = yield ReadLog(LogFilter(correlation_id=correlation_id))
     if not events:
         raise DarError(f"nothing to replay: no events with correlation id {correlation_id!r}")
     outputs: dict[str, Any] = {}
     for node in call_tree(events):
         key = node.outcome.idempotency_key
         if node.status == "cached" and key and key not in outputs:
-            executed = yield StoreOp("events", (), {"key": key, "status": "executed"})
+            executed = yield ReadLog(LogFilter(key=key, status="executed"))
             if executed:
                 outputs[key] = executed[-1].output
     return Replayer(recorded_calls(events, outputs))

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar._driver import RuntimeBase, failure, remember, rule_error, rule_result, success
 from dar.context import CurrentCall, current_call
-from dar.decide import CallHandler, CallReconcile, CheckRule, Op, Outcome, StoreOp, plan
+from dar.decide import plan
+from dar.driver import RuntimeBase, failure, remember, rule_error, rule_result, success
+from dar.ops import (
+    CallHandler,
+    CheckRule,
+    LogFilter,
+    Op,
+    Outcome,
+    StoreOp,
+    Wait,
+)
 from dar.records import Event, Result
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
-from dar.store.base import Store
-from dar.stores import open_store
+from dar.store import Store, open_store
 from dar.tools import Tool
 
 
@@ -46,9 +55,8 @@ class Runtime(RuntimeBase):
     ) -> None:
         super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        self._replay = replay
         self._replayer: Replayer | None = None
-        if replay is not None:
-            self._replayer = self._drive(load_replay(replay))
 
     def execute(
         self,
@@ -59,7 +67,9 @@ class Runtime(RuntimeBase):
         key: str | None = None,
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception."""
-        if self._replayer is not None:
+        if self._replay is not None:
+            if self._replayer is None:
+                self._replayer = self._drive(load_replay(self._replay))
             return self._replayer.next(tool.name, input)
         result: Result = self._drive(
             plan(self._spec(tool, input, correlation_id, key, self.events))
@@ -76,7 +86,9 @@ class Runtime(RuntimeBase):
 
     def _run(self, op: Op) -> Any:
         if isinstance(op, StoreOp):
-            return getattr(self.store, op.method)(*op.args, **op.kwargs)
+            return op.apply(self.store)
+        if isinstance(op, Wait):
+            return self._wait(op)
         if isinstance(op, CheckRule):
             return self._check(op)
         if isinstance(op, CallHandler):
@@ -85,10 +97,19 @@ class Runtime(RuntimeBase):
                 return _call(op.tool.handler, (), op.input)
             finally:
                 current_call.reset(token)
-        if isinstance(op, CallReconcile):
-            assert op.tool.reconcile is not None
-            return _call(op.tool.reconcile, (op.input,), {})
-        raise TypeError(f"unknown operation {op!r}")
+        assert op.tool.reconcile is not None
+        return _call(op.tool.reconcile, (op.input,), {})
+
+    def _wait(self, op: Wait) -> float:
+        changed = threading.Event()
+        stop = self.store.on_change(op.key, changed.set)
+        started = time.monotonic()
+        try:
+            changed.wait(op.seconds)
+        finally:
+            if stop is not None:
+                stop()
+        return time.monotonic() - started
 
     def _check(self, op: CheckRule) -> Deny | None:
         started = time.perf_counter()
@@ -113,17 +134,10 @@ class Runtime(RuntimeBase):
         limit: int | None = None,
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
-        return self.store.events(
-            correlation_id=correlation_id,
-            tool=tool,
-            status=status,
-            key=key,
-            since=since,
-            limit=limit,
-        )
+        return self.store.events(LogFilter(correlation_id, tool, status, key, since, limit))
 
     def close(self) -> None:
-        """Close the store."""
+        """Write buffered rows and close the store."""
         self.store.close()
 
     def __enter__(self) -> Runtime:

@@ -1,10 +1,12 @@
-"""SQL shared by the stores: the claim columns and the log query builder."""
+"""SQL that both dialects share: the claim columns, the log query, what may be resolved."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from dar.ops import LogFilter
 from dar.records import Claim
+from dar.states import ClaimState
 
 CLAIM_COLUMNS = tuple(
     "idempotency_key" if name == "key" else name for name in Claim.__dataclass_fields__
@@ -12,17 +14,10 @@ CLAIM_COLUMNS = tuple(
 
 
 def events_query(
-    placeholder: str,
-    *,
-    correlation_id: str | None = None,
-    tool: str | None = None,
-    status: str | None = None,
-    key: str | None = None,
-    since: Any = None,
-    limit: int | None = None,
-    schema_prefix: str = "",
+    placeholder: str, filter: LogFilter, *, since: Any = None, schema_prefix: str = ""
 ) -> tuple[str, list[Any]]:
-    """``SELECT * FROM agent_tool_events`` with the given filters, in append order.
+    """``SELECT * FROM agent_tool_events`` with the filters, in append order. ``since`` is
+    ``filter.since`` as the dialect stores times (when the filter's own is None).
 
     Each filter is served by an index (``correlation_id``/``idempotency_key``/``tool_name``
     with ``seq``).
@@ -30,14 +25,15 @@ def events_query(
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
-        ("correlation_id", correlation_id),
-        ("tool_name", tool),
-        ("status", status),
-        ("idempotency_key", key),
+        ("correlation_id", filter.correlation_id),
+        ("tool_name", filter.tool),
+        ("status", filter.status),
+        ("idempotency_key", filter.key),
     ):
         if value is not None:
             clauses.append(f"{column} = {placeholder}")
             params.append(value)
+    since = filter.since if since is None else since
     if since is not None:
         clauses.append(f"created_at >= {placeholder}")
         params.append(since)
@@ -45,17 +41,18 @@ def events_query(
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY seq"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+    if filter.limit is not None:
+        sql += f" LIMIT {int(filter.limit)}"
     return sql, params
 
 
-def is_hit(claim: Claim, input_hash: str, now: float) -> bool:
-    """Does this claim answer the call from the record? Done, unexpired, same input.
-    (A fresh ``done`` claim never changes under a reader: only expired or released claims
-    are taken again, so no transaction is needed around the check.)"""
-    return (
-        claim.state == "done"
-        and (claim.expires_at is None or claim.expires_at > now)
-        and claim.input_hash == input_hash
-    )
+RESOLVABLE = (ClaimState.INDETERMINATE, ClaimState.RUNNING)
+
+
+def check_resolvable(claim: Claim) -> None:
+    """An operator decides only a call whose outcome is unknown: ``ValueError`` otherwise."""
+    if ClaimState(claim.state) not in RESOLVABLE:
+        raise ValueError(
+            f"claim {claim.key!r} is {claim.state}; only an indeterminate or "
+            "running claim can be resolved"
+        )

@@ -12,8 +12,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,9 +24,21 @@ import sqlite_utils
 from dar.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
+from dar.ops import (
+    Append,
+    Finish,
+    GetClaim,
+    LogFilter,
+    Lookup,
+    Mark,
+    Resolve,
+    Take,
+    TakeOrLookup,
+)
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
 from dar.store.flusher import Flusher
-from dar.store.sql import CLAIM_COLUMNS, events_query, is_hit
+from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
+from dar.verdict import is_hit
 
 _INSERT_EVENT = (
     f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}, row_hash) "
@@ -35,11 +48,6 @@ _SELECT_CLAIM = (
     f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims WHERE idempotency_key = ?"
 )
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-_NO_DELETE_TRIGGER = """
-CREATE TRIGGER agent_tool_events_no_delete BEFORE DELETE ON agent_tool_events
-BEGIN
-    SELECT RAISE(ABORT, 'agent_tool_events is append-only');
-END"""
 
 
 def _row(event: NewEvent) -> tuple[Any, ...]:
@@ -207,62 +215,52 @@ class SQLiteStore:
                 with self._write():
                     pass  # _write inserts the pending rows
 
-    def get_claim(self, key: str) -> Claim | None:
+    def get_claim(self, op: GetClaim) -> Claim | None:
+        return self._claim(op.key)
+
+    def _claim(self, key: str) -> Claim | None:
         with self._lock:
             row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
         return None if row is None else Claim(*row)
 
-    def lookup(
-        self, key: str, input_hash: str, now: float, hit: NewEvent
-    ) -> tuple[Claim | None, bool]:
+    def lookup(self, op: Lookup) -> tuple[Claim | None, bool]:
         with self._lock:
-            claim = self.get_claim(key)
-            if claim is None or not is_hit(claim, input_hash, now):
+            claim = self._claim(op.key)
+            if not is_hit(claim, op.input_hash, op.now):
                 return claim, False
             if self.hit_flush > 0:
-                self._pending.append(hit)
+                self._pending.append(op.hit)
                 self._flusher.start()
             else:
                 with self._write() as conn:
-                    self._insert(conn, hit)
+                    self._insert(conn, op.hit)
             return claim, True
 
-    def claim_or_lookup(
-        self,
-        key: str,
-        tool_name: str,
-        input_hash: str,
-        owner: str,
-        lease_until: float,
-        now: float,
-        started: NewEvent,
-        hit: NewEvent,
-    ) -> tuple[bool, Claim | None]:
+    def take_or_lookup(self, op: TakeOrLookup) -> tuple[bool, Claim | None]:
         # Embedded: two steps cost no round trip, and a hit never takes the write lock.
-        claim, _ = self.lookup(key, input_hash, now, hit)
+        t = op.take
+        claim, _ = self.lookup(Lookup(t.key, t.input_hash, t.now, op.hit))
         if claim is not None:
             return False, claim
-        return self.claim(key, tool_name, input_hash, owner, lease_until, now, None, started), None
+        return self.take(t), None
 
-    def claim(
-        self,
-        key: str,
-        tool_name: str,
-        input_hash: str,
-        owner: str,
-        lease_until: float,
-        now: float,
-        expect_version: int | None,
-        started: NewEvent,
-    ) -> bool:
+    def take(self, op: Take) -> bool:
         with self._write() as conn:
-            if expect_version is None:
+            if op.expect_version is None:
                 cur = conn.execute(
                     "INSERT INTO agent_tool_claims (idempotency_key, tool_name, input_hash, state,"
                     " owner, lease_until, version, attempts, created_at, call_event_id)"
                     " VALUES (?, ?, ?, 'running', ?, ?, 1, 1, ?, ?)"
                     " ON CONFLICT (idempotency_key) DO NOTHING",
-                    (key, tool_name, input_hash, owner, lease_until, now, started.event_id),
+                    (
+                        op.key,
+                        op.tool_name,
+                        op.input_hash,
+                        op.owner,
+                        op.lease_until,
+                        op.now,
+                        op.started.event_id,
+                    ),
                 )
             else:
                 cur = conn.execute(
@@ -271,112 +269,86 @@ class SQLiteStore:
                     " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
                     " call_event_id = ? WHERE idempotency_key = ? AND version = ?",
                     (
-                        tool_name,
-                        input_hash,
-                        owner,
-                        lease_until,
-                        started.event_id,
-                        key,
-                        expect_version,
+                        op.tool_name,
+                        op.input_hash,
+                        op.owner,
+                        op.lease_until,
+                        op.started.event_id,
+                        op.key,
+                        op.expect_version,
                     ),
                 )
             if cur.rowcount != 1:
                 return False
-            self._insert(conn, started)
+            self._insert(conn, op.started)
             return True
 
-    def finish(
-        self,
-        key: str,
-        owner: str,
-        state: str,
-        output: str | None,
-        error: str | None,
-        now: float,
-        expires_at: float | None,
-        event: NewEvent,
-    ) -> bool:
+    def finish(self, op: Finish) -> bool:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE agent_tool_claims SET state = ?, output = ?, error = ?, completed_at = ?,"
                 " expires_at = ?, lease_until = NULL, version = version + 1"
                 " WHERE idempotency_key = ? AND owner = ? AND state = 'running'",
-                (state, output, error, now, expires_at, key, owner),
+                (
+                    op.state.value,
+                    op.output,
+                    op.error,
+                    op.now,
+                    op.expires_at,
+                    op.key,
+                    op.owner,
+                ),
             )
-            self._insert(conn, event)
+            self._insert(conn, op.event)
             return cur.rowcount == 1
 
-    def mark(self, key: str, expect_version: int, state: str, event: NewEvent) -> bool:
+    def mark(self, op: Mark) -> bool:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE agent_tool_claims SET state = ?, version = version + 1"
                 " WHERE idempotency_key = ? AND version = ?",
-                (state, key, expect_version),
+                (op.state.value, op.key, op.expect_version),
             )
             if cur.rowcount != 1:
                 return False
-            self._insert(conn, event)
+            self._insert(conn, op.event)
             return True
 
-    def resolve(
-        self, key: str, executed: bool, output: str | None, now: float, event: NewEvent
-    ) -> Claim:
+    def resolve(self, op: Resolve) -> Claim:
         with self._write() as conn:
-            row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+            row = conn.execute(_SELECT_CLAIM, (op.key,)).fetchone()
             if row is None:
-                raise KeyError(key)
-            claim = Claim(*row)
-            if claim.state not in ("indeterminate", "running"):
-                raise ValueError(
-                    f"claim {key!r} is {claim.state}; only an indeterminate or "
-                    "running claim can be resolved"
-                )
-            if executed:
+                raise KeyError(op.key)
+            check_resolvable(Claim(*row))
+            if op.executed:
                 conn.execute(
                     "UPDATE agent_tool_claims SET state = 'done', output = ?, completed_at = ?,"
                     " lease_until = NULL, version = version + 1 WHERE idempotency_key = ?",
-                    (output, now, key),
+                    (op.output, op.now, op.key),
                 )
             else:
                 conn.execute(
                     "UPDATE agent_tool_claims SET state = 'released', lease_until = NULL,"
                     " version = version + 1 WHERE idempotency_key = ?",
-                    (key,),
+                    (op.key,),
                 )
-            self._insert(conn, event)
-            row = conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+            self._insert(conn, op.event)
+            row = conn.execute(_SELECT_CLAIM, (op.key,)).fetchone()
         return Claim(*row)
 
-    def wait(self, key: str, seconds: float) -> float:
+    def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Another process may finish ``key`` at any time; SQLite can only be polled."""
-        time.sleep(seconds)
-        return seconds
+        return None
 
     # --- the log -----------------------------------------------------------------------------
 
-    def append(self, event: NewEvent) -> None:
+    def append(self, op: Append) -> None:
         with self._write() as conn:
-            self._insert(conn, event)
+            self._insert(conn, op.event)
 
-    def events(
-        self,
-        *,
-        correlation_id: str | None = None,
-        tool: str | None = None,
-        status: str | None = None,
-        key: str | None = None,
-        since: dt.datetime | None = None,
-        limit: int | None = None,
-    ) -> list[Event]:
-        sql, params = events_query(
-            "?",
-            correlation_id=correlation_id,
-            tool=tool,
-            status=status,
-            key=key,
-            since=None if since is None else since.timestamp(),
-            limit=limit,
-        )
+    def events(self, filter: LogFilter) -> list[Event]:
+        since = None if filter.since is None else filter.since.timestamp()
+        sql, params = events_query("?", replace(filter, since=None), since=since)
         self.flush()  # the log as read here includes this store's buffered hits
         with self._lock:
             rows = list(self.db.query(sql, params))
@@ -435,7 +407,7 @@ class SQLiteStore:
             conn.execute("DROP TRIGGER agent_tool_events_no_delete")
             cur = conn.execute("DELETE FROM agent_tool_events WHERE created_at < ?", (cutoff,))
             rows = cur.rowcount
-            conn.execute(_NO_DELETE_TRIGGER)
+            conn.execute(_no_delete_trigger())
             conn.execute(
                 "INSERT INTO agent_tool_purges (purged_at, before, rows, checkpoints)"
                 " VALUES (?, ?, ?, ?)",
@@ -452,6 +424,15 @@ class SQLiteStore:
             self._closed.set()
             self._flusher.stop()
             self._conn.close()
+
+
+def _no_delete_trigger() -> str:
+    """The append-only trigger that `purge` lifts, as its migration creates it."""
+    for _name, script in migration_files("sqlite"):
+        for statement in _statements(script):
+            if statement.startswith("CREATE TRIGGER agent_tool_events_no_delete"):
+                return statement
+    raise RuntimeError("no agent_tool_events_no_delete trigger in the SQLite migrations")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -1,7 +1,9 @@
-"""What the sync and async runtimes share: configuration, rules, and call set-up.
+"""What the sync and async runtimes share: configuration, rules, call set-up, and the
+verdicts of user code.
 
 The two runtimes differ only in how they execute the operations `dar.decide.plan`
-yields; everything else is here, once.
+yields (directly, or awaited with the store in worker threads); everything else is here,
+once.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dar.context import current_call
-from dar.decide import CallSpec, Outcome
+from dar.decide import CallSpec
 from dar.effects import Status
 from dar.errors import ConfigurationError
+from dar.ops import Outcome
 from dar.records import Result
 from dar.rules import Deny, Rule, verdict_of
 from dar.tools import Tool
@@ -77,6 +80,7 @@ class RuntimeBase:
         key: str | None,
         events_reader: Callable[..., Any],
     ) -> CallSpec:
+        """Everything the core needs for one call; nested calls inherit the session."""
         if not isinstance(tool, Tool):
             raise TypeError(f"execute() takes a Tool (use @tool(...)), got {type(tool).__name__}")
         parent = current_call.get()

@@ -1,0 +1,240 @@
+"""The typed operations the decision core yields, and the drivers execute.
+
+There are two families. Store operations (`Lookup`, `Take`, `Finish`, ...) are one frozen
+record each; a store has one method per record type, and `op.apply(store)` is the only
+dispatch — by type, never by a method name. User-code operations (`CheckRule`,
+`CallHandler`, `CallReconcile`) and `Wait` are run by the driver itself, because only it
+knows whether it is sync or async.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dar.records import Claim, Event, NewEvent
+from dar.states import ClaimState
+
+if TYPE_CHECKING:
+    from dar.rules import Rule, RuleContext
+    from dar.store.base import Store
+    from dar.tools import Tool
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which rows of the log to read; filters combine, rows come in append order."""
+
+    correlation_id: str | None = None
+    tool: str | None = None
+    status: str | None = None
+    key: str | None = None
+    since: dt.datetime | None = None
+    limit: int | None = None
+
+
+# --- store operations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetClaim:
+    """Read the claim of ``key``. Answer: ``Claim | None``."""
+
+    key: str
+
+    def apply(self, store: Store) -> Claim | None:
+        return store.get_claim(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Read the claim of ``key``; when it answers this call from the record (a hit, as
+    `dar.verdict.classify` judges it), append ``hit`` in the same step.
+    Answer: ``(claim or None, hit logged)``."""
+
+    key: str
+    input_hash: str
+    now: float
+    hit: NewEvent
+
+    def apply(self, store: Store) -> tuple[Claim | None, bool]:
+        return store.lookup(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """Take ``key`` for ``owner`` until ``lease_until``: insert the claim when
+    ``expect_version`` is None and none exists, or replace the claim at
+    ``expect_version``; on success append ``started``. Answer: whether it was taken."""
+
+    key: str
+    tool_name: str
+    input_hash: str
+    owner: str
+    lease_until: float
+    now: float
+    expect_version: int | None
+    started: NewEvent
+
+    def apply(self, store: Store) -> bool:
+        return store.take(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOrLookup:
+    """For a call no rule judges: ``take`` (with ``expect_version=None``) when no claim
+    exists, else behave as ``Lookup`` with ``hit``. Answer: ``(True, None)`` when taken,
+    else ``(False, claim)`` — ``(False, None)`` when a concurrent claim is not yet visible,
+    and the caller looks again."""
+
+    take: Take
+    hit: NewEvent
+
+    def apply(self, store: Store) -> tuple[bool, Claim | None]:
+        return store.take_or_lookup(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Move ``owner``'s running claim of ``key`` to ``state`` with its outcome, and
+    append ``event`` — also when the claim is no longer ``owner``'s (the effect happened
+    regardless). Answer: whether the claim was still ``owner``'s."""
+
+    key: str
+    owner: str
+    state: ClaimState
+    output: str | None
+    error: str | None
+    now: float
+    expires_at: float | None
+    event: NewEvent
+
+    def apply(self, store: Store) -> bool:
+        return store.finish(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Set the state of the claim at ``expect_version`` and append ``event``.
+    Answer: False (nothing written) when the claim moved on."""
+
+    key: str
+    expect_version: int
+    state: ClaimState
+    event: NewEvent
+
+    def apply(self, store: Store) -> bool:
+        return store.mark(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """An operator's decision on an indeterminate (or stuck running) claim: ``executed``
+    records it done with ``output``; otherwise it is released to run again. Raises
+    ``KeyError`` for no such claim, ``ValueError`` when it cannot be resolved.
+    Answer: the claim after."""
+
+    key: str
+    executed: bool
+    output: str | None
+    now: float
+    event: NewEvent
+
+    def apply(self, store: Store) -> Claim:
+        return store.resolve(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append one row. Answer: None."""
+
+    event: NewEvent
+
+    def apply(self, store: Store) -> None:
+        store.append(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLog:
+    """Read the log. Answer: ``list[Event]``."""
+
+    filter: LogFilter
+
+    def apply(self, store: Store) -> list[Event]:
+        return store.events(self.filter)
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionSalt:
+    """The database's random salt for redacted values. Answer: ``str``."""
+
+    def apply(self, store: Store) -> str:
+        return store.redaction_salt()
+
+
+StoreOp = (
+    GetClaim
+    | Lookup
+    | Take
+    | TakeOrLookup
+    | Finish
+    | Mark
+    | Resolve
+    | Append
+    | ReadLog
+    | RedactionSalt
+)
+
+
+# --- operations the driver runs itself -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait up to ``seconds`` for the claim of ``key`` to change (woken early where the
+    store can signal it). Answer: the seconds actually waited."""
+
+    key: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRule:
+    """Run one rule check. Answer: a ``Deny`` (refused, also for errors) or None."""
+
+    rule: Rule
+    input: dict[str, Any]
+    ctx: RuleContext
+
+
+@dataclass(frozen=True, slots=True)
+class CallHandler:
+    """Run the tool's handler with the call's context set. Answer: an ``Outcome``."""
+
+    tool: Tool[Any]
+    input: dict[str, Any]
+    call_event_id: str
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallReconcile:
+    """Ask the tool's ``reconcile`` whether a crashed call's effect happened.
+    Answer: an ``Outcome`` whose value should be a ``Reconciled``."""
+
+    tool: Tool[Any]
+    input: dict[str, Any]
+
+
+Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What running user code produced: a value, or the error it raised."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    duration_ms: float = 0.0

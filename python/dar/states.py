@@ -1,0 +1,74 @@
+"""The closed vocabularies of the store: claim states and event-row kinds.
+
+Both are written to the database as their string values; everywhere they are read back
+(replay, trace, stats) they are mapped exhaustively, so a new state or kind cannot be
+silently misread as another.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from dar.effects import Status
+
+
+class ClaimState(str, enum.Enum):
+    """Where one idempotency key stands (`agent_tool_claims.state`)."""
+
+    RUNNING = "running"  # a worker holds the key until its lease runs out
+    DONE = "done"  # the effect happened; the recorded output answers duplicates
+    FAILED = "failed"  # the handler raised, and the tool keeps failures
+    RELEASED = "released"  # nothing holds the key: the next call takes it
+    INDETERMINATE = "indeterminate"  # a crash left it unknown: an operator decides
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EventKind(str, enum.Enum):
+    """What one row of the event log records (`agent_tool_events.status`)."""
+
+    STARTED = "started"  # a claim was taken: the handler is about to run
+    EXECUTED = "executed"
+    CACHED = "cached"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    CONFLICT = "conflict"
+    INDETERMINATE = "indeterminate"
+    RELEASED = "released"  # a claim given back without running (kept for old logs)
+    RESOLVED = "resolved"  # an operator decided an indeterminate call
+    PURGED = "purged"  # an administrator removed old rows
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def outcome(self) -> Status | None:
+        """The status a call whose last row is of this kind ended with, as replay and
+        trace report it; None for rows that are not about a tool call."""
+        return _OUTCOME[self]
+
+
+_OUTCOME: dict[EventKind, Status | None] = {
+    EventKind.STARTED: Status.INDETERMINATE,  # its worker died before any outcome
+    EventKind.EXECUTED: Status.EXECUTED,
+    EventKind.CACHED: Status.CACHED,
+    EventKind.REJECTED: Status.REJECTED,
+    EventKind.FAILED: Status.FAILED,
+    EventKind.IN_PROGRESS: Status.IN_PROGRESS,
+    EventKind.CONFLICT: Status.CONFLICT,
+    EventKind.INDETERMINATE: Status.INDETERMINATE,
+    EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
+    EventKind.RESOLVED: Status.CACHED,
+    EventKind.PURGED: None,
+}
+assert set(_OUTCOME) == set(EventKind), "every event kind maps to an outcome"
+
+
+def event_kind(value: str) -> EventKind | None:
+    """The kind of a stored row, or None for a value this version does not know."""
+    try:
+        return EventKind(value)
+    except ValueError:
+        return None

@@ -1,0 +1,375 @@
+"""The Postgres dialect, written once: every statement, and one small plan per operation.
+
+A plan is a generator that yields `Query` records and maps the rows it gets back; the
+engine (`dar.store.postgres`) runs it, retrying the whole plan after a transient fault.
+Every statement is safe to repeat: event rows are inserted with
+`ON CONFLICT (event_id) DO NOTHING`, and a claim whose commit was lost in flight is
+recognised as the caller's own (same owner, same started-event id), so an in-doubt commit
+never runs a handler twice.
+
+Round trips: every operation but `resolve`, `migrate` and `purge` is a single statement
+(data-modifying CTEs write the claim and its event together). A cache hit is one round
+trip; a fresh call two when no rule judges the tool (take-or-look-up, outcome) and three
+when rules run between the look-up and the claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from dar.chain import CHAIN_KEY_SQL, content_hash, micros
+from dar.errors import ConfigurationError
+from dar.migrate import migration_files
+from dar.ops import (
+    Append,
+    Finish,
+    GetClaim,
+    LogFilter,
+    Mark,
+    Resolve,
+    Take,
+    TakeOrLookup,
+)
+from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement for a runner to execute, and what to send back."""
+
+    sql: str
+    params: dict[str, Any] | tuple[Any, ...] | None = ()
+    rows: Literal["one", "all", "dicts", "none"] = "one"
+
+
+Plan = Generator[Query, Any, Any]
+
+
+class Statements:
+    """The SQL of one schema."""
+
+    def __init__(self, schema: str, *, hash_chain: bool = True) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(f"schema must be a plain lowercase identifier, not {schema!r}")
+        self.schema = schema
+        self.channel = f"dar_claims_{schema}"
+        s = f'"{schema}"'
+        self.events = f"{s}.agent_tool_events"
+        claims = f"{s}.agent_tool_claims"
+        heads = f"{s}.agent_tool_chain_heads"
+        cols = ", ".join(CLAIM_COLUMNS)
+        self.select_claim = f"SELECT {cols} FROM {claims} WHERE idempotency_key = %(key)s"
+        # The values of an event row, from parameters prefixed `e_`. Times arrive as whole
+        # microseconds, so what is stored is exactly what the hash chain covered.
+        casts = {
+            "event_id": "::uuid",
+            "parent_event_id": "::uuid",
+            "call_id": "::uuid",
+            "input": "::jsonb",
+            "output": "::jsonb",
+            "attempt": "::int",
+            "duration_ms": "::float8",
+        }
+        values = []
+        for col in EVENT_COLUMNS:
+            if col in ("created_at", "completed_at"):
+                values.append(f"to_timestamp(0) + %(e_{col})s::bigint * interval '1 microsecond'")
+            else:
+                values.append(f"%(e_{col})s{casts.get(col, '::text')}")
+        ev_cols = ", ".join(EVENT_COLUMNS)
+
+        def event_ctes(when: str) -> str:
+            """Two CTEs that append the event (when ``when`` holds): ``head`` moves its
+            correlation id's chain head — taking that one row's lock, so only writers of
+            the same session wait — and ``ev`` inserts the row carrying the new head.
+            A retried statement whose row already exists moves nothing."""
+            fresh = (
+                f"NOT EXISTS (SELECT 1 FROM {self.events} WHERE event_id = %(e_event_id)s::uuid)"
+            )
+            if hash_chain:
+                head = (
+                    f"head AS (INSERT INTO {heads} AS h (correlation_id, head)"
+                    " SELECT coalesce(%(e_correlation_id)s::text,"
+                    " 'call:' || coalesce(%(e_call_id)s::text, %(e_event_id)s::text)),"
+                    " encode(sha256(decode(%(e_content)s, 'hex')), 'hex')"
+                    f" WHERE ({when}) AND {fresh}"
+                    " ON CONFLICT (correlation_id) DO UPDATE SET head ="
+                    " encode(sha256(decode(h.head, 'hex') || decode(%(e_content)s, 'hex')), 'hex')"
+                    " RETURNING h.head)"
+                )
+            else:
+                head = f"head AS (SELECT NULL::text AS head WHERE ({when}) AND {fresh})"
+            return (
+                f"{head}, ev AS (INSERT INTO {self.events} ({ev_cols}, row_hash)"
+                f" SELECT {', '.join(values)}, head.head FROM head"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+            )
+
+        self.append = f"WITH {event_ctes('TRUE')} SELECT count(*) FROM ev"
+        mine = (
+            f"SELECT 1 FROM {claims} WHERE idempotency_key = %(key)s AND owner = %(owner)s"
+            " AND call_event_id = %(e_event_id)s::uuid AND state = 'running'"
+        )
+        won_expr = "(SELECT count(*) FROM won) + (SELECT count(*) FROM mine)"
+        won_count = f"SELECT {won_expr}"
+        self.claim_new = (
+            f"WITH won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
+            " owner, lease_until, version, attempts, created_at, call_event_id)"
+            " VALUES (%(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
+            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
+        )
+        # Look first, in the same statement: when the key is held (a hit, or a call in
+        # progress) nothing is written, so the statement costs what a SELECT costs.
+        self.claim_or_lookup = (
+            f"WITH c AS ({self.select_claim}),"
+            f" won AS (INSERT INTO {claims} (idempotency_key, tool_name, input_hash, state,"
+            " owner, lease_until, version, attempts, created_at, call_event_id)"
+            " SELECT %(key)s, %(tool_name)s, %(input_hash)s, 'running', %(owner)s,"
+            " %(lease_until)s, 1, 1, %(now)s, %(e_event_id)s::uuid"
+            " WHERE NOT EXISTS (SELECT 1 FROM c)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1),"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')}"
+            f" SELECT {won_expr}, c.* FROM (SELECT 1) AS one LEFT JOIN c ON TRUE"
+        )
+        self.claim_again = (
+            f"WITH won AS (UPDATE {claims} SET tool_name = %(tool_name)s,"
+            " input_hash = %(input_hash)s, state = 'running', owner = %(owner)s,"
+            " lease_until = %(lease_until)s, version = version + 1, attempts = attempts + 1,"
+            " output = NULL, error = NULL, completed_at = NULL, expires_at = NULL,"
+            " call_event_id = %(e_event_id)s::uuid"
+            " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
+            f" mine AS ({mine}), {event_ctes('EXISTS (SELECT 1 FROM won)')} {won_count}"
+        )
+        notify = "n AS (SELECT pg_notify(%(channel)s, %(key)s) WHERE EXISTS (SELECT 1 FROM upd))"
+        self.finish = (
+            f"WITH upd AS (UPDATE {claims} SET state = %(state)s, output = %(output)s,"
+            " error = %(error)s, completed_at = %(now)s, expires_at = %(expires_at)s,"
+            " lease_until = NULL, version = version + 1"
+            " WHERE idempotency_key = %(key)s AND owner = %(owner)s AND state = 'running'"
+            f" RETURNING 1), {event_ctes('TRUE')}, {notify}"
+            " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
+        )
+        self.mark = (
+            f"WITH upd AS (UPDATE {claims} SET state = %(state)s, version = version + 1"
+            " WHERE idempotency_key = %(key)s AND version = %(expect)s RETURNING 1),"
+            f" {event_ctes('EXISTS (SELECT 1 FROM upd)')}, {notify}"
+            " SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM n)"
+        )
+        self.lock_claim = self.select_claim + " FOR UPDATE"
+        self.resolve_done = (
+            f"UPDATE {claims} SET state = 'done', output = %(output)s, completed_at = %(now)s,"
+            " lease_until = NULL, version = version + 1 WHERE idempotency_key = %(key)s"
+        )
+        self.resolve_released = (
+            f"UPDATE {claims} SET state = 'released', lease_until = NULL,"
+            " version = version + 1 WHERE idempotency_key = %(key)s"
+        )
+        self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
+
+
+def event_params(event: NewEvent) -> dict[str, Any]:
+    """The parameters (prefixed ``e_``) of one event row, and its content hash."""
+    params = {f"e_{col}": getattr(event, col) for col in EVENT_COLUMNS}
+    params["e_created_at"] = micros(event.created_at)
+    params["e_completed_at"] = micros(event.completed_at)
+    row = {col: getattr(event, col) for col in EVENT_COLUMNS}
+    params["e_content"] = content_hash(row, json_as_text=True)
+    return params
+
+
+def _claim(row: tuple[Any, ...]) -> Claim:
+    values = list(row[: len(CLAIM_COLUMNS)])
+    if values[-1] is not None:
+        values[-1] = str(values[-1])  # call_event_id: uuid -> str
+    return Claim(*values)
+
+
+# --- one plan per operation ----------------------------------------------------------------
+
+
+def append_all(st: Statements, events: list[NewEvent]) -> Plan:
+    """Buffered hit rows, sent pipelined (one round trip)."""
+    for event in events:
+        yield Query(st.append, event_params(event), "none")
+
+
+def _take_params(op: Take) -> dict[str, Any]:
+    return {
+        "key": op.key,
+        "tool_name": op.tool_name,
+        "input_hash": op.input_hash,
+        "owner": op.owner,
+        "lease_until": op.lease_until,
+        "now": op.now,
+        "expect": op.expect_version,
+        **event_params(op.started),
+    }
+
+
+def take(st: Statements, op: Take) -> Plan:
+    statement = st.claim_new if op.expect_version is None else st.claim_again
+    row = yield Query(statement, _take_params(op))
+    return bool(row[0])
+
+
+def take_or_lookup(st: Statements, op: TakeOrLookup) -> Plan:
+    row = yield Query(st.claim_or_lookup, _take_params(op.take))
+    won = bool(row[0])
+    return won, None if won or row[1] is None else _claim(row[1:])
+
+
+def finish(st: Statements, op: Finish) -> Plan:
+    row = yield Query(
+        st.finish,
+        {
+            "key": op.key,
+            "owner": op.owner,
+            "state": op.state.value,
+            "output": op.output,
+            "error": op.error,
+            "now": op.now,
+            "expires_at": op.expires_at,
+            "channel": st.channel,
+            **event_params(op.event),
+        },
+    )
+    return bool(row[0])
+
+
+def mark(st: Statements, op: Mark) -> Plan:
+    row = yield Query(
+        st.mark,
+        {
+            "key": op.key,
+            "expect": op.expect_version,
+            "state": op.state.value,
+            "channel": st.channel,
+            **event_params(op.event),
+        },
+    )
+    return bool(row[0])
+
+
+def resolve(st: Statements, op: Resolve) -> Plan:
+    """Several statements: the engine wraps this one in a transaction."""
+    row = yield Query(st.lock_claim, {"key": op.key})
+    if row is None:
+        raise KeyError(op.key)
+    check_resolvable(_claim(row))
+    if op.executed:
+        yield Query(st.resolve_done, {"key": op.key, "output": op.output, "now": op.now}, "none")
+    else:
+        yield Query(st.resolve_released, {"key": op.key}, "none")
+    yield Query(st.append, event_params(op.event), "none")
+    yield Query(st.notify, {"channel": st.channel, "key": op.key}, "none")
+    row = yield Query(st.select_claim, {"key": op.key})
+    return _claim(row)
+
+
+def append(st: Statements, op: Append) -> Plan:
+    yield Query(st.append, event_params(op.event), "none")
+
+
+def get_claim(st: Statements, op: GetClaim) -> Plan:
+    row = yield Query(st.select_claim, {"key": op.key})
+    return None if row is None else _claim(row)
+
+
+def events(st: Statements, filter: LogFilter) -> Plan:
+    sql, params = events_query("%s", filter, schema_prefix=f'"{st.schema}".')
+    rows = yield Query(sql, tuple(params), "dicts")
+    return [Event.from_row(r, json_as_text=False) for r in rows]
+
+
+def migrate(st: Statements) -> Plan:
+    """In one transaction, under an advisory lock: concurrent starters migrate once."""
+    yield Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dar_migrate:{st.schema}",), "none")
+    yield Query(f'CREATE SCHEMA IF NOT EXISTS "{st.schema}"', (), "none")
+    yield Query(f'SET LOCAL search_path TO "{st.schema}", public', (), "none")
+    yield Query(
+        "CREATE TABLE IF NOT EXISTS dar_migrations"
+        " (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        (),
+        "none",
+    )
+    done = {r[0] for r in (yield Query("SELECT name FROM dar_migrations", (), "all"))}
+    applied = []
+    for name, script in migration_files("postgres"):
+        if name in done:
+            continue
+        yield Query(script, None, "none")  # no parameters: several statements in one go
+        yield Query("INSERT INTO dar_migrations (name) VALUES (%s)", (name,), "none")
+        applied.append(name)
+    return applied
+
+
+def redaction_salt(st: Statements) -> Plan:
+    row = yield Query(
+        f'SELECT value FROM "{st.schema}".dar_meta WHERE name = %s', ("redaction_salt",)
+    )
+    return str(row[0])
+
+
+def chain_heads(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads', (), "all"
+    )
+    return {str(k): str(v) for k, v in rows}
+
+
+def checkpoints(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
+    )
+    merged: dict[str, str] = {}
+    for (points,) in rows:
+        merged.update({k: v["row_hash"] for k, v in points.items()})
+    return merged
+
+
+def gc(st: Statements, now: float) -> Plan:
+    rows = yield Query(
+        f'WITH d AS (DELETE FROM "{st.schema}".agent_tool_claims WHERE state = %s'
+        " OR (state IN ('done', 'failed') AND expires_at IS NOT NULL AND expires_at <= %s)"
+        " RETURNING 1) SELECT count(*) FROM d",
+        ("released", now),
+    )
+    return int(rows[0])
+
+
+def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Plan:
+    """In one transaction, as the table owner (the trigger checks both)."""
+    events = st.events
+    chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
+    found = yield Query(
+        f"SELECT {chain}, seq, row_hash FROM {events} WHERE seq IN"
+        f" (SELECT max(seq) FROM {events} WHERE created_at < %s GROUP BY {chain})",
+        (before,),
+        "all",
+    )
+    checkpoints = {key: {"seq": seq, "row_hash": h} for key, seq, h in found}
+    yield Query("SET LOCAL dar.purge = 'on'", (), "none")
+    row = yield Query(
+        f"WITH d AS (DELETE FROM {events} WHERE created_at < %s RETURNING 1)"
+        " SELECT count(*) FROM d",
+        (before,),
+    )
+    yield Query("SET LOCAL dar.purge = 'off'", (), "none")
+    yield Query(
+        f'INSERT INTO "{st.schema}".agent_tool_purges (purged_at, before, rows,'
+        " checkpoints) VALUES (to_timestamp(%s), %s, %s, %s::jsonb)",
+        (now, before, row[0], json.dumps(checkpoints)),
+        "none",
+    )
+    yield Query(st.append, event_params(event))
+    return int(row[0]), checkpoints
