@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, settings
 
 from dar import Runtime
 
+from .runtimes import RUNTIME_KINDS
+from .runtimes import make as make_kind
+
 DATA = Path(__file__).parent / "data"
 
 settings.register_profile("default", deadline=None, max_examples=200)
@@ -119,19 +122,26 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=RUNTIME_KINDS)
+def runtime_kind(request: pytest.FixtureRequest) -> str:
+    """Each runtime: the conformance suite runs on sync and async alike."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_runtime(store_url: str) -> Iterator[Callable[..., Runtime]]:
-    """Build runtimes on the parametrized store; closed at the end of the test."""
+def make_runtime(store_url: str, runtime_kind: str) -> Iterator[Callable[..., Runtime]]:
+    """Build runtimes of the parametrized kind on the parametrized store; closed at the end
+    of the test. (An async runtime comes with a `Runtime`'s blocking methods.)"""
     made: list[Runtime] = []
 
     def make(**kwargs: Any) -> Runtime:
         url = kwargs.pop("url", store_url)
         if made and url == "sqlite://:memory:" and "store" not in kwargs:
-            rt = Runtime(made[0].store, **kwargs)  # share the one in-memory database
+            rt = make_kind(runtime_kind, made[0].store, **kwargs)  # one in-memory database
         else:
-            rt = Runtime(kwargs.pop("store", url), **kwargs)
+            rt = make_kind(runtime_kind, kwargs.pop("store", url), **kwargs)
         made.append(rt)
-        return rt
+        return rt  # type: ignore[no-any-return]
 
     yield make
     for rt in made:

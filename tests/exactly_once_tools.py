@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dar import Allow, Deny, Effect, Reconciled, Runtime, rule, tool
+from dar import Allow, Deny, Effect, Reconciled, rule, tool
 from tests.model import ToolSpec, effect_id
+from tests.runtimes import make as make_runtime
 
 SPECS = {
     "t_read": ToolSpec("t_read", Effect.READ, None, 30),
@@ -88,10 +89,10 @@ def build_tools(
 
 
 def crash_call(
-    url: str, marks: str, name: str, v: int, key: str | None, point: str, now: float
+    url: str, marks: str, name: str, v: int, key: str | None, point: str, now: float, kind: str
 ) -> None:
     """Worker process: claim a call and die at ``point`` (never returns normally)."""
-    rt = Runtime(url, clock=lambda: now, wait=0, rules=[allow_irreversible])
+    rt = make_runtime(kind, url, clock=lambda: now, wait=0, rules=[allow_irreversible])
     if point == "before_outcome":
         rt.store.finish = lambda op: die()  # type: ignore[method-assign]
     tools = build_tools(Path(marks), crash_at=point)
@@ -115,12 +116,13 @@ def burst_call(
     barrier: Any,
     denied: list[tuple[str, int]],
     irreversible_rule: bool,
+    kind: str,
 ) -> tuple[str, Any]:
     """Worker process of a concurrent burst: wait at the barrier, then make the call."""
     rules = [deny_rule(t, d) for t, d in denied]
     if irreversible_rule:
         rules.append(allow_irreversible)
-    rt = Runtime(url, clock=lambda: now, wait=30, rules=rules)
+    rt = make_runtime(kind, url, clock=lambda: now, wait=30, rules=rules)
     tools = build_tools(Path(marks), overlap=lambda: 0.05)
     barrier.wait()
     res = rt.execute(tools[name], {"v": v})

@@ -17,6 +17,7 @@ import pytest
 from dar import Effect, Runtime, Status, rule
 
 from . import workers
+from .runtimes import make as make_kind
 
 SPAWN = mp.get_context("spawn")
 
@@ -27,15 +28,17 @@ def executions(marks: Path, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("shared_runtime", [True, False], ids=["one-runtime", "runtime-each"])
-def test_threads_racing_on_one_key(shared_url: str, marks: Path, shared_runtime: bool) -> None:
+def test_threads_racing_on_one_key(
+    shared_url: str, marks: Path, shared_runtime: bool, runtime_kind: str
+) -> None:
     url = shared_url
     n_threads = 8
     barrier = threading.Barrier(n_threads)
-    shared = Runtime(url, wait=30) if shared_runtime else None
+    shared = make_kind(runtime_kind, url, wait=30) if shared_runtime else None
     results: list[Any] = []
 
     def worker() -> None:
-        rt = shared or Runtime(url, wait=30)
+        rt = shared or make_kind(runtime_kind, url, wait=30)
         barrier.wait()
         results.append(rt.execute(workers.slow_effect, {"n": 1, "marks": "t", "sleep": 0.2}))
         if shared is None:
@@ -93,14 +96,16 @@ def kill_inside_handler(url: str, marks: Path, effect: str, lease: float) -> Non
 
 
 @pytest.mark.parametrize("effect", [e.value for e in Effect if e is not Effect.READ])
-def test_sigkill_inside_a_handler(shared_url: str, marks: Path, effect: str) -> None:
+def test_sigkill_inside_a_handler(
+    shared_url: str, marks: Path, effect: str, runtime_kind: str
+) -> None:
     url = shared_url
     lease = 60.0  # real seconds in the worker; this test moves its own clock past it
     kill_inside_handler(url, marks, effect, lease)
     t = workers.make_hanging_tool(effect, lease)
     allow = rule(applies_to="*", name="allow")(lambda i, c: True)
     skew = [0.0]
-    rt = Runtime(url, wait=0, rules=[allow], clock=lambda: time.time() + skew[0])
+    rt = make_kind(runtime_kind, url, wait=0, rules=[allow], clock=lambda: time.time() + skew[0])
     # Within the lease the dead worker's claim still stands.
     assert rt.execute(t, {"marks": "k", "n": 1}).status == Status.IN_PROGRESS
     skew[0] = lease + 1  # the lease has run out

@@ -48,6 +48,8 @@ from .exactly_once_tools import (
     deny_rule,
 )
 from .model import Model, effect_id
+from .runtimes import RUNTIME_KINDS
+from .runtimes import make as make_runtime
 
 CTX = mp.get_context("forkserver")
 CTX.set_forkserver_preload(["dar", "tests.exactly_once_tools"])
@@ -63,6 +65,7 @@ class ExactlyOnce(RuleBasedStateMachine):
     """Set ``base_url`` before running: a SQLite folder (``sqlite:``) or a Postgres URL."""
 
     base_url = ""
+    kind = "sync"  # which runtime the in-process and worker-process calls use
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,7 +91,9 @@ class ExactlyOnce(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         for i in range(3):
-            rt = Runtime(self.url, clock=lambda: self.model.now, wait=0, owner=f"worker-{i}")
+            rt = make_runtime(
+                self.kind, self.url, clock=lambda: self.model.now, wait=0, owner=f"worker-{i}"
+            )
             self.workers.append(rt)
         self.workers[0].add_rule(allow_irreversible)
         self.rules_in_force: dict[str, dar.Rule] = {allow_irreversible.name: allow_irreversible}
@@ -157,7 +162,8 @@ class ExactlyOnce(RuleBasedStateMachine):
         results: list[Any] = []
         errors: list[BaseException] = []
         runtimes = [
-            Runtime(
+            make_runtime(
+                self.kind,
                 self.workers[0].store,
                 clock=lambda: self.model.now,
                 wait=30,
@@ -211,6 +217,7 @@ class ExactlyOnce(RuleBasedStateMachine):
             out,
             sorted(self.model.denied),
             self.model.irreversible_rule,
+            self.kind,
         )
         procs = [CTX.Process(target=_burst_call, args=args) for _ in range(n)]
         for p in procs:
@@ -230,7 +237,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         self.sync_rules()
         proc = CTX.Process(
             target=_crash_call,
-            args=(self.url, str(self.marks), name, v, explicit, point, self.model.now),
+            args=(self.url, str(self.marks), name, v, explicit, point, self.model.now, self.kind),
         )
         proc.start()
         proc.join(120)
@@ -380,10 +387,11 @@ def _burst_call(
     out: Any,
     denied: list[tuple[str, int]],
     irreversible_rule: bool,
+    kind: str,
 ) -> None:
     from tests.exactly_once_tools import burst_call
 
-    out.put(burst_call(url, marks, name, v, now, barrier, denied, irreversible_rule))
+    out.put(burst_call(url, marks, name, v, now, barrier, denied, irreversible_rule, kind))
 
 
 def _crash_call(*args: Any) -> None:
@@ -392,9 +400,13 @@ def _crash_call(*args: Any) -> None:
     crash_call(*args)
 
 
-def run_machine(base_url: str, profile: settings) -> None:
+def run_machine(base_url: str, profile: settings, kind: str = "sync") -> None:
     ExactlyOnce.base_url = base_url
-    run_state_machine_as_test(ExactlyOnce, settings=profile)
+    ExactlyOnce.kind = kind
+    try:
+        run_state_machine_as_test(ExactlyOnce, settings=profile)
+    finally:
+        ExactlyOnce.kind = "sync"
 
 
 def machine_settings() -> settings:
@@ -407,12 +419,14 @@ def machine_settings() -> settings:
     )
 
 
-def test_exactly_once_on_sqlite(tmp_path: Path) -> None:
-    run_machine("sqlite:", machine_settings())
+@pytest.mark.parametrize("kind", RUNTIME_KINDS)
+def test_exactly_once_on_sqlite(tmp_path: Path, kind: str) -> None:
+    run_machine("sqlite:", machine_settings(), kind)
 
 
-def test_exactly_once_on_postgres(pg_base_url: str) -> None:
-    run_machine(pg_base_url, machine_settings())
+@pytest.mark.parametrize("kind", RUNTIME_KINDS)
+def test_exactly_once_on_postgres(pg_base_url: str, kind: str) -> None:
+    run_machine(pg_base_url, machine_settings(), kind)
 
 
 def test_store_error_is_a_store_error() -> None:

@@ -22,6 +22,7 @@ from dar import Effect, Runtime, Status, StoreError, tool
 from dar.store.sqlite import SQLiteStore
 
 from .coverage import STATS
+from .runtimes import make as make_kind
 
 
 def hold_write_lock(path: Path, seconds: float, ready: threading.Event) -> None:
@@ -56,10 +57,12 @@ def ship(order: str) -> str:
     return "shipped"
 
 
-def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> None:
+def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(
+    tmp_path: Path, runtime_kind: str
+) -> None:
     db = tmp_path / "locked.db"
     runs.clear()
-    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=10))
+    rt = make_kind(runtime_kind, SQLiteStore(db, busy_timeout=0.05, retry_for=10))
     with write_lock_held(db, 0.5):
         STATS["faults: SQLite locked past the busy timeout"] += 1
         res = rt.execute(ship, {"order": "A"})  # the claim waits for the lock, then goes on
@@ -67,10 +70,12 @@ def test_sqlite_lock_longer_than_busy_timeout_is_waited_out(tmp_path: Path) -> N
     assert [e.status for e in rt.events()] == ["started", "executed"]
 
 
-def test_sqlite_lock_that_outlasts_the_retries_fails_cleanly(tmp_path: Path) -> None:
+def test_sqlite_lock_that_outlasts_the_retries_fails_cleanly(
+    tmp_path: Path, runtime_kind: str
+) -> None:
     db = tmp_path / "locked.db"
     runs.clear()
-    rt = Runtime(SQLiteStore(db, busy_timeout=0.05, retry_for=0.3))
+    rt = make_kind(runtime_kind, SQLiteStore(db, busy_timeout=0.05, retry_for=0.3))
     STATS["faults: SQLite locked past the busy timeout"] += 1
     with write_lock_held(db, 1.5), pytest.raises(StoreError, match="stayed locked"):
         rt.execute(ship, {"order": "A"})
@@ -131,7 +136,7 @@ class CuttingProxy:
         self.cut()
 
 
-def test_postgres_connection_cut_mid_call(pg_base_url: str) -> None:
+def test_postgres_connection_cut_mid_call(pg_base_url: str, runtime_kind: str) -> None:
     from urllib.parse import urlsplit
 
     from tests.conftest import fresh_schema
@@ -151,7 +156,7 @@ def test_postgres_connection_cut_mid_call(pg_base_url: str) -> None:
     from dar import rule
 
     allow = rule(applies_to="*", name="allow")(lambda i, c: True)
-    rt = Runtime(f"{via_proxy}?schema={fresh_schema()}", rules=[allow])
+    rt = make_kind(runtime_kind, f"{via_proxy}?schema={fresh_schema()}", rules=[allow])
     try:
         results = [rt.execute(pay, {"n": n}) for n in range(5)]
         assert [r.status for r in results] == [Status.EXECUTED] * 5
@@ -193,7 +198,7 @@ def test_what_a_crash_can_lose_is_only_buffered_hit_rows(tmp_path: Path, marks: 
     assert (marks / "hits").read_text().count("\n") == 1  # and it ran once
 
 
-def test_hit_rows_become_durable_with_the_next_write(tmp_path: Path) -> None:
+def test_hit_rows_become_durable_with_the_next_write(tmp_path: Path, runtime_kind: str) -> None:
     path = tmp_path / "flush.db"
 
     @tool(effect=Effect.MUTATE_LOCAL)
@@ -201,7 +206,7 @@ def test_hit_rows_become_durable_with_the_next_write(tmp_path: Path) -> None:
         return n
 
     store = SQLiteStore(path, hit_flush=60.0)
-    rt = Runtime(store)
+    rt = make_kind(runtime_kind, store)
     rt.execute(note, {"n": 1})
     rt.execute(note, {"n": 1})  # a hit: buffered
     other = sqlite3.connect(path)
@@ -219,7 +224,7 @@ def test_hit_rows_become_durable_with_the_next_write(tmp_path: Path) -> None:
     rt.close()  # close flushes
     assert [r[0] for r in other.execute(count)][-1] == "cached"
     durable = SQLiteStore(tmp_path / "durable.db", hit_flush=0)
-    rt = Runtime(durable)
+    rt = make_kind(runtime_kind, durable)
     rt.execute(note, {"n": 1})
     rt.execute(note, {"n": 1})
     assert [r[0] for r in sqlite3.connect(tmp_path / "durable.db").execute(count)] == [

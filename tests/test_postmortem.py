@@ -50,6 +50,16 @@ def flaky(n: int) -> int:
 
 
 def make_dispatch(rt: Runtime) -> Any:
+    art = getattr(rt, "art", None)  # an AsyncRuntime behind the blocking test interface
+    if art is not None:
+
+        @tool(name="dispatch", effect=Effect.IRREVERSIBLE, key=lambda i: f"dispatch:{i['order']}")
+        async def adispatch(order: str, town: str) -> dict[str, Any]:
+            zone = (await art.execute(lookup_zone, {"town": town})).output
+            return {"order": order, "zone": zone}
+
+        return adispatch
+
     @tool(effect=Effect.IRREVERSIBLE, key=lambda i: f"dispatch:{i['order']}")
     def dispatch(order: str, town: str) -> dict[str, Any]:
         zone = rt.execute(lookup_zone, {"town": town}).output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,15 @@ from dar.records import NewEvent
 from dar.rows import resolved_row
 
 from .conftest import Clock, execute_sql
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run a coroutine that never suspends (it awaits nothing on a sync runtime)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the check suspended")
 
 
 def ev_of(rt: Runtime) -> NewEvent:
@@ -346,16 +356,24 @@ def test_rule_targets(make_runtime: MakeRuntime) -> None:
         assert got == refused, target
 
 
-def test_rule_context_reads_the_log(make_runtime: MakeRuntime) -> None:
+def test_rule_context_reads_the_log(make_runtime: MakeRuntime, runtime_kind: str) -> None:
     calls = Calls()
     send = make_tool(Effect.MUTATE_EXTERNAL, calls, name="send_message")
     seen: list[tuple[str, Effect, str | None]] = []
 
     @rule(applies_to="send_message")
-    def at_most_two_per_session(inp: dict[str, Any], ctx: RuleContext) -> bool:
+    async def at_most_two_per_session(inp: dict[str, Any], ctx: RuleContext) -> bool:
         seen.append((ctx.tool, ctx.effect, ctx.correlation_id))
         sent = ctx.events(correlation_id=ctx.correlation_id, tool=ctx.tool, status="executed")
+        if inspect.isawaitable(sent):  # on an AsyncRuntime, the log is read awaited
+            sent = await sent
         return len(sent) < 2
+
+    if runtime_kind == "sync":  # a sync runtime takes a sync check
+        check = at_most_two_per_session.check
+        at_most_two_per_session = rule(applies_to="send_message", name="at_most_two")(
+            lambda inp, ctx: _run_sync(check(inp, ctx))
+        )
 
     rt = make_runtime(rules=[at_most_two_per_session])
     got = [rt.execute(send, {"x": i}, correlation_id="s1").status for i in range(3)]
@@ -416,17 +434,26 @@ def test_bad_input_is_refused_before_anything_runs(
 # --- nesting ------------------------------------------------------------------------------------
 
 
-def test_nested_calls_link_to_their_parent(make_runtime: MakeRuntime) -> None:
+def test_nested_calls_link_to_their_parent(make_runtime: MakeRuntime, runtime_kind: str) -> None:
     rt = make_runtime()
 
     @tool(effect=Effect.READ)
     def lookup_zone(town: str) -> str:
         return "yunguyo"
 
-    @tool(effect=Effect.MUTATE_EXTERNAL)
-    def dispatch(order: str) -> dict[str, Any]:
-        zone = rt.execute(lookup_zone, {"town": "x"}).output
-        return {"order": order, "zone": zone}
+    if runtime_kind == "sync":
+
+        @tool(effect=Effect.MUTATE_EXTERNAL)
+        def dispatch(order: str) -> dict[str, Any]:
+            zone = rt.execute(lookup_zone, {"town": "x"}).output
+            return {"order": order, "zone": zone}
+
+    else:  # on an AsyncRuntime, the handler awaits the nested call
+
+        @tool(effect=Effect.MUTATE_EXTERNAL)
+        async def dispatch(order: str) -> dict[str, Any]:
+            zone = (await rt.art.execute(lookup_zone, {"town": "x"})).output  # type: ignore[attr-defined]
+            return {"order": order, "zone": zone}
 
     res = rt.execute(dispatch, {"order": "o1"}, correlation_id="sess")
     assert res.output == {"order": "o1", "zone": "yunguyo"}

@@ -1,0 +1,65 @@
+"""Both runtimes behind one blocking interface, so one conformance suite runs on each.
+
+`BlockingAsync` drives an `AsyncRuntime` on an event loop of its own thread: the test calls
+`execute` as it would on a `Runtime`, and the call runs as a coroutine, with the store in
+the async runtime's worker threads and waits on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from dar import AsyncRuntime, Runtime
+
+RUNTIME_KINDS = ["sync", "async"]
+
+
+class BlockingAsync:
+    """An `AsyncRuntime` with the blocking methods of a `Runtime`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.art = AsyncRuntime(*args, **kwargs)
+
+    def _await(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking call from the event loop's own thread: await it")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.execute(*args, **kwargs))
+
+    def events(self, **filters: Any) -> Any:
+        return self._await(self.art.events(**filters))
+
+    def _run(self, op: Any) -> Any:
+        return self._await(self.art._run(op))
+
+    def close(self) -> None:
+        try:
+            self._await(self.art.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.art, name)  # store, rules, add_rule, clock, owner, ...
+
+    def __enter__(self) -> BlockingAsync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make(kind: str, *args: Any, **kwargs: Any) -> Any:
+    """A runtime of ``kind`` (``sync`` or ``async``) with the blocking interface."""
+    if kind == "sync":
+        return Runtime(*args, **kwargs)
+    return BlockingAsync(*args, **kwargs)
