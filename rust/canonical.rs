@@ -33,49 +33,75 @@ static ESCAPE: [u8; 256] = {
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
-/// Whether any byte of `w` is a control character, `"` or `\\` (the SWAR "has zero byte" trick).
+/// High bit set in exactly the bytes of `x` that are zero (no borrow between bytes).
 #[inline(always)]
-fn needs_escape(w: u64) -> bool {
-    let quote = w ^ (LO * b'"' as u64);
-    let backslash = w ^ (LO * b'\\' as u64);
-    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    // Bytes below 0x20: subtracting 0x20 borrows into the high bit of exactly those bytes
-    // that were < 0x20 (ignoring bytes >= 0x80, masked out by `!w`).
-    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
-    (has_zero(quote) | has_zero(backslash) | control) != 0
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7).wrapping_add(LOW7)) | x) & HI
+}
+
+/// High bit set in exactly the bytes of `w` that need an escape: below 0x20, `"` or `\\`.
+///
+/// Exact per byte (unlike the borrow-based "has zero byte" trick), so any window may be
+/// inspected, including one that overlaps bytes already written.
+#[inline(always)]
+fn escape_bytes(w: u64) -> u64 {
+    // (b & 0x7f) + 0x60 stays below 0x100 and reaches 0x80 exactly when b & 0x7f >= 0x20.
+    let control = !(((w & LOW7).wrapping_add(LO * 0x60)) | w) & HI;
+    control | zero_bytes(w ^ (LO * b'"' as u64)) | zero_bytes(w ^ (LO * b'\\' as u64))
+}
+
+#[inline(always)]
+fn load_u64(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// Index of the first byte at or after `i` that needs an escape, or `b.len()`.
+#[inline]
+pub fn find_escape(b: &[u8], mut i: usize) -> usize {
+    let n = b.len();
+    while i + 8 <= n {
+        let m = escape_bytes(load_u64(b, i));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    if i < n && n >= 8 {
+        // The last (overlapping) word, with the bytes before `i` shifted out.
+        let skip = i - (n - 8);
+        let m = escape_bytes(load_u64(b, n - 8)) >> (8 * skip);
+        return if m != 0 {
+            i + (m.trailing_zeros() / 8) as usize
+        } else {
+            n
+        };
+    }
+    while i < n {
+        if ESCAPE[b[i] as usize] != 0 {
+            return i;
+        }
+        i += 1;
+    }
+    n
 }
 
 /// Write `s` as a JSON string with exactly the escapes RFC 8785 prescribes.
 ///
-/// Scans and copies eight bytes at a time straight into spare capacity: most strings in tool
-/// inputs need no escape at all, and short ones should not pay for a `memcpy` call.
+/// Finds the next byte needing an escape a word at a time, then copies the whole run before
+/// it at once: most strings in tool inputs need no escape, so that is one scan and one copy.
 #[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2 + 8);
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut i = 0;
-    while i < bytes.len() {
-        if i + 8 <= bytes.len() {
-            let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-            if !needs_escape(w) {
-                let len = out.len();
-                if out.capacity() - len < 8 + 1 {
-                    out.reserve(bytes.len() - i + 8 + 1);
-                }
-                // SAFETY: at least 8 bytes of spare capacity were just ensured.
-                unsafe {
-                    std::ptr::write_unaligned(out.as_mut_ptr().add(len) as *mut u64, w);
-                    out.set_len(len + 8);
-                }
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
+    loop {
+        let j = find_escape(bytes, i);
+        out.extend_from_slice(&bytes[i..j]);
+        let Some(&b) = bytes.get(j) else { break };
         match ESCAPE[b as usize] {
-            0 => out.push(b),
             b'u' => out.extend_from_slice(&[
                 b'\\',
                 b'u',
@@ -86,7 +112,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             ]),
             esc => out.extend_from_slice(&[b'\\', esc]),
         }
-        i += 1;
+        i = j + 1;
     }
     out.push(b'"');
 }
@@ -170,10 +196,22 @@ fn cmp_at(x: u8, y: u8) -> Ordering {
 /// [`cmp_utf16`] does unless the prefixes are equal; `None` when a byte is not ASCII.
 #[inline]
 pub fn ascii_prefix(name: &[u8]) -> Option<u64> {
-    let mut word = [0u8; 8];
-    let n = name.len().min(8);
-    word[..n].copy_from_slice(&name[..n]);
-    let w = u64::from_be_bytes(word);
+    // Loads straight from the name (no copy to a stack buffer that is then read back).
+    let n = name.len();
+    let w = if n >= 8 {
+        u64::from_be_bytes(name[..8].try_into().expect("8 bytes"))
+    } else if n >= 4 {
+        let head = u32::from_be_bytes(name[..4].try_into().expect("4 bytes")) as u64;
+        let tail = u32::from_be_bytes(name[n - 4..].try_into().expect("4 bytes")) as u64;
+        // `tail` ends with the last byte; overlapping bytes agree, so OR is exact.
+        (head << 32) | (tail << (64 - 8 * n))
+    } else {
+        let mut w = 0u64;
+        for (k, &c) in name.iter().enumerate() {
+            w |= (c as u64) << (56 - 8 * k);
+        }
+        w
+    };
     (w & HI == 0).then_some(w)
 }
 
@@ -290,5 +328,50 @@ mod tests {
         assert!(ascii_prefix(b"ab") < ascii_prefix(b"abc"));
         assert!(ascii_prefix(b"b") > ascii_prefix(b"abcdefghijk"));
         assert_eq!(ascii_prefix("é".as_bytes()), None);
+    }
+
+    /// Strings built from pieces that hit every escape at every offset and word boundary.
+    #[test]
+    fn write_str_and_ascii_prefix_match_the_reference() {
+        use crate::reference;
+        const PIECES: &[&str] = &[
+            "a",
+            "bc",
+            "defgh",
+            "\"",
+            "\\",
+            "\u{0}",
+            "\u{1f}",
+            "\n",
+            " ",
+            "\u{7f}",
+            "é",
+            "€",
+            "😀",
+            "\u{e000}",
+            "0123456789abcdef",
+            "~",
+        ];
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let mut input = String::new();
+            for _ in 0..next() % 12 {
+                input.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let (mut new, mut old) = (Vec::new(), Vec::new());
+            write_str(&mut new, &input);
+            reference::write_str(&mut old, &input);
+            assert_eq!(new, old, "{input:?}");
+            for k in 0..=input.len() {
+                let b = &input.as_bytes()[..k];
+                assert_eq!(ascii_prefix(b), reference::ascii_prefix(b), "{b:?}");
+            }
+        }
     }
 }
