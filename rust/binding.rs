@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::to_hex;
 use crate::error::{format_path, CanonError, MAX_DEPTH};
-use crate::text::canonicalize_text_into;
+use crate::text::{canonicalize_str_into, canonicalize_text_into};
 use crate::walk::{Scratch, WalkError, Walker};
 
 static CANON_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -112,9 +112,24 @@ fn sha256_pystr<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     PyString::new(py, unsafe { std::str::from_utf8_unchecked(&hex) })
 }
 
-fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+/// JSON text handed to us: a Python `str` (already valid UTF-8) or `bytes` (not yet checked).
+enum Text<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl Text<'_> {
+    fn canonicalize_into(&self, out: &mut Vec<u8>) -> Result<(), CanonError> {
+        match self {
+            Text::Str(s) => canonicalize_str_into(s, out),
+            Text::Bytes(b) => canonicalize_text_into(b, out),
+        }
+    }
+}
+
+fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<Text<'a>> {
     if let Ok(s) = text.cast::<PyString>() {
-        return s.to_str().map(str::as_bytes).map_err(|_| {
+        return s.to_str().map(Text::Str).map_err(|_| {
             raise(
                 text.py(),
                 "at $: invalid JSON: text contains a lone surrogate".to_owned(),
@@ -123,7 +138,7 @@ fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
         });
     }
     if let Ok(b) = text.cast::<PyBytes>() {
-        return Ok(b.as_bytes());
+        return Ok(Text::Bytes(b.as_bytes()));
     }
     Err(PyTypeError::new_err("JSON text must be str or bytes"))
 }
@@ -179,7 +194,7 @@ fn canonical_json_from_text<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
-        canonicalize_text_into(src, buf)?;
+        src.canonicalize_into(buf)?;
         Ok(PyBytes::new(py, buf))
     })
 }
@@ -189,7 +204,7 @@ fn canonical_json_from_text<'py>(
 fn input_hash_from_text(text: &Bound<'_, PyAny>) -> PyResult<String> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
-        canonicalize_text_into(src, buf)?;
+        src.canonicalize_into(buf)?;
         Ok(sha256_hex(buf))
     })
 }
