@@ -87,16 +87,78 @@ pub fn find_escape(b: &[u8], mut i: usize) -> usize {
     n
 }
 
+/// The first `n < 8` bytes of `b` in a little-endian word, zero above.
+#[inline(always)]
+fn load_short(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as u64;
+        let hi = u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes")) as u64;
+        lo | (hi << (8 * (n - 4)))
+    } else {
+        let mut w = 0u64;
+        for (k, &c) in b.iter().enumerate() {
+            w |= (c as u64) << (8 * k);
+        }
+        w
+    }
+}
+
 /// Write `s` as a JSON string with exactly the escapes RFC 8785 prescribes.
 ///
-/// Finds the next byte needing an escape a word at a time, then copies the whole run before
-/// it at once: most strings in tool inputs need no escape, so that is one scan and one copy.
+/// Most strings in tool inputs need no escape: they are checked and stored eight bytes at a
+/// time straight into spare capacity (the tail as one overlapping or zero-padded word), with
+/// no call to `memcpy`. A string with an escape goes to [`write_str_escaped`] from there.
 #[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut i = 0;
+    let b = s.as_bytes();
+    let n = b.len();
+    out.reserve(n + 2 + 8);
+    let start = out.len();
+    // SAFETY: `n + 2 + 8` bytes of spare capacity: every store below ends within
+    // `start + 1 + n + 8`, and `set_len` covers only bytes written.
+    unsafe {
+        let dst = out.as_mut_ptr().add(start + 1);
+        *dst.sub(1) = b'"';
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = load_u64(b, i);
+            if escape_bytes(w) != 0 {
+                out.set_len(start + 1 + i);
+                return write_str_escaped(out, b, i);
+            }
+            std::ptr::write_unaligned(dst.add(i) as *mut u64, w);
+            i += 8;
+        }
+        if i < n {
+            let w = if n >= 8 {
+                // The last word overlaps bytes already copied unchanged.
+                let skip = i - (n - 8);
+                let w = load_u64(b, n - 8);
+                if escape_bytes(w) >> (8 * skip) != 0 {
+                    out.set_len(start + 1 + i);
+                    return write_str_escaped(out, b, i);
+                }
+                i = n - 8;
+                w
+            } else {
+                let w = load_short(b);
+                if escape_bytes(w) & (u64::MAX >> (8 * (8 - n))) != 0 {
+                    out.set_len(start + 1);
+                    return write_str_escaped(out, b, 0);
+                }
+                w
+            };
+            std::ptr::write_unaligned(dst.add(i) as *mut u64, w);
+        }
+        *dst.add(n) = b'"';
+        out.set_len(start + n + 2);
+    }
+}
+
+/// The rest of [`write_str`] from byte `i` on: scan to the next escape, copy the run, escape.
+#[cold]
+fn write_str_escaped(out: &mut Vec<u8>, bytes: &[u8], mut i: usize) {
     loop {
         let j = find_escape(bytes, i);
         out.extend_from_slice(&bytes[i..j]);
@@ -134,8 +196,76 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), Problem> {
         out.push(b'0');
         return Ok(());
     }
-    out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+    if !write_short_f64(out, f) {
+        out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+    }
     Ok(())
+}
+
+/// Doubles holding powers of ten exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Fast path of [`write_f64`] for doubles in [1e-6, 1e15) with at most 15 significant
+/// digits (prices, coordinates, rates: most numbers in tool inputs); `false` otherwise.
+///
+/// With `k` fractional digits chosen so that `n = round(|f|·10^k) < 10^15`: if a decimal
+/// `m·10^-k` (m < 10^15) reads back as `f`, then `|f·10^k - m| < 0.2`, so `n == m`; and
+/// `n / 10^k`, one correctly rounded IEEE division of two exact doubles, is exactly what
+/// reading that decimal gives. Decimals of 15 digits are farther apart than doubles, so at
+/// most one reads back as `f`, and a shorter one, padded with zeros, is that one: dropping
+/// `n`'s trailing zeros gives the shortest digits, the ones ryu-js finds. ECMAScript writes
+/// this range without an exponent. The differential test `tests/numbers.rs` checks this
+/// against ryu-js on more than 20 million doubles.
+#[inline]
+fn write_short_f64(out: &mut Vec<u8>, f: f64) -> bool {
+    let a = f.abs();
+    if !(1e-6..1e15).contains(&a) {
+        return false;
+    }
+    // floor(log10 a) is e10 or e10 + 1, with e10 = floor(e2 · log10 2).
+    let e2 = ((a.to_bits() >> 52) as i32) - 1023;
+    let e10 = (e2 * 78913) >> 18;
+    let mut k = (14 - e10) as usize; // in 0..=21 over this range
+    let mut p = a * POW10[k];
+    if p >= 1e15 {
+        if k == 0 {
+            return false;
+        }
+        k -= 1;
+        p = a * POW10[k];
+    }
+    let mut n = (p + 0.5) as u64; // p < 2^50: adding 0.5 is exact
+    if n >= 1_000_000_000_000_000 || n as f64 / POW10[k] != a {
+        return false;
+    }
+    while k > 0 && n % 10 == 0 {
+        n /= 10;
+        k -= 1;
+    }
+    if f < 0.0 {
+        out.push(b'-');
+    }
+    let mut digits = itoa::Buffer::new();
+    if k == 0 {
+        out.extend_from_slice(digits.format(n).as_bytes());
+        return true;
+    }
+    // n < 10^15: with 15 or more fractional digits there is no integer part.
+    let (int, frac) = if k >= 15 {
+        (0, n)
+    } else {
+        let scale = 10u64.pow(k as u32);
+        (n / scale, n % scale)
+    };
+    out.extend_from_slice(digits.format(int).as_bytes());
+    out.push(b'.');
+    let frac = digits.format(frac).as_bytes();
+    out.extend(std::iter::repeat_n(b'0', k - frac.len()));
+    out.extend_from_slice(frac);
+    true
 }
 
 /// Write an integer exactly; refused outside ±(2^53-1), where two ids could share one double.
