@@ -241,9 +241,12 @@ fn write_short_f64(out: &mut Vec<u8>, f: f64) -> bool {
     if n >= 1_000_000_000_000_000 || n as f64 / POW10[k] != a {
         return false;
     }
-    while k > 0 && n % 10 == 0 {
-        n /= 10;
-        k -= 1;
+    // Drop trailing zeros (at most 14) in steps of 8, 4, 2 and 1, not one at a time.
+    for (p, d) in [(100_000_000, 8), (10_000, 4), (100, 2), (10, 1)] {
+        if k >= d && n % p == 0 {
+            n /= p;
+            k -= d;
+        }
     }
     if f < 0.0 {
         out.push(b'-');
