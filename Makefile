@@ -31,6 +31,7 @@ test: build test-rust test-python
 
 test-rust:
 	cargo test --no-default-features --quiet
+	cargo test --release --no-default-features --features reference --quiet --test numbers
 
 test-python: build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

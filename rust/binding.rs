@@ -3,15 +3,16 @@
 
 use std::cell::RefCell;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::to_hex;
 use crate::error::{format_path, CanonError, MAX_DEPTH};
-use crate::text::canonicalize_text_into;
+use crate::text::{canonicalize_str_into, canonicalize_text_into};
 use crate::walk::{Scratch, WalkError, Walker};
 
 static CANON_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -112,9 +113,24 @@ fn sha256_pystr<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     PyString::new(py, unsafe { std::str::from_utf8_unchecked(&hex) })
 }
 
-fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+/// JSON text handed to us: a Python `str` (already valid UTF-8) or `bytes` (not yet checked).
+enum Text<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl Text<'_> {
+    fn canonicalize_into(&self, out: &mut Vec<u8>) -> Result<(), CanonError> {
+        match self {
+            Text::Str(s) => canonicalize_str_into(s, out),
+            Text::Bytes(b) => canonicalize_text_into(b, out),
+        }
+    }
+}
+
+fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<Text<'a>> {
     if let Ok(s) = text.cast::<PyString>() {
-        return s.to_str().map(str::as_bytes).map_err(|_| {
+        return s.to_str().map(Text::Str).map_err(|_| {
             raise(
                 text.py(),
                 "at $: invalid JSON: text contains a lone surrogate".to_owned(),
@@ -123,7 +139,7 @@ fn text_bytes<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
         });
     }
     if let Ok(b) = text.cast::<PyBytes>() {
-        return Ok(b.as_bytes());
+        return Ok(Text::Bytes(b.as_bytes()));
     }
     Err(PyTypeError::new_err("JSON text must be str or bytes"))
 }
@@ -157,18 +173,102 @@ fn input_hash<'py>(
 /// `input_hash` of every item of an iterable, in one call.
 #[pyfunction]
 #[pyo3(signature = (objs, *, default=None))]
-fn input_hashes(
-    objs: &Bound<'_, PyAny>,
-    default: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<String>> {
-    let mut hashes = Vec::new();
+fn input_hashes<'py>(
+    objs: &Bound<'py, PyAny>,
+    default: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = objs.py();
+    let hashes = PyList::empty(py);
     let mut buf = Vec::new();
     for item in objs.try_iter()? {
         buf.clear();
         canonical_into(&item?, default, &mut buf)?;
-        hashes.push(sha256_hex(&buf));
+        hashes.append(sha256_pystr(py, &buf))?;
     }
     Ok(hashes)
+}
+
+/// The hex digest of one text's canonical form; the error names nothing yet.
+fn hash_text(text: &Text<'_>, buf: &mut Vec<u8>) -> Result<[u8; 64], CanonError> {
+    buf.clear();
+    text.canonicalize_into(buf)?;
+    let hex = to_hex(&Sha256::digest(&buf[..]).into());
+    if buf.capacity() > 1 << 20 {
+        *buf = Vec::new();
+    }
+    Ok(hex)
+}
+
+/// `input_hash_from_text` of every text, without the GIL, on `threads` threads (every core
+/// when `None`). A refusal names the first refused item's index and its JSONPath.
+#[pyfunction]
+#[pyo3(signature = (texts, threads=None))]
+fn input_hashes_from_texts<'py>(
+    texts: &Bound<'py, PyAny>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = texts.py();
+    if threads == Some(0) {
+        return Err(PyValueError::new_err("threads must be at least 1"));
+    }
+    // Own every item while the GIL is released: the views below borrow their data.
+    let items = texts.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+    let views = items
+        .iter()
+        .enumerate()
+        .map(|(i, t)| text_bytes(t).map_err(|e| name_item(py, i, e)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let hashes: Vec<Result<[u8; 64], CanonError>> = py.detach(|| -> PyResult<_> {
+        let run = || {
+            views
+                .par_iter()
+                .map_init(Vec::new, |buf, t| hash_text(t, buf))
+                .collect()
+        };
+        Ok(match threads {
+            Some(1) => {
+                let mut buf = Vec::new();
+                views.iter().map(|t| hash_text(t, &mut buf)).collect()
+            }
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?
+                .install(run),
+            None => run(),
+        })
+    })?;
+    let out = PyList::empty(py);
+    for (i, h) in hashes.into_iter().enumerate() {
+        match h {
+            // SAFETY: `to_hex` writes only ASCII hex digits.
+            Ok(hex) => out.append(PyString::new(py, unsafe {
+                std::str::from_utf8_unchecked(&hex)
+            }))?,
+            Err(e) => return Err(raise(py, format!("item {i}: {e}"), e.path_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// Prefix a refusal of item `i` with its index.
+fn name_item(py: Python<'_>, i: usize, e: PyErr) -> PyErr {
+    let Ok(cls) = CANON_ERROR.get_or_try_init(py, || {
+        py.import("dar.errors")?
+            .getattr("CanonicalizationError")
+            .map(Bound::unbind)
+    }) else {
+        return e;
+    };
+    if !e.is_instance(py, cls.bind(py)) {
+        return e;
+    }
+    let value = e.value(py);
+    let path = value
+        .getattr("path")
+        .and_then(|p| p.extract::<String>())
+        .unwrap_or_else(|_| "$".to_owned());
+    raise(py, format!("item {i}: {value}"), path)
 }
 
 /// Canonical bytes of JSON text, parsed in Rust; duplicate member names are refused.
@@ -179,7 +279,7 @@ fn canonical_json_from_text<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
-        canonicalize_text_into(src, buf)?;
+        src.canonicalize_into(buf)?;
         Ok(PyBytes::new(py, buf))
     })
 }
@@ -189,7 +289,7 @@ fn canonical_json_from_text<'py>(
 fn input_hash_from_text(text: &Bound<'_, PyAny>) -> PyResult<String> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
-        canonicalize_text_into(src, buf)?;
+        src.canonicalize_into(buf)?;
         Ok(sha256_hex(buf))
     })
 }
@@ -209,6 +309,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(input_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_json_from_text, m)?)?;
     m.add_function(wrap_pyfunction!(input_hash_from_text, m)?)?;
+    m.add_function(wrap_pyfunction!(input_hashes_from_texts, m)?)?;
     m.add_function(wrap_pyfunction!(sha256_hex_of, m)?)?;
     Ok(())
 }

@@ -33,49 +33,137 @@ static ESCAPE: [u8; 256] = {
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
-/// Whether any byte of `w` is a control character, `"` or `\\` (the SWAR "has zero byte" trick).
+/// High bit set in exactly the bytes of `x` that are zero (no borrow between bytes).
 #[inline(always)]
-fn needs_escape(w: u64) -> bool {
-    let quote = w ^ (LO * b'"' as u64);
-    let backslash = w ^ (LO * b'\\' as u64);
-    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    // Bytes below 0x20: subtracting 0x20 borrows into the high bit of exactly those bytes
-    // that were < 0x20 (ignoring bytes >= 0x80, masked out by `!w`).
-    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
-    (has_zero(quote) | has_zero(backslash) | control) != 0
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7).wrapping_add(LOW7)) | x) & HI
+}
+
+/// High bit set in exactly the bytes of `w` that need an escape: below 0x20, `"` or `\\`.
+///
+/// Exact per byte (unlike the borrow-based "has zero byte" trick), so any window may be
+/// inspected, including one that overlaps bytes already written.
+#[inline(always)]
+fn escape_bytes(w: u64) -> u64 {
+    // (b & 0x7f) + 0x60 stays below 0x100 and reaches 0x80 exactly when b & 0x7f >= 0x20.
+    let control = !(((w & LOW7).wrapping_add(LO * 0x60)) | w) & HI;
+    control | zero_bytes(w ^ (LO * b'"' as u64)) | zero_bytes(w ^ (LO * b'\\' as u64))
+}
+
+#[inline(always)]
+fn load_u64(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// Index of the first byte at or after `i` that needs an escape, or `b.len()`.
+#[inline]
+pub fn find_escape(b: &[u8], mut i: usize) -> usize {
+    let n = b.len();
+    while i + 8 <= n {
+        let m = escape_bytes(load_u64(b, i));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    if i < n && n >= 8 {
+        // The last (overlapping) word, with the bytes before `i` shifted out.
+        let skip = i - (n - 8);
+        let m = escape_bytes(load_u64(b, n - 8)) >> (8 * skip);
+        return if m != 0 {
+            i + (m.trailing_zeros() / 8) as usize
+        } else {
+            n
+        };
+    }
+    while i < n {
+        if ESCAPE[b[i] as usize] != 0 {
+            return i;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// The first `n < 8` bytes of `b` in a little-endian word, zero above.
+#[inline(always)]
+fn load_short(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let lo = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as u64;
+        let hi = u32::from_le_bytes(b[n - 4..].try_into().expect("4 bytes")) as u64;
+        lo | (hi << (8 * (n - 4)))
+    } else {
+        let mut w = 0u64;
+        for (k, &c) in b.iter().enumerate() {
+            w |= (c as u64) << (8 * k);
+        }
+        w
+    }
 }
 
 /// Write `s` as a JSON string with exactly the escapes RFC 8785 prescribes.
 ///
-/// Scans and copies eight bytes at a time straight into spare capacity: most strings in tool
-/// inputs need no escape at all, and short ones should not pay for a `memcpy` call.
+/// Most strings in tool inputs need no escape: they are checked and stored eight bytes at a
+/// time straight into spare capacity (the tail as one overlapping or zero-padded word), with
+/// no call to `memcpy`. A string with an escape goes to [`write_str_escaped`] from there.
 #[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2 + 8);
-    out.push(b'"');
-    let mut i = 0;
-    while i < bytes.len() {
-        if i + 8 <= bytes.len() {
-            let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-            if !needs_escape(w) {
-                let len = out.len();
-                if out.capacity() - len < 8 + 1 {
-                    out.reserve(bytes.len() - i + 8 + 1);
-                }
-                // SAFETY: at least 8 bytes of spare capacity were just ensured.
-                unsafe {
-                    std::ptr::write_unaligned(out.as_mut_ptr().add(len) as *mut u64, w);
-                    out.set_len(len + 8);
-                }
-                i += 8;
-                continue;
+    let b = s.as_bytes();
+    let n = b.len();
+    out.reserve(n + 2 + 8);
+    let start = out.len();
+    // SAFETY: `n + 2 + 8` bytes of spare capacity: every store below ends within
+    // `start + 1 + n + 8`, and `set_len` covers only bytes written.
+    unsafe {
+        let dst = out.as_mut_ptr().add(start + 1);
+        *dst.sub(1) = b'"';
+        let mut i = 0;
+        while i + 8 <= n {
+            let w = load_u64(b, i);
+            if escape_bytes(w) != 0 {
+                out.set_len(start + 1 + i);
+                return write_str_escaped(out, b, i);
             }
+            std::ptr::write_unaligned(dst.add(i) as *mut u64, w);
+            i += 8;
         }
-        let b = bytes[i];
+        if i < n {
+            let w = if n >= 8 {
+                // The last word overlaps bytes already copied unchanged.
+                let skip = i - (n - 8);
+                let w = load_u64(b, n - 8);
+                if escape_bytes(w) >> (8 * skip) != 0 {
+                    out.set_len(start + 1 + i);
+                    return write_str_escaped(out, b, i);
+                }
+                i = n - 8;
+                w
+            } else {
+                let w = load_short(b);
+                if escape_bytes(w) & (u64::MAX >> (8 * (8 - n))) != 0 {
+                    out.set_len(start + 1);
+                    return write_str_escaped(out, b, 0);
+                }
+                w
+            };
+            std::ptr::write_unaligned(dst.add(i) as *mut u64, w);
+        }
+        *dst.add(n) = b'"';
+        out.set_len(start + n + 2);
+    }
+}
+
+/// The rest of [`write_str`] from byte `i` on: scan to the next escape, copy the run, escape.
+#[cold]
+fn write_str_escaped(out: &mut Vec<u8>, bytes: &[u8], mut i: usize) {
+    loop {
+        let j = find_escape(bytes, i);
+        out.extend_from_slice(&bytes[i..j]);
+        let Some(&b) = bytes.get(j) else { break };
         match ESCAPE[b as usize] {
-            0 => out.push(b),
             b'u' => out.extend_from_slice(&[
                 b'\\',
                 b'u',
@@ -86,7 +174,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             ]),
             esc => out.extend_from_slice(&[b'\\', esc]),
         }
-        i += 1;
+        i = j + 1;
     }
     out.push(b'"');
 }
@@ -108,8 +196,79 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), Problem> {
         out.push(b'0');
         return Ok(());
     }
-    out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+    if !write_short_f64(out, f) {
+        out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+    }
     Ok(())
+}
+
+/// Doubles holding powers of ten exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Fast path of [`write_f64`] for doubles in [1e-6, 1e15) with at most 15 significant
+/// digits (prices, coordinates, rates: most numbers in tool inputs); `false` otherwise.
+///
+/// With `k` fractional digits chosen so that `n = round(|f|·10^k) < 10^15`: if a decimal
+/// `m·10^-k` (m < 10^15) reads back as `f`, then `|f·10^k - m| < 0.2`, so `n == m`; and
+/// `n / 10^k`, one correctly rounded IEEE division of two exact doubles, is exactly what
+/// reading that decimal gives. Decimals of 15 digits are farther apart than doubles, so at
+/// most one reads back as `f`, and a shorter one, padded with zeros, is that one: dropping
+/// `n`'s trailing zeros gives the shortest digits, the ones ryu-js finds. ECMAScript writes
+/// this range without an exponent. The differential test `tests/numbers.rs` checks this
+/// against ryu-js on more than 20 million doubles.
+#[inline]
+fn write_short_f64(out: &mut Vec<u8>, f: f64) -> bool {
+    let a = f.abs();
+    if !(1e-6..1e15).contains(&a) {
+        return false;
+    }
+    // floor(log10 a) is e10 or e10 + 1, with e10 = floor(e2 · log10 2).
+    let e2 = ((a.to_bits() >> 52) as i32) - 1023;
+    let e10 = (e2 * 78913) >> 18;
+    let mut k = (14 - e10) as usize; // in 0..=21 over this range
+    let mut p = a * POW10[k];
+    if p >= 1e15 {
+        if k == 0 {
+            return false;
+        }
+        k -= 1;
+        p = a * POW10[k];
+    }
+    let mut n = (p + 0.5) as u64; // p < 2^50: adding 0.5 is exact
+    if n >= 1_000_000_000_000_000 || n as f64 / POW10[k] != a {
+        return false;
+    }
+    // Drop trailing zeros (at most 14) in steps of 8, 4, 2 and 1, not one at a time.
+    for (p, d) in [(100_000_000, 8), (10_000, 4), (100, 2), (10, 1)] {
+        if k >= d && n % p == 0 {
+            n /= p;
+            k -= d;
+        }
+    }
+    if f < 0.0 {
+        out.push(b'-');
+    }
+    let mut digits = itoa::Buffer::new();
+    if k == 0 {
+        out.extend_from_slice(digits.format(n).as_bytes());
+        return true;
+    }
+    // n < 10^15: with 15 or more fractional digits there is no integer part.
+    let (int, frac) = if k >= 15 {
+        (0, n)
+    } else {
+        let scale = 10u64.pow(k as u32);
+        (n / scale, n % scale)
+    };
+    out.extend_from_slice(digits.format(int).as_bytes());
+    out.push(b'.');
+    let frac = digits.format(frac).as_bytes();
+    out.extend(std::iter::repeat_n(b'0', k - frac.len()));
+    out.extend_from_slice(frac);
+    true
 }
 
 /// Write an integer exactly; refused outside ±(2^53-1), where two ids could share one double.
@@ -170,10 +329,22 @@ fn cmp_at(x: u8, y: u8) -> Ordering {
 /// [`cmp_utf16`] does unless the prefixes are equal; `None` when a byte is not ASCII.
 #[inline]
 pub fn ascii_prefix(name: &[u8]) -> Option<u64> {
-    let mut word = [0u8; 8];
-    let n = name.len().min(8);
-    word[..n].copy_from_slice(&name[..n]);
-    let w = u64::from_be_bytes(word);
+    // Loads straight from the name (no copy to a stack buffer that is then read back).
+    let n = name.len();
+    let w = if n >= 8 {
+        u64::from_be_bytes(name[..8].try_into().expect("8 bytes"))
+    } else if n >= 4 {
+        let head = u32::from_be_bytes(name[..4].try_into().expect("4 bytes")) as u64;
+        let tail = u32::from_be_bytes(name[n - 4..].try_into().expect("4 bytes")) as u64;
+        // `tail` ends with the last byte; overlapping bytes agree, so OR is exact.
+        (head << 32) | (tail << (64 - 8 * n))
+    } else {
+        let mut w = 0u64;
+        for (k, &c) in name.iter().enumerate() {
+            w |= (c as u64) << (56 - 8 * k);
+        }
+        w
+    };
     (w & HI == 0).then_some(w)
 }
 
@@ -290,5 +461,50 @@ mod tests {
         assert!(ascii_prefix(b"ab") < ascii_prefix(b"abc"));
         assert!(ascii_prefix(b"b") > ascii_prefix(b"abcdefghijk"));
         assert_eq!(ascii_prefix("é".as_bytes()), None);
+    }
+
+    /// Strings built from pieces that hit every escape at every offset and word boundary.
+    #[test]
+    fn write_str_and_ascii_prefix_match_the_reference() {
+        use crate::reference;
+        const PIECES: &[&str] = &[
+            "a",
+            "bc",
+            "defgh",
+            "\"",
+            "\\",
+            "\u{0}",
+            "\u{1f}",
+            "\n",
+            " ",
+            "\u{7f}",
+            "é",
+            "€",
+            "😀",
+            "\u{e000}",
+            "0123456789abcdef",
+            "~",
+        ];
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let mut input = String::new();
+            for _ in 0..next() % 12 {
+                input.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let (mut new, mut old) = (Vec::new(), Vec::new());
+            write_str(&mut new, &input);
+            reference::write_str(&mut old, &input);
+            assert_eq!(new, old, "{input:?}");
+            for k in 0..=input.len() {
+                let b = &input.as_bytes()[..k];
+                assert_eq!(ascii_prefix(b), reference::ascii_prefix(b), "{b:?}");
+            }
+        }
     }
 }

@@ -6,6 +6,10 @@
 pub mod canonical;
 pub mod error;
 pub mod text;
+mod text_checked;
+
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 
 #[cfg(feature = "python")]
 mod binding;

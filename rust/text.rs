@@ -5,26 +5,21 @@
 //! a duplicate member name (the last one would win, so two different texts would hash alike).
 //! The grammar is RFC 8259's; integers are told apart from floats by their literal, so an
 //! integer literal beyond ±(2^53-1) is refused exactly as a Python `int` is.
+//!
+//! One pass writes canonical bytes straight into the output. Strings without a backslash are
+//! copied from the source with their quotes (a valid JSON string without escapes is already
+//! canonical); integers are copied as written; an object's members are written in source
+//! order and, only when that order is not already canonical, reordered in place afterwards.
+//! Nothing is allocated per value: the member table and the buffer for unescaped strings are
+//! reused per thread. When this parser refuses a text, the exact parser in
+//! [`crate::text_checked`] runs instead, so messages and paths are those it has always given.
 
-use crate::canonical::{cmp_utf16, write_f64, write_int, write_str};
-use crate::error::{CanonError, Problem, Seg, MAX_DEPTH};
+use std::cell::RefCell;
+use std::cmp::Ordering;
 
-enum Value {
-    Null,
-    True,
-    False,
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Array(Vec<Value>),
-    Object(Vec<(String, Value)>),
-}
-
-struct Parser<'a> {
-    src: &'a [u8],
-    pos: usize,
-    path: Vec<Seg>,
-}
+use crate::canonical::{cmp_utf16, find_escape, write_f64, write_str, MAX_SAFE_INT};
+use crate::error::{CanonError, MAX_DEPTH};
+use crate::text_checked;
 
 /// Parse `text` and return its RFC 8785 canonical bytes.
 pub fn canonicalize_text(text: &[u8]) -> Result<Vec<u8>, CanonError> {
@@ -35,318 +30,519 @@ pub fn canonicalize_text(text: &[u8]) -> Result<Vec<u8>, CanonError> {
 
 /// As [`canonicalize_text`], appending to `out`.
 pub fn canonicalize_text_into(text: &[u8], out: &mut Vec<u8>) -> Result<(), CanonError> {
-    let text = std::str::from_utf8(text).map_err(|e| {
-        CanonError::new(
-            Problem::Syntax(format!("not UTF-8 at byte {}", e.valid_up_to())),
-            vec![],
-        )
-    })?;
-    let mut p = Parser {
-        src: text.as_bytes(),
-        pos: 0,
-        path: Vec::new(),
-    };
-    let value = p.value(0)?;
-    p.skip_ws();
-    if p.pos != p.src.len() {
-        return Err(p.syntax("unexpected data after the JSON value"));
-    }
-    write_value(&value, out);
-    Ok(())
-}
-
-fn write_value(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::True => out.extend_from_slice(b"true"),
-        Value::False => out.extend_from_slice(b"false"),
-        // Range and finiteness were checked while parsing.
-        Value::Int(n) => write_int(out, *n).expect("checked by the parser"),
-        Value::Float(f) => write_f64(out, *f).expect("checked by the parser"),
-        Value::Str(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(item, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (i, (k, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, k);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+    match std::str::from_utf8(text) {
+        Ok(s) => canonicalize_str_into(s, out),
+        Err(_) => text_checked::canonicalize_text_into(text, out),
     }
 }
 
-impl Parser<'_> {
-    fn err(&self, problem: Problem) -> CanonError {
-        CanonError::new(problem, self.path.clone())
+/// As [`canonicalize_text_into`] for text already known to be UTF-8 (a Python `str`).
+pub fn canonicalize_str_into(text: &str, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    let start = out.len();
+    if fast_into(text.as_bytes(), out).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start);
+    text_checked::canonicalize_text_into(text.as_bytes(), out)
+}
+
+/// Where a member name's unescaped bytes are.
+#[derive(Clone, Copy)]
+struct Member {
+    /// Offset of the name in the source, or in `Scratch::names` when `escaped`.
+    name: u32,
+    len: u32,
+    escaped: bool,
+    /// The member's bytes in the output: `"name":value`.
+    start: usize,
+    end: usize,
+}
+
+/// Per-thread buffers reused between calls.
+#[derive(Default)]
+struct Scratch {
+    /// Members of the objects being parsed; nested objects push above and truncate back.
+    members: Vec<Member>,
+    /// Unescaped member names that had a backslash in the source.
+    names: Vec<u8>,
+    /// One unescaped string value.
+    text: String,
+    /// An object's bytes while its members are reordered.
+    reorder: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Refused: [`text_checked`] says why and where.
+struct Refused;
+
+type Res = Result<(), Refused>;
+
+fn fast_into(src: &[u8], out: &mut Vec<u8>) -> Res {
+    if src.len() > u32::MAX as usize {
+        return Err(Refused);
+    }
+    SCRATCH.with(|cell| {
+        let mut fresh = Scratch::default();
+        let mut guard = cell.try_borrow_mut();
+        let scratch = match guard.as_mut() {
+            Ok(s) => &mut **s,
+            Err(_) => &mut fresh,
+        };
+        scratch.members.clear();
+        scratch.names.clear();
+        out.reserve(src.len());
+        let mut p = Fast {
+            src,
+            pos: 0,
+            out,
+            s: scratch,
+        };
+        p.value(0)?;
+        p.skip_ws();
+        let done = p.pos == src.len();
+        if scratch.reorder.capacity() > 1 << 20 {
+            scratch.reorder = Vec::new(); // do not pin a huge buffer after one large text
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(Refused)
+        }
+    })
+}
+
+/// Powers of ten that doubles hold exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+struct Fast<'a, 'o> {
+    src: &'a [u8],
+    pos: usize,
+    out: &'o mut Vec<u8>,
+    s: &'o mut Scratch,
+}
+
+impl Fast<'_, '_> {
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
     }
 
-    fn syntax(&self, msg: &str) -> CanonError {
-        self.err(Problem::Syntax(format!("{msg} at byte {}", self.pos)))
-    }
-
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
             self.pos += 1;
         }
     }
 
-    fn literal(&mut self, word: &[u8], v: Value) -> Result<Value, CanonError> {
+    fn literal(&mut self, word: &[u8]) -> Res {
         if self.src[self.pos..].starts_with(word) {
             self.pos += word.len();
-            Ok(v)
+            self.out.extend_from_slice(word);
+            Ok(())
         } else {
-            Err(self.syntax("invalid literal"))
+            Err(Refused)
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, CanonError> {
+    fn value(&mut self, depth: usize) -> Res {
         self.skip_ws();
-        match self.src.get(self.pos) {
-            None => Err(self.syntax("unexpected end of input")),
-            Some(b'n') => self.literal(b"null", Value::Null),
-            Some(b't') => self.literal(b"true", Value::True),
-            Some(b'f') => self.literal(b"false", Value::False),
-            Some(b'"') => Ok(Value::Str(self.string()?)),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'{') => self.object(depth + 1),
+        match self.peek() {
+            Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(_) => Err(self.syntax("unexpected character")),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'n') => self.literal(b"null"),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            _ => Err(Refused),
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, CanonError> {
+    fn array(&mut self, depth: usize) -> Res {
         if depth > MAX_DEPTH {
-            return Err(self.err(Problem::TooDeep));
+            return Err(Refused);
         }
         self.pos += 1;
-        let mut items = Vec::new();
+        self.out.push(b'[');
         self.skip_ws();
-        if self.src.get(self.pos) == Some(&b']') {
+        if self.peek() == Some(b']') {
             self.pos += 1;
-            return Ok(Value::Array(items));
+            self.out.push(b']');
+            return Ok(());
         }
         loop {
-            self.path.push(Seg::Index(items.len()));
-            items.push(self.value(depth)?);
-            self.path.pop();
+            self.value(depth)?;
             self.skip_ws();
-            match self.src.get(self.pos) {
-                Some(b',') => self.pos += 1,
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.out.push(b',');
+                }
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Value::Array(items));
+                    self.out.push(b']');
+                    return Ok(());
                 }
-                _ => return Err(self.syntax("expected ',' or ']'")),
+                _ => return Err(Refused),
             }
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, CanonError> {
+    /// The unescaped bytes of a member name.
+    #[inline(always)]
+    fn name(&self, m: &Member) -> &[u8] {
+        let (a, b) = (m.name as usize, (m.name + m.len) as usize);
+        if m.escaped {
+            &self.s.names[a..b]
+        } else {
+            &self.src[a..b]
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Res {
         if depth > MAX_DEPTH {
-            return Err(self.err(Problem::TooDeep));
+            return Err(Refused);
         }
         self.pos += 1;
-        let mut members: Vec<(String, Value)> = Vec::new();
+        self.out.push(b'{');
+        let body = self.out.len();
         self.skip_ws();
-        if self.src.get(self.pos) == Some(&b'}') {
+        if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(Value::Object(members));
+            self.out.push(b'}');
+            return Ok(());
         }
+        let base = self.s.members.len();
+        let names_base = self.s.names.len();
+        let mut in_order = true;
         loop {
             self.skip_ws();
-            if self.src.get(self.pos) != Some(&b'"') {
-                return Err(self.syntax("expected a member name"));
+            if self.peek() != Some(b'"') {
+                return Err(Refused);
             }
-            let key = self.string()?;
+            let start = self.out.len();
+            let mut m = self.key()?;
             self.skip_ws();
-            if self.src.get(self.pos) != Some(&b':') {
-                return Err(self.syntax("expected ':'"));
+            if self.peek() != Some(b':') {
+                return Err(Refused);
             }
             self.pos += 1;
-            self.path.push(Seg::Key(key));
-            let v = self.value(depth)?;
-            let Some(Seg::Key(key)) = self.path.pop() else {
-                unreachable!()
-            };
-            members.push((key, v));
+            self.out.push(b':');
+            self.value(depth)?;
+            m.start = start;
+            m.end = self.out.len();
+            if in_order && self.s.members.len() > base {
+                let prev = *self.s.members.last().expect("not empty");
+                match cmp_utf16(self.name(&prev), self.name(&m)) {
+                    Ordering::Less => {}
+                    Ordering::Equal => return Err(Refused), // duplicate
+                    Ordering::Greater => in_order = false,
+                }
+            }
+            self.s.members.push(m);
             self.skip_ws();
-            match self.src.get(self.pos) {
-                Some(b',') => self.pos += 1,
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.out.push(b',');
+                }
                 Some(b'}') => {
                     self.pos += 1;
                     break;
                 }
-                _ => return Err(self.syntax("expected ',' or '}'")),
+                _ => return Err(Refused),
             }
         }
-        members.sort_by(|a, b| cmp_utf16(a.0.as_bytes(), b.0.as_bytes()));
-        if let Some(w) = members.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(self.err(Problem::DuplicateKey(w[0].0.clone())));
+        if !in_order {
+            self.reorder(base, body)?;
         }
-        Ok(Value::Object(members))
+        self.s.members.truncate(base);
+        self.s.names.truncate(names_base);
+        self.out.push(b'}');
+        Ok(())
     }
 
-    fn hex4(&mut self) -> Result<u32, CanonError> {
-        let digits = self
-            .src
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.syntax("short \\u escape"))?;
-        let mut n = 0u32;
-        for &d in digits {
-            let v = (d as char)
-                .to_digit(16)
-                .ok_or_else(|| self.syntax("bad \\u escape"))?;
-            n = n * 16 + v;
+    /// Sort the members `base..` of the object whose members start at `body` in the output,
+    /// and rewrite them in that order.
+    #[cold]
+    fn reorder(&mut self, base: usize, body: usize) -> Res {
+        let Scratch {
+            members,
+            names,
+            reorder,
+            ..
+        } = &mut *self.s;
+        let src = self.src;
+        let name = |m: &Member| -> &[u8] {
+            let (a, b) = (m.name as usize, (m.name + m.len) as usize);
+            if m.escaped {
+                &names[a..b]
+            } else {
+                &src[a..b]
+            }
+        };
+        let slice = &mut members[base..];
+        slice.sort_unstable_by(|a, b| cmp_utf16(name(a), name(b)));
+        if slice.windows(2).any(|w| name(&w[0]) == name(&w[1])) {
+            return Err(Refused);
         }
-        self.pos += 4;
-        Ok(n)
+        reorder.clear();
+        reorder.extend_from_slice(&self.out[body..]);
+        self.out.truncate(body);
+        for (i, m) in slice.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out
+                .extend_from_slice(&reorder[m.start - body..m.end - body]);
+        }
+        Ok(())
     }
 
-    fn string(&mut self) -> Result<String, CanonError> {
-        self.pos += 1; // opening quote
-        let mut s = String::new();
+    /// A member name: written to the output, and where its unescaped bytes are.
+    fn key(&mut self) -> Result<Member, Refused> {
+        let open = self.pos;
+        let end = find_escape(self.src, open + 1);
+        match self.src.get(end) {
+            Some(b'"') => {
+                self.out.extend_from_slice(&self.src[open..=end]);
+                self.pos = end + 1;
+                Ok(Member {
+                    name: (open + 1) as u32,
+                    len: (end - open - 1) as u32,
+                    escaped: false,
+                    start: 0,
+                    end: 0,
+                })
+            }
+            Some(b'\\') => {
+                let mut text = std::mem::take(&mut self.s.text);
+                let r = self.unescape(end, &mut text);
+                let at = self.s.names.len();
+                self.s.names.extend_from_slice(text.as_bytes());
+                write_str(self.out, &text);
+                self.s.text = text;
+                r?;
+                Ok(Member {
+                    name: at as u32,
+                    len: (self.s.names.len() - at) as u32,
+                    escaped: true,
+                    start: 0,
+                    end: 0,
+                })
+            }
+            _ => Err(Refused),
+        }
+    }
+
+    fn string(&mut self) -> Res {
+        let open = self.pos;
+        let end = find_escape(self.src, open + 1);
+        match self.src.get(end) {
+            Some(b'"') => {
+                // No escape and no control character: the source is already canonical.
+                self.out.extend_from_slice(&self.src[open..=end]);
+                self.pos = end + 1;
+                Ok(())
+            }
+            Some(b'\\') => {
+                let mut text = std::mem::take(&mut self.s.text);
+                let r = self.unescape(end, &mut text);
+                if r.is_ok() {
+                    write_str(self.out, &text);
+                }
+                self.s.text = text;
+                r
+            }
+            _ => Err(Refused),
+        }
+    }
+
+    /// Unescape the string opened at `self.pos`, whose first backslash is at `first`, into
+    /// `text`; leaves `self.pos` after the closing quote.
+    #[cold]
+    fn unescape(&mut self, first: usize, text: &mut String) -> Res {
+        text.clear();
+        let src = self.src;
+        let mut run = self.pos + 1;
+        let mut at = first;
         loop {
-            let start = self.pos;
-            while let Some(&b) = self.src.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
-            // The source is valid UTF-8 and we stopped at ASCII bytes, so this slice is too.
-            s.push_str(std::str::from_utf8(&self.src[start..self.pos]).expect("valid UTF-8"));
-            match self.src.get(self.pos) {
-                None => return Err(self.syntax("unterminated string")),
+            // SAFETY of from_utf8 not needed: the source is valid UTF-8 and `run..at` starts
+            // after an ASCII byte and stops before one, so it is whole characters.
+            text.push_str(std::str::from_utf8(&src[run..at]).map_err(|_| Refused)?);
+            match src.get(at) {
                 Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(s);
+                    self.pos = at + 1;
+                    return Ok(());
                 }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let esc = *self
-                        .src
-                        .get(self.pos)
-                        .ok_or_else(|| self.syntax("unterminated string"))?;
-                    self.pos += 1;
-                    match esc {
-                        b'"' => s.push('"'),
-                        b'\\' => s.push('\\'),
-                        b'/' => s.push('/'),
-                        b'b' => s.push('\u{8}'),
-                        b'f' => s.push('\u{c}'),
-                        b'n' => s.push('\n'),
-                        b'r' => s.push('\r'),
-                        b't' => s.push('\t'),
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let c = if (0xD800..0xDC00).contains(&hi) {
-                                if !self.src[self.pos..].starts_with(b"\\u") {
-                                    return Err(self.err(Problem::LoneSurrogate));
-                                }
-                                self.pos += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(self.err(Problem::LoneSurrogate));
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else if (0xDC00..0xE000).contains(&hi) {
-                                return Err(self.err(Problem::LoneSurrogate));
-                            } else {
-                                hi
-                            };
-                            s.push(char::from_u32(c).expect("surrogates handled above"));
-                        }
-                        _ => return Err(self.syntax("invalid escape")),
-                    }
-                }
-                Some(_) => return Err(self.syntax("control character in string")),
+                Some(b'\\') => {}
+                _ => return Err(Refused),
             }
+            let esc = *src.get(at + 1).ok_or(Refused)?;
+            at += 2;
+            match esc {
+                b'"' => text.push('"'),
+                b'\\' => text.push('\\'),
+                b'/' => text.push('/'),
+                b'b' => text.push('\u{8}'),
+                b'f' => text.push('\u{c}'),
+                b'n' => text.push('\n'),
+                b'r' => text.push('\r'),
+                b't' => text.push('\t'),
+                b'u' => {
+                    let hi = hex4(src, at)?;
+                    at += 4;
+                    let c = if (0xD800..0xDC00).contains(&hi) {
+                        if !src[at..].starts_with(b"\\u") {
+                            return Err(Refused);
+                        }
+                        let lo = hex4(src, at + 2)?;
+                        at += 6;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return Err(Refused);
+                        }
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    } else if (0xDC00..0xE000).contains(&hi) {
+                        return Err(Refused);
+                    } else {
+                        hi
+                    };
+                    text.push(char::from_u32(c).ok_or(Refused)?);
+                }
+                _ => return Err(Refused),
+            }
+            run = at;
+            at = find_escape(src, at);
         }
     }
 
-    fn digits(&mut self) -> usize {
+    fn digits(&mut self, acc: &mut u64) -> usize {
         let start = self.pos;
-        while let Some(b'0'..=b'9') = self.src.get(self.pos) {
+        while let Some(&d @ b'0'..=b'9') = self.src.get(self.pos) {
+            *acc = acc.wrapping_mul(10).wrapping_add((d - b'0') as u64);
             self.pos += 1;
         }
         self.pos - start
     }
 
-    fn number(&mut self) -> Result<Value, CanonError> {
+    fn number(&mut self) -> Res {
         let start = self.pos;
-        if self.src[self.pos] == b'-' {
+        let neg = self.src[start] == b'-';
+        if neg {
             self.pos += 1;
         }
         let int_start = self.pos;
-        let n = self.digits();
+        let mut mant = 0u64;
+        let n = self.digits(&mut mant);
         if n == 0 || (n > 1 && self.src[int_start] == b'0') {
-            return Err(self.syntax("invalid number"));
+            return Err(Refused);
         }
-        let mut is_int = true;
-        if self.src.get(self.pos) == Some(&b'.') {
-            self.pos += 1;
-            is_int = false;
-            if self.digits() == 0 {
-                return Err(self.syntax("invalid number"));
-            }
-        }
-        if let Some(b'e' | b'E') = self.src.get(self.pos) {
-            self.pos += 1;
-            is_int = false;
-            if let Some(b'+' | b'-') = self.src.get(self.pos) {
-                self.pos += 1;
-            }
-            if self.digits() == 0 {
-                return Err(self.syntax("invalid number"));
-            }
-        }
-        let lit = std::str::from_utf8(&self.src[start..self.pos]).expect("ASCII");
-        if is_int {
-            if let Ok(v) = lit.parse::<i64>() {
-                if write_int(&mut Vec::new(), v).is_ok() {
-                    return Ok(Value::Int(v));
+        if !matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            // An integer literal is its own canonical form, except "-0" and beyond 2^53-1.
+            if n <= 15 || (n == 16 && mant <= MAX_SAFE_INT as u64) {
+                if mant == 0 {
+                    self.out.push(b'0');
+                } else {
+                    self.out.extend_from_slice(&self.src[start..self.pos]);
                 }
+                return Ok(());
             }
-            // JSON has only doubles. A long integer literal is kept when it *is* a double's
-            // canonical form (ECMAScript writes 1e20 as "100000000000000000000"), so our own
-            // output always parses back; one that would round (9007199254740993) is refused.
-            let f: f64 = lit.parse().map_err(|_| self.syntax("invalid number"))?;
-            let mut canon = Vec::new();
-            if write_f64(&mut canon, f).is_ok() && canon == lit.as_bytes() {
-                return Ok(Value::Float(f));
-            }
-            return Err(self.err(Problem::IntOutOfRange(lit.to_owned())));
+            return self.big_integer(start);
         }
-        // Rust's float parsing is correctly rounded, as RFC 8785 assumes.
-        let f: f64 = lit.parse().map_err(|_| self.syntax("invalid number"))?;
-        if !f.is_finite() {
-            return Err(self.err(Problem::NotFinite(if f > 0.0 {
-                "Infinity"
+        let mut digits = n;
+        let mut exp10: i64 = 0;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            let f = self.digits(&mut mant);
+            if f == 0 {
+                return Err(Refused);
+            }
+            digits += f;
+            exp10 -= f as i64;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            let eneg = match self.peek() {
+                Some(b'-') => {
+                    self.pos += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.pos += 1;
+                    false
+                }
+                _ => false,
+            };
+            let mut e = 0u64;
+            let k = self.digits(&mut e);
+            if k == 0 {
+                return Err(Refused);
+            }
+            if k > 6 {
+                digits = usize::MAX; // leave huge exponents to the full parser
+            } else if eneg {
+                exp10 -= e as i64;
             } else {
-                "-Infinity"
-            })));
+                exp10 += e as i64;
+            }
         }
-        Ok(Value::Float(f))
+        let f = if digits <= 15 && (-22..=22).contains(&exp10) {
+            // Clinger's fast path: the mantissa and the power of ten are exact doubles, so one
+            // IEEE multiplication or division rounds correctly, as the full parser does.
+            let m = mant as f64;
+            let v = if exp10 < 0 {
+                m / POW10[(-exp10) as usize]
+            } else {
+                m * POW10[exp10 as usize]
+            };
+            if neg {
+                -v
+            } else {
+                v
+            }
+        } else {
+            // SAFETY: the literal is ASCII.
+            let lit = unsafe { std::str::from_utf8_unchecked(&self.src[start..self.pos]) };
+            lit.parse::<f64>().map_err(|_| Refused)?
+        };
+        write_f64(self.out, f).map_err(|_| Refused)
     }
+
+    /// A long integer literal is kept only when it is exactly a double's canonical form.
+    #[cold]
+    fn big_integer(&mut self, start: usize) -> Res {
+        let lit = &self.src[start..self.pos];
+        // SAFETY: the literal is ASCII.
+        let f: f64 = unsafe { std::str::from_utf8_unchecked(lit) }
+            .parse()
+            .map_err(|_| Refused)?;
+        let at = self.out.len();
+        if write_f64(self.out, f).is_ok() && &self.out[at..] == lit {
+            return Ok(());
+        }
+        Err(Refused)
+    }
+}
+
+fn hex4(src: &[u8], at: usize) -> Result<u32, Refused> {
+    let digits = src.get(at..at + 4).ok_or(Refused)?;
+    let mut n = 0u32;
+    for &d in digits {
+        n = n * 16 + (d as char).to_digit(16).ok_or(Refused)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Problem;
 
     fn canon(t: &str) -> Result<String, CanonError> {
         canonicalize_text(t.as_bytes()).map(|b| String::from_utf8(b).unwrap())
@@ -423,6 +619,218 @@ mod tests {
                 matches!(canon(bad).unwrap_err().problem, Problem::Syntax(_)),
                 "{bad:?}"
             );
+        }
+    }
+}
+
+/// The single-pass parser against the exact one it stands in for, on generated texts.
+#[cfg(test)]
+mod differential {
+    use super::*;
+
+    /// xorshift64*: deterministic, so a failure can be reproduced from its seed.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "a",
+        "b",
+        "id",
+        "é",
+        "€",
+        "😀",
+        "\u{e000}",
+        "\u{ffff}",
+        " ",
+        "\\\"",
+        "\\\\",
+        "\\/",
+        "\\n",
+        "\\t",
+        "\\u0000",
+        "\\u001f",
+        "\\u00e9",
+        "\\ud83d\\ude00",
+        "\\uE000",
+        "x",
+        "\u{7f}",
+        "\u{80}",
+        "longer piece of text",
+    ];
+
+    fn ws(r: &mut Rng, t: &mut String) {
+        for _ in 0..r.below(4).saturating_sub(1) {
+            t.push([' ', '\t', '\n', '\r'][r.below(4) as usize]);
+        }
+    }
+
+    fn string(r: &mut Rng, t: &mut String, short: bool) {
+        t.push('"');
+        let n = if short { r.below(4) } else { r.below(12) };
+        for _ in 0..n {
+            t.push_str(PIECES[r.below(PIECES.len() as u64) as usize]);
+        }
+        t.push('"');
+    }
+
+    fn number(r: &mut Rng, t: &mut String) {
+        match r.below(9) {
+            0 => t.push_str(&(r.next() as i64 >> r.below(64)).to_string()),
+            1 => t.push_str(&(r.below(2000) as i64 - 1000).to_string()),
+            2 => t.push_str(&format!("{}.{}", r.below(100_000), r.below(100))),
+            3 => t.push_str(&format!("{:?}", f64::from_bits(r.next()))),
+            4 => t.push_str(&format!(
+                "{}{}e{}{}",
+                if r.below(2) == 0 { "-" } else { "" },
+                r.below(1000),
+                ["", "+", "-"][r.below(3) as usize],
+                r.below(330)
+            )),
+            5 => t.push_str(
+                ["-0", "0", "-0.0", "0e0", "1E400", "9007199254740993"][r.below(6) as usize],
+            ),
+            6 => t.push_str(&format!("{}", (r.below(1_000_000) as f64) * 1e15)),
+            7 => t.push_str(&format!("{:e}", r.next() as f64 / 7.0)),
+            _ => t.push_str(&format!(
+                "0.{:0>width$}",
+                r.below(1000),
+                width = r.below(25) as usize
+            )),
+        }
+    }
+
+    pub fn value(r: &mut Rng, t: &mut String, depth: u32) {
+        ws(r, t);
+        let container = depth < 5 && r.below(3) == 0;
+        match if container {
+            r.below(2)
+        } else {
+            2 + r.below(6)
+        } {
+            0 => {
+                t.push('[');
+                let n = r.below(6);
+                for i in 0..n {
+                    if i > 0 {
+                        t.push(',');
+                    }
+                    value(r, t, depth + 1);
+                }
+                ws(r, t);
+                t.push(']');
+            }
+            1 => {
+                t.push('{');
+                let n = r.below(7);
+                for i in 0..n {
+                    if i > 0 {
+                        t.push(',');
+                    }
+                    ws(r, t);
+                    string(r, t, true);
+                    ws(r, t);
+                    t.push(':');
+                    value(r, t, depth + 1);
+                }
+                ws(r, t);
+                t.push('}');
+            }
+            2 | 3 => string(r, t, false),
+            4 | 5 => number(r, t),
+            6 => t.push_str(["null", "true", "false"][r.below(3) as usize]),
+            _ => t.push_str("[[[{}]],{\"k\":[]}]"),
+        }
+        ws(r, t);
+    }
+
+    /// Both parsers: equal bytes when they accept, and the same acceptance.
+    fn check(text: &[u8]) -> bool {
+        let mut slow = Vec::new();
+        let slow_ok = text_checked::canonicalize_text_into(text, &mut slow).is_ok();
+        let mut fast = Vec::new();
+        let fast_ok = match std::str::from_utf8(text) {
+            Ok(s) => fast_into(s.as_bytes(), &mut fast).is_ok(),
+            Err(_) => false,
+        };
+        assert_eq!(fast_ok, slow_ok, "{:?}", String::from_utf8_lossy(text));
+        if fast_ok {
+            assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(text));
+        }
+        slow_ok
+    }
+
+    #[test]
+    fn fast_parser_matches_the_exact_one_on_generated_texts() {
+        let mut r = Rng::new(18);
+        let (mut valid, mut refused) = (0, 0);
+        for _ in 0..30_000 {
+            let mut t = String::new();
+            value(&mut r, &mut t, 0);
+            if check(t.as_bytes()) {
+                valid += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Generated values are valid except duplicates, 1E400 and 9007199254740993.
+        assert!(valid > 20_000, "{valid} valid, {refused} refused");
+    }
+
+    #[test]
+    fn fast_parser_matches_the_exact_one_on_mutated_texts() {
+        let mut r = Rng::new(8785);
+        let mut seen_ok = 0;
+        for _ in 0..30_000 {
+            let mut t = String::new();
+            value(&mut r, &mut t, 0);
+            let mut b = t.into_bytes();
+            for _ in 0..1 + r.below(3) {
+                if b.is_empty() {
+                    break;
+                }
+                let i = r.below(b.len() as u64) as usize;
+                match r.below(4) {
+                    0 => {
+                        b.remove(i);
+                    }
+                    1 => b.insert(i, b"\"\\{}[],:0-.eE \x01u"[r.below(16) as usize]),
+                    2 => b[i] = r.next() as u8,
+                    _ => b.truncate(i),
+                }
+            }
+            if check(&b) {
+                seen_ok += 1;
+            }
+        }
+        assert!(seen_ok > 1000, "{seen_ok}");
+    }
+
+    #[test]
+    fn objects_in_every_order_and_with_duplicates() {
+        for text in [
+            r#"{"b":1,"a":2,"c":{"z":[],"y":{"q":1,"p":2}}}"#,
+            r#"{"a":1,"b":2,"a":3}"#,
+            r#"{"b":1,"a":2,"b":3}"#,
+            r#"{"\u0061":1,"a":2}"#,
+            r#"{"😀":1,"":2,"\ue000":3}"#,
+            r#"{"a":1,"b":{"a":1,"a":2}}"#,
+            r#"[{"b":"\n","a":"\u00e9"},{"d":-0,"c":1.50}]"#,
+        ] {
+            check(text.as_bytes());
         }
     }
 }

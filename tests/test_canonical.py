@@ -24,6 +24,7 @@ from dar import (
     input_hash,
     input_hash_from_text,
     input_hashes,
+    input_hashes_from_texts,
 )
 
 from .conftest import DATA
@@ -294,6 +295,52 @@ def test_text_refusals(text: str, path: str | None, fragment: str) -> None:
         assert fragment in str(info.value)
         with pytest.raises(CanonicalizationError):
             input_hash_from_text(form)
+
+
+@given(st.lists(json_values, max_size=30), st.sampled_from([None, 1, 2, 3]))
+def test_batch_of_texts_equals_one_by_one(values: list[Any], threads: int | None) -> None:
+    texts: list[str | bytes] = [json.dumps(v, ensure_ascii=False) for v in values]
+    texts += [json.dumps(v).encode() for v in values[::2]]
+    try:
+        expected = [input_hash_from_text(t) for t in texts]
+    except (CanonicalizationError, UnicodeEncodeError):
+        with pytest.raises((CanonicalizationError, UnicodeEncodeError)):
+            input_hashes_from_texts(texts, threads=threads)
+        return
+    assert input_hashes_from_texts(texts, threads=threads) == expected
+    assert input_hashes_from_texts(iter(texts)) == expected
+
+
+def test_batch_of_texts_large_and_empty() -> None:
+    texts = [json.dumps({"i": i, "items": [{"b": i * 0.1, "a": str(i)}] * 5}) for i in range(3000)]
+    expected = [input_hash_from_text(t) for t in texts]
+    assert input_hashes_from_texts(texts) == expected
+    assert input_hashes_from_texts(texts, threads=2) == expected
+    assert input_hashes_from_texts([]) == []
+
+
+@pytest.mark.parametrize(("text", "path", "fragment"), TEXT_REFUSALS)
+def test_batch_of_texts_names_the_item_and_the_path(
+    text: str, path: str | None, fragment: str
+) -> None:
+    for form in (text, text.encode()):
+        batch: list[str | bytes] = ['{"ok": 1}'] * 5 + [form] + ['{"k": 1, "k": 2}']
+        for threads in (None, 1, 2):
+            with pytest.raises(CanonicalizationError) as info:
+                input_hashes_from_texts(batch, threads=threads)
+            assert str(info.value).startswith("item 5: at ")
+            if path is not None:
+                assert info.value.path == path
+            assert fragment in str(info.value)
+
+
+def test_batch_of_texts_refuses_other_types() -> None:
+    with pytest.raises(TypeError):
+        input_hashes_from_texts(["{}", 1])  # type: ignore[list-item]
+    with pytest.raises(CanonicalizationError, match="item 1: at \\$: invalid JSON"):
+        input_hashes_from_texts(["{}", "\ud800"])
+    with pytest.raises(ValueError, match="threads"):
+        input_hashes_from_texts(["{}"], threads=0)
 
 
 def test_text_must_be_str_or_bytes() -> None:

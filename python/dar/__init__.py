@@ -9,6 +9,7 @@ from dar._core import (
     input_hash,
     input_hash_from_text,
     input_hashes,
+    input_hashes_from_texts,
 )
 from dar.aio import AsyncRuntime
 from dar.effects import Effect, Status
@@ -54,6 +55,7 @@ __all__ = [
     "input_hash",
     "input_hash_from_text",
     "input_hashes",
+    "input_hashes_from_texts",
     "rule",
     "tool",
 ]
