@@ -462,7 +462,7 @@ def hold_log_lock(url: str, seconds: float) -> None:
         )
         conn.execute("BEGIN IMMEDIATE")
     else:
-        from dar.stores import split_schema
+        from dar.store import split_schema
 
         base, schema = split_schema(url)
         conn = psycopg.connect(base)  # type: ignore[assignment]

@@ -20,7 +20,7 @@ import pytest
 from dar import Deny, Effect, Runtime, rule, tool
 from dar.chain import content_hash, link
 from dar.cli import main
-from dar.stores import split_schema
+from dar.store import split_schema
 
 
 @pytest.fixture(autouse=True)

@@ -200,7 +200,7 @@ def database_text(url: str) -> bytes:
             for suffix in ("", "-wal", "-journal")
             if Path(path + suffix).exists()
         )
-    from dar.stores import split_schema
+    from dar.store import split_schema
 
     base, schema = split_schema(url)
     out: list[str] = []

@@ -60,14 +60,16 @@ def test_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rt = Runtime(url, clock=lambda: now[0], wait=0)
     abandon_claim(rt, ship, {"o": "A"})
     now[0] += 11
-    assert rt.execute(ship, {"o": "A"}).status == Status.INDETERMINATE
-    assert main(["resolve", "ship:A", "--db", url, "--executed", "--output", '{"t": 1}']) == 0
+    stuck = rt.execute(ship, {"o": "A"})
+    assert stuck.status == Status.INDETERMINATE and stuck.key is not None
+    key = stuck.key  # as `dar events --status indeterminate` lists it
+    assert main(["resolve", key, "--db", url, "--executed", "--output", '{"t": 1}']) == 0
     assert "indeterminate -> done" in capsys.readouterr().out
     res = rt.execute(ship, {"o": "A"})
     assert (res.status, res.output) == (Status.CACHED, {"t": 1})
-    assert main(["resolve", "ship:A", "--db", url, "--not-executed"]) == 1
+    assert main(["resolve", key, "--db", url, "--not-executed"]) == 1
     assert main(["resolve", "nope", "--db", url, "--executed"]) == 1
-    assert main(["resolve", "ship:A", "--db", url, "--executed", "--output", "{bad"]) == 2
+    assert main(["resolve", key, "--db", url, "--executed", "--output", "{bad"]) == 2
 
 
 def test_env_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -158,8 +158,12 @@ def test_key_function_and_explicit_key(make_runtime: MakeRuntime) -> None:
     calls = Calls()
     t = make_tool(Effect.MUTATE_EXTERNAL, calls, key=lambda i: f"order:{i['x']}")
     rt = make_runtime()
-    assert rt.execute(t, {"x": 7}).key == "order:7"
-    assert rt.execute(t, {"x": 8}, key="custom").key == "custom"
+    # A given key is scoped to its tool and stored as a salted hash (issue 11, items 2-4).
+    seven = rt.execute(t, {"x": 7}).key
+    assert seven is not None and seven.startswith(f"{t.name}:key:") and "order:7" not in seven
+    assert rt.execute(t, {"x": 7}).key == seven
+    custom = rt.execute(t, {"x": 8}, key="custom").key
+    assert custom is not None and custom.startswith(f"{t.name}:key:") and custom != seven
     assert rt.execute(t, {"x": 8}, key="custom").status == Status.CACHED
 
 

@@ -28,6 +28,7 @@ from dar.ops import (
     Op,
     Outcome,
     ReadLog,
+    RedactionSalt,
     StoreOp,
     Wait,
 )
@@ -66,9 +67,19 @@ class AsyncRuntime(RuntimeBase):
         )
         self._replay = replay
         self._replayer: Replayer | None = None
+        self._salt: str | None = None
 
     async def _store(self, fn: Callable[[Store], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
+        """Run ``fn(store)`` in a worker thread. A write, once started, is finished even when
+        the caller is cancelled meanwhile (an asyncio timeout around ``execute``): the
+        cancellation propagates only after the outcome is recorded."""
+        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            with suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(done), None)
+            raise
 
     async def execute(
         self,
@@ -96,8 +107,13 @@ class AsyncRuntime(RuntimeBase):
             return stop.value
 
     async def _run(self, op: Op) -> Any:
+        if isinstance(op, RedactionSalt) and self._salt is not None:
+            return self._salt  # the database's salt never changes: no thread hop
         if isinstance(op, StoreOp):
-            return await self._store(op.apply)
+            answer = await self._store(op.apply)
+            if isinstance(op, RedactionSalt):
+                self._salt = answer
+            return answer
         if isinstance(op, Wait):
             return await self._wait(op)
         if isinstance(op, CheckRule):

@@ -42,7 +42,7 @@ from dar.ops import (
 )
 from dar.records import Claim, NewEvent, Result
 from dar.redact import marker, scrub
-from dar.rows import CallRows
+from dar.rows import CallRows, storable
 from dar.rules import Deny, Rule, RuleContext
 from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
@@ -50,6 +50,7 @@ from dar.verdict import Verdict, classify
 
 Plan = Generator[Op, Any, Any]
 
+WITHHELD = "(withheld: the tool redacts personal fields)"
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.05
 
@@ -80,7 +81,7 @@ class Call:
 
     spec: CallSpec
     rows: CallRows
-    input: dict[str, Any]
+    canonical: str  # the input's RFC 8785 form: everything later is derived from it
     input_text: str  # what the log holds (redacted)
     input_hash: str  # of the full canonical input
     rules: tuple[Rule, ...]
@@ -91,6 +92,13 @@ class Call:
     @property
     def tool(self) -> Tool[Any]:
         return self.spec.tool
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """A fresh copy of exactly the input that was hashed and logged: whatever a rule or
+        a key function does to its copy, the handler still runs on the canonical input."""
+        value: dict[str, Any] = json.loads(self.canonical)
+        return value
 
     def clean(self, text: str | None) -> str | None:
         """Messages (refusal reasons, errors) may quote a personal value."""
@@ -162,6 +170,12 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
                 f"at $: tool input must be a JSON object, not {type(spec.input).__name__}", "$"
             )
         canon = canonical_json(spec.input)
+        if b"\\u0000" in canon:
+            raise CanonicalizationError(
+                "the input contains a NUL character (\\u0000), which the log cannot store "
+                "on every database",
+                "$",
+            )
     except CanonicalizationError as exc:
         return (yield from unrepresentable(spec, rows, exc))
     rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
@@ -170,12 +184,18 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
             f"tool {tool.name!r} is irreversible but no rule applies to it: "
             "add a rule (applies_to the tool, its effect, or '*') before it may run"
         )
-    call = Call(spec, rows, dict(spec.input), canon.decode("utf-8"), sha256_hex_of(canon), rules)
+    text = canon.decode("utf-8")
+    call = Call(spec, rows, text, text, sha256_hex_of(canon), rules)
     if tool.redactor is not None:
         # Personal fields are written only as salted hashes; the key covers the full input.
         call.salt = yield RedactionSalt()
-        redacted, call.removed = tool.redactor.apply(call.input, call.salt)
-        call.input_text = canonical_json(redacted).decode("utf-8")
+        try:
+            redacted, call.removed = tool.redactor.apply(call.input, call.salt)
+            call.input_text = canonical_json(redacted).decode("utf-8")
+        except Exception as exc:
+            call.input_text = canonical_json({"unrepresentable": WITHHELD}).decode("utf-8")
+            reason = f"redaction of the input failed: {type(exc).__name__}"
+            return (yield from record(call, Status.REJECTED, rejection_reason=reason))
     if tool.effect.idempotent:
         refused = yield from derive_key(call)
         if refused is not None:
@@ -188,11 +208,7 @@ def unrepresentable(
 ) -> Generator[Op, Any, Result]:
     """Refuse an input with no canonical form, logging a bounded preview of it."""
     # A tool with personal fields gets no preview: it could hold them unredacted.
-    preview = (
-        "(withheld: the tool redacts personal fields)"
-        if spec.tool.redactor
-        else safe_preview(spec.input)
-    )
+    preview = WITHHELD if spec.tool.redactor else safe_preview(spec.input)
     ev = rows.row(
         EventKind.REJECTED,
         input=canonical_json({"unrepresentable": preview}).decode("utf-8"),
@@ -203,24 +219,31 @@ def unrepresentable(
 
 
 def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
-    """Set ``call.key``: explicit, from the tool's key function, or ``tool:input_hash``."""
+    """Set ``call.key``: ``tool:input_hash``, or from a given key (explicit, or the tool's
+    key function). A given key is scoped to its tool — two tools never answer from each
+    other's record — and stored as a salted hash, so it never spells out a personal value
+    and adding or changing ``redact=`` later does not change it."""
     tool = call.tool
     if call.spec.key is not None:
-        custom: str | None = call.spec.key
+        custom: object = call.spec.key
     elif tool.key is not None:
         try:
-            custom = str(tool.key(call.input))
+            custom = tool.key(call.input)
         except Exception as exc:
             reason = f"key function of {tool.name!r} failed: {type(exc).__name__}: {exc}"
             return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(reason)))
+        if not isinstance(custom, str) or not custom:
+            reason = (
+                f"key function of {tool.name!r} returned {type(custom).__name__} "
+                f"{safe_preview(custom)}, not a non-empty str"
+            )
+            return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(reason)))
     else:
-        custom = None
-    if custom is None:
         call.key = f"{tool.name}:{call.input_hash}"
-    elif tool.redactor is not None:  # a given key may spell out a personal value
-        call.key = f"{tool.name}:{marker(call.salt, custom)}"
-    else:
-        call.key = custom
+        return None
+    if not call.salt:
+        call.salt = yield RedactionSalt()
+    call.key = f"{tool.name}:key:{marker(call.salt, custom).removeprefix('redacted:')}"
     return None
 
 
@@ -242,22 +265,30 @@ def record(
     )
 
 
-def judge(call: Call) -> Generator[Op, Any, Result | None]:
-    """Run the rules in order; the first refusal is logged and answered."""
+def first_refusal(call: Call) -> Generator[Op, Any, tuple[Rule, Deny] | None]:
+    """Run the rules in order, up to the first that refuses."""
     tool = call.tool
     ctx = RuleContext(tool.name, tool.effect, call.spec.correlation_id, call.spec.events_reader)
     for r in call.rules:
         deny: Deny | None = yield CheckRule(r, call.input, ctx)
         if deny is not None:
-            return (
-                yield from record(
-                    call,
-                    Status.REJECTED,
-                    rejection_reason=call.clean(deny.reason),
-                    rule_name=r.name,
-                )
-            )
+            return r, deny
     return None
+
+
+def refusal_row(call: Call, refused: tuple[Rule, Deny]) -> NewEvent:
+    r, deny = refused
+    return call.row(EventKind.REJECTED, rejection_reason=call.clean(deny.reason), rule_name=r.name)
+
+
+def judge(call: Call) -> Generator[Op, Any, Result | None]:
+    """Run the rules; the first refusal is logged and answered."""
+    refused = yield from first_refusal(call)
+    if refused is None:
+        return None
+    ev = refusal_row(call, refused)
+    yield Append(ev)
+    return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
 
 
 def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[Op, Any, Result]:
@@ -423,21 +454,15 @@ def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
         )
         return call.result(Status.INDETERMINATE, ev, error=error)
     # Reconciled(executed=False): the effect did not happen. We hold the claim; the call is
-    # judged by the rules like any fresh call, then runs.
-    refused = yield from judge(call)
-    if refused is not None:
-        released = call.rows.row(
-            EventKind.RELEASED,
-            idempotency_key=call.key,
-            input_hash=call.input_hash,
-            attempt=attempt,
-        )
-        now = call.spec.clock()
-        yield Finish(
-            call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, released
-        )
-        return refused
-    return None
+    # judged by the rules like any fresh call, then runs — or its refusal releases the key,
+    # in one step whose row says how the call ended.
+    refused = yield from first_refusal(call)
+    if refused is None:
+        return None
+    ev = refusal_row(call, refused)
+    now = call.spec.clock()
+    yield Finish(call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, ev)
+    return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
 
 
 def run(call: Call, attempt: int) -> Generator[Op, Any, Result]:
@@ -453,10 +478,15 @@ def recorded_output(call: Call, outcome: Outcome) -> tuple[str | None, str | Non
         value = outcome.value
         if call.tool.redactor is not None:
             value = call.tool.redactor.apply_output(value, call.salt, call.removed)
-        return canonical_json(value).decode("utf-8"), None
+        text = canonical_json(value).decode("utf-8")
+        if "\\u0000" in text:
+            return None, "output not recorded: it contains a NUL character (\\u0000)"
+        return text, None
     except CanonicalizationError as exc:
         # The effect happened: record completion anyway, never run it again.
         return None, f"output not recorded: {exc}"
+    except Exception as exc:  # a redact= function that fails on the output
+        return None, f"output not recorded: redaction failed: {type(exc).__name__}"
 
 
 def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
@@ -467,7 +497,7 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         output_text, error = recorded_output(call, outcome)
         status, state = Status.EXECUTED, ClaimState.DONE
     else:
-        output_text, error = None, call.clean(outcome.error)
+        output_text, error = None, storable(call.clean(outcome.error))
         status = Status.FAILED
         state = ClaimState.FAILED if tool.keep_failures else ClaimState.RELEASED
     ev = call.row(

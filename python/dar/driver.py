@@ -83,6 +83,14 @@ class RuntimeBase:
         """Everything the core needs for one call; nested calls inherit the session."""
         if not isinstance(tool, Tool):
             raise TypeError(f"execute() takes a Tool (use @tool(...)), got {type(tool).__name__}")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigurationError(
+                f"key must be a non-empty str, not {type(key).__name__} {key!r}"
+            )
+        if correlation_id is not None and not isinstance(correlation_id, str):
+            raise ConfigurationError(
+                f"correlation_id must be a str, not {type(correlation_id).__name__}"
+            )
         parent = current_call.get()
         if parent is not None and correlation_id is None:
             correlation_id = parent.correlation_id

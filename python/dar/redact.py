@@ -12,6 +12,8 @@ reason or an error. The idempotency key is computed on the full input.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,8 +53,12 @@ class Redactor:
     def apply(self, value: Any, salt: str) -> tuple[Any, list[str]]:
         """A redacted copy of the input, and the raw texts it removed."""
         if self.fn is not None:
-            return self.fn(value), []
-        removed: list[str] = []
+            redacted = self.fn(value)
+            # What the function hid: every leaf of the input that its result no longer has.
+            kept = set(_all_leaves(redacted))
+            removed = [text for text in _all_leaves(value) if text not in kept]
+            return _scrub_leaves(redacted, removed, salt), removed
+        removed = []
         for path in self.paths:
             value = self._walk(value, path, salt, removed)
         return _scrub_leaves(value, removed, salt), removed
@@ -60,7 +66,7 @@ class Redactor:
     def apply_output(self, value: Any, salt: str, removed: list[str]) -> Any:
         """A redacted copy of the output: its own paths, then every removed value."""
         if self.fn is not None:
-            return self.fn(value)
+            return _scrub_leaves(self.fn(value), removed, salt)
         for path in self.output_paths:
             value = self._walk(value, path, salt, removed)
         return _scrub_leaves(value, removed, salt)
@@ -86,29 +92,72 @@ class Redactor:
         return value
 
 
-def _leaves(value: Any, out: list[str]) -> None:
+def _leaf_text(value: Any) -> str | None:
+    """How a scalar leaf reads in JSON (numbers in canonical form), or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        try:
+            return canonical_json(value).decode()
+        except ValueError:
+            return str(value)
+    return None
+
+
+def _leaves(value: Any, out: list[str], *, keys: bool = False) -> None:
+    """Every scalar of ``value`` as text (with ``keys``, dict keys too)."""
     if isinstance(value, dict):
-        for v in value.values():
-            _leaves(v, out)
+        for k, v in value.items():
+            if keys:
+                out.append(str(k))
+            _leaves(v, out, keys=keys)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _leaves(v, out)
-    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        text = str(value)
-        if len(text) >= 3:  # shorter texts would scrub unrelated words from messages
+            _leaves(v, out, keys=keys)
+    else:
+        text = _leaf_text(value)
+        if text:
             out.append(text)
 
 
+def _all_leaves(value: Any) -> list[str]:
+    out: list[str] = []
+    _leaves(value, out, keys=True)
+    return out
+
+
 def _scrub_leaves(value: Any, removed: list[str], salt: str) -> Any:
+    """A copy of ``value`` with every removed value replaced, in keys, strings and numbers."""
     if not removed:
         return value
-    if isinstance(value, str):
-        return scrub(value, removed, salt)
     if isinstance(value, dict):
-        return {k: _scrub_leaves(v, removed, salt) for k, v in value.items()}
+        return {
+            scrub(str(k), removed, salt): _scrub_leaves(v, removed, salt) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_scrub_leaves(v, removed, salt) for v in value]
+    if isinstance(value, str):
+        return scrub(value, removed, salt)
+    text = _leaf_text(value)
+    if text is not None and text in removed:
+        return marker(salt, value)
     return value
+
+
+#: Values shorter than this are replaced in messages only where they stand alone.
+SHORT = 4
+
+
+def _forms(raw: str) -> set[str]:
+    """How a value may be spelled inside a message: raw, JSON-escaped, repr-escaped."""
+    return {
+        raw,
+        json.dumps(raw)[1:-1],
+        json.dumps(raw, ensure_ascii=False)[1:-1],
+        repr(raw)[1:-1],
+    }
 
 
 def scrub(text: str | None, removed: list[str], salt: str) -> str | None:
@@ -116,5 +165,11 @@ def scrub(text: str | None, removed: list[str], salt: str) -> str | None:
     if text is None or not removed:
         return text
     for raw in sorted(set(removed), key=len, reverse=True):
-        text = text.replace(raw, marker(salt, raw))
+        if not raw:
+            continue
+        for form in sorted(_forms(raw), key=len, reverse=True):
+            if len(form) >= SHORT:
+                text = text.replace(form, marker(salt, raw))
+            else:  # a short value: only where it stands alone, not inside other words
+                text = re.sub(rf"(?<!\w){re.escape(form)}(?!\w)", marker(salt, raw), text)
     return text

@@ -15,6 +15,18 @@ from dar.records import Claim, NewEvent
 from dar.states import EventKind
 
 
+def storable(text: str | None) -> str | None:
+    """Text every database stores as given: a NUL or a lone surrogate (from an exception's
+    message, say) is written escaped, never refused after the effect has happened."""
+    if text is None or ("\x00" not in text and text.isascii()):
+        return text
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_TEXT_FIELDS = ("rejection_reason", "error")
+
+
 def when(seconds: float) -> float:
     """Whole microseconds: what both databases store exactly (the hash chain needs it)."""
     return round(seconds, 6)
@@ -32,6 +44,9 @@ class CallRows:
     clock: Callable[[], float]
 
     def row(self, kind: EventKind, *, event_id: str | None = None, **fields: Any) -> NewEvent:
+        for name in _TEXT_FIELDS:
+            if name in fields:
+                fields[name] = storable(fields[name])
         return NewEvent(
             event_id=event_id or new_id(),
             call_id=self.call_id,

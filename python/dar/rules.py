@@ -89,5 +89,9 @@ def verdict_of(rule_name: str, value: object) -> Deny | None:
     if value is False:
         return Deny(f"rule {rule_name} returned False")
     if isinstance(value, Deny):
+        if not isinstance(value.reason, str):
+            return Deny(
+                f"rule {rule_name} refused with a {type(value.reason).__name__} reason, not a str"
+            )
         return value
     return Deny(f"rule {rule_name} returned {type(value).__name__}, not Allow/Deny/bool")

@@ -7,11 +7,15 @@ store may be shared by threads; several processes share a database file safely.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -98,20 +102,34 @@ class SQLiteStore:
         self.hash_chain = hash_chain
         self._salt: str | None = None
         self.hit_flush = hit_flush
-        self._pending: list[NewEvent] = []
-        self._flusher = Flusher(self.flush, hit_flush)
+        self._sync, self._busy_timeout = sync, busy_timeout
         self._closed = threading.Event()
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-        )
-        self.db = sqlite_utils.Database(self._conn)
-        if self.path != ":memory:":
-            self.db.enable_wal()
-        self._conn.execute(f"PRAGMA synchronous = {sync}")
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        #: Outcomes whose write failed (disk full, ...): written first by the next write, so
+        #: a call that ran is never taken for a crashed one while this process lives.
+        self._unwritten: list[Finish] = []
+        self._connect()
+        _OPEN.add(self)
         if migrate:
             self.migrate()
+
+    def _connect(self) -> None:
+        """A fresh connection, lock, buffer and flusher (also in a forked child: the
+        parent's connection and its buffered rows stay the parent's)."""
+        self._lock = threading.RLock()
+        self._pending: list[NewEvent] = []
+        self._flusher = Flusher(self.flush, self.hit_flush)
+        with _errors(self.path):
+            self._conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_timeout,
+            )
+            self.db = sqlite_utils.Database(self._conn)
+            if self.path != ":memory:":
+                self.db.enable_wal()
+            self._conn.execute(f"PRAGMA synchronous = {self._sync}")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SQLiteStore:
@@ -142,33 +160,41 @@ class SQLiteStore:
         is retried until ``retry_for`` seconds have passed, then ``StoreError`` is raised
         with nothing written. (An outcome must not be dropped because a lock was busy.)
         """
-        with self._lock:
+        with self._lock, _errors(self.path):
             conn = self._conn
-            deadline = time.monotonic() + self.retry_for
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise StoreError(
-                            f"SQLite database {self.path} stayed locked for "
-                            f"{self.retry_for:.0f}s: {exc}"
-                        ) from exc
-                    time.sleep(0.01)
+            self._begin(conn)
+            unwritten, self._unwritten = self._unwritten, []
+            pending, self._pending = self._pending, []
             try:
-                # Buffered hit rows ride along with the next commit, in order.
-                pending, self._pending = self._pending, []
+                # A failed outcome first, then buffered hit rows, ride along in order.
+                for op in unwritten:
+                    self._finish(conn, op)
                 for event in pending:
                     self._insert(conn, event)
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors
+                    conn.execute("ROLLBACK")
                 self._pending[:0] = pending
+                self._unwritten[:0] = unwritten
                 raise
-            conn.execute("COMMIT")
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"SQLite database {self.path} stayed locked for "
+                        f"{self.retry_for:.0f}s: {exc}"
+                    ) from exc
+                time.sleep(0.01)
 
     def _insert(self, conn: sqlite3.Connection, event: NewEvent) -> None:
         """Append one row, linked into its correlation id's hash chain. Runs inside a write
@@ -219,7 +245,7 @@ class SQLiteStore:
         return self._claim(op.key)
 
     def _claim(self, key: str) -> Claim | None:
-        with self._lock:
+        with self._lock, _errors(self.path):
             row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
         return None if row is None else Claim(*row)
 
@@ -284,23 +310,31 @@ class SQLiteStore:
             return True
 
     def finish(self, op: Finish) -> bool:
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE agent_tool_claims SET state = ?, output = ?, error = ?, completed_at = ?,"
-                " expires_at = ?, lease_until = NULL, version = version + 1"
-                " WHERE idempotency_key = ? AND owner = ? AND state = 'running'",
-                (
-                    op.state.value,
-                    op.output,
-                    op.error,
-                    op.now,
-                    op.expires_at,
-                    op.key,
-                    op.owner,
-                ),
-            )
-            self._insert(conn, op.event)
-            return cur.rowcount == 1
+        try:
+            with self._write() as conn:
+                return self._finish(conn, op)
+        except StoreError:
+            with self._lock:
+                self._unwritten.append(op)  # the effect happened: keep trying to record it
+            raise
+
+    def _finish(self, conn: sqlite3.Connection, op: Finish) -> bool:
+        cur = conn.execute(
+            "UPDATE agent_tool_claims SET state = ?, output = ?, error = ?, completed_at = ?,"
+            " expires_at = ?, lease_until = NULL, version = version + 1"
+            " WHERE idempotency_key = ? AND owner = ? AND state = 'running'",
+            (
+                op.state.value,
+                op.output,
+                op.error,
+                op.now,
+                op.expires_at,
+                op.key,
+                op.owner,
+            ),
+        )
+        self._insert(conn, op.event)
+        return cur.rowcount == 1
 
     def mark(self, op: Mark) -> bool:
         with self._write() as conn:
@@ -350,7 +384,7 @@ class SQLiteStore:
         since = None if filter.since is None else filter.since.timestamp()
         sql, params = events_query("?", replace(filter, since=None), since=since)
         self.flush()  # the log as read here includes this store's buffered hits
-        with self._lock:
+        with self._lock, _errors(self.path):
             rows = list(self.db.query(sql, params))
         return [Event.from_row(r, json_as_text=True) for r in rows]
 
@@ -420,10 +454,47 @@ class SQLiteStore:
         with self._lock:
             if self._closed.is_set():
                 return
+            _OPEN.discard(self)
             self.flush()
             self._closed.set()
             self._flusher.stop()
             self._conn.close()
+
+
+@contextmanager
+def _errors(path: str) -> Iterator[None]:
+    """Every SQLite failure (disk full, read-only, corrupt file) as a ``StoreError`` that
+    names the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite database {path}: {exc}") from exc
+
+
+#: Open stores: flushed at interpreter exit, reconnected in a forked child.
+_OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _flush_all() -> None:
+    for store in list(_OPEN):
+        with contextlib.suppress(Exception):  # exiting: a failed flush must not mask why
+            store.flush()
+
+
+#: Connections a forked child inherited. They are never closed (nor finalized) here: closing
+#: one would checkpoint and remove the WAL file the parent is still writing to.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _reconnect_all_in_child() -> None:
+    for store in list(_OPEN):
+        if not store._closed.is_set():
+            _INHERITED.append(store._conn)
+            store._connect()
+
+
+atexit.register(_flush_all)
+os.register_at_fork(after_in_child=_reconnect_all_in_child)
 
 
 def _no_delete_trigger() -> str:
