@@ -481,15 +481,15 @@ def _flush_all() -> None:
             store.flush()
 
 
-#: Connections a forked child inherited. They are never closed (nor finalized) here: closing
-#: one would checkpoint and remove the WAL file the parent is still writing to.
-_INHERITED: list[sqlite3.Connection] = []
-
-
 def _reconnect_all_in_child() -> None:
+    """A forked child gets connections of its own. The inherited one is closed first: while
+    it lives, SQLite's per-process lock bookkeeping would make the new connection skip the
+    file locks that tell the parent this process still uses the WAL; and it cannot end the
+    parent's WAL, because the parent's own connection still holds the file."""
     for store in list(_OPEN):
         if not store._closed.is_set():
-            _INHERITED.append(store._conn)
+            with contextlib.suppress(sqlite3.Error):
+                store._conn.close()
             store._connect()
 
 
