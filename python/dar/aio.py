@@ -70,16 +70,10 @@ class AsyncRuntime(RuntimeBase):
         self._salt: str | None = None
 
     async def _store(self, fn: Callable[[Store], Any]) -> Any:
-        """Run ``fn(store)`` in a worker thread. A write, once started, is finished even when
-        the caller is cancelled meanwhile (an asyncio timeout around ``execute``): the
-        cancellation propagates only after the outcome is recorded."""
-        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            with suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(done), None)
-            raise
+        """Run ``fn(store)`` in a worker thread. A write, once started, finishes in its
+        thread even when the caller is cancelled meanwhile (an asyncio timeout around
+        ``execute``): an outcome is recorded whatever happens to the coroutine."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
 
     async def execute(
         self,

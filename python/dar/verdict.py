@@ -39,21 +39,21 @@ def classify(
     """
     if claim is None:
         return Verdict.TAKE
-    state = ClaimState(claim.state)
+    state = claim.state  # compared with the str enum's members: no enum look-up per call
     fresh = claim.expires_at is None or claim.expires_at > now
     same = claim.input_hash == input_hash
-    if state is ClaimState.DONE and fresh and same:
+    if state == ClaimState.DONE and fresh and same:
         return Verdict.HIT
     live = state in (ClaimState.RUNNING, ClaimState.INDETERMINATE) or (
         state in (ClaimState.DONE, ClaimState.FAILED) and fresh
     )
     if live and not same:
         return Verdict.CONFLICT
-    if state is ClaimState.FAILED and fresh:
+    if state == ClaimState.FAILED and fresh:
         return Verdict.KEPT_FAILURE
-    if state is ClaimState.INDETERMINATE:
+    if state == ClaimState.INDETERMINATE:
         return Verdict.INDETERMINATE
-    if state is ClaimState.RUNNING:
+    if state == ClaimState.RUNNING:
         if claim.lease_until is not None and claim.lease_until > now:
             return Verdict.RUNNING
         if not blind_retry_safe:

@@ -245,8 +245,11 @@ class SQLiteStore:
         return self._claim(op.key)
 
     def _claim(self, key: str) -> Claim | None:
-        with self._lock, _errors(self.path):
-            row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+        with self._lock:
+            try:  # (not `_errors`: this is the hot path of every cache hit)
+                row = self._conn.execute(_SELECT_CLAIM, (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite database {self.path}: {exc}") from exc
         return None if row is None else Claim(*row)
 
     def lookup(self, op: Lookup) -> tuple[Claim | None, bool]:
