@@ -64,7 +64,8 @@ class Model:
         return self.irreversible_rule or any(name == tool.name for name, _ in self.denied)
 
     def key_of(self, tool: ToolSpec, inp: dict[str, Any], explicit: str | None) -> str:
-        return explicit or f"{tool.name}:{dar.input_hash(inp)}"
+        # A given key is scoped to its tool (the store keeps it hashed: see `real_key`).
+        return f"{tool.name}:key:{explicit}" if explicit else f"{tool.name}:{dar.input_hash(inp)}"
 
     def effect(self, tool: ToolSpec, inp: dict[str, Any]) -> None:
         eid = effect_id(tool.name, inp["v"])

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 
 import dar
 from dar import Runtime, Status, StoreError
+from dar.decide import given_key
 from dar.ops import GetClaim, Resolve
 from dar.rows import resolved_row
 
@@ -99,6 +100,13 @@ class ExactlyOnce(RuleBasedStateMachine):
         self.rules_in_force: dict[str, dar.Rule] = {allow_irreversible.name: allow_irreversible}
         self.deny_rules: dict[str, tuple[str, int]] = {}
         self.crashed: dict[str, tuple[str, int, str | None]] = {}
+
+    def real_key(self, model_key: str) -> str:
+        """The store's key for the model's: a given key is stored salted and hashed."""
+        tool_name, sep, given = model_key.partition(":key:")
+        if not sep:
+            return model_key
+        return given_key(tool_name, given, self.workers[0].store.redaction_salt())
 
     def teardown(self) -> None:
         for rt in self.workers:
@@ -296,11 +304,11 @@ class ExactlyOnce(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(stuck))
         output = {"operator": True} if executed else None
         store = self.workers[0].store
-        claim = store.get_claim(GetClaim(key))
+        claim = store.get_claim(GetClaim(self.real_key(key)))
         assert claim is not None
         recorded = None if output is None else '{"operator":true}'
         ev = resolved_row(claim, executed, recorded, None, self.model.now)
-        store.resolve(Resolve(key, executed, recorded, self.model.now, ev))
+        store.resolve(Resolve(self.real_key(key), executed, recorded, self.model.now, ev))
         assert self.model.resolve(key, executed, output)
         STATS["operator resolutions"] += 1
 
@@ -371,7 +379,7 @@ class ExactlyOnce(RuleBasedStateMachine):
         for key, c in self.model.keys.items():
             if c.state != "done":
                 continue
-            claim = self.workers[0].store.get_claim(GetClaim(key))
+            claim = self.workers[0].store.get_claim(GetClaim(self.real_key(key)))
             assert claim is not None and claim.state == "done", (key, claim)
             recorded = None if claim.output is None else __import__("json").loads(claim.output)
             assert recorded == c.output, (key, recorded, c.output)

@@ -243,8 +243,13 @@ def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
         return None
     if not call.salt:
         call.salt = yield RedactionSalt()
-    call.key = f"{tool.name}:key:{marker(call.salt, custom).removeprefix('redacted:')}"
+    call.key = given_key(tool.name, custom, call.salt)
     return None
+
+
+def given_key(tool_name: str, key: str, salt: str) -> str:
+    """How a key given for ``tool_name`` is stored: scoped to the tool, salted and hashed."""
+    return f"{tool_name}:key:{marker(salt, key).removeprefix('redacted:')}"
 
 
 # --- answers that run nothing ----------------------------------------------------------------
