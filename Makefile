@@ -57,6 +57,7 @@ soak: build
 bench: build
 	$(BIN)/python benches/bench_hash.py
 	$(BIN)/python benches/bench_chain.py
+	$(BIN)/python benches/bench_seam.py
 
 wheel: $(STAMP)
 	$(BIN)/maturin build --release --out dist

@@ -243,6 +243,7 @@ def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
         return None
     if not call.salt:
         call.salt = yield RedactionSalt()
+    assert isinstance(custom, str)  # checked above, or typed so by execute()
     call.key = given_key(tool.name, custom, call.salt)
     return None
 
