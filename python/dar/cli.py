@@ -24,7 +24,8 @@ from dar.postmortem import CallNode, call_tree, stats, verify
 from dar.records import Event
 from dar.rows import admin_row, resolved_row
 from dar.states import EventKind
-from dar.store import open_store
+from dar.store import AdminStore, SQLiteStore, open_store
+from dar.terminal import safe, safe_event, safe_json
 
 DEFAULT_DB = "sqlite:///dar.db"
 
@@ -34,8 +35,24 @@ def _db_url(args: argparse.Namespace) -> str:
     return url
 
 
+def _open(args: argparse.Namespace, *, create: bool = False) -> AdminStore:
+    """The store of ``--db``. Only `dar migrate` creates a SQLite file: for every other
+    command a mistyped path is an error, not a new empty database."""
+    url = _db_url(args)
+    if not create and url.split(":", 1)[0].lower() == "sqlite":
+        path = SQLiteStore.path_of(url)
+        if path != ":memory:" and not Path(path).exists():
+            raise DarError(f"no database at {path} (check --db; `dar migrate` creates one)")
+    return open_store(url, migrate=not create) if create else open_store(url)
+
+
 def _parse_since(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise DarError(
+            f"not an ISO date or time: {safe(text)!r} (try 2026-11-28 or 2026-11-28T09:30)"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
@@ -48,7 +65,7 @@ def _event_json(ev: Event) -> dict[str, Any]:
 
 
 def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args), migrate=False)
+    store = _open(args, create=True)
     applied = store.migrate()
     store.close()
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
@@ -56,22 +73,24 @@ def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_events(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
+    since = _parse_since(args.since) if args.since else None
+    store = _open(args)
     events = store.events(
         LogFilter(
             correlation_id=args.correlation_id,
             tool=args.tool,
             status=args.status,
             key=args.key,
-            since=_parse_since(args.since) if args.since else None,
+            since=since,
             limit=args.limit,
         )
     )
     store.close()
     if args.json:
         for ev in events:
-            sys.stdout.write(json.dumps(_event_json(ev), ensure_ascii=False) + "\n")
+            sys.stdout.write(safe_json(_event_json(ev)) + "\n")
         return 0
+    events = [safe_event(ev) for ev in events]
     table = Table(title=f"{len(events)} events (--json for every column)")
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("time (UTC)", no_wrap=True)
@@ -97,7 +116,7 @@ def cmd_events(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
+    store = _open(args)
     claim = store.get_claim(GetClaim(args.key))
     if claim is None:
         console.print(f"[red]no claim with key {escape(repr(args.key))}[/red]")
@@ -165,18 +184,17 @@ def _node_label(node: CallNode) -> Text:
 
 
 def cmd_trace(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
-    events = store.events(LogFilter(correlation_id=args.correlation_id))
+    store = _open(args)
+    events = [safe_event(ev) for ev in store.events(LogFilter(correlation_id=args.correlation_id))]
     store.close()
     if not events:
-        console.print(f"[red]no events with correlation id {escape(args.correlation_id)!s}[/red]")
+        console.print(
+            f"[red]no events with correlation id {escape(safe(args.correlation_id))}[/red]"
+        )
         return 1
     roots = call_tree(events)
     if args.json:
-        sys.stdout.write(
-            json.dumps([r.as_dict() for r in roots], ensure_ascii=False, indent=2, default=str)
-            + "\n"
-        )
+        sys.stdout.write(safe_json([r.as_dict() for r in roots], indent=2, default=str) + "\n")
         return 0
     count = sum(1 for _ in _walk(roots))
     tree = Tree(
@@ -199,12 +217,13 @@ def _walk(nodes: list[CallNode]) -> Any:
 
 
 def cmd_stats(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
-    events = store.events(LogFilter(since=_parse_since(args.since) if args.since else None))
+    since = _parse_since(args.since) if args.since else None
+    store = _open(args)
+    events = [safe_event(ev) for ev in store.events(LogFilter(since=since))]
     store.close()
     report = stats(events)
     if args.json:
-        sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(safe_json(report.as_dict(), indent=2) + "\n")
         return 0
     table = Table(title=f"{len(events)} events" + (f" since {args.since}" if args.since else ""))
     table.add_column("tool", no_wrap=True)
@@ -253,13 +272,13 @@ def cmd_stats(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
+    store = _open(args)
     events = store.events(LogFilter(correlation_id=args.correlation_id))
     heads, points = store.chain_heads(), store.checkpoints()
     store.close()
     report = verify(events, heads, points, only=args.correlation_id)
     if args.json:
-        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+        sys.stdout.write(safe_json(report.as_dict()) + "\n")
     elif report.ok:
         console.print(
             f"[green]OK[/green]: {report.rows} events in {report.chains} chains, "
@@ -271,14 +290,14 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         )
         for b in report.broken:
             console.print(
-                f"  session {escape(b.correlation_id or '(none)')}: first broken "
-                f"link at seq {b.seq} (event {b.event_id}): {b.reason}"
+                f"  session {escape(safe(b.correlation_id or '(none)'))}: first broken "
+                f"link at seq {b.seq} (event {escape(safe(b.event_id))}): {escape(b.reason)}"
             )
     return 0 if report.ok else 1
 
 
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
-    store = open_store(_db_url(args))
+    store = _open(args)
     n = store.gc(dt.datetime.now(dt.timezone.utc).timestamp())
     store.close()
     console.print(f"removed {n} expired or released claims (the event log is untouched)")
@@ -286,14 +305,14 @@ def cmd_gc(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, console: Console) -> int:
-    before = _parse_since(args.before)
+    before = _parse_since(args.before)  # before opening: a typo is an error, not a purge
     if not args.yes:
         console.print(
             f"[red]purge deletes every event before {before.isoformat()}; "
             "run again with --yes to do it[/red]"
         )
         return 2
-    store = open_store(_db_url(args))
+    store = _open(args)
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     event = admin_row(EventKind.PURGED, f"operator purged events before {before.isoformat()}", now)
     rows, points = store.purge(before, now, event)

@@ -131,6 +131,15 @@ class SQLiteStore:
             self._conn.execute(f"PRAGMA synchronous = {self._sync}")
             self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
+    @staticmethod
+    def path_of(url: str) -> str:
+        """The file a ``sqlite:`` URL names (``":memory:"`` for none)."""
+        parts = urlsplit(url)
+        path = parts.netloc + parts.path
+        if path.startswith("/") and parts.netloc == "":
+            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs -> /abs
+        return ":memory:" if path in ("", ":memory:", "/:memory:") else path
+
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SQLiteStore:
         """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite://:memory:``;
@@ -138,11 +147,7 @@ class SQLiteStore:
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise ConfigurationError(f"not a sqlite URL: {url!r}")
-        path = parts.netloc + parts.path
-        if path.startswith("/") and parts.netloc == "":
-            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs -> /abs
-        if path in ("", ":memory:", "/:memory:"):
-            path = ":memory:"
+        path = cls.path_of(url)
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if "synchronous" in options:
             kwargs.setdefault("synchronous", options["synchronous"])
