@@ -28,7 +28,8 @@ from dar import (
     rule,
     tool,
 )
-from dar.records import NewEvent
+from dar.ops import GetClaim, Resolve
+from dar.rows import resolved_row
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -249,41 +250,42 @@ def test_item_04_a_deploy_that_changes_redact_keeps_the_key(
 
 
 def test_item_05_store_resolve_refuses_a_running_claim_with_a_live_lease(
-    make_runtime: MakeRuntime,
+    make_runtime: MakeRuntime, runtime_kind: str
 ) -> None:
     """5. `dar resolve --not-executed` releases a claim that is still running with a live
     lease."""
     release = threading.Event()
     ran: list[str] = []
 
-    @tool(effect=Effect.IRREVERSIBLE, key=lambda i: f"wire:{i['n']}", lease=300)
-    def wire(n: int) -> str:
+    def wire_sync(n: int) -> str:
         ran.append("wire")
         release.wait(30)
         return "sent"
+
+    async def wire_async(n: int) -> str:  # an async runtime's loop must not be blocked
+        ran.append("wire")
+        await asyncio.to_thread(release.wait, 30)
+        return "sent"
+
+    wire = tool(name="wire", effect=Effect.IRREVERSIBLE, key=lambda i: f"wire:{i['n']}")(
+        wire_sync if runtime_kind == "sync" else wire_async
+    )
 
     rt = make_runtime(rules=[allow_all])
     worker = threading.Thread(target=rt.execute, args=(wire, {"n": 1}))
     worker.start()
     try:
         wait_until(lambda: ran == ["wire"])
-        claim = rt.store.get_claim("wire:1")
+        key = next(e.idempotency_key for e in rt.events(status="started"))
+        assert key is not None
+        claim = rt.store.get_claim(GetClaim(key))
         assert claim is not None and claim.state == "running"
         now = time.time()
-        event = NewEvent(
-            event_id="00000000-0000-4000-8000-000000000005",
-            tool_name="wire",
-            effect="",
-            status="resolved",
-            created_at=now,
-            idempotency_key="wire:1",
-            input_hash=claim.input_hash,
-            rejection_reason="operator: not executed",
-        )
-        with pytest.raises(Exception, match=r"lease|running") as info:
-            rt.store.resolve("wire:1", False, None, now, event)  # type: ignore[attr-defined]
+        event = resolved_row(claim, False, None, None, now)
+        with pytest.raises(ValueError, match=r"lease|running") as info:
+            rt.store.resolve(Resolve(key, False, None, now, event))
         assert claim.owner is not None and claim.owner in str(info.value)
-        assert rt.store.get_claim("wire:1").state == "running"  # type: ignore[union-attr]
+        assert rt.store.get_claim(GetClaim(key)).state == "running"  # type: ignore[union-attr]
     finally:
         release.set()
         worker.join(30)

@@ -20,6 +20,7 @@ import pytest
 from dar import Deny, Effect, Runtime, rule, tool
 from dar.chain import content_hash, link
 from dar.cli import main
+from dar.ops import GetClaim
 from dar.store import split_schema
 
 
@@ -75,15 +76,16 @@ def test_item_05_resolve_refuses_a_live_claim_unless_forced(
         while ran != ["wire"]:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        key = "wire:1"
+        key = next(e.idempotency_key for e in rt.events(status="started"))
+        assert key is not None
         code, out = cli(["resolve", key, "--db", shared_url, "--not-executed"], capsys)
         assert code == 1, f"a live claim was released: {out}"
         assert rt.owner in out, f"the lease owner is not named: {out}"
-        claim = rt.store.get_claim(key)
+        claim = rt.store.get_claim(GetClaim(key))
         assert claim is not None and claim.state == "running"
         code, out = cli(["resolve", key, "--db", shared_url, "--not-executed", "--force"], capsys)
         assert code == 0, out
-        assert rt.store.get_claim(key).state == "released"  # type: ignore[union-attr]
+        assert rt.store.get_claim(GetClaim(key)).state == "released"  # type: ignore[union-attr]
     finally:
         release.set()
         worker.join(30)

@@ -308,7 +308,8 @@ class ExactlyOnce(RuleBasedStateMachine):
         assert claim is not None
         recorded = None if output is None else '{"operator":true}'
         ev = resolved_row(claim, executed, recorded, None, self.model.now)
-        store.resolve(Resolve(self.real_key(key), executed, recorded, self.model.now, ev))
+        # The operator knows the worker is gone (it was killed): force a live lease too.
+        store.resolve(Resolve(self.real_key(key), executed, recorded, self.model.now, ev, True))
         assert self.model.resolve(key, executed, output)
         STATS["operator resolutions"] += 1
 

@@ -133,7 +133,7 @@ def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
     now = dt.datetime.now(dt.timezone.utc).timestamp()
     event = resolved_row(claim, args.executed, output, args.reason, now)
     try:
-        after = store.resolve(Resolve(args.key, args.executed, output, now, event))
+        after = store.resolve(Resolve(args.key, args.executed, output, now, event, args.force))
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         return 1
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", default="null", help="recorded output, as JSON (with --executed)")
     p.add_argument("--reason", help="a note for the log")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also decide a call whose worker still holds a live lease (know it is gone)",
+    )
     p.set_defaults(fn=cmd_resolve)
 
     p = command("trace", "one session as a tree of calls: what ran, what was refused and why")

@@ -132,7 +132,8 @@ class Mark:
 class Resolve:
     """An operator's decision on an indeterminate (or stuck running) claim: ``executed``
     records it done with ``output``; otherwise it is released to run again. Raises
-    ``KeyError`` for no such claim, ``ValueError`` when it cannot be resolved.
+    ``KeyError`` for no such claim, ``ValueError`` when it cannot be resolved (done, or
+    running under a live lease unless ``force``).
     Answer: the claim after."""
 
     key: str
@@ -140,6 +141,8 @@ class Resolve:
     output: str | None
     now: float
     event: NewEvent
+    #: Also decide a claim whose worker still holds a live lease (it may be running now).
+    force: bool = False
 
     def apply(self, store: Store) -> Claim:
         return store.resolve(self)

@@ -265,7 +265,7 @@ def resolve(st: Statements, op: Resolve) -> Plan:
     row = yield Query(st.lock_claim, {"key": op.key})
     if row is None:
         raise KeyError(op.key)
-    check_resolvable(_claim(row))
+    check_resolvable(_claim(row), op)
     if op.executed:
         yield Query(st.resolve_done, {"key": op.key, "output": op.output, "now": op.now}, "none")
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dar.ops import LogFilter
+from dar.ops import LogFilter, Resolve
 from dar.records import Claim
 from dar.states import ClaimState
 
@@ -49,10 +49,20 @@ def events_query(
 RESOLVABLE = (ClaimState.INDETERMINATE, ClaimState.RUNNING)
 
 
-def check_resolvable(claim: Claim) -> None:
-    """An operator decides only a call whose outcome is unknown: ``ValueError`` otherwise."""
+def check_resolvable(claim: Claim, op: Resolve) -> None:
+    """An operator decides only a call whose outcome is unknown: ``ValueError`` otherwise.
+    A claim still running under a live lease is its worker's — releasing it would let a
+    second worker run the effect concurrently — unless the operator forces it."""
     if ClaimState(claim.state) not in RESOLVABLE:
         raise ValueError(
             f"claim {claim.key!r} is {claim.state}; only an indeterminate or "
             "running claim can be resolved"
+        )
+    live = claim.lease_until is not None and claim.lease_until > op.now
+    if claim.state == ClaimState.RUNNING and live and not op.force:
+        left = (claim.lease_until or op.now) - op.now
+        raise ValueError(
+            f"claim {claim.key!r} is running, held by {claim.owner} under a lease that "
+            f"ends in {left:.0f}s: its handler may be running now. Wait for the lease to "
+            "end, or use --force if you know that worker is gone"
         )

@@ -361,7 +361,7 @@ class SQLiteStore:
             row = conn.execute(_SELECT_CLAIM, (op.key,)).fetchone()
             if row is None:
                 raise KeyError(op.key)
-            check_resolvable(Claim(*row))
+            check_resolvable(Claim(*row), op)
             if op.executed:
                 conn.execute(
                     "UPDATE agent_tool_claims SET state = 'done', output = ?, completed_at = ?,"
