@@ -223,7 +223,7 @@ def test_item_15_the_postgres_retry_budget_is_configurable() -> None:
     try:
         if not hasattr(server, "stop"):
             pytest.fail("this test needs local Postgres binaries to stop the server")
-        store = PostgresStore(server.url, schema=fresh_schema(), retry_for=2.0)  # type: ignore[call-arg]
+        store = PostgresStore(server.url, schema=fresh_schema(), retry_for=2.0)
         rt = Runtime(store)
         assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
         server.stop("immediate")

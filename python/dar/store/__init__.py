@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from dar.errors import ConfigurationError
 from dar.store.base import AdminStore, Store
 from dar.store.sqlite import SQLiteStore
 
-__all__ = ["AdminStore", "SQLiteStore", "Store", "open_store", "split_schema"]
+__all__ = ["AdminStore", "SQLiteStore", "Store", "open_store", "split_schema", "take_options"]
 
 
 def open_store(url: str, **kwargs: Any) -> AdminStore:
@@ -21,20 +21,41 @@ def open_store(url: str, **kwargs: Any) -> AdminStore:
     if scheme == "sqlite":
         return SQLiteStore.from_url(url, **kwargs)
     if scheme in ("postgres", "postgresql"):
-        from dar.store.postgres import PostgresStore
-
-        url, schema = split_schema(url)
-        return PostgresStore(url, schema=schema or "public", **kwargs)
+        try:
+            from dar.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            raise ConfigurationError(
+                f"{url.split('@')[-1]!r} needs psycopg: "
+                "pip install 'durable-agent-runtime[postgres]'"
+            ) from exc
+        url, options = take_options(url, ("schema", "retry_for"))
+        if "retry_for" in options:
+            kwargs.setdefault("retry_for", float(options["retry_for"]))
+        return PostgresStore(url, schema=options.get("schema") or "public", **kwargs)
     raise ConfigurationError(
         f"unknown database URL {url!r}: use sqlite:///file.db, sqlite://:memory: "
         "or postgresql://..."
     )
 
 
+def take_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Take dar's own query options out of a Postgres URL (libpq would refuse them). The
+    rest of the URL is passed through exactly as written: libpq, not dar, decodes it (a
+    unix-socket URL with an empty host, ``options=-c%20...``)."""
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, {}
+    kept, taken = [], {}
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if unquote(name) in names:
+            taken[unquote(name)] = unquote(value)
+        elif part:
+            kept.append(part)
+    return base + ("?" + "&".join(kept) if kept else ""), taken
+
+
 def split_schema(url: str) -> tuple[str, str | None]:
-    """Take dar's own ``schema=`` option out of a Postgres URL (libpq would refuse it)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
+    """A Postgres URL without dar's ``schema=`` option, and that option."""
+    rest, options = take_options(url, ("schema",))
+    return rest, options.get("schema")

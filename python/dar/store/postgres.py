@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolClosed
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from dar.errors import StoreError
 from dar.ops import (
@@ -58,6 +58,10 @@ def _transient(exc: BaseException) -> bool:
     """Errors after which repeating the (idempotent) statement is safe and may succeed."""
     if isinstance(exc, PoolClosed):
         return False  # our own pool was closed: retrying cannot help
+    if isinstance(exc, PoolTimeout):
+        return True  # every connection busy (or none to be had): may free up
+    if isinstance(exc, (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded)):
+        return False  # the same value is refused again: fail at once
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
@@ -65,16 +69,21 @@ class _Retry:
     """Transient errors are retried with jittered exponential backoff for ``RETRY_FOR``
     seconds, then surface as ``StoreError``; any other error surfaces at once."""
 
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + RETRY_FOR
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
         self.attempt = 0
+
+    def left(self) -> float:
+        """Seconds of the budget still left (at least a little, for one more try)."""
+        return max(0.05, self.deadline - time.monotonic())
 
     def after(self, exc: Exception) -> float:
         """Seconds to wait before trying again; raises when not to try again."""
         if not _transient(exc):
             raise exc
         if time.monotonic() > self.deadline:
-            raise StoreError(f"Postgres unavailable for {RETRY_FOR:.0f}s: {exc}") from exc
+            raise StoreError(f"Postgres unavailable for {self.budget:.1f}s: {exc}") from exc
         self.attempt += 1
         return float(min(1.0, 0.02 * 2.0**self.attempt)) * (0.5 + random.random() / 2)
 
@@ -104,6 +113,8 @@ class PostgresStore:
 
     ``target`` is a connection URL (a pool is opened and owned) or a psycopg
     ``ConnectionPool`` the application already has. Tables live in ``schema``.
+    ``retry_for``: how many seconds transient faults (a lost connection, a restarting
+    server, every pooled connection busy) are retried before ``StoreError``.
     """
 
     dialect = "postgres"
@@ -118,8 +129,10 @@ class PostgresStore:
         max_size: int = 10,
         hash_chain: bool = True,
         hit_flush: float = 0.1,
+        retry_for: float = RETRY_FOR,
     ) -> None:
         self.st = q.Statements(schema, hash_chain=hash_chain)
+        self.retry_for = retry_for
         self.hit_flush = hit_flush
         self._pending: list[NewEvent] = []
         self._pending_lock = threading.Lock()
@@ -150,10 +163,10 @@ class PostgresStore:
         if carry and not transaction and plan.fn in _WRITES and self._pending:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
-        retry = _Retry()
+        retry = _Retry(self.retry_for)
         while True:
             try:
-                return self._run_once(plan, transaction, batch)
+                return self._run_once(plan, transaction, batch, retry.left())
             except Exception as exc:
                 try:
                     delay = retry.after(exc)
@@ -164,8 +177,10 @@ class PostgresStore:
                 time.sleep(delay)
                 plan = plan.restart()
 
-    def _run_once(self, plan: _Replayable, transaction: bool, batch: list[NewEvent]) -> Any:
-        with self.pool.connection() as conn:
+    def _run_once(
+        self, plan: _Replayable, transaction: bool, batch: list[NewEvent], wait: float
+    ) -> Any:
+        with self.pool.connection(timeout=wait) as conn:
             if not conn.autocommit and conn.info.transaction_status == 0:
                 conn.autocommit = True
             tx = conn.transaction() if transaction else nullcontext()
