@@ -185,9 +185,13 @@ class PostgresStore:
                 conn.autocommit = True
             tx = conn.transaction() if transaction else nullcontext()
             piped = conn.pipeline() if batch or plan.fn is q.append_all else nullcontext()
-            with tx, piped:
+            with tx, piped as pipe:
                 for event in batch:
                     conn.execute(self.st.append, q.event_params(event))
+                    if pipe is not None:
+                        # Each row its own transaction: one row locks one chain head, so
+                        # writers of different sessions never hold heads in two orders.
+                        pipe.sync()
                 try:
                     query = next(plan.gen)
                     while True:
@@ -198,6 +202,8 @@ class PostgresStore:
                         )
                         with cur:
                             cur.execute(query.sql, query.params)
+                            if pipe is not None and query.rows == "none":
+                                pipe.sync()
                             result = _fetch(cur, query.rows)
                         query = plan.gen.send(result)
                 except StopIteration as stop:
