@@ -177,7 +177,9 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
         assert counts == {
             "fresh, no rule applies": (Status.EXECUTED, 2),  # claim-or-look-up, outcome
             "hit": (Status.CACHED, 1),
-            "read, carrying the hit row": (Status.EXECUTED, 1),
+            # One pipeline, not waited on in between: the carried row and the read's row are
+            # each their own transaction (so their own Sync), then the pipeline's closing Sync.
+            "read, carrying the hit row": (Status.EXECUTED, 3),
             "fresh, judged by a rule": (Status.EXECUTED, 3),  # look up, (rules), claim, outcome
             "hit, judged tool": (Status.CACHED, 1),
         }
