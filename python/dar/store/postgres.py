@@ -80,6 +80,12 @@ class _Retry:
 
     def after(self, exc: Exception) -> float:
         """Seconds to wait before trying again; raises when not to try again."""
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            raise StoreError(
+                f"Postgres refused this role: {exc.diag.message_primary or exc}. Grant it "
+                "(the README lists the least-privilege grants), or run `dar migrate` "
+                "as the schema's owner if the schema is not migrated"
+            ) from exc
         if not _transient(exc):
             raise exc
         if time.monotonic() > self.deadline:
@@ -212,7 +218,15 @@ class PostgresStore:
     # --- the operations ----------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        applied: list[str] = self._run(_Replayable(q.migrate, self.st), transaction=True)
+        try:
+            applied: list[str] = self._run(_Replayable(q.migrate, self.st), transaction=True)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+                raise StoreError(
+                    f"schema {self.st.schema!r} is not migrated and this role may not "
+                    "migrate it: run `dar migrate --db URL` once as the schema's owner"
+                ) from exc.__cause__
+            raise
         return applied
 
     def get_claim(self, op: GetClaim) -> Claim | None:

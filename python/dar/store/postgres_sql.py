@@ -292,7 +292,15 @@ def events(st: Statements, filter: LogFilter) -> Plan:
 
 
 def migrate(st: Statements) -> Plan:
-    """In one transaction, under an advisory lock: concurrent starters migrate once."""
+    """In one transaction, under an advisory lock: concurrent starters migrate once. A
+    schema that is up to date is only read, so a role without DDL rights (the README's
+    least-privilege grants) may start the runtime; it never tries to create anything."""
+    table = f'"{st.schema}".dar_migrations'
+    found = yield Query("SELECT to_regclass(%s)", (table,))
+    if found[0] is not None:
+        done = {r[0] for r in (yield Query(f"SELECT name FROM {table}", (), "all"))}
+        if all(name in done for name, _ in migration_files("postgres")):
+            return []
     yield Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dar_migrate:{st.schema}",), "none")
     yield Query(f'CREATE SCHEMA IF NOT EXISTS "{st.schema}"', (), "none")
     yield Query(f'SET LOCAL search_path TO "{st.schema}", public', (), "none")
