@@ -53,16 +53,16 @@ def micros(value: Any) -> int | None:
     return round(float(value) * 1_000_000)
 
 
-def _as_json_value(value: Any) -> Any:
+def as_json_value(value: Any) -> Any:
     """Integers beyond the exact range stand for the doubles they were written from."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return value if -MAX_SAFE <= value <= MAX_SAFE else float(value)
     if isinstance(value, list):
-        return [_as_json_value(v) for v in value]
+        return [as_json_value(v) for v in value]
     if isinstance(value, dict):
-        return {k: _as_json_value(v) for k, v in value.items()}
+        return {k: as_json_value(v) for k, v in value.items()}
     return value
 
 
@@ -87,7 +87,7 @@ def content_hash(row: Mapping[str, Any], *, json_as_text: bool = False) -> str:
             if json_as_text and value is not None:
                 piece = value.encode() if isinstance(value, str) else bytes(value)
             else:
-                piece = canonical_json(_as_json_value(value))
+                piece = canonical_json(as_json_value(value))
         else:
             if col in ("created_at", "completed_at"):
                 value = micros(value)

@@ -18,9 +18,10 @@ from rich.text import Text
 from rich.tree import Tree
 
 from dar import __version__
+from dar.chain import Broken
 from dar.errors import DarError
 from dar.ops import GetClaim, LogFilter, Resolve
-from dar.postmortem import CallNode, call_tree, stats, verify
+from dar.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.records import Event
 from dar.rows import admin_row, resolved_row
 from dar.states import EventKind
@@ -275,14 +276,18 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     store = _open(args)
     events = store.events(LogFilter(correlation_id=args.correlation_id))
     heads, points = store.chain_heads(), store.checkpoints()
+    claims = store.claims() if args.correlation_id is None else []
+    purges = store.purge_records() if args.correlation_id is None else []
     store.close()
-    report = verify(events, heads, points, only=args.correlation_id)
+    report = verify(events, heads, points, only=args.correlation_id, claims=claims, purges=purges)
+    if args.anchor:
+        report.broken += _anchor(Path(args.anchor), heads, events, points, console)
     if args.json:
         sys.stdout.write(safe_json(report.as_dict()) + "\n")
     elif report.ok:
         console.print(
             f"[green]OK[/green]: {report.rows} events in {report.chains} chains, "
-            "every hash follows from the rows before it"
+            "every hash follows from the rows before it, every claim matches the log"
         )
     else:
         console.print(
@@ -290,10 +295,27 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         )
         for b in report.broken:
             console.print(
-                f"  session {escape(safe(b.correlation_id or '(none)'))}: first broken "
+                f"  {escape(safe(b.correlation_id or '(none)'))}: first broken "
                 f"link at seq {b.seq} (event {escape(safe(b.event_id))}): {escape(b.reason)}"
             )
     return 0 if report.ok else 1
+
+
+def _anchor(
+    path: Path, heads: dict[str, str], events: list[Event], points: dict[str, str], console: Console
+) -> list[Broken]:
+    """Keep the heads outside the database (first run), or check the log against them."""
+    if not path.exists():
+        path.write_text(json.dumps(anchor(heads), indent=1, sort_keys=True) + "\n")
+        console.print(
+            f"anchored {len(heads)} chain heads in {escape(str(path))}: keep it elsewhere"
+        )
+        return []
+    try:
+        anchored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DarError(f"cannot read the anchor {path}: {exc}") from exc
+    return check_anchor(anchored, events, points)
 
 
 def cmd_gc(args: argparse.Namespace, console: Console) -> int:
@@ -394,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", "check the hash chains: has anyone edited the log?")
     p.add_argument("correlation_id", nargs="?", help="one session (default: all)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="first run: write every chain's head to FILE (keep it outside the database); "
+        "later runs: also check that no anchored chain was rewritten",
+    )
     p.set_defaults(fn=cmd_verify)
 
     p = command("gc", "delete expired and released claims (never events)")

@@ -6,14 +6,16 @@ notebook share them; `dar.cli` only renders.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dar.chain import Broken, chain_key, verify_chain
-from dar.records import Event
+from dar._core import canonical_json, sha256_hex_of
+from dar.chain import Broken, as_json_value, chain_key, verify_chain
+from dar.records import Claim, Event
 
 TERMINAL = (
     "executed",
@@ -203,18 +205,100 @@ def verify(
     heads: dict[str, str],
     checkpoints: dict[str, str],
     only: str | None = None,
+    *,
+    claims: Iterable[Claim] = (),
+    purges: Iterable[dict[str, Any]] = (),
 ) -> VerifyReport:
     """Check every chain (or the one of ``only``): each row's hash must follow from the
-    rows before it, starting at the last purge checkpoint and ending at the recorded head."""
+    rows before it, starting at the last purge checkpoint and ending at the recorded head;
+    every head must have its rows and every chain its head. Over the whole log, also: each
+    purge record is named by a `purged` row, and each claim — what a cache hit answers —
+    agrees with the row that recorded it."""
     chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for ev in events:
+    all_events = list(events)
+    for ev in all_events:
         chains[chain_key(ev.correlation_id, ev.call_id or ev.event_id)].append(asdict(ev))
     names = [only] if only is not None else sorted(set(chains) | set(heads))
     total = 0
     broken = []
     for name in names:
-        n, bad = verify_chain(name, chains.get(name, []), checkpoints.get(name), heads.get(name))
+        rows = chains.get(name, [])
+        n, bad = verify_chain(name, rows, checkpoints.get(name), heads.get(name))
         total += n
+        if bad is None and rows and name not in heads:
+            last = rows[-1]
+            bad = Broken(name, int(last["seq"]), str(last["event_id"]), "its chain head is gone")
+        if bad is None and not rows and name in heads and name not in checkpoints:
+            bad = Broken(name, 0, "", "the chain head names rows that are gone")
         if bad is not None:
             broken.append(bad)
+    if only is None:
+        purge_list = list(purges)
+        broken += _unnamed_purges(all_events, purge_list)
+        broken += _claims_off_the_record(all_events, list(claims), purged=bool(purge_list))
     return VerifyReport(len(names), total, broken)
+
+
+def _canonical(value: Any) -> bytes:
+    return canonical_json(as_json_value(value))
+
+
+def _unnamed_purges(events: list[Event], purges: list[dict[str, Any]]) -> list[Broken]:
+    """A purge record (where verify resumes a chain) must be named by a `purged` row."""
+    named = {_canonical(ev.output) for ev in events if ev.status == "purged" and ev.output}
+    return [
+        Broken("(purges)", 0, "", f"purge record #{i + 1} is named by no `purged` row")
+        for i, points in enumerate(purges)
+        if _canonical(points) not in named
+    ]
+
+
+def _claims_off_the_record(
+    events: list[Event], claims: list[Claim], *, purged: bool
+) -> list[Broken]:
+    """What a duplicate is answered with (the claim's output) must be what the log recorded,
+    and a claim's call must be in the log (unless a purge may have removed it)."""
+    recorded: dict[str, Event] = {}
+    ids: set[str] = set()
+    for ev in events:
+        ids.add(ev.event_id)
+        if ev.idempotency_key and ev.status in ("executed", "resolved"):
+            recorded[ev.idempotency_key] = ev
+    broken = []
+    for claim in claims:
+        where = f"claim:{claim.key}"
+        row = recorded.get(claim.key)
+        if claim.state == "done":
+            if row is None:
+                if not purged:
+                    broken.append(Broken(where, 0, "", "a done claim with no recorded outcome"))
+                continue
+            stored = None if claim.output is None else json.loads(claim.output)
+            if _canonical(stored) != _canonical(row.output):
+                why = "the claim's output (what duplicates get) differs from the log's"
+                broken.append(Broken(where, row.seq, row.event_id, why))
+        elif claim.call_event_id and claim.call_event_id not in ids and not purged:
+            broken.append(Broken(where, 0, claim.call_event_id, "the claim's call is gone"))
+    return broken
+
+
+def anchor(heads: dict[str, str]) -> dict[str, Any]:
+    """What to keep outside the database: every chain's head now, and one digest of all."""
+    return {"heads": heads, "digest": sha256_hex_of(canonical_json(heads))}
+
+
+def check_anchor(
+    anchored: dict[str, Any], events: Iterable[Event], checkpoints: dict[str, str]
+) -> list[Broken]:
+    """Each anchored head must still be in its chain (the chain may only have grown from
+    it, or been purged up to it): a chain rewritten consistently, every hash recomputed,
+    loses the head that was kept outside."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for ev in events:
+        if ev.row_hash:
+            seen[chain_key(ev.correlation_id, ev.call_id or ev.event_id)].add(ev.row_hash)
+    broken = []
+    for name, head in dict(anchored.get("heads", {})).items():
+        if head not in seen.get(name, set()) and checkpoints.get(name) != head:
+            broken.append(Broken(name, 0, "", "rewritten or removed since it was anchored"))
+    return broken

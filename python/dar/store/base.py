@@ -96,6 +96,14 @@ class AdminStore(Store, Protocol):
         """Per chain, the hash of the last row removed by `purge` (where verify resumes)."""
         ...
 
+    def purge_records(self) -> list[dict[str, Any]]:
+        """Each purge's checkpoints, in order (``{chain: {"seq": n, "row_hash": h}}``)."""
+        ...
+
+    def claims(self) -> list[Claim]:
+        """Every claim (for `verify`: what a cache hit answers must match the log)."""
+        ...
+
     def gc(self, now: float) -> int:
         """Delete claims that can no longer answer: released, or done/failed and expired.
         Returns how many. The event log is not touched."""

@@ -312,6 +312,14 @@ class PostgresStore:
         points: dict[str, str] = self._run(_Replayable(q.checkpoints, self.st))
         return points
 
+    def purge_records(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self._run(_Replayable(q.purge_records, self.st))
+        return records
+
+    def claims(self) -> list[Claim]:
+        found: list[Claim] = self._run(_Replayable(q.claims, self.st))
+        return found
+
     def gc(self, now: float) -> int:
         n: int = self._run(_Replayable(q.gc, self.st, now))
         return n

@@ -19,9 +19,10 @@ import datetime as dt
 import json
 import re
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from dar._core import canonical_json
 from dar.chain import CHAIN_KEY_SQL, content_hash, micros
 from dar.errors import ConfigurationError
 from dar.migrate import migration_files
@@ -379,5 +380,22 @@ def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> P
         (now, before, row[0], json.dumps(checkpoints)),
         "none",
     )
-    yield Query(st.append, event_params(event))
+    # The purge's own row names its checkpoints: verify ties each record to it.
+    yield Query(
+        st.append, event_params(replace(event, output=canonical_json(checkpoints).decode()))
+    )
     return int(row[0]), checkpoints
+
+
+def purge_records(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
+    )
+    return [points for (points,) in rows]
+
+
+def claims(st: Statements) -> Plan:
+    rows = yield Query(
+        f'SELECT {", ".join(CLAIM_COLUMNS)} FROM "{st.schema}".agent_tool_claims', (), "all"
+    )
+    return [_claim(row) for row in rows]

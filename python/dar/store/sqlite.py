@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import sqlite_utils
 
+from dar._core import canonical_json
 from dar.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
 from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
@@ -455,8 +456,23 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?)",
                 (now, cutoff, rows, json.dumps(checkpoints)),
             )
-            self._insert(conn, event)
+            # The purge's own row names its checkpoints: verify ties each record to it.
+            self._insert(conn, replace(event, output=canonical_json(checkpoints).decode()))
         return rows, checkpoints
+
+    def purge_records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT checkpoints FROM agent_tool_purges ORDER BY purge_id"
+            ).fetchall()
+        return [json.loads(text) for (text,) in rows]
+
+    def claims(self) -> list[Claim]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims"
+            ).fetchall()
+        return [Claim(*row) for row in rows]
 
     def close(self) -> None:
         with self._lock:
