@@ -24,7 +24,7 @@ from dar.ops import GetClaim, LogFilter, Resolve
 from dar.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.records import Event
 from dar.rows import admin_row, resolved_row
-from dar.states import EventKind
+from dar.states import EventKind, event_kind
 from dar.store import AdminStore, SQLiteStore, open_store
 from dar.terminal import safe, safe_event, safe_json
 
@@ -144,17 +144,20 @@ def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-STATUS_STYLE = {
-    "executed": "green",
-    "cached": "cyan",
-    "rejected": "bold red",
-    "failed": "red",
-    "in_progress": "yellow",
-    "conflict": "magenta",
-    "indeterminate": "bold yellow",
-    "started": "yellow",
-    "resolved": "blue",
+STATUS_STYLE: dict[EventKind, str] = {
+    EventKind.STARTED: "yellow",
+    EventKind.EXECUTED: "green",
+    EventKind.CACHED: "cyan",
+    EventKind.REJECTED: "bold red",
+    EventKind.FAILED: "red",
+    EventKind.IN_PROGRESS: "yellow",
+    EventKind.CONFLICT: "magenta",
+    EventKind.INDETERMINATE: "bold yellow",
+    EventKind.RELEASED: "dim",
+    EventKind.RESOLVED: "blue",
+    EventKind.PURGED: "dim",
 }
+assert set(STATUS_STYLE) == set(EventKind), "every kind of row has its style"
 
 
 def _short(value: Any, width: int = 70) -> str:
@@ -168,7 +171,8 @@ def _node_label(node: CallNode) -> Text:
     label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
     label.append(out.tool_name, style="bold")
     label.append(f" ({out.effect}) ", style="dim")
-    label.append(out.status.upper(), style=STATUS_STYLE.get(out.status, ""))
+    kind = event_kind(out.status)
+    label.append(out.status.upper(), style="" if kind is None else STATUS_STYLE[kind])
     if node.duration_ms is not None:
         label.append(f" {node.duration_ms:.1f} ms", style="dim")
     if out.idempotency_key:

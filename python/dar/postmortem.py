@@ -17,17 +17,6 @@ from dar._core import canonical_json, sha256_hex_of
 from dar.chain import Broken, as_json_value, chain_key, verify_chain
 from dar.records import Claim, Event
 
-TERMINAL = (
-    "executed",
-    "cached",
-    "rejected",
-    "failed",
-    "in_progress",
-    "conflict",
-    "indeterminate",
-    "resolved",
-)
-
 
 @dataclass
 class CallNode:
