@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dar._core import canonical_json, sha256_hex_of
+from dar._core import canonical_json, input_hash, input_hash_from_text, sha256_hex_of
 
 MAX_SAFE = 2**53 - 1
 
@@ -66,36 +66,51 @@ def as_json_value(value: Any) -> Any:
     return value
 
 
-_PREFIXES = {col: b'"' + col.encode() + b'":' for col in CHAINED}
-#: Canonical member order: the names are plain ASCII, so UTF-16 order is byte order.
-_ORDER = sorted(CHAINED)
+#: The columns that are JSON documents: written as canonical JSON text, read back decoded.
+_JSON_COLUMNS = ("input", "output")
+_PLAIN = tuple(col for col in CHAINED if col not in _JSON_COLUMNS)
+_IDS = ("event_id", "call_id", "parent_event_id")
+_TIMES = ("created_at", "completed_at")
+
+
+def _plain_members(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The chained columns but the JSON ones, as the hash covers them: times as whole
+    microseconds, ids as text (Postgres returns ``uuid.UUID``)."""
+    plain = {col: row.get(col) for col in _PLAIN}
+    for col in _TIMES:
+        plain[col] = micros(plain[col])
+    for col in _IDS:
+        value = plain[col]
+        if value is not None and type(value) is not str:
+            plain[col] = str(value)
+    return plain
 
 
 def content_hash(row: Mapping[str, Any], *, json_as_text: bool = False) -> str:
-    """SHA-256 of the row's chained columns, as RFC 8785 canonical JSON.
+    """SHA-256 of the row's chained columns, as RFC 8785 canonical JSON — canonicalized and
+    hashed as one document by the Rust core, so no Python code decides the canonical form.
 
     ``row`` holds decoded values (times as Unix seconds or datetimes). With
-    ``json_as_text`` its ``input``/``output`` are canonical JSON text already (as the runtime
-    writes them) and are used as they are, which is byte-for-byte what canonicalizing their
-    decoded values gives. The object is assembled member by member, which equals
-    ``canonical_json`` of the whole row because the member names need no escaping.
+    ``json_as_text`` its ``input``/``output`` are JSON text already (as the runtime writes
+    them): the row is sent to the core as JSON text with those two spliced in verbatim, so
+    they are not decoded and encoded again on every insert. Without it (``dar verify``
+    reading rows back) the decoded row is hashed as it is.
     """
-    parts = []
-    for col in _ORDER:
+    plain = _plain_members(row)
+    if not json_as_text:
+        for col in _JSON_COLUMNS:
+            plain[col] = as_json_value(row.get(col))
+        return input_hash(plain)
+    # The core writes the plain members (its own encoder: fast, and any valid spelling
+    # canonicalizes the same), the JSON columns are spliced in, and the core then parses
+    # and canonicalizes the whole row (member order included) and hashes it.
+    pieces = [canonical_json(plain)[:-1]]
+    for col in _JSON_COLUMNS:
         value = row.get(col)
-        if col in ("input", "output"):
-            if json_as_text and value is not None:
-                piece = value.encode() if isinstance(value, str) else bytes(value)
-            else:
-                piece = canonical_json(as_json_value(value))
-        else:
-            if col in ("created_at", "completed_at"):
-                value = micros(value)
-            elif col in ("event_id", "call_id", "parent_event_id") and value is not None:
-                value = str(value)
-            piece = canonical_json(value)
-        parts.append(_PREFIXES[col] + piece)
-    return sha256_hex_of(b"{" + b",".join(parts) + b"}")
+        doc = b"null" if value is None else value.encode() if isinstance(value, str) else value
+        pieces.append(b',"' + col.encode() + b'":' + bytes(doc))
+    pieces.append(b"}")
+    return input_hash_from_text(b"".join(pieces))
 
 
 def link(previous: str | None, content: str) -> str:

@@ -33,7 +33,10 @@ class Flusher:
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval):
-            self._flush()
+            try:
+                self._flush()
+            except Exception:  # the rows stay buffered for the next try
+                continue  # a fault must not end the thread: later hits would never flush
 
     def stop(self) -> None:
         """No more flushes after the one in progress, if any."""
