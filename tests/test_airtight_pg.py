@@ -313,3 +313,30 @@ def _stop_orphan_server(output: str) -> None:
             os.kill(int(pidfile.read_text().splitlines()[0]), signal.SIGQUIT)
     time.sleep(1)
     shutil.rmtree(Path(match.group(1)).parent, ignore_errors=True)
+
+
+EXIT_SCRIPT = """
+import sys
+from dar import Effect, Runtime, tool
+
+@tool(effect=Effect.MUTATE_LOCAL)
+def t(n: int) -> int:
+    return n
+
+rt = Runtime(sys.argv[1])  # never closed
+for _ in range(3):
+    rt.execute(t, {"n": 1}, correlation_id="exit")
+"""
+
+
+def test_item_20_an_unclosed_postgres_runtime_writes_its_hit_rows_at_exit(
+    pg_base_url: str,
+) -> None:
+    """20. Buffered `cached` rows are lost at a normal interpreter exit when the runtime is
+    not closed — on Postgres too."""
+    url = f"{pg_base_url}?schema={fresh_schema()}"
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, url], timeout=60)
+    assert done.returncode == 0
+    with Runtime(url) as rt:
+        got = sorted(e.status for e in rt.events(correlation_id="exit"))
+    assert got == ["cached", "cached", "executed", "started"]

@@ -13,8 +13,9 @@ import datetime as dt
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from typing import Any
 
 import psycopg
@@ -157,6 +158,8 @@ class PostgresStore:
         self._listener: Listener | None = None
         self._salt: str | None = None
         self._listener_lock = threading.Lock()
+        # An unclosed store writes its buffered rows at interpreter exit (see `_at_exit`).
+        self._finalizer = weakref.finalize(self, _at_exit, weakref.ref(self))
         if migrate:
             self.migrate()
 
@@ -333,6 +336,7 @@ class PostgresStore:
     def close(self) -> None:
         if self._closed.is_set():
             return
+        self._finalizer.detach()
         self.flush()
         self._closed.set()
         self._flusher.stop()
@@ -340,3 +344,14 @@ class PostgresStore:
             self._listener.stop()
         if self._owns_pool:
             self.pool.close()
+
+
+def _at_exit(ref: weakref.ref[PostgresStore]) -> None:
+    """At interpreter exit, an unclosed store writes its buffered rows — trying for at most
+    two seconds, the server may be gone — and closes, so no thread of it holds the exit up."""
+    store = ref()
+    if store is None:
+        return
+    store.retry_for = min(store.retry_for, 2.0)
+    with suppress(Exception):  # nothing is left to tell at exit
+        store.close()
