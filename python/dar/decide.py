@@ -42,7 +42,7 @@ from dar.ops import (
 )
 from dar.records import Claim, NewEvent, Result
 from dar.redact import marker, scrub
-from dar.rows import CallRows, storable
+from dar.rows import CallRows
 from dar.rules import Deny, Rule, RuleContext
 from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
@@ -453,12 +453,13 @@ def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
         return replace(result, status=Status.CACHED, extra={"reconciled": True})
     if not isinstance(verdict, Reconciled):
         error = rec.error or f"reconcile returned {type(verdict).__name__}, not Reconciled"
-        ev = call.row(EventKind.INDETERMINATE, attempt=attempt, error=error)
+        ev = call.row(EventKind.INDETERMINATE, attempt=attempt, error=call.clean(error))
         now = call.spec.clock()
+        # The claim holds the row's text: made storable (and scrubbed) in one place.
         yield Finish(
-            call.key, call.spec.owner, ClaimState.INDETERMINATE, None, error, now, None, ev
+            call.key, call.spec.owner, ClaimState.INDETERMINATE, None, ev.error, now, None, ev
         )
-        return call.result(Status.INDETERMINATE, ev, error=error)
+        return call.result(Status.INDETERMINATE, ev, error=ev.error)
     # Reconciled(executed=False): the effect did not happen. We hold the claim; the call is
     # judged by the rules like any fresh call, then runs — or its refusal releases the key,
     # in one step whose row says how the call ended.
@@ -503,7 +504,7 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         output_text, error = recorded_output(call, outcome)
         status, state = Status.EXECUTED, ClaimState.DONE
     else:
-        output_text, error = None, storable(call.clean(outcome.error))
+        output_text, error = None, call.clean(outcome.error)
         status = Status.FAILED
         state = ClaimState.FAILED if tool.keep_failures else ClaimState.RELEASED
     ev = call.row(
@@ -519,8 +520,9 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         yield Append(ev)
     else:
         expires = None if tool.window is None else now + tool.window
-        yield Finish(call.key, call.spec.owner, state, output_text, error, now, expires, ev)
-    return call.result(status, ev, output=outcome.value if outcome.ok else None, error=error)
+        # The claim holds the row's error text, which the row builder made storable.
+        yield Finish(call.key, call.spec.owner, state, output_text, ev.error, now, expires, ev)
+    return call.result(status, ev, output=outcome.value if outcome.ok else None, error=ev.error)
 
 
 # --- helpers ---------------------------------------------------------------------------------
