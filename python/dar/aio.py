@@ -22,14 +22,20 @@ from dar.context import CurrentCall, current_call
 from dar.decide import plan
 from dar.driver import RuntimeBase, failure, remember, rule_error, rule_result, success
 from dar.ops import (
+    Append,
     CallHandler,
     CheckRule,
+    Finish,
     LogFilter,
+    Mark,
     Op,
     Outcome,
     ReadLog,
     RedactionSalt,
+    Resolve,
     StoreOp,
+    Take,
+    TakeOrLookup,
     Wait,
 )
 from dar.records import Event, Result
@@ -37,6 +43,9 @@ from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
 from dar.store import Store, open_store
 from dar.tools import Tool
+
+#: Store operations that change the database (never dropped by a cancellation).
+WRITES = (Take, TakeOrLookup, Finish, Mark, Resolve, Append)
 
 #: Worker threads per runtime when the store does not say how many connections it has.
 THREADS = 4
@@ -69,11 +78,13 @@ class AsyncRuntime(RuntimeBase):
         self._replayer: Replayer | None = None
         self._salt: str | None = None
 
-    async def _store(self, fn: Callable[[Store], Any]) -> Any:
-        """Run ``fn(store)`` in a worker thread. A write, once started, finishes in its
-        thread even when the caller is cancelled meanwhile (an asyncio timeout around
-        ``execute``): an outcome is recorded whatever happens to the coroutine."""
-        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
+    async def _store(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
+        """Run ``fn(store)`` in a worker thread. A write is shielded: when the caller is
+        cancelled meanwhile (an asyncio timeout around ``execute``), a write still waiting
+        for a free thread is not dropped, and an outcome is recorded whatever happens to
+        the coroutine."""
+        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
+        return await (asyncio.shield(done) if write else done)
 
     async def execute(
         self,
@@ -104,7 +115,7 @@ class AsyncRuntime(RuntimeBase):
         if isinstance(op, RedactionSalt) and self._salt is not None:
             return self._salt  # the database's salt never changes: no thread hop
         if isinstance(op, StoreOp):
-            answer = await self._store(op.apply)
+            answer = await self._store(op.apply, write=isinstance(op, WRITES))
             if isinstance(op, RedactionSalt):
                 self._salt = answer
             return answer
