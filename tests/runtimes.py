@@ -35,6 +35,9 @@ class BlockingAsync:
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.execute(*args, **kwargs))
 
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.call(*args, **kwargs))
+
     def events(self, **filters: Any) -> Any:
         return self._await(self.art.events(**filters))
 

@@ -80,7 +80,7 @@ def test_execute_refuses_or_runs(value: Any) -> None:
     def echo(**kwargs: Any) -> str:
         return "ran"
 
-    rt = Runtime()
+    rt = Runtime("sqlite://:memory:")
     res = rt.execute(echo, value if isinstance(value, dict) else {"x": value})
     assert res.status in (Status.REJECTED, Status.EXECUTED, Status.FAILED)
     if res.status == Status.REJECTED:

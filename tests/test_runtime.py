@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -211,13 +212,39 @@ def test_window_expires(make_runtime: MakeRuntime, clock: Clock) -> None:
     assert calls.total == 2
 
 
-def test_no_window_means_forever(make_runtime: MakeRuntime, clock: Clock) -> None:
+def test_window_none_means_forever(make_runtime: MakeRuntime, clock: Clock) -> None:
     calls = Calls()
-    t = make_tool(Effect.MUTATE_LOCAL, calls)
+    t = make_tool(Effect.MUTATE_LOCAL, calls, window=None)
     rt = make_runtime(clock=clock)
     rt.execute(t, {"x": 1})
     clock.advance(10 * 365 * 86400)
     assert rt.execute(t, {"x": 1}).status == Status.CACHED
+
+
+@pytest.mark.parametrize(
+    ("effect", "window"),
+    [
+        (Effect.MUTATE_LOCAL, 86400.0),
+        (Effect.MUTATE_EXTERNAL, 86400.0),
+        (Effect.IRREVERSIBLE, None),
+        (Effect.READ, None),
+    ],
+)
+def test_default_window_is_a_day_for_mutations_and_forever_for_irreversible(
+    make_runtime: MakeRuntime, clock: Clock, effect: Effect, window: float | None
+) -> None:
+    calls = Calls()
+    t = make_tool(effect, calls)
+    assert t.window == window
+    if effect is Effect.READ:
+        return
+    rt = make_runtime(clock=clock, rules=[allow_all])
+    rt.execute(t, {"x": 1})
+    clock.advance(86400 - 1)
+    assert rt.execute(t, {"x": 1}).status == Status.CACHED
+    clock.advance(2)
+    expected = Status.CACHED if window is None else Status.EXECUTED
+    assert rt.execute(t, {"x": 1}).status == expected
 
 
 # --- conflicts ----------------------------------------------------------------------------------
@@ -233,7 +260,10 @@ def test_same_key_different_input_conflicts(make_runtime: MakeRuntime) -> None:
     assert calls.total == 1
     conflict = rt.events(status="conflict")[0]
     assert conflict.input_hash == dar.input_hash({"x": 2})
-    assert first.input_hash is not None and first.input_hash in (conflict.rejection_reason or "")
+    assert first.input_hash is not None
+    # The reason names what differs, by path, not two hashes; the model reads it too.
+    assert "($.x differ)" in (conflict.rejection_reason or "")
+    assert "$.x differ" in res.for_model().text and res.for_model().is_error
 
 
 def test_after_the_window_a_key_may_take_new_input(make_runtime: MakeRuntime, clock: Clock) -> None:
@@ -276,17 +306,22 @@ def test_kept_failures_answer_from_the_record(make_runtime: MakeRuntime, clock: 
 def test_output_that_is_not_json_is_still_recorded_as_done(make_runtime: MakeRuntime) -> None:
     runs = []
 
+    lock = threading.Lock()
+
     @tool(effect=Effect.MUTATE_EXTERNAL)
-    def returns_a_set() -> Any:
+    def returns_a_lock() -> Any:
         runs.append(1)
-        return {1, 2}
+        return {"lock": lock}
 
     rt = make_runtime()
-    first = rt.execute(returns_a_set, {})
-    assert first.status == Status.EXECUTED and first.output == {1, 2}
+    first = rt.execute(returns_a_lock, {})
+    assert first.status == Status.EXECUTED and first.output == {"lock": lock}
     assert "output not recorded" in (first.error or "")
-    again = rt.execute(returns_a_set, {})
+    again = rt.execute(returns_a_lock, {})
     assert again.status == Status.CACHED and again.output is None
+    # Never a silent None: the answer from the record says why it has no output.
+    assert "output not recorded" in (again.reason or "")
+    assert "could not be recorded" in again.for_model().text
     assert len(runs) == 1
 
 

@@ -12,6 +12,7 @@ from dar._core import (
     input_hashes_from_texts,
 )
 from dar.aio import AsyncRuntime
+from dar.context import session
 from dar.effects import Effect, Status
 from dar.errors import (
     CanonicalizationError,
@@ -21,6 +22,7 @@ from dar.errors import (
     StoreError,
 )
 from dar.records import Event, Result
+from dar.reply import ModelReply
 from dar.rules import Allow, Deny, Rule, RuleContext, rule
 from dar.runtime import Runtime
 from dar.store import SQLiteStore, Store
@@ -38,6 +40,7 @@ __all__ = [
     "Deny",
     "Effect",
     "Event",
+    "ModelReply",
     "Reconciled",
     "ReplayDivergence",
     "Result",
@@ -57,5 +60,6 @@ __all__ = [
     "input_hashes",
     "input_hashes_from_texts",
     "rule",
+    "session",
     "tool",
 ]

@@ -13,14 +13,22 @@ import asyncio
 import datetime as dt
 import inspect
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
 from dar.context import CurrentCall, current_call
 from dar.decide import plan
-from dar.driver import RuntimeBase, failure, remember, rule_error, rule_result, success
+from dar.driver import (
+    RuntimeBase,
+    failure,
+    interrupted,
+    remember,
+    rule_error,
+    rule_result,
+    success,
+)
 from dar.ops import (
     Append,
     CallHandler,
@@ -41,7 +49,7 @@ from dar.ops import (
 from dar.records import Event, Result
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
-from dar.store import Store, open_store
+from dar.store import Store, store_of
 from dar.tools import Tool
 
 #: Store operations that change the database (never dropped by a cancellation).
@@ -60,16 +68,19 @@ class AsyncRuntime(RuntimeBase):
 
     def __init__(
         self,
-        store: str | Store = "sqlite://:memory:",
+        store: str | Store | None = None,
         *,
+        tools: Iterable[Tool[Any]] = (),
         rules: Iterable[Rule] = (),
         wait: float = 30.0,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         replay: str | None = None,
     ) -> None:
-        super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
-        self.store: Store = open_store(store) if isinstance(store, str) else store
+        super().__init__(
+            tools=tools, rules=rules, wait=wait, clock=clock, owner=owner, in_memory=store is None
+        )
+        self.store: Store = store_of(store)
         self._threads = ThreadPoolExecutor(
             max_workers=int(getattr(self.store, "max_size", THREADS)),
             thread_name_prefix="dar-store",
@@ -94,7 +105,10 @@ class AsyncRuntime(RuntimeBase):
         correlation_id: str | None = None,
         key: str | None = None,
     ) -> Result:
-        """Run one call. A refusal or a failing handler is a status, never an exception."""
+        """Run one call. A refusal or a failing handler is a status, never an exception.
+
+        A handler cancelled while it runs (a timeout around this call) is logged
+        ``cancelled`` and the cancellation propagates."""
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = await self._drive(load_replay(self._replay))
@@ -103,13 +117,35 @@ class AsyncRuntime(RuntimeBase):
         result: Result = await self._drive(plan(spec))
         return remember(self, result)
 
+    async def call(
+        self,
+        name: str,
+        arguments: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        correlation_id: str | None = None,
+        key: str | None = None,
+    ) -> Result:
+        """``Runtime.call``, awaited."""
+        tool = self._tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            result: Result = await self._drive(self._unknown(name, arguments, correlation_id))
+            return result
+        return await self.execute(tool, arguments, correlation_id=correlation_id, key=key)
+
     async def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
+        interrupt: BaseException | None = None
         try:
             op = next(gen)
             while True:
-                op = gen.send(await self._run(op))
+                answer = await self._run(op)
+                if isinstance(answer, Outcome) and answer.interrupt is not None:
+                    interrupt = answer.interrupt
+                op = gen.send(answer)
         except StopIteration as stop:
-            return stop.value
+            value = stop.value
+        if interrupt is not None:
+            raise interrupt  # recorded: now the caller's cancellation goes on
+        return value
 
     async def _run(self, op: Op) -> Any:
         if isinstance(op, RedactionSalt) and self._salt is not None:
@@ -196,4 +232,6 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
             value = await value
     except Exception as exc:
         return failure(exc, started)
+    except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
+        return interrupted(exc, started)
     return success(value, started)

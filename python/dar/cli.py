@@ -153,6 +153,7 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.IN_PROGRESS: "yellow",
     EventKind.CONFLICT: "magenta",
     EventKind.INDETERMINATE: "bold yellow",
+    EventKind.CANCELLED: "bold yellow",
     EventKind.RELEASED: "dim",
     EventKind.RESOLVED: "blue",
     EventKind.PURGED: "dim",

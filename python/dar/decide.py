@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import reprlib
 from collections.abc import Callable, Generator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dar._core import canonical_json, sha256_hex_of
+from pydantic_core import PydanticSerializationError
+
+from dar._core import canonical_json, canonical_json_from_text, sha256_hex_of
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
 from dar.ids import new_id
@@ -31,10 +34,12 @@ from dar.ops import (
     CallReconcile,
     CheckRule,
     Finish,
+    LogFilter,
     Lookup,
     Mark,
     Op,
     Outcome,
+    ReadLog,
     RedactionSalt,
     Take,
     TakeOrLookup,
@@ -44,6 +49,7 @@ from dar.records import Claim, NewEvent, Result
 from dar.redact import marker, scrub
 from dar.rows import CallRows
 from dar.rules import Deny, Rule, RuleContext
+from dar.signature import ArgumentError, to_json
 from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
 from dar.verdict import Verdict, classify
@@ -88,6 +94,8 @@ class Call:
     salt: str = ""
     removed: list[str] = field(default_factory=list)
     key: str | None = None
+    #: The handler's keyword arguments, validated against its signature.
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tool(self) -> Tool[Any]:
@@ -153,8 +161,9 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
 
 
 def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
-    """Nothing runs on an input without a canonical form; an irreversible tool with no rule
-    is a configuration error; the key is derived last (a failing key function refuses)."""
+    """Nothing runs on an input without a canonical form or that does not fit the handler's
+    signature; an irreversible tool with no rule is a configuration error; the key is
+    derived last (a failing key function refuses)."""
     tool = spec.tool
     rows = CallRows(
         spec.call_event_id,
@@ -165,25 +174,16 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
         spec.clock,
     )
     try:
-        if not isinstance(spec.input, Mapping):
-            raise CanonicalizationError(
-                f"at $: tool input must be a JSON object, not {type(spec.input).__name__}", "$"
-            )
-        canon = canonical_json(spec.input)
-        if b"\\u0000" in canon:
-            raise CanonicalizationError(
-                "the input contains a NUL character (\\u0000), which the log cannot store "
-                "on every database",
-                "$",
-            )
+        canon = canonical_input(spec.input)
     except CanonicalizationError as exc:
         return (yield from unrepresentable(spec, rows, exc))
+    if tool.coerce:
+        # Lax validation first: the coerced arguments are what is hashed, keyed and run.
+        with suppress(ArgumentError):  # else refused below, with every problem named
+            canon = canonical_json(tool.signature.coerced(canon.decode("utf-8")))
     rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
     if tool.effect is Effect.IRREVERSIBLE and not rules:
-        raise ConfigurationError(
-            f"tool {tool.name!r} is irreversible but no rule applies to it: "
-            "add a rule (applies_to the tool, its effect, or '*') before it may run"
-        )
+        raise ConfigurationError(unruled(tool.name))
     text = canon.decode("utf-8")
     call = Call(spec, rows, text, text, sha256_hex_of(canon), rules)
     if tool.redactor is not None:
@@ -196,11 +196,64 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
             call.input_text = canonical_json({"unrepresentable": WITHHELD}).decode("utf-8")
             reason = f"redaction of the input failed: {type(exc).__name__}"
             return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+    try:
+        call.kwargs = tool.signature.validate(text, coerce=tool.coerce)
+    except ArgumentError as exc:
+        invalid = call.clean(f"invalid arguments: {exc}")
+        return (yield from record(call, Status.REJECTED, rejection_reason=invalid))
     if tool.effect.idempotent:
         refused = yield from derive_key(call)
         if refused is not None:
             return refused
     return call
+
+
+def unruled(tool_name: str) -> str:
+    return (
+        f"tool {tool_name!r} is irreversible but no rule applies to it: "
+        "add a rule (applies_to the tool, its effect, or '*') before it may run"
+    )
+
+
+def canonical_input(value: Any) -> bytes:
+    """The arguments' canonical JSON: from a mapping, or from JSON text as models send it
+    (blank text and None mean no arguments). Anything but a JSON object is refused."""
+    if value is None:
+        return b"{}"
+    if isinstance(value, (str, bytes)):
+        if not value.strip():
+            return b"{}"
+        canon = canonical_json_from_text(value)
+        if not canon.startswith(b"{"):
+            kind = {b"[": "an array", b'"': "a string", b"n": "null", b"t": "a boolean"}
+            name = kind.get(canon[:1], "a boolean" if canon == b"false" else "a number")
+            raise CanonicalizationError(f"at $: arguments must be a JSON object, not {name}", "$")
+    elif isinstance(value, Mapping):
+        canon = canonical_json(value)
+    else:
+        raise CanonicalizationError(
+            f"at $: tool input must be a JSON object, not {type(value).__name__}", "$"
+        )
+    if b"\\u0000" in canon:
+        raise CanonicalizationError(
+            "the input contains a NUL character (\\u0000), which the log cannot store "
+            "on every database",
+            "$",
+        )
+    return canon
+
+
+def unknown_tool(rows: CallRows, arguments: Any, known: list[str]) -> Generator[Op, Any, Result]:
+    """Refuse a call to a tool name no one registered: logged under the name as given."""
+    listed = ", ".join(known[:50]) or "none are registered"
+    reason = f"unknown tool {rows.tool_name!r}; the known tools are: {listed}"
+    ev = rows.row(
+        EventKind.REJECTED,
+        input=canonical_json({"unrepresentable": safe_preview(arguments)}).decode("utf-8"),
+        rejection_reason=reason,
+    )
+    yield Append(ev)
+    return Result(Status.REJECTED, reason=reason, event_id=ev.event_id)
 
 
 def unrepresentable(
@@ -238,6 +291,10 @@ def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
                 f"{safe_preview(custom)}, not a non-empty str"
             )
             return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(reason)))
+    elif tool.scope == "session" and call.spec.correlation_id is not None:
+        session = sha256_hex_of(call.spec.correlation_id.encode("utf-8"))[:16]
+        call.key = f"{tool.name}:session:{session}:{call.input_hash}"
+        return None
     else:
         call.key = f"{tool.name}:{call.input_hash}"
         return None
@@ -300,10 +357,10 @@ def judge(call: Call) -> Generator[Op, Any, Result | None]:
 def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[Op, Any, Result]:
     """A live claim answers for this call: conflict, kept failure or indeterminate."""
     if verdict is Verdict.CONFLICT:
-        reason = (
-            f"key {call.key!r} was used with input hash {claim.input_hash}; "
-            f"this call has {call.input_hash}"
-        )
+        assert call.key is not None
+        rows = yield ReadLog(LogFilter(key=call.key, status=EventKind.STARTED.value))
+        first = next((ev for ev in rows if ev.input_hash == claim.input_hash), None)
+        reason = conflict_reason(call, None if first is None else first.input)
         return (yield from record(call, Status.CONFLICT, claim.attempts, rejection_reason=reason))
     if verdict is Verdict.KEPT_FAILURE:
         return (yield from record(call, Status.FAILED, claim.attempts, error=claim.error))
@@ -313,6 +370,40 @@ def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[O
         f"resolve it with `dar resolve {call.key} --executed/--not-executed`"
     )
     return (yield from record(call, Status.INDETERMINATE, claim.attempts, rejection_reason=reason))
+
+
+def conflict_reason(call: Call, first: Any) -> str:
+    """Which arguments differ from the first call with this key: paths, never values (the
+    first call's input is its logged, redacted form)."""
+    if not isinstance(first, dict):
+        return (
+            "this idempotency key was first used with other arguments, which are no "
+            "longer in the log"
+        )
+    paths = differing_paths(first, json.loads(call.input_text))
+    shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    return f"this idempotency key was first used with other arguments ({shown} differ)"
+
+
+def differing_paths(a: Any, b: Any, path: str = "$") -> list[str]:
+    """The JSON paths where two JSON values differ (a member only one side has counts)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for name in sorted(a.keys() | b.keys()):
+            child = f"{path}.{name}" if name.isidentifier() else f"{path}[{json.dumps(name)}]"
+            if name not in a or name not in b:
+                out.append(child)
+            else:
+                out.extend(differing_paths(a[name], b[name], child))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            p
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for p in differing_paths(x, y, f"{path}[{i}]")
+        ]
+    same = type(a) is type(b) and a == b
+    return [] if same else [path]
 
 
 def expire(call: Call, claim: Claim) -> Generator[Op, Any, Result | None]:
@@ -402,8 +493,7 @@ def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
         )
         if verdict is Verdict.HIT:
             assert claim is not None  # the store has logged (or buffered) the hit row
-            output = None if claim.output is None else json.loads(claim.output)
-            return call.result(Status.CACHED, hit, output=output)
+            return cached(call, claim, hit)
         if verdict is Verdict.RUNNING:
             seconds = patience.next()
             if seconds is None:
@@ -436,6 +526,15 @@ def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
         if (yield op):
             return Acquired(op.started.attempt or 1, reconcile=reconciling)
         # Someone else moved first: look again.
+
+
+def cached(call: Call, claim: Claim, hit: NewEvent) -> Result:
+    """The answer from the record, typed as the handler's return annotation names it."""
+    if claim.output is None:
+        reason = claim.error or "the first call's output was not recorded"
+        return call.result(Status.CACHED, hit, reason=reason)
+    output = call.tool.signature.load_output(json.loads(claim.output))
+    return call.result(Status.CACHED, hit, output=output, output_json=claim.output)
 
 
 # --- reconcile and run -----------------------------------------------------------------------
@@ -475,25 +574,64 @@ def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
 def run(call: Call, attempt: int) -> Generator[Op, Any, Result]:
     """The effect, once, and its recorded outcome."""
     spec = call.spec
-    outcome = yield CallHandler(call.tool, call.input, spec.call_event_id, spec.correlation_id)
+    outcome = yield CallHandler(call.tool, call.kwargs, spec.call_event_id, spec.correlation_id)
+    if outcome.interrupt is not None:
+        return (yield from cancelled(call, outcome, attempt))
     return (yield from finished(call, outcome, attempt))
+
+
+def cancelled(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
+    """The handler was interrupted: say so in the log at once. A ``read``/``mutate-local``
+    key is released (running it again is safe); an external effect may have happened, so
+    its key is ``indeterminate`` now, for reconcile or an operator, not after the lease."""
+    tool = call.tool
+    now = call.spec.clock()
+    reason = f"cancelled while running: {type(outcome.interrupt).__name__}"
+    ev = call.row(
+        EventKind.CANCELLED,
+        event_id=call.spec.call_event_id if call.key is None else new_id(),
+        rejection_reason=reason,
+        attempt=attempt,
+        duration_ms=outcome.duration_ms,
+        completed_at=round(now, 6),
+    )
+    if call.key is None:
+        yield Append(ev)
+    else:
+        safe = tool.effect.blind_retry_safe
+        state = ClaimState.RELEASED if safe else ClaimState.INDETERMINATE
+        yield Finish(call.key, call.spec.owner, state, None, reason, now, None, ev)
+    return call.result(Status.CANCELLED, ev, reason=reason)
 
 
 def recorded_output(call: Call, outcome: Outcome) -> tuple[str | None, str | None]:
     """The output as the log and the claim hold it (redacted), or why it could not be."""
     try:
-        value = outcome.value
+        value = json_output(outcome.value)
         if call.tool.redactor is not None:
             value = call.tool.redactor.apply_output(value, call.salt, call.removed)
         text = canonical_json(value).decode("utf-8")
         if "\\u0000" in text:
             return None, "output not recorded: it contains a NUL character (\\u0000)"
         return text, None
-    except CanonicalizationError as exc:
+    except (CanonicalizationError, PydanticSerializationError) as exc:
         # The effect happened: record completion anyway, never run it again.
         return None, f"output not recorded: {exc}"
     except Exception as exc:  # a redact= function that fails on the output
         return None, f"output not recorded: redaction failed: {type(exc).__name__}"
+
+
+def json_output(value: Any) -> Any:
+    """The output as JSON values: as is when it has a canonical form (the fast path), else
+    converted the way pydantic writes models, dataclasses and dates in JSON."""
+    try:
+        canonical_json(value)
+        return value
+    except CanonicalizationError:
+        converted = to_json(value)
+        if converted is None:
+            raise
+        return converted
 
 
 def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
@@ -522,7 +660,14 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         expires = None if tool.window is None else now + tool.window
         # The claim holds the row's error text, which the row builder made storable.
         yield Finish(call.key, call.spec.owner, state, output_text, ev.error, now, expires, ev)
-    return call.result(status, ev, output=outcome.value if outcome.ok else None, error=ev.error)
+    return call.result(
+        status,
+        ev,
+        output=outcome.value if outcome.ok else None,
+        error=ev.error,
+        output_json=output_text,
+        retryable=state is ClaimState.RELEASED or call.key is None,
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------

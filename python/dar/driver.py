@@ -12,18 +12,26 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar.context import current_call
-from dar.decide import CallSpec
-from dar.effects import Status
+from dar.context import current_call, current_session
+from dar.decide import CallSpec, unknown_tool, unruled
+from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
-from dar.ops import Outcome
+from dar.ids import new_id
+from dar.ops import Op, Outcome
 from dar.records import Result
+from dar.rows import CallRows
 from dar.rules import Deny, Rule, verdict_of
 from dar.tools import Tool
+
+IN_MEMORY = (
+    "dar: this Runtime has no database URL, so its log and idempotency records live in "
+    "memory and vanish at exit; pass one, e.g. Runtime('sqlite:///agent.db')"
+)
 
 DEFAULT_WAIT = 30.0
 
@@ -34,14 +42,20 @@ class RuntimeBase:
     def __init__(
         self,
         *,
+        tools: Iterable[Tool[Any]] = (),
         rules: Iterable[Rule] = (),
         wait: float = DEFAULT_WAIT,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
+        in_memory: bool = False,
     ) -> None:
         self._rules: tuple[Rule, ...] = ()
+        self._tools: dict[str, Tool[Any]] = {}
         for r in rules:
             self.add_rule(r)
+        for t in tools:
+            self.add_tool(t)
+        self._warn_in_memory = in_memory
         if wait < 0:
             raise ConfigurationError("wait must be >= 0 seconds")
         self.wait = wait
@@ -66,11 +80,61 @@ class RuntimeBase:
         self._rules = (*self._rules, rule)
 
     def remove_rule(self, rule: Rule | str) -> None:
-        """Remove a rule (by object or name); ``KeyError`` when it is not in force."""
+        """Remove a rule (by object or name); ``KeyError`` when it is not in force, and
+        ``ConfigurationError`` (the rule stays) when it is the last rule of a registered
+        irreversible tool."""
         name = rule if isinstance(rule, str) else rule.name
         if not any(r.name == name for r in self._rules):
             raise KeyError(name)
-        self._rules = tuple(r for r in self._rules if r.name != name)
+        rest = tuple(r for r in self._rules if r.name != name)
+        for t in self._tools.values():
+            _check_ruled(t, rest)
+        self._rules = rest
+
+    @property
+    def tools(self) -> tuple[Tool[Any], ...]:
+        """The registered tools, in the order they were added: what ``call`` dispatches to
+        and ``tool_schemas`` describes."""
+        return tuple(self._tools.values())
+
+    def add_tool(self, tool: Tool[Any]) -> None:
+        """Register a tool for ``call(name, ...)``. An irreversible tool with no rule that
+        applies to it is refused here, at start-up, not at its first call."""
+        if not isinstance(tool, Tool):
+            raise TypeError(f"expected a Tool (use @tool(...)), got {type(tool).__name__}")
+        if tool.name in self._tools:
+            raise ConfigurationError(f"a tool named {tool.name!r} is already registered")
+        _check_ruled(tool, self._rules)
+        self._tools[tool.name] = tool
+
+    def tool_schemas(self, dialect: str) -> list[dict[str, Any]]:
+        """The registered tools, described in one provider's format, ready to send:
+        ``"openai-chat"``, ``"openai-responses"``, ``"anthropic"``, ``"gemini"`` or ``"mcp"``."""
+        from dar.dialects import tool_schemas
+
+        return tool_schemas(self.tools, dialect)
+
+    def _session(self, correlation_id: str | None) -> tuple[str | None, str | None]:
+        """The call's correlation id and parent: given, else the enclosing call's, else
+        the ``dar.session()`` around it."""
+        if correlation_id is not None and not isinstance(correlation_id, str):
+            raise ConfigurationError(
+                f"correlation_id must be a str, not {type(correlation_id).__name__}"
+            )
+        parent = current_call.get()
+        if correlation_id is None:
+            correlation_id = parent.correlation_id if parent else current_session.get()
+        return correlation_id, None if parent is None else parent.event_id
+
+    def _unknown(
+        self, name: object, arguments: Any, correlation_id: str | None
+    ) -> Generator[Op, Any, Result]:
+        """The plan that logs and refuses a call to a tool nobody registered."""
+        cid, parent = self._session(correlation_id)
+        shown = name if isinstance(name, str) else repr(name)
+        shown = shown[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+        rows = CallRows(new_id(), shown, "unknown", cid, parent, self.clock)
+        return unknown_tool(rows, arguments, sorted(self._tools))
 
     def _spec(
         self,
@@ -87,13 +151,10 @@ class RuntimeBase:
             raise ConfigurationError(
                 f"key must be a non-empty str, not {type(key).__name__} {key!r}"
             )
-        if correlation_id is not None and not isinstance(correlation_id, str):
-            raise ConfigurationError(
-                f"correlation_id must be a str, not {type(correlation_id).__name__}"
-            )
-        parent = current_call.get()
-        if parent is not None and correlation_id is None:
-            correlation_id = parent.correlation_id
+        correlation_id, parent_id = self._session(correlation_id)
+        if self._warn_in_memory and tool.effect is not Effect.READ:
+            self._warn_in_memory = False
+            warnings.warn(IN_MEMORY, UserWarning, stacklevel=4)
         return CallSpec(
             known_key=self._known.__contains__,
             tool=tool,
@@ -104,12 +165,20 @@ class RuntimeBase:
             wait=self.wait,
             events_reader=events_reader,
             correlation_id=correlation_id,
-            parent_event_id=None if parent is None else parent.event_id,
+            parent_event_id=parent_id,
             key=key,
         )
 
 
 KNOWN_KEYS = 4096
+
+
+def _check_ruled(tool: Tool[Any], rules: Iterable[Rule]) -> None:
+    """Argument validation is not a rule: an irreversible tool needs a real one."""
+    if tool.effect is Effect.IRREVERSIBLE and not any(
+        r.applies(tool.name, tool.effect) for r in rules
+    ):
+        raise ConfigurationError(unruled(tool.name))
 
 
 def remember(runtime: RuntimeBase, result: Result) -> Result:
@@ -137,6 +206,29 @@ def rule_error(rule: Rule, exc: BaseException) -> Deny:
 
 def failure(exc: BaseException, started: float) -> Outcome:
     return Outcome(False, error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
+
+
+def interrupted(exc: BaseException, started: float) -> Outcome:
+    """Cancellation or Ctrl-C inside user code: recorded first, then re-raised."""
+    return Outcome(False, error=type(exc).__name__, duration_ms=_ms(started), interrupt=exc)
+
+
+def drive(gen: Generator[Op, Any, Any], run: Callable[[Op], Any]) -> Any:
+    """Run a plan with a sync executor of its operations; an interruption of user code is
+    re-raised once the plan has recorded it."""
+    interrupt: BaseException | None = None
+    try:
+        op = next(gen)
+        while True:
+            answer = run(op)
+            if isinstance(answer, Outcome) and answer.interrupt is not None:
+                interrupt = answer.interrupt
+            op = gen.send(answer)
+    except StopIteration as stop:
+        value = stop.value
+    if interrupt is not None:
+        raise interrupt
+    return value
 
 
 def success(value: Any, started: float) -> Outcome:

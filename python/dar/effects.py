@@ -42,6 +42,7 @@ class Status(str, enum.Enum):
     IN_PROGRESS = "in_progress"
     CONFLICT = "conflict"
     INDETERMINATE = "indeterminate"
+    CANCELLED = "cancelled"  # the handler was interrupted; the caller got the exception
 
     def __str__(self) -> str:
         return self.value

@@ -241,3 +241,6 @@ class Outcome:
     value: Any = None
     error: str | None = None
     duration_ms: float = 0.0
+    #: The code was interrupted (asyncio cancellation, KeyboardInterrupt): the driver
+    #: re-raises the interruption once the core has recorded it.
+    interrupt: BaseException | None = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dar.effects import Status
+from dar.reply import ModelReply, reply_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +120,17 @@ class Result:
     key: str | None = None
     input_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The output as the log records it (canonical JSON, personal fields redacted): what
+    #: an identical call answered from the record returns, and what the model reads.
+    output_json: str | None = None
+    #: For ``failed``: whether calling again with the same arguments runs the tool again.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
         """True when the output is the effect's real result (executed now or earlier)."""
         return self.status in (Status.EXECUTED, Status.CACHED)
+
+    def for_model(self) -> ModelReply:
+        """What the model should read about this call, for every status."""
+        return reply_for(self)

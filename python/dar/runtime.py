@@ -6,12 +6,21 @@ import datetime as dt
 import inspect
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 from dar.context import CurrentCall, current_call
 from dar.decide import plan
-from dar.driver import RuntimeBase, failure, remember, rule_error, rule_result, success
+from dar.driver import (
+    RuntimeBase,
+    drive,
+    failure,
+    interrupted,
+    remember,
+    rule_error,
+    rule_result,
+    success,
+)
 from dar.ops import (
     CallHandler,
     CheckRule,
@@ -24,20 +33,22 @@ from dar.ops import (
 from dar.records import Event, Result
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, Rule
-from dar.store import Store, open_store
+from dar.store import Store, store_of
 from dar.tools import Tool
 
 
 class Runtime(RuntimeBase):
     """Run tool calls through rules, idempotency and the event log.
 
-    >>> rt = Runtime("sqlite:///agent.db", rules=[courier_must_cover_zone])
-    >>> rt.execute(dispatch_order, {"order_id": "ORD-1", ...}, correlation_id="s-1").status
+    >>> rt = Runtime("sqlite:///agent.db", tools=[dispatch_order], rules=[covers_zone])
+    >>> rt.call("dispatch_order", '{"order_id": "ORD-1", ...}', correlation_id="s-1").status
     <Status.EXECUTED: 'executed'>
 
     ``store`` is a URL (``sqlite:///file.db``, ``sqlite://:memory:``, ``postgresql://...``)
-    or a store object. ``wait`` bounds how long a duplicate waits for the call in progress
-    before answering ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
+    or a store object; without one the runtime keeps everything in memory (and warns at
+    the first call that changes anything). ``tools`` registers tools for ``call``.
+    ``wait`` bounds how long a duplicate waits for the call in progress before answering
+    ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
     ``replay=CORRELATION_ID`` serves every call from that recorded session instead, in
     order, running no handler and writing nothing; the first call that differs raises
     ``ReplayDivergence``.
@@ -45,16 +56,19 @@ class Runtime(RuntimeBase):
 
     def __init__(
         self,
-        store: str | Store = "sqlite://:memory:",
+        store: str | Store | None = None,
         *,
+        tools: Iterable[Tool[Any]] = (),
         rules: Iterable[Rule] = (),
         wait: float = 30.0,
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         replay: str | None = None,
     ) -> None:
-        super().__init__(rules=rules, wait=wait, clock=clock, owner=owner)
-        self.store: Store = open_store(store) if isinstance(store, str) else store
+        super().__init__(
+            tools=tools, rules=rules, wait=wait, clock=clock, owner=owner, in_memory=store is None
+        )
+        self.store: Store = store_of(store)
         self._replay = replay
         self._replayer: Replayer | None = None
 
@@ -66,7 +80,10 @@ class Runtime(RuntimeBase):
         correlation_id: str | None = None,
         key: str | None = None,
     ) -> Result:
-        """Run one call. A refusal or a failing handler is a status, never an exception."""
+        """Run one call. A refusal or a failing handler is a status, never an exception.
+
+        ``input`` is a dict, or JSON text as a model sends it. A handler interrupted by
+        ``KeyboardInterrupt`` is logged ``cancelled`` and the interruption re-raised."""
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = self._drive(load_replay(self._replay))
@@ -76,13 +93,25 @@ class Runtime(RuntimeBase):
         )
         return remember(self, result)
 
+    def call(
+        self,
+        name: str,
+        arguments: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        correlation_id: str | None = None,
+        key: str | None = None,
+    ) -> Result:
+        """Run the registered tool ``name`` on ``arguments``: JSON text as the model sent
+        it, or a dict. An unknown name, arguments that are not a JSON object, or arguments
+        that do not fit the tool's signature are refused (``REJECTED``) and logged."""
+        tool = self._tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            result: Result = self._drive(self._unknown(name, arguments, correlation_id))
+            return result
+        return self.execute(tool, arguments, correlation_id=correlation_id, key=key)
+
     def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
-        try:
-            op = next(gen)
-            while True:
-                op = gen.send(self._run(op))
-        except StopIteration as stop:
-            return stop.value
+        return drive(gen, self._run)
 
     def _run(self, op: Op) -> Any:
         if isinstance(op, StoreOp):
@@ -153,6 +182,8 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
         value = fn(*args, **kwargs)
     except Exception as exc:
         return failure(exc, started)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
+        return interrupted(exc, started)
     if inspect.isawaitable(value):
         if inspect.iscoroutine(value):
             value.close()

@@ -36,6 +36,7 @@ class EventKind(str, enum.Enum):
     IN_PROGRESS = "in_progress"
     CONFLICT = "conflict"
     INDETERMINATE = "indeterminate"
+    CANCELLED = "cancelled"  # the handler was interrupted (asyncio cancellation, Ctrl-C)
     RELEASED = "released"  # a claim given back without running (kept for old logs)
     RESOLVED = "resolved"  # an operator decided an indeterminate call
     PURGED = "purged"  # an administrator removed old rows
@@ -59,6 +60,7 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.IN_PROGRESS: Status.IN_PROGRESS,
     EventKind.CONFLICT: Status.CONFLICT,
     EventKind.INDETERMINATE: Status.INDETERMINATE,
+    EventKind.CANCELLED: Status.CANCELLED,
     EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
     EventKind.RESOLVED: Status.CACHED,
     EventKind.PURGED: None,

@@ -5,14 +5,34 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from dar.effects import Effect
+from dar.errors import ConfigurationError
 from dar.redact import Redactor, RedactSpec
+from dar.signature import Signature, read_signature
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_LEASE = 300.0
+#: How long a completed `mutate-*` key answers from the record unless told otherwise: a
+#: day, as payment APIs keep idempotency keys. `irreversible` keys answer forever.
+DEFAULT_WINDOW = 24 * 3600.0
+
+Scope = Literal["global", "session"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+
+def default_window(effect: Effect) -> float | None:
+    """The window a tool of this effect gets when it names none."""
+    return None if effect in (Effect.IRREVERSIBLE, Effect.READ) else DEFAULT_WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +60,33 @@ class Tool(Generic[F]):
     reconcile: Callable[..., Any] | None = None
     keep_failures: bool = False
     redact: RedactSpec = None
+    scope: Scope = "global"
+    coerce: bool = False
+    description: str | None = None
 
     @cached_property
     def redactor(self) -> Redactor | None:
         """The compiled ``redact`` declaration, or None when nothing is personal."""
         return Redactor(self.redact) if self.redact else None
+
+    @cached_property
+    def signature(self) -> Signature:
+        """The handler's arguments and return type, read once."""
+        return read_signature(self.handler, self.name, coerce=self.coerce)
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema (2020-12) of the arguments: the same model that validates them."""
+        schema = self.signature.schema()
+        if self.description is not None:
+            schema["description"] = self.description
+        return schema
+
+    @property
+    def summary(self) -> str:
+        """What the model is told the tool does: ``description=``, else the docstring."""
+        if self.description is not None:
+            return self.description
+        return self.signature.description
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the bare handler, outside the runtime (for tests of the handler itself)."""
@@ -56,19 +98,29 @@ def tool(
     *,
     effect: Effect | str,
     key: Callable[[Mapping[str, Any]], str] | None = None,
-    window: float | None = None,
+    window: float | None = DEFAULT,
     lease: float = DEFAULT_LEASE,
     reconcile: Callable[..., Any] | None = None,
     keep_failures: bool = False,
     redact: RedactSpec = None,
+    scope: Scope = "global",
+    coerce: bool = False,
+    description: str | None = None,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
     >>> @tool(effect=Effect.MUTATE_EXTERNAL, key=lambda i: f"sms:{i['to']}", window=3600)
     ... def send_sms(to: str, text: str) -> dict: ...
 
-    ``key`` derives the idempotency key from the input (default ``"{name}:{input_hash}"``);
-    ``window`` is how many seconds a completed key answers from the record (None: forever);
+    The handler's signature is the arguments' schema: calls are validated against its type
+    hints (strictly, as JSON; ``coerce=True`` for pydantic's lax mode, and then the key is
+    computed on the coerced arguments), and its docstring describes the tool to the model
+    (``description=`` overrides it).
+
+    ``key`` derives the idempotency key from the input (default ``"{name}:{input_hash}"``;
+    ``scope="session"`` adds the call's correlation id to that default);
+    ``window`` is how many seconds a completed key answers from the record (default: 24 h
+    for ``mutate-*``, forever for ``irreversible``; None: forever);
     ``lease`` bounds how long a call may run before it is presumed crashed; ``reconcile``
     is called with the input of a crashed ``mutate-external``/``irreversible`` call and
     returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too.
@@ -76,13 +128,17 @@ def tool(
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
     eff = Effect(effect)
+    if window is DEFAULT:
+        window = default_window(eff)
     if window is not None and window <= 0:
         raise ValueError("window must be positive seconds, or None for forever")
     if lease <= 0:
         raise ValueError("lease must be positive seconds")
+    if scope not in ("global", "session"):
+        raise ConfigurationError(f"scope must be 'global' or 'session', not {scope!r}")
 
     def wrap(fn: F) -> Tool[F]:
-        return Tool(
+        made = Tool(
             name=name or fn.__name__,
             handler=fn,
             effect=eff,
@@ -92,6 +148,11 @@ def tool(
             reconcile=reconcile,
             keep_failures=keep_failures,
             redact=redact,
+            scope=scope,
+            coerce=coerce,
+            description=description,
         )
+        made.signature  # noqa: B018 - a type that cannot be validated fails here, not mid-call
+        return made
 
     return wrap

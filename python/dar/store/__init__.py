@@ -12,7 +12,24 @@ from dar.errors import ConfigurationError
 from dar.store.base import AdminStore, Store
 from dar.store.sqlite import SQLiteStore
 
-__all__ = ["AdminStore", "SQLiteStore", "Store", "open_store", "split_schema", "take_options"]
+__all__ = [
+    "AdminStore",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+    "split_schema",
+    "store_of",
+    "take_options",
+]
+
+
+def store_of(store: str | Store | None) -> Store:
+    """What a runtime was given: a URL to open, a store to use, or nothing (in memory)."""
+    if store is None:
+        return open_store("sqlite://:memory:")
+    if isinstance(store, str):
+        return open_store(store)
+    return store
 
 
 def open_store(url: str, **kwargs: Any) -> AdminStore:

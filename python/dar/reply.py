@@ -1,0 +1,90 @@
+"""What the model reads about a call: one agreed wording per status.
+
+Short, in the model's terms, and the same for an executed call and its answer from the
+record, so a retried turn reads exactly what the first one did. Only text the log already
+holds goes in (reasons and errors are scrubbed of personal values, outputs are the recorded
+form), so a redacted value never reaches the model through this path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dar.effects import Status
+
+if TYPE_CHECKING:
+    from dar.records import Result
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """A tool result in the model's terms: the text to send back, and whether it is an
+    error (``is_error`` on Anthropic and MCP; OpenAI and Gemini take the text alone)."""
+
+    text: str
+    is_error: bool
+
+
+def reply_for(result: Result) -> ModelReply:
+    """The model's view of ``result``."""
+    status = result.status
+    if status in (Status.EXECUTED, Status.CACHED):
+        if result.output_json is not None:
+            return ModelReply(result.output_json, False)
+        why = result.error or result.reason
+        return ModelReply(f"The tool ran, but its output could not be recorded ({why}).", False)
+    return ModelReply(_WORDING[status](result), True)
+
+
+def _rejected(r: Result) -> str:
+    by = f" by the rule {r.rule}" if r.rule else ""
+    return (
+        f"Refused{by}: {r.reason}. Nothing was done. Calling this tool again with the same "
+        "arguments will be refused again."
+    )
+
+
+def _failed(r: Result) -> str:
+    then = (
+        "Calling again with the same arguments will run the tool again."
+        if r.retryable
+        else "Calling again with the same arguments returns this same failure."
+    )
+    return f"The tool failed: {r.error}. {then}"
+
+
+def _in_progress(r: Result) -> str:
+    return (
+        "An identical call is still running. Call again later with the same arguments to get "
+        "its result; do not change them."
+    )
+
+
+def _conflict(r: Result) -> str:
+    return (
+        f"Not run: {r.reason}. The idempotency key belongs to that first call; use the same "
+        "arguments to get its result, or a new key for a new action."
+    )
+
+
+def _indeterminate(r: Result) -> str:
+    return (
+        "Unknown whether an identical earlier call took effect (it was interrupted mid-way). "
+        "An operator must decide; do not retry or rephrase this call."
+    )
+
+
+def _cancelled(r: Result) -> str:
+    return "The call was cancelled before it finished; whether it took effect is being checked."
+
+
+_WORDING = {
+    Status.REJECTED: _rejected,
+    Status.FAILED: _failed,
+    Status.IN_PROGRESS: _in_progress,
+    Status.CONFLICT: _conflict,
+    Status.INDETERMINATE: _indeterminate,
+    Status.CANCELLED: _cancelled,
+}
+assert set(_WORDING) | {Status.EXECUTED, Status.CACHED} == set(Status), "a wording per status"
