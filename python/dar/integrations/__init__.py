@@ -1,0 +1,24 @@
+"""Where agents are built: one thin module per SDK, each an optional extra.
+
+Every module sits on `Runtime.call` and `Result.for_model()`; none holds any logic of its
+own beyond translating the SDK's objects. Importing a module whose SDK is missing raises a
+`ConfigurationError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from dar.errors import ConfigurationError
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an SDK, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"this integration needs {module.split('.')[0]}: "
+            f"pip install 'durable-agent-runtime[{extra}]'"
+        ) from exc
