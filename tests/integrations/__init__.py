@@ -1,0 +1,1 @@
+"""Tests of dar.integrations: real SDK clients against local model servers."""
