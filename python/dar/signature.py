@@ -189,7 +189,13 @@ def _drop_titles(node: Any) -> None:
             _drop_titles(child)
 
 
-def read_signature(fn: Callable[..., Any], tool_name: str, *, coerce: bool) -> Signature:
+def read_signature(
+    fn: Callable[..., Any],
+    tool_name: str,
+    *,
+    coerce: bool,
+    localns: dict[str, Any] | None = None,
+) -> Signature:
     """Build the signature of ``fn``; a hint pydantic cannot validate or serialize is a
     ``ConfigurationError`` now, at decoration, not at the first call."""
     target = fn if inspect.isroutine(fn) else getattr(fn, "__call__", fn)  # noqa: B004
@@ -198,7 +204,7 @@ def read_signature(fn: Callable[..., Any], tool_name: str, *, coerce: bool) -> S
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"tool {tool_name!r}: cannot read its signature: {exc}") from None
     try:
-        hints = typing.get_type_hints(target, include_extras=True)
+        hints = typing.get_type_hints(target, localns=localns, include_extras=True)
     except Exception as exc:
         raise ConfigurationError(
             f"tool {tool_name!r}: cannot resolve its type hints ({type(exc).__name__}: {exc}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -152,7 +153,10 @@ def tool(
             coerce=coerce,
             description=description,
         )
-        made.signature  # noqa: B018 - a type that cannot be validated fails here, not mid-call
+        # Read now, so a type that cannot be validated fails here, not mid-call; with the
+        # caller's locals, so a type defined in the enclosing function resolves too.
+        localns = sys._getframe(1).f_locals
+        made.__dict__["signature"] = read_signature(fn, made.name, coerce=coerce, localns=localns)
         return made
 
     return wrap
