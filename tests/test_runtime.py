@@ -77,7 +77,9 @@ def make_tool(effect: Effect, calls: Calls, **kwargs: Any) -> Any:
 allow_all = rule(applies_to="*", name="allow_all")(lambda inp, ctx: True)
 
 
-def abandon_claim(rt: Runtime, t: Any, inp: dict[str, Any]) -> None:
+def abandon_claim(
+    rt: Runtime, t: Any, inp: dict[str, Any], correlation_id: str | None = None
+) -> None:
     """Take the claim as a worker would, then 'die' before the outcome is recorded."""
     from dar.decide import CallSpec, plan
     from dar.ops import CallHandler
@@ -90,6 +92,7 @@ def abandon_claim(rt: Runtime, t: Any, inp: dict[str, Any]) -> None:
         clock=rt.clock,
         wait=0,
         events_reader=rt.events,
+        correlation_id=correlation_id,
     )
     gen = plan(spec)
     op = next(gen)

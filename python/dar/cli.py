@@ -40,10 +40,13 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> AdminStore:
     """The store of ``--db``. Only `dar migrate` creates a SQLite file: for every other
     command a mistyped path is an error, not a new empty database."""
     url = _db_url(args)
-    if not create and url.split(":", 1)[0].lower() == "sqlite":
+    if url.split(":", 1)[0].lower() == "sqlite":
         path = SQLiteStore.path_of(url)
-        if path != ":memory:" and not Path(path).exists():
+        if path != ":memory:" and not create and not Path(path).exists():
             raise DarError(f"no database at {path} (check --db; `dar migrate` creates one)")
+        folder = Path(path).parent
+        if path != ":memory:" and not folder.is_dir():
+            raise DarError(f"no directory {folder} for the database {path} (create it first)")
     return open_store(url, migrate=not create) if create else open_store(url)
 
 
@@ -132,7 +135,9 @@ def cmd_resolve(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]--output is not valid JSON: {escape(str(exc))}[/red]")
             return 2
     now = dt.datetime.now(dt.timezone.utc).timestamp()
-    event = resolved_row(claim, args.executed, output, args.reason, now)
+    rows = store.events(LogFilter(key=claim.key, status=EventKind.STARTED.value))
+    started = next((ev for ev in rows if ev.event_id == claim.call_event_id), None)
+    event = resolved_row(claim, args.executed, output, args.reason, now, started)
     try:
         after = store.resolve(Resolve(args.key, args.executed, output, now, event, args.force))
     except ValueError as exc:
@@ -370,11 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Try it: `dar demo`, then `dar stats --db sqlite:///dar-demo.db`.",
     )
     parser.add_argument("--version", action="version", version=f"dar {__version__}")
+    db_help = "database URL (sqlite:///file.db or postgresql://...)"
+    parser.add_argument("--db", help=db_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--db", help="database URL (sqlite:///file.db or postgresql://...)")
+        # Before or after the command name: SUPPRESS keeps an earlier --db when absent here.
+        p.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
         return p
 
     p = command("migrate", "create or upgrade the tables")
@@ -383,10 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("events", "read the event log (filters combine)")
     p.add_argument("--correlation-id", help="one session / conversation")
     p.add_argument("--tool", help="tool name")
-    p.add_argument("--status", help="executed, cached, rejected, failed, ...")
+    p.add_argument(
+        "--status",
+        choices=[k.value for k in EventKind],
+        metavar="STATUS",
+        help="one of: " + ", ".join(k.value for k in EventKind),
+    )
     p.add_argument("--key", help="idempotency key")
     p.add_argument("--since", help="ISO date or time, UTC unless it says otherwise")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="at most this many rows (the oldest first)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(fn=cmd_events)
 
@@ -415,12 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("stats", "counts per tool and status, refusals by rule, failures, p50/p99")
     p.add_argument("--since", help="ISO date or time, UTC unless it says otherwise")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_stats)
 
     p = command("verify", "check the hash chains: has anyone edited the log?")
     p.add_argument("correlation_id", nargs="?", help="one session (default: all)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--anchor",
         metavar="FILE",

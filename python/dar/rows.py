@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dar.ids import new_id
-from dar.records import Claim, NewEvent
+from dar.records import Claim, Event, NewEvent
 from dar.states import EventKind
 
 
@@ -61,14 +61,21 @@ class CallRows:
 
 
 def resolved_row(
-    claim: Claim, executed: bool, output: str | None, note: str | None, now: float
+    claim: Claim,
+    executed: bool,
+    output: str | None,
+    note: str | None,
+    now: float,
+    started: Event | None = None,
 ) -> NewEvent:
-    """The row of an operator's decision on a claim (`dar resolve`)."""
+    """The row of an operator's decision on a claim (`dar resolve`). With the call's
+    ``started`` row it joins that call: same session, call id, effect and parent, so
+    `dar trace` shows how the story ended."""
     decision = "executed" if executed else "not executed"
     return NewEvent(
         event_id=new_id(),
         tool_name=claim.tool_name,
-        effect="",
+        effect="" if started is None else started.effect,
         status=EventKind.RESOLVED.value,
         created_at=when(now),
         idempotency_key=claim.key,
@@ -76,6 +83,9 @@ def resolved_row(
         output=output,
         rejection_reason=f"operator: {decision}" + (f" ({note})" if note else ""),
         attempt=claim.attempts,
+        correlation_id=None if started is None else started.correlation_id,
+        parent_event_id=None if started is None else started.parent_event_id,
+        call_id=None if started is None else started.call_id,
     )
 
 
