@@ -112,7 +112,7 @@ class AsyncRuntime(RuntimeBase):
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = await self._drive(load_replay(self._replay))
-            return self._replayer.next(tool.name, input)
+            return self._replayer.next(tool, input)
         spec = self._spec(tool, input, correlation_id, key, self.events)
         result: Result = await self._drive(plan(spec))
         return remember(self, result)

@@ -178,9 +178,8 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
     except CanonicalizationError as exc:
         return (yield from unrepresentable(spec, rows, exc))
     if tool.coerce:
-        # Lax validation first: the coerced arguments are what is hashed, keyed and run.
         with suppress(ArgumentError):  # else refused below, with every problem named
-            canon = canonical_json(tool.signature.coerced(canon.decode("utf-8")))
+            canon = coerced(tool, canon)
     rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
     if tool.effect is Effect.IRREVERSIBLE and not rules:
         raise ConfigurationError(unruled(tool.name))
@@ -206,6 +205,24 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
         if refused is not None:
             return refused
     return call
+
+
+def coerced(tool: Tool[Any], canon: bytes) -> bytes:
+    """Lax validation first, for a ``coerce=True`` tool: the coerced arguments are what is
+    hashed, keyed and run."""
+    return canonical_json(tool.signature.coerced(canon.decode("utf-8")))
+
+
+def input_digest(tool: Tool[Any], value: Any) -> str | None:
+    """The input hash a call of ``tool`` on ``value`` gets, or None when it has none (it
+    would be refused): how replay matches a call to the record without running it."""
+    try:
+        canon = canonical_input(value)
+        if tool.coerce:
+            canon = coerced(tool, canon)
+    except (CanonicalizationError, ArgumentError):
+        return None
+    return sha256_hex_of(canon)
 
 
 def unruled(tool_name: str) -> str:

@@ -11,13 +11,15 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dar._core import input_hash
+from dar._core import canonical_json
+from dar.decide import input_digest
 from dar.effects import Status
-from dar.errors import CanonicalizationError, DarError, ReplayDivergence
+from dar.errors import DarError, ReplayDivergence
 from dar.ops import LogFilter, Op, ReadLog
 from dar.postmortem import CallNode, call_tree
 from dar.records import Event, Result
 from dar.states import event_kind
+from dar.tools import Tool
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +98,21 @@ class Replayer:
         self.position = 0
         self.divergence: ReplayDivergence | None = None
 
-    def next(self, tool: str, value: Any) -> Result:
-        try:
-            digest: str | None = input_hash(value)
-        except CanonicalizationError:
-            digest = None
+    def next(self, tool: Tool[Any], value: Any) -> Result:
+        """The recorded answer to this call: JSON text or a dict, hashed as a live call."""
+        digest = input_digest(tool, value)
         index = self.position
         expected = self.calls[index] if index < len(self.calls) else None
-        if expected is None or expected.tool != tool or expected.input_hash != digest:
-            self.divergence = ReplayDivergence(index, expected, tool, digest)
+        if expected is None or expected.tool != tool.name or expected.input_hash != digest:
+            self.divergence = ReplayDivergence(index, expected, tool.name, digest)
             raise self.divergence
         self.position += 1
+        output = expected.output
+        answered = expected.status in (Status.EXECUTED, Status.CACHED)
         return Result(
             expected.status,
-            output=expected.output,
+            output=None if output is None else tool.signature.load_output(output),
+            output_json=canonical_json(output).decode("utf-8") if answered else None,
             reason=expected.reason,
             rule=expected.rule,
             error=expected.error,

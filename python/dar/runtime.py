@@ -87,7 +87,7 @@ class Runtime(RuntimeBase):
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = self._drive(load_replay(self._replay))
-            return self._replayer.next(tool.name, input)
+            return self._replayer.next(tool, input)
         result: Result = self._drive(
             plan(self._spec(tool, input, correlation_id, key, self.events))
         )

@@ -82,7 +82,10 @@ class Signature:
 
     def coerced(self, canonical: str) -> dict[str, Any]:
         """The arguments as JSON after lax validation: what a ``coerce=True`` tool hashes."""
-        parsed = self.model.model_validate(json.loads(canonical), strict=False)
+        try:
+            parsed = self.model.model_validate(json.loads(canonical), strict=False)
+        except pydantic.ValidationError as exc:
+            raise ArgumentError([problem(e) for e in exc.errors(include_url=False)]) from None
         dumped: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         return dumped
 

@@ -1,0 +1,15 @@
+# The README's async example; the tool and rule are the quick start's.
+from quickstart import courier_must_cover_zone, dispatch_order
+
+import asyncio
+from dar import AsyncRuntime
+
+async def main():
+    async with AsyncRuntime("sqlite:///agent.db", tools=[dispatch_order],
+                            rules=[courier_must_cover_zone]) as rt:
+        order = {"order_id": "ORD-125", "courier": "olva", "zone": "lima"}
+        first, again = await asyncio.gather(rt.call("dispatch_order", order),
+                                            rt.call("dispatch_order", order))
+        print(sorted([first.status.value, again.status.value]))  # ['cached', 'executed']
+
+asyncio.run(main())
