@@ -102,3 +102,16 @@ def test_resolve_row_joins_the_call_it_decides(
     assert code == 0 and "RESOLVED" in out
     assert run(["verify", "--db", url], capsys)[0] == 0
     rt.close()
+
+
+def test_postgres_url_without_the_extra_names_it() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+        "import dar\n"
+        "try:\n"
+        "    dar.Runtime('postgresql://app@db/agents')\n"
+        "except dar.ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'durable-agent-runtime[postgres]'" in out.stdout
