@@ -21,9 +21,9 @@ from dar.errors import (
     ReplayDivergence,
     StoreError,
 )
-from dar.records import Event, Result
+from dar.records import Approval, Event, Result
 from dar.reply import ModelReply
-from dar.rules import Allow, Deny, Rule, RuleContext, rule
+from dar.rules import Allow, Deny, NeedsApproval, Rule, RuleContext, rule
 from dar.runtime import Runtime
 from dar.store import SQLiteStore, Store
 from dar.tools import Reconciled, Tool, tool
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_DEPTH",
     "Allow",
+    "Approval",
     "AsyncRuntime",
     "CanonicalizationError",
     "ConfigurationError",
@@ -41,6 +42,7 @@ __all__ = [
     "Effect",
     "Event",
     "ModelReply",
+    "NeedsApproval",
     "Reconciled",
     "ReplayDivergence",
     "Result",

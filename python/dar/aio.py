@@ -19,7 +19,6 @@ from contextlib import suppress
 from typing import Any
 
 from dar.context import CurrentCall, current_call
-from dar.decide import plan
 from dar.driver import (
     RuntimeBase,
     failure,
@@ -33,6 +32,7 @@ from dar.ops import (
     Append,
     CallHandler,
     CheckRule,
+    DecideApproval,
     Finish,
     LogFilter,
     Mark,
@@ -40,20 +40,32 @@ from dar.ops import (
     Outcome,
     ReadLog,
     RedactionSalt,
+    RequestApproval,
     Resolve,
     StoreOp,
     Take,
     TakeOrLookup,
+    UseGrant,
     Wait,
 )
-from dar.records import Event, Result
+from dar.records import Approval, Event, Result
 from dar.replay import Replayer, load_replay
-from dar.rules import Deny, Rule
+from dar.rules import Deny, NeedsApproval, Rule
 from dar.store import Store, store_of
 from dar.tools import Tool
 
 #: Store operations that change the database (never dropped by a cancellation).
-WRITES = (Take, TakeOrLookup, Finish, Mark, Resolve, Append)
+WRITES = (
+    Take,
+    TakeOrLookup,
+    Finish,
+    Mark,
+    Resolve,
+    Append,
+    RequestApproval,
+    UseGrant,
+    DecideApproval,
+)
 
 #: Worker threads per runtime when the store does not say how many connections it has.
 THREADS = 4
@@ -104,6 +116,7 @@ class AsyncRuntime(RuntimeBase):
         *,
         correlation_id: str | None = None,
         key: str | None = None,
+        wait_for_approval: float = 0,
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception.
 
@@ -113,8 +126,8 @@ class AsyncRuntime(RuntimeBase):
             if self._replayer is None:
                 self._replayer = await self._drive(load_replay(self._replay))
             return self._replayer.next(tool, input)
-        spec = self._spec(tool, input, correlation_id, key, self.events)
-        result: Result = await self._drive(plan(spec))
+        planned = self._call_plan(tool, input, correlation_id, key, wait_for_approval, self.events)
+        result: Result = await self._drive(planned)
         return remember(self, result)
 
     async def call(
@@ -124,13 +137,20 @@ class AsyncRuntime(RuntimeBase):
         *,
         correlation_id: str | None = None,
         key: str | None = None,
+        wait_for_approval: float = 0,
     ) -> Result:
         """``Runtime.call``, awaited."""
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             result: Result = await self._drive(self._unknown(name, arguments, correlation_id))
             return result
-        return await self.execute(tool, arguments, correlation_id=correlation_id, key=key)
+        return await self.execute(
+            tool,
+            arguments,
+            correlation_id=correlation_id,
+            key=key,
+            wait_for_approval=wait_for_approval,
+        )
 
     async def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         interrupt: BaseException | None = None
@@ -185,7 +205,7 @@ class AsyncRuntime(RuntimeBase):
                 stop()
         return time.monotonic() - started
 
-    async def _check(self, op: CheckRule) -> Deny | None:
+    async def _check(self, op: CheckRule) -> Deny | NeedsApproval | None:
         started = time.perf_counter()
         try:
             value = op.rule.check(op.input, op.ctx)
@@ -196,6 +216,27 @@ class AsyncRuntime(RuntimeBase):
         except Exception as exc:
             return rule_error(op.rule, exc)
         return rule_result(op.rule, value, time.perf_counter() - started)
+
+    async def approvals(
+        self, status: str | None = None, correlation_id: str | None = None
+    ) -> list[Approval]:
+        """Approval requests, newest first: ``pending``, ``approved`` (unused, unexpired),
+        ``denied``, ``expired`` or ``used``; all when ``status`` is None."""
+        found: list[Approval] = await self._drive(self._list_plan(status, correlation_id))
+        return found
+
+    async def approve(
+        self, approval_id: str, by: str, note: str | None = None, ttl: float = 3600
+    ) -> Approval:
+        """Approve a pending request: the same call, made again within ``ttl`` seconds,
+        runs once. Raises when there is no pending request with that id."""
+        decided: Approval = await self._drive(self._decide_plan(approval_id, True, by, note, ttl))
+        return decided
+
+    async def deny(self, approval_id: str, by: str, reason: str | None = None) -> Approval:
+        """Refuse a pending request: that exact call answers ``rejected`` with ``reason``."""
+        decided: Approval = await self._drive(self._decide_plan(approval_id, False, by, reason, 0))
+        return decided
 
     async def events(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,10 +18,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from dar import __version__
+from dar import __version__, approval
 from dar.chain import Broken
+from dar.driver import drive
 from dar.errors import DarError
-from dar.ops import GetClaim, LogFilter, Resolve
+from dar.ops import GetClaim, LogFilter, Op, Resolve, StoreOp
 from dar.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.records import Event
 from dar.rows import admin_row, resolved_row
@@ -159,6 +161,10 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.CONFLICT: "magenta",
     EventKind.INDETERMINATE: "bold yellow",
     EventKind.CANCELLED: "bold yellow",
+    EventKind.APPROVAL_REQUESTED: "bold magenta",
+    EventKind.APPROVED: "green",
+    EventKind.DENIED: "bold red",
+    EventKind.APPROVAL_USED: "green",
     EventKind.RELEASED: "dim",
     EventKind.RESOLVED: "blue",
     EventKind.PURGED: "dim",
@@ -357,6 +363,69 @@ def cmd_purge(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_plan(store: AdminStore, plan: Any) -> Any:
+    """Run a core plan of store operations only (approvals) against ``store``."""
+    return drive(plan, lambda op: _store_op(op).apply(store))
+
+
+def _store_op(op: Op) -> StoreOp:
+    assert isinstance(op, StoreOp), f"{type(op).__name__} is not a store operation"
+    return op
+
+
+def cmd_approvals(args: argparse.Namespace, console: Console) -> int:
+    store = _open(args)
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    found = _run_plan(store, approval.listing(args.status, args.correlation_id, now))
+    store.close()
+    if args.json:
+        for a in found:
+            sys.stdout.write(safe_json({**dataclasses.asdict(a), "state": a.state(now)}) + "\n")
+        return 0
+    table = Table(title=f"{len(found)} approval requests (dar approve ID --by NAME)")
+    for col in ("id", "state", "tool", "session", "arguments", "why / decision"):
+        table.add_column(col, overflow="fold")
+    for a in found:
+        decision = f"{a.decided_by}: {a.note or ''}" if a.decided_by else ""
+        table.add_row(
+            escape(safe(a.approval_id)),
+            a.state(now),
+            escape(safe(a.tool_name)),
+            escape(safe(a.correlation_id or "")),
+            escape(safe(a.input or "")),
+            escape(safe(" / ".join(x for x in (a.reason, decision) if x))),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace, console: Console) -> int:
+    store = _open(args)
+    approve = args.command == "approve"
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    secret = os.environ.get("DAR_APPROVAL_SECRET") or None
+    note = args.note if approve else args.reason
+    plan = approval.decide(
+        args.approval_id, approve=approve, by=args.by, note=note, ttl=args.ttl, now=now,
+        secret=secret,
+    )  # fmt: skip
+    try:
+        decided = _run_plan(store, plan)
+    except KeyError as exc:
+        console.print(f"[red]{escape(str(exc.args[0]))}[/red]")
+        return 1
+    finally:
+        store.close()
+    what = "approved" if approve else "denied"
+    until = ""
+    if decided.expires_at is not None:
+        expiry = dt.datetime.fromtimestamp(decided.expires_at, dt.timezone.utc)
+        until = f" (usable once, until {expiry.isoformat(timespec='seconds')})"
+    tool_input = f"{safe(decided.tool_name)} {safe(decided.input or '')}"
+    console.print(f"{what}: {escape(tool_input)}{until}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from dar.demo import run_demo
 
@@ -449,6 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--before", required=True, help="ISO date: events created before it go")
     p.add_argument("--yes", action="store_true", help="really delete")
     p.set_defaults(fn=cmd_purge)
+
+    p = command("approvals", "calls waiting for a person, and the decisions made")
+    p.add_argument("--status", choices=approval.STATES, help="pending, approved, denied, ...")
+    p.add_argument("--correlation-id", help="one session / conversation")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(fn=cmd_approvals)
+
+    p = command("approve", "approve one pending call: the same call, made again, runs once")
+    p.add_argument("approval_id", help="see `dar approvals --status pending`")
+    p.add_argument("--by", required=True, help="who approves (recorded in the log)")
+    p.add_argument("--note", help="a note for the log")
+    p.add_argument("--ttl", type=float, default=3600, help="seconds the grant stays usable")
+    p.set_defaults(fn=cmd_decide)
+
+    p = command("deny", "refuse one pending call: that exact call is rejected with the reason")
+    p.add_argument("approval_id", help="see `dar approvals --status pending`")
+    p.add_argument("--by", required=True, help="who refuses (recorded in the log)")
+    p.add_argument("--reason", required=True, help="why: the agent reads it")
+    p.set_defaults(fn=cmd_decide, ttl=0, note=None)
 
     p = sub.add_parser("demo", help="replay three real incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")

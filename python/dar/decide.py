@@ -27,6 +27,7 @@ from pydantic_core import PydanticSerializationError
 from dar._core import canonical_json, canonical_json_from_text, sha256_hex_of
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
+from dar.grants import always_ask, binding, fingerprint, signed_by
 from dar.ids import new_id
 from dar.ops import (
     Append,
@@ -41,14 +42,16 @@ from dar.ops import (
     Outcome,
     ReadLog,
     RedactionSalt,
+    RequestApproval,
     Take,
     TakeOrLookup,
+    UseGrant,
     Wait,
 )
-from dar.records import Claim, NewEvent, Result
+from dar.records import Approval, Claim, NewEvent, Result
 from dar.redact import marker, scrub
 from dar.rows import CallRows
-from dar.rules import Deny, Rule, RuleContext
+from dar.rules import Deny, NeedsApproval, Rule, RuleContext
 from dar.signature import ArgumentError, to_json
 from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
@@ -57,6 +60,7 @@ from dar.verdict import Verdict, classify
 Plan = Generator[Op, Any, Any]
 
 WITHHELD = "(withheld: the tool redacts personal fields)"
+USED = "an identical call used the approval and has not claimed the key yet"
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.05
 
@@ -79,6 +83,8 @@ class CallSpec:
     parent_event_id: str | None = None
     key: str | None = None
     call_event_id: str = field(default_factory=new_id)
+    #: ``DAR_APPROVAL_SECRET``: grants must carry its HMAC to be used.
+    approval_secret: str | None = None
 
 
 @dataclass(slots=True)
@@ -144,7 +150,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
     if not call.tool.effect.idempotent:
         # Reads: no key, no claim; judged and run every time, and still logged.
         refused = yield from judge(call)
-        if refused is not None:
+        if isinstance(refused, Result):
             return refused
         return (yield from run(call, 1))
     acquired = yield from acquire(call)
@@ -181,6 +187,8 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
         with suppress(ArgumentError):  # else refused below, with every problem named
             canon = coerced(tool, canon)
     rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
+    if tool.approval:
+        rules = (*rules, always_ask(tool.name))
     if tool.effect is Effect.IRREVERSIBLE and not rules:
         raise ConfigurationError(unruled(tool.name))
     text = canon.decode("utf-8")
@@ -345,15 +353,22 @@ def record(
     )
 
 
-def first_refusal(call: Call) -> Generator[Op, Any, tuple[Rule, Deny] | None]:
-    """Run the rules in order, up to the first that refuses."""
+def first_refusal(
+    call: Call,
+) -> Generator[Op, Any, tuple[Rule, Deny] | tuple[Rule, NeedsApproval] | None]:
+    """Run the rules in order, up to the first that refuses. A rule that asks for approval
+    does not stop the others: a refusal by a later rule still wins (no one is asked to
+    approve what would be refused anyway)."""
     tool = call.tool
     ctx = RuleContext(tool.name, tool.effect, call.spec.correlation_id, call.spec.events_reader)
+    asks: tuple[Rule, NeedsApproval] | None = None
     for r in call.rules:
-        deny: Deny | None = yield CheckRule(r, call.input, ctx)
-        if deny is not None:
-            return r, deny
-    return None
+        verdict: Deny | NeedsApproval | None = yield CheckRule(r, call.input, ctx)
+        if isinstance(verdict, Deny):
+            return r, verdict
+        if verdict is not None and asks is None:
+            asks = (r, verdict)
+    return asks
 
 
 def refusal_row(call: Call, refused: tuple[Rule, Deny]) -> NewEvent:
@@ -361,14 +376,102 @@ def refusal_row(call: Call, refused: tuple[Rule, Deny]) -> NewEvent:
     return call.row(EventKind.REJECTED, rejection_reason=call.clean(deny.reason), rule_name=r.name)
 
 
-def judge(call: Call) -> Generator[Op, Any, Result | None]:
-    """Run the rules; the first refusal is logged and answered."""
+#: `judge`'s answer when a concurrent identical call has just used the grant: look again.
+AGAIN = "again"
+
+
+def judge(call: Call, claim: Claim | None = None) -> Generator[Op, Any, Result | str | None]:
+    """Run the rules; the first refusal is logged and answered. A call that needs approval
+    goes ahead only with an unused grant for exactly this call (see `seek_approval`)."""
     refused = yield from first_refusal(call)
     if refused is None:
         return None
-    ev = refusal_row(call, refused)
+    r, verdict = refused
+    if isinstance(verdict, NeedsApproval):
+        return (yield from seek_approval(call, r, verdict, claim))
+    ev = refusal_row(call, (r, verdict))
     yield Append(ev)
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
+
+
+def seek_approval(
+    call: Call, rule: Rule, asks: NeedsApproval, claim: Claim | None
+) -> Generator[Op, Any, Result | str | None]:
+    """Use this exact call's grant (None: go on and run), or answer without running:
+    denied, still waiting, or a new request for a person."""
+    fp = fingerprint(call.rules)
+    bound = binding(call.tool.name, call.input_hash, call.key, fp)
+    now = call.spec.clock()
+    answer = yield UseGrant(bound, now, call.spec.call_event_id)
+    grant = answer.approval
+    if answer.kind == "granted":
+        assert grant is not None
+        secret = call.spec.approval_secret
+        if secret is not None and not signed_by(secret, grant):
+            reason = f"approval {grant.approval_id} is not signed with this DAR_APPROVAL_SECRET"
+            return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+        note = f"approved by {grant.decided_by} (approval {grant.approval_id})"
+        yield Append(call.row(EventKind.APPROVAL_USED, rejection_reason=note, rule_name=rule.name))
+        return None
+    if answer.kind == "denied":
+        assert grant is not None
+        reason = f"denied by {grant.decided_by}" + (f": {grant.note}" if grant.note else "")
+        ev = call.row(EventKind.REJECTED, rejection_reason=call.clean(reason), rule_name=rule.name)
+        yield Append(ev)
+        return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=rule.name)
+    if answer.kind == "pending":
+        assert grant is not None
+        return (yield from awaiting(call, rule, grant.approval_id, asks.reason))
+    if answer.kind == "used" and grant is not None and grant_in_flight(grant, claim):
+        return AGAIN
+    request = Approval(
+        approval_id=new_id(),
+        binding=bound,
+        tool_name=call.tool.name,
+        effect=call.tool.effect.value,
+        input_hash=call.input_hash,
+        idempotency_key=call.key,
+        rules_fingerprint=fp,
+        correlation_id=call.spec.correlation_id,
+        call_id=call.spec.call_event_id,
+        input=call.input_text,
+        rule_name=rule.name,
+        reason=call.clean(asks.reason),
+        status="pending",
+        requested_at=now,
+    )
+    ev = requested_row(call, rule, request.approval_id, asks.reason)
+    opened = yield RequestApproval(request, ev)
+    if opened != request.approval_id:  # a concurrent identical call opened it first
+        return (yield from awaiting(call, rule, opened, asks.reason))
+    return call.result(
+        Status.AWAITING_APPROVAL, ev, reason=ev.rejection_reason, rule=rule.name,
+        approval_id=opened,
+    )  # fmt: skip
+
+
+def grant_in_flight(grant: Approval, claim: Claim | None) -> bool:
+    """Whether the call that used ``grant`` may still be on its way to the key (a
+    concurrent duplicate: wait for it), rather than done with it (a new call: ask again)."""
+    if claim is None:
+        return True
+    finished = claim.completed_at
+    return finished is None or grant.used_at is None or finished < grant.used_at
+
+
+def requested_row(call: Call, rule: Rule, approval_id: str, reason: str) -> NewEvent:
+    text = call.clean(f"{reason} (approval {approval_id})")
+    return call.row(EventKind.APPROVAL_REQUESTED, rejection_reason=text, rule_name=rule.name)
+
+
+def awaiting(call: Call, rule: Rule, approval_id: str, reason: str) -> Generator[Op, Any, Result]:
+    """The request for this call is open: say so in the log, and answer that it waits."""
+    ev = requested_row(call, rule, approval_id, reason)
+    yield Append(ev)
+    return call.result(
+        Status.AWAITING_APPROVAL, ev, reason=ev.rejection_reason, rule=rule.name,
+        approval_id=approval_id,
+    )  # fmt: skip
 
 
 def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[Op, Any, Result]:
@@ -487,6 +590,22 @@ def look(call: Call, first: bool) -> Generator[Op, Any, tuple[bool, Claim | None
     return False, claim, hit
 
 
+def judge_patiently(
+    call: Call, claim: Claim | None, patience: Patience
+) -> Generator[Op, Any, Result | str | None]:
+    """`judge`, where a duplicate that just used this call's grant is waited for (it will
+    hold the key) rather than sent to a person again."""
+    refused = yield from judge(call, claim)
+    if refused != AGAIN:
+        return refused
+    assert call.key is not None
+    seconds = patience.next()
+    if seconds is None:
+        return (yield from record(call, Status.IN_PROGRESS, rejection_reason=USED))
+    patience.waited += yield Wait(call.key, seconds)
+    return AGAIN
+
+
 def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
     """Take the key, or answer without running: from the record, as a conflict, after
     waiting in vain, or as a crash for an operator."""
@@ -535,9 +654,11 @@ def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
             return (yield from answer_from_claim(call, verdict, claim))
         reconciling = verdict is Verdict.RECONCILE
         if not judged and not reconciling:
-            refused = yield from judge(call)
-            if refused is not None:
+            refused = yield from judge_patiently(call, claim, patience)
+            if isinstance(refused, Result):
                 return refused
+            if refused == AGAIN:
+                continue
             judged = True
         op = take(call, call.spec.clock(), claim)
         if (yield op):
@@ -582,8 +703,20 @@ def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
     refused = yield from first_refusal(call)
     if refused is None:
         return None
-    ev = refusal_row(call, refused)
+    r, verdict = refused
     now = call.spec.clock()
+    if isinstance(verdict, NeedsApproval):
+        # We hold the key: run with this call's grant, or give the key back while a
+        # person decides.
+        asked = yield from seek_approval(call, r, verdict, None)
+        if asked is None:
+            return None
+        ev = call.row(EventKind.RELEASED, rejection_reason="released while approval is sought")
+        yield Finish(call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, ev)
+        if isinstance(asked, Result):
+            return asked
+        return call.result(Status.IN_PROGRESS, ev, reason=USED)
+    ev = refusal_row(call, (r, verdict))
     yield Finish(call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, ev)
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
 

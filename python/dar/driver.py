@@ -17,15 +17,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+from dar import approval
 from dar.context import current_call, current_session
-from dar.decide import CallSpec, unknown_tool, unruled
+from dar.decide import CallSpec, plan, unknown_tool, unruled
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.ids import new_id
 from dar.ops import Op, Outcome
-from dar.records import Result
+from dar.records import Approval, Result
 from dar.rows import CallRows
-from dar.rules import Deny, Rule, verdict_of
+from dar.rules import Deny, NeedsApproval, Rule, verdict_of
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -56,6 +57,8 @@ class RuntimeBase:
         for t in tools:
             self.add_tool(t)
         self._warn_in_memory = in_memory
+        #: Grants must carry this HMAC to be used (``DAR_APPROVAL_SECRET``).
+        self.approval_secret = os.environ.get("DAR_APPROVAL_SECRET") or None
         if wait < 0:
             raise ConfigurationError("wait must be >= 0 seconds")
         self.wait = wait
@@ -126,6 +129,42 @@ class RuntimeBase:
             correlation_id = parent.correlation_id if parent else current_session.get()
         return correlation_id, None if parent is None else parent.event_id
 
+    def _call_plan(
+        self,
+        tool: Tool[Any],
+        input: Any,
+        correlation_id: str | None,
+        key: str | None,
+        wait_for_approval: float,
+        events_reader: Callable[..., Any],
+    ) -> Generator[Op, Any, Result]:
+        """The plan of one call; waiting for a person's decision when asked to."""
+
+        def once() -> Generator[Op, Any, Result]:
+            return plan(self._spec(tool, input, correlation_id, key, events_reader))
+
+        if wait_for_approval <= 0:
+            return once()
+        return approval.waiting(once, wait_for_approval, self.clock)
+
+    def _decide_plan(
+        self, approval_id: str, approve: bool, by: str, note: str | None, ttl: float
+    ) -> Generator[Op, Any, Approval]:
+        return approval.decide(
+            approval_id,
+            approve=approve,
+            by=by,
+            note=note,
+            ttl=ttl,
+            now=self.clock(),
+            secret=self.approval_secret,
+        )
+
+    def _list_plan(
+        self, status: str | None, correlation_id: str | None
+    ) -> Generator[Op, Any, list[Approval]]:
+        return approval.listing(status, correlation_id, self.clock())
+
     def _unknown(
         self, name: object, arguments: Any, correlation_id: str | None
     ) -> Generator[Op, Any, Result]:
@@ -167,6 +206,7 @@ class RuntimeBase:
             correlation_id=correlation_id,
             parent_event_id=parent_id,
             key=key,
+            approval_secret=self.approval_secret,
         )
 
 
@@ -175,8 +215,10 @@ KNOWN_KEYS = 4096
 
 def _check_ruled(tool: Tool[Any], rules: Iterable[Rule]) -> None:
     """Argument validation is not a rule: an irreversible tool needs a real one."""
-    if tool.effect is Effect.IRREVERSIBLE and not any(
-        r.applies(tool.name, tool.effect) for r in rules
+    if (
+        tool.effect is Effect.IRREVERSIBLE
+        and not tool.approval
+        and not any(r.applies(tool.name, tool.effect) for r in rules)
     ):
         raise ConfigurationError(unruled(tool.name))
 
@@ -192,7 +234,7 @@ def remember(runtime: RuntimeBase, result: Result) -> Result:
     return result
 
 
-def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | None:
+def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | NeedsApproval | None:
     """A check's verdict, refusing when it ran past its timeout."""
     if elapsed > rule.timeout:
         return Deny(f"rule {rule.name} timed out after {elapsed:.3f}s (limit {rule.timeout}s)")

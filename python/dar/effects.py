@@ -43,6 +43,7 @@ class Status(str, enum.Enum):
     CONFLICT = "conflict"
     INDETERMINATE = "indeterminate"
     CANCELLED = "cancelled"  # the handler was interrupted; the caller got the exception
+    AWAITING_APPROVAL = "awaiting_approval"  # a person must approve this exact call first
 
     def __str__(self) -> str:
         return self.value

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dar.records import Claim, Event, NewEvent
+from dar.records import Approval, Claim, Event, NewEvent
 from dar.states import ClaimState
 
 if TYPE_CHECKING:
@@ -176,6 +176,80 @@ class RedactionSalt:
         return store.redaction_salt()
 
 
+@dataclass(frozen=True, slots=True)
+class GrantAnswer:
+    """What the store knows of a binding: ``granted`` (this call took the grant: it is now
+    used), or the latest decision: ``pending``, ``denied``, ``used``, ``expired``, ``none``."""
+
+    kind: str
+    approval: Approval | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestApproval:
+    """Open a request for ``approval`` (pending), with its row. When the binding already
+    has an open request, nothing is written. Answer: the open request's id."""
+
+    approval: Approval
+    event: NewEvent
+
+    def apply(self, store: Store) -> str:
+        return store.request_approval(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UseGrant:
+    """Take the binding's approved, unexpired grant for the call ``used_by`` (single use:
+    of concurrent takers exactly one gets it). Answer: a ``GrantAnswer``."""
+
+    binding: str
+    now: float
+    used_by: str
+
+    def apply(self, store: Store) -> GrantAnswer:
+        return store.use_grant(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GetApproval:
+    """One approval by id. Answer: ``Approval | None``."""
+
+    approval_id: str
+
+    def apply(self, store: Store) -> Approval | None:
+        return store.get_approval(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApproval:
+    """A person's decision on a pending request, with its row; the waiting calls are
+    woken. Answer: the decided ``Approval``, or None when it was no longer pending."""
+
+    approval_id: str
+    approve: bool
+    by: str
+    note: str | None
+    now: float
+    expires_at: float | None
+    signature: str | None
+    event: NewEvent
+
+    def apply(self, store: Store) -> Approval | None:
+        return store.decide_approval(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ListApprovals:
+    """Approvals, newest first. ``status`` filters by `Approval.state`. Answer: a list."""
+
+    status: str | None
+    correlation_id: str | None
+    now: float
+
+    def apply(self, store: Store) -> list[Approval]:
+        return store.approvals(self)
+
+
 StoreOp = (
     GetClaim
     | Lookup
@@ -187,6 +261,11 @@ StoreOp = (
     | Append
     | ReadLog
     | RedactionSalt
+    | RequestApproval
+    | UseGrant
+    | GetApproval
+    | DecideApproval
+    | ListApprovals
 )
 
 

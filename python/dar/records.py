@@ -108,6 +108,45 @@ def to_datetime(value: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """A request for a person's decision on one exact call (`agent_tool_approvals`).
+
+    ``binding`` ties it to the tool, the canonical input hash, the idempotency key and the
+    fingerprint of the rules in force; a grant is usable once, by a call with the same
+    binding, before ``expires_at``."""
+
+    approval_id: str
+    binding: str
+    tool_name: str
+    effect: str
+    input_hash: str
+    idempotency_key: str | None
+    rules_fingerprint: str
+    correlation_id: str | None
+    call_id: str | None
+    input: str | None  # the call's arguments as logged (redacted): what the approver sees
+    rule_name: str | None
+    reason: str | None
+    status: str  # pending | approved | denied | used
+    requested_at: float
+    decided_at: float | None = None
+    decided_by: str | None = None
+    note: str | None = None
+    expires_at: float | None = None
+    used_by: str | None = None
+    used_at: float | None = None
+    signature: str | None = None
+
+    def state(self, now: float) -> str:
+        """``status``, or ``expired`` for a grant past its time."""
+        expired = self.expires_at is not None and self.expires_at <= now
+        return "expired" if self.status == "approved" and expired else self.status
+
+
+APPROVAL_COLUMNS = tuple(Approval.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What `Runtime.execute` returns. It never raises for a refusal or a failing handler."""
 
@@ -125,6 +164,8 @@ class Result:
     output_json: str | None = None
     #: For ``failed``: whether calling again with the same arguments runs the tool again.
     retryable: bool = False
+    #: For ``awaiting_approval``: the request a person decides (`rt.approve(approval_id)`).
+    approval_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -79,6 +79,14 @@ def _cancelled(r: Result) -> str:
     return "The call was cancelled before it finished; whether it took effect is being checked."
 
 
+def _awaiting_approval(r: Result) -> str:
+    return (
+        f"Waiting for a person to approve this exact call ({r.reason}). Nothing was done yet. "
+        "Do not repeat or rephrase it; tell the user it needs approval. Once approved, the "
+        "same call with the same arguments runs once."
+    )
+
+
 _WORDING = {
     Status.REJECTED: _rejected,
     Status.FAILED: _failed,
@@ -86,5 +94,6 @@ _WORDING = {
     Status.CONFLICT: _conflict,
     Status.INDETERMINATE: _indeterminate,
     Status.CANCELLED: _cancelled,
+    Status.AWAITING_APPROVAL: _awaiting_approval,
 }
 assert set(_WORDING) | {Status.EXECUTED, Status.CACHED} == set(Status), "a wording per status"

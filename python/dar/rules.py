@@ -24,7 +24,15 @@ class Deny:
     reason: str
 
 
-Verdict = Allow | Deny | bool
+@dataclass(frozen=True, slots=True)
+class NeedsApproval:
+    """The rule sends the call to a person: it runs only once someone approves this exact
+    call (tool, arguments, key and rules in force); ``reason`` tells them why."""
+
+    reason: str
+
+
+Verdict = Allow | Deny | NeedsApproval | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,9 @@ def rule(
 ) -> Callable[[Callable[[dict[str, Any], RuleContext], Any]], Rule]:
     """Declare a rule. ``applies_to``: a tool name, a list of names, ``"*"`` or an ``Effect``.
 
-    The check gets ``(input, ctx)`` and returns ``Allow()``, ``Deny(reason)`` or a bool; it
+    The check gets ``(input, ctx)`` and returns ``Allow()``, ``Deny(reason)``,
+    ``NeedsApproval(reason)`` (a person decides; a ``Deny`` from another rule still wins) or
+    a bool; it
     may be a coroutine function on an ``AsyncRuntime``. A check running longer than
     ``timeout`` seconds refuses the call (async checks are cancelled; sync checks cannot be
     interrupted, so their result is discarded when they finish late).
@@ -82,10 +92,14 @@ def rule(
     return wrap
 
 
-def verdict_of(rule_name: str, value: object) -> Deny | None:
+def verdict_of(rule_name: str, value: object) -> Deny | NeedsApproval | None:
     """Normalise what a check returned; anything unexpected refuses (fail closed)."""
     if value is True or isinstance(value, Allow):
         return None
+    if isinstance(value, NeedsApproval):
+        if not isinstance(value.reason, str):
+            return Deny(f"rule {rule_name} asked for approval with a non-str reason")
+        return value
     if value is False:
         return Deny(f"rule {rule_name} returned False")
     if isinstance(value, Deny):
@@ -94,4 +108,6 @@ def verdict_of(rule_name: str, value: object) -> Deny | None:
                 f"rule {rule_name} refused with a {type(value.reason).__name__} reason, not a str"
             )
         return value
-    return Deny(f"rule {rule_name} returned {type(value).__name__}, not Allow/Deny/bool")
+    return Deny(
+        f"rule {rule_name} returned {type(value).__name__}, not Allow/Deny/NeedsApproval/bool"
+    )

@@ -10,7 +10,6 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 from dar.context import CurrentCall, current_call
-from dar.decide import plan
 from dar.driver import (
     RuntimeBase,
     drive,
@@ -30,9 +29,9 @@ from dar.ops import (
     StoreOp,
     Wait,
 )
-from dar.records import Event, Result
+from dar.records import Approval, Event, Result
 from dar.replay import Replayer, load_replay
-from dar.rules import Deny, Rule
+from dar.rules import Deny, NeedsApproval, Rule
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -79,6 +78,7 @@ class Runtime(RuntimeBase):
         *,
         correlation_id: str | None = None,
         key: str | None = None,
+        wait_for_approval: float = 0,
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception.
 
@@ -88,9 +88,8 @@ class Runtime(RuntimeBase):
             if self._replayer is None:
                 self._replayer = self._drive(load_replay(self._replay))
             return self._replayer.next(tool, input)
-        result: Result = self._drive(
-            plan(self._spec(tool, input, correlation_id, key, self.events))
-        )
+        planned = self._call_plan(tool, input, correlation_id, key, wait_for_approval, self.events)
+        result: Result = self._drive(planned)
         return remember(self, result)
 
     def call(
@@ -100,6 +99,7 @@ class Runtime(RuntimeBase):
         *,
         correlation_id: str | None = None,
         key: str | None = None,
+        wait_for_approval: float = 0,
     ) -> Result:
         """Run the registered tool ``name`` on ``arguments``: JSON text as the model sent
         it, or a dict. An unknown name, arguments that are not a JSON object, or arguments
@@ -108,7 +108,13 @@ class Runtime(RuntimeBase):
         if tool is None:
             result: Result = self._drive(self._unknown(name, arguments, correlation_id))
             return result
-        return self.execute(tool, arguments, correlation_id=correlation_id, key=key)
+        return self.execute(
+            tool,
+            arguments,
+            correlation_id=correlation_id,
+            key=key,
+            wait_for_approval=wait_for_approval,
+        )
 
     def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
         return drive(gen, self._run)
@@ -140,7 +146,7 @@ class Runtime(RuntimeBase):
                 stop()
         return time.monotonic() - started
 
-    def _check(self, op: CheckRule) -> Deny | None:
+    def _check(self, op: CheckRule) -> Deny | NeedsApproval | None:
         started = time.perf_counter()
         try:
             value = op.rule.check(op.input, op.ctx)
@@ -151,6 +157,27 @@ class Runtime(RuntimeBase):
                 value.close()
             return Deny(f"rule {op.rule.name} is async: use AsyncRuntime")
         return rule_result(op.rule, value, time.perf_counter() - started)
+
+    def approvals(
+        self, status: str | None = None, correlation_id: str | None = None
+    ) -> list[Approval]:
+        """Approval requests, newest first: ``pending``, ``approved`` (unused, unexpired),
+        ``denied``, ``expired`` or ``used``; all when ``status`` is None."""
+        found: list[Approval] = self._drive(self._list_plan(status, correlation_id))
+        return found
+
+    def approve(
+        self, approval_id: str, by: str, note: str | None = None, ttl: float = 3600
+    ) -> Approval:
+        """Approve a pending request: the same call, made again within ``ttl`` seconds,
+        runs once. Raises when there is no pending request with that id."""
+        decided: Approval = self._drive(self._decide_plan(approval_id, True, by, note, ttl))
+        return decided
+
+    def deny(self, approval_id: str, by: str, reason: str | None = None) -> Approval:
+        """Refuse a pending request: that exact call answers ``rejected`` with ``reason``."""
+        decided: Approval = self._drive(self._decide_plan(approval_id, False, by, reason, 0))
+        return decided
 
     def events(
         self,

@@ -37,6 +37,10 @@ class EventKind(str, enum.Enum):
     CONFLICT = "conflict"
     INDETERMINATE = "indeterminate"
     CANCELLED = "cancelled"  # the handler was interrupted (asyncio cancellation, Ctrl-C)
+    APPROVAL_REQUESTED = "approval_requested"  # the call waits for a person's decision
+    APPROVED = "approved"  # a person approved that exact call
+    DENIED = "denied"  # a person refused it
+    APPROVAL_USED = "approval_used"  # a call used the grant (single use)
     RELEASED = "released"  # a claim given back without running (kept for old logs)
     RESOLVED = "resolved"  # an operator decided an indeterminate call
     PURGED = "purged"  # an administrator removed old rows
@@ -61,6 +65,10 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.CONFLICT: Status.CONFLICT,
     EventKind.INDETERMINATE: Status.INDETERMINATE,
     EventKind.CANCELLED: Status.CANCELLED,
+    EventKind.APPROVAL_REQUESTED: Status.AWAITING_APPROVAL,
+    EventKind.APPROVED: Status.AWAITING_APPROVAL,  # approved: the call may now be repeated
+    EventKind.DENIED: Status.REJECTED,
+    EventKind.APPROVAL_USED: Status.INDETERMINATE,  # its call went on to claim the key
     EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
     EventKind.RESOLVED: Status.CACHED,
     EventKind.PURGED: None,

@@ -64,6 +64,7 @@ class Tool(Generic[F]):
     scope: Scope = "global"
     coerce: bool = False
     description: str | None = None
+    approval: bool = False
 
     @cached_property
     def redactor(self) -> Redactor | None:
@@ -107,6 +108,7 @@ def tool(
     scope: Scope = "global",
     coerce: bool = False,
     description: str | None = None,
+    approval: bool = False,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -124,7 +126,8 @@ def tool(
     for ``mutate-*``, forever for ``irreversible``; None: forever);
     ``lease`` bounds how long a call may run before it is presumed crashed; ``reconcile``
     is called with the input of a crashed ``mutate-external``/``irreversible`` call and
-    returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too.
+    returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too;
+    ``approval=True`` sends every call to a person first (a rule that always asks).
     """
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
@@ -152,6 +155,7 @@ def tool(
             scope=scope,
             coerce=coerce,
             description=description,
+            approval=approval,
         )
         # Read now, so a type that cannot be validated fails here, not mid-call; with the
         # caller's locals, so a type defined in the enclosing function resolves too.

@@ -17,8 +17,24 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from dar.ops import Append, Finish, GetClaim, LogFilter, Lookup, Mark, Resolve, Take, TakeOrLookup
-from dar.records import Claim, Event, NewEvent
+from dar.ops import (
+    Append,
+    DecideApproval,
+    Finish,
+    GetApproval,
+    GetClaim,
+    GrantAnswer,
+    ListApprovals,
+    LogFilter,
+    Lookup,
+    Mark,
+    RequestApproval,
+    Resolve,
+    Take,
+    TakeOrLookup,
+    UseGrant,
+)
+from dar.records import Approval, Claim, Event, NewEvent
 
 
 @runtime_checkable
@@ -67,6 +83,26 @@ class Store(Protocol):
 
     def redaction_salt(self) -> str:
         """The database's random salt for hashing redacted values (made by the migration)."""
+        ...
+
+    def request_approval(self, op: RequestApproval) -> str:
+        """See `dar.ops.RequestApproval`."""
+        ...
+
+    def use_grant(self, op: UseGrant) -> GrantAnswer:
+        """See `dar.ops.UseGrant`."""
+        ...
+
+    def get_approval(self, op: GetApproval) -> Approval | None:
+        """See `dar.ops.GetApproval`."""
+        ...
+
+    def decide_approval(self, op: DecideApproval) -> Approval | None:
+        """See `dar.ops.DecideApproval`."""
+        ...
+
+    def approvals(self, op: ListApprovals) -> list[Approval]:
+        """See `dar.ops.ListApprovals`."""
         ...
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

@@ -25,16 +25,23 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from dar.errors import StoreError
 from dar.ops import (
     Append,
+    DecideApproval,
     Finish,
+    GetApproval,
     GetClaim,
+    GrantAnswer,
+    ListApprovals,
     LogFilter,
     Lookup,
     Mark,
+    RequestApproval,
     Resolve,
     Take,
     TakeOrLookup,
+    UseGrant,
 )
-from dar.records import Claim, Event, NewEvent
+from dar.records import Approval, Claim, Event, NewEvent
+from dar.store import approvals
 from dar.store import postgres_sql as q
 from dar.store.flusher import Flusher
 from dar.store.listener import Listener
@@ -297,6 +304,31 @@ class PostgresStore:
         if self._salt is None:
             self._salt = str(self._run(_Replayable(q.redaction_salt, self.st)))
         return self._salt
+
+    # --- approvals ---------------------------------------------------------------------------
+
+    def _approvals(self, fn: Any, op: Any) -> Any:
+        return self._run(_Replayable(q.approval_plan, self.st, fn, op), transaction=True)
+
+    def request_approval(self, op: RequestApproval) -> str:
+        answer: str = self._approvals(approvals.request, op)
+        return answer
+
+    def use_grant(self, op: UseGrant) -> GrantAnswer:
+        answer: GrantAnswer = self._approvals(approvals.use_grant, op)
+        return answer
+
+    def get_approval(self, op: GetApproval) -> Approval | None:
+        answer: Approval | None = self._approvals(approvals.get, op)
+        return answer
+
+    def decide_approval(self, op: DecideApproval) -> Approval | None:
+        answer: Approval | None = self._approvals(approvals.decide, op)
+        return answer
+
+    def approvals(self, op: ListApprovals) -> list[Approval]:
+        answer: list[Approval] = self._approvals(approvals.listing, op)
+        return answer
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Wake on ``key``'s NOTIFY (sent by every statement that moves a claim)."""

@@ -37,6 +37,7 @@ from dar.ops import (
     TakeOrLookup,
 )
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.store import approvals
 from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -176,6 +177,7 @@ class Statements:
             " version = version + 1 WHERE idempotency_key = %(key)s"
         )
         self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
+        self.approvals = f"{s}.agent_tool_approvals"
 
 
 def event_params(event: NewEvent) -> dict[str, Any]:
@@ -399,3 +401,26 @@ def claims(st: Statements) -> Plan:
         f'SELECT {", ".join(CLAIM_COLUMNS)} FROM "{st.schema}".agent_tool_claims', (), "all"
     )
     return [_claim(row) for row in rows]
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_]+)")
+
+
+def approval_plan(st: Statements, fn: Any, op: Any) -> Plan:
+    """Run a shared approval plan (`dar.store.approvals`) as Postgres queries; the engine
+    wraps it in one transaction. Waking a key is a NOTIFY on the claims channel."""
+    inner = fn(st.approvals, op)
+    try:
+        step = next(inner)
+        while True:
+            answer: Any = None
+            if isinstance(step, approvals.Sql):
+                sql = _NAMED.sub(r"%(\1)s", step.sql)
+                answer = yield Query(sql, step.params, step.rows)
+            elif isinstance(step, approvals.AppendRow):
+                yield Query(st.append, event_params(step.event), "none")
+            else:
+                yield Query(st.notify, {"channel": st.channel, "key": step.key}, "none")
+            step = inner.send(answer)
+    except StopIteration as stop:
+        return stop.value

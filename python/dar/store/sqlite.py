@@ -31,16 +31,23 @@ from dar.errors import ConfigurationError, StoreError
 from dar.migrate import migration_files
 from dar.ops import (
     Append,
+    DecideApproval,
     Finish,
+    GetApproval,
     GetClaim,
+    GrantAnswer,
+    ListApprovals,
     LogFilter,
     Lookup,
     Mark,
+    RequestApproval,
     Resolve,
     Take,
     TakeOrLookup,
+    UseGrant,
 )
-from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
+from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent
+from dar.store import approvals
 from dar.store.flusher import Flusher
 from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
 from dar.verdict import is_hit
@@ -52,6 +59,7 @@ _INSERT_EVENT = (
 _SELECT_CLAIM = (
     f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims WHERE idempotency_key = ?"
 )
+APPROVALS = "agent_tool_approvals"
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -407,6 +415,44 @@ class SQLiteStore:
                 ).fetchone()
             self._salt = str(row[0])
         return self._salt
+
+    # --- approvals ---------------------------------------------------------------------------
+
+    def _approvals(self, plan: approvals.Plan) -> Any:
+        """Run an approval plan in one write transaction (waiters poll: nothing to wake)."""
+        with self._write() as conn:
+            try:
+                step = next(plan)
+                while True:
+                    answer: Any = None
+                    if isinstance(step, approvals.Sql):
+                        cur = conn.execute(step.sql, step.params)
+                        answer = cur.fetchall() if step.rows == "all" else cur.fetchone()
+                    elif isinstance(step, approvals.AppendRow):
+                        self._insert(conn, step.event)
+                    step = plan.send(answer)
+            except StopIteration as stop:
+                return stop.value
+
+    def request_approval(self, op: RequestApproval) -> str:
+        answer: str = self._approvals(approvals.request(APPROVALS, op))
+        return answer
+
+    def use_grant(self, op: UseGrant) -> GrantAnswer:
+        answer: GrantAnswer = self._approvals(approvals.use_grant(APPROVALS, op))
+        return answer
+
+    def get_approval(self, op: GetApproval) -> Approval | None:
+        answer: Approval | None = self._approvals(approvals.get(APPROVALS, op))
+        return answer
+
+    def decide_approval(self, op: DecideApproval) -> Approval | None:
+        answer: Approval | None = self._approvals(approvals.decide(APPROVALS, op))
+        return answer
+
+    def approvals(self, op: ListApprovals) -> list[Approval]:
+        answer: list[Approval] = self._approvals(approvals.listing(APPROVALS, op))
+        return answer
 
     def chain_heads(self) -> dict[str, str]:
         with self._lock:

@@ -1,0 +1,106 @@
+"""A person's decision on a call, as plans the drivers run: approve, deny, list, wait.
+
+The decision itself is one conditional write (only a pending request can be decided, so two
+approvers racing decide it once) with its row in the log; the call it unblocks is decided
+by the core (`dar.decide.seek_approval`) when it is made again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from dar.effects import Status
+from dar.errors import ConfigurationError
+from dar.grants import signature
+from dar.ids import new_id
+from dar.ops import DecideApproval, GetApproval, ListApprovals, Op, Wait
+from dar.records import Approval, NewEvent, Result
+from dar.rows import storable, when
+from dar.states import EventKind
+
+STATES = ("pending", "approved", "denied", "expired", "used")
+POLL = 0.25  # seconds between looks where the store cannot signal (SQLite)
+
+
+def decide(
+    approval_id: str,
+    *,
+    approve: bool,
+    by: str,
+    note: str | None,
+    ttl: float,
+    now: float,
+    secret: str | None,
+) -> Generator[Op, Any, Approval]:
+    """Approve or deny a pending request; raises when there is none to decide."""
+    if not isinstance(by, str) or not by.strip():
+        raise ConfigurationError("say who decides: by='alice'")
+    if approve and not ttl > 0:
+        raise ConfigurationError("ttl must be positive seconds")
+    found: Approval | None = yield GetApproval(approval_id)
+    if found is None:
+        raise KeyError(f"no approval {approval_id!r}")
+    if found.state(now) != "pending":
+        raise ConfigurationError(f"approval {approval_id} is {found.state(now)}, not pending")
+    expires = now + ttl if approve else None
+    signed = signature(secret, approval_id, found.binding, expires) if approve and secret else None
+    decided: Approval | None = yield DecideApproval(
+        approval_id,
+        approve,
+        by,
+        note,
+        now,
+        expires,
+        signed,
+        decision_row(found, approve, by, note, now),
+    )
+    if decided is None:
+        raise ConfigurationError(f"approval {approval_id} was decided by someone else meanwhile")
+    return decided
+
+
+def decision_row(found: Approval, approve: bool, by: str, note: str | None, now: float) -> NewEvent:
+    """The decision, as a row of the call that asked (its session, call id and key)."""
+    said = f"approved by {by}" if approve else f"denied by {by}"
+    said += f" (approval {found.approval_id})" + (f": {note}" if note else "")
+    return NewEvent(
+        event_id=new_id(),
+        tool_name=found.tool_name,
+        effect=found.effect,
+        status=(EventKind.APPROVED if approve else EventKind.DENIED).value,
+        created_at=when(now),
+        idempotency_key=found.idempotency_key,
+        input_hash=found.input_hash,
+        rejection_reason=storable(said),
+        rule_name=found.rule_name,
+        correlation_id=found.correlation_id,
+        call_id=found.call_id,
+    )
+
+
+def listing(
+    status: str | None, correlation_id: str | None, now: float
+) -> Generator[Op, Any, list[Approval]]:
+    if status is not None and status not in STATES:
+        raise ConfigurationError(f"status must be one of {', '.join(STATES)}, not {status!r}")
+    found: list[Approval] = yield ListApprovals(status, correlation_id, now)
+    return found
+
+
+def waiting(
+    call: Callable[[], Generator[Op, Any, Result]],
+    seconds: float,
+    clock: Callable[[], float],
+) -> Generator[Op, Any, Result]:
+    """Make the call; while it waits for approval, wait (woken by the decision on
+    Postgres, polling on SQLite) up to ``seconds``, then make it again once decided."""
+    result = yield from call()
+    waited = 0.0
+    while result.status is Status.AWAITING_APPROVAL and waited < seconds:
+        assert result.approval_id is not None
+        waited += yield Wait(result.key or "", min(POLL, seconds - waited))
+        found: Approval | None = yield GetApproval(result.approval_id)
+        if found is not None and found.state(clock()) != "pending":
+            result = yield from call()
+    return result

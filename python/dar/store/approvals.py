@@ -1,0 +1,140 @@
+"""Approvals in the database, written once for both dialects.
+
+Each operation is a small plan that yields `Sql` statements (named ``:params``), `AppendRow`
+(an event row, linked into its chain by the store) and `Wake` (wake the calls waiting on a
+key); `SQLiteStore` and `PostgresStore` run it inside one transaction of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import astuple, dataclass
+from typing import Any, Literal
+
+from dar.ops import (
+    DecideApproval,
+    GetApproval,
+    GrantAnswer,
+    ListApprovals,
+    RequestApproval,
+    UseGrant,
+)
+from dar.records import APPROVAL_COLUMNS, Approval, NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    sql: str
+    params: dict[str, Any]
+    rows: Literal["one", "all", "none"] = "one"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRow:
+    event: NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    key: str
+
+
+Step = Sql | AppendRow | Wake
+Plan = Generator[Step, Any, Any]
+
+COLUMNS = ", ".join(APPROVAL_COLUMNS)
+
+
+def _approval(row: Any) -> Approval | None:
+    return None if row is None else Approval(*row)
+
+
+def request(table: str, op: RequestApproval) -> Plan:
+    values = ", ".join(f":{c}" for c in APPROVAL_COLUMNS)
+    inserted = yield Sql(
+        f"INSERT INTO {table} ({COLUMNS}) VALUES ({values})"
+        " ON CONFLICT (binding) WHERE status = 'pending' DO NOTHING RETURNING approval_id",
+        dict(zip(APPROVAL_COLUMNS, astuple(op.approval), strict=True)),
+    )
+    if inserted is not None:
+        yield AppendRow(op.event)
+        return str(inserted[0])
+    row = yield Sql(
+        f"SELECT approval_id FROM {table} WHERE binding = :binding AND status = 'pending'",
+        {"binding": op.approval.binding},
+    )
+    return str(row[0])
+
+
+def use_grant(table: str, op: UseGrant) -> Plan:
+    taken = yield Sql(
+        f"UPDATE {table} SET status = 'used', used_by = :used_by, used_at = :now"
+        f" WHERE approval_id = (SELECT approval_id FROM {table} WHERE binding = :binding"
+        " AND status = 'approved' AND expires_at > :now ORDER BY decided_at LIMIT 1)"
+        f" AND status = 'approved' RETURNING {COLUMNS}",
+        {"binding": op.binding, "now": op.now, "used_by": op.used_by},
+    )
+    if taken is not None:
+        return GrantAnswer("granted", _approval(taken))
+    latest = _approval(
+        (
+            yield Sql(
+                f"SELECT {COLUMNS} FROM {table} WHERE binding = :binding"
+                " ORDER BY requested_at DESC, coalesce(decided_at, 0) DESC LIMIT 1",
+                {"binding": op.binding},
+            )
+        )
+    )
+    return GrantAnswer("none" if latest is None else latest.state(op.now), latest)
+
+
+def get(table: str, op: GetApproval) -> Plan:
+    row = yield Sql(
+        f"SELECT {COLUMNS} FROM {table} WHERE approval_id = :id", {"id": op.approval_id}
+    )
+    return _approval(row)
+
+
+def decide(table: str, op: DecideApproval) -> Plan:
+    row = yield Sql(
+        f"UPDATE {table} SET status = :status, decided_at = :now, decided_by = :by,"
+        " note = :note, expires_at = :expires_at, signature = :signature"
+        f" WHERE approval_id = :id AND status = 'pending' RETURNING {COLUMNS}",
+        {
+            "status": "approved" if op.approve else "denied",
+            "now": op.now,
+            "by": op.by,
+            "note": op.note,
+            "expires_at": op.expires_at,
+            "signature": op.signature,
+            "id": op.approval_id,
+        },
+    )
+    decided = _approval(row)
+    if decided is None:
+        return None
+    yield AppendRow(op.event)
+    if decided.idempotency_key is not None:
+        yield Wake(decided.idempotency_key)
+    return decided
+
+
+def listing(table: str, op: ListApprovals) -> Plan:
+    where: list[str] = []
+    params: dict[str, Any] = {"now": op.now}
+    if op.correlation_id is not None:
+        where.append("correlation_id = :cid")
+        params["cid"] = op.correlation_id
+    status = op.status
+    if status == "expired":
+        where.append("status = 'approved' AND expires_at <= :now")
+    elif status == "approved":
+        where.append("status = 'approved' AND expires_at > :now")
+    elif status is not None:
+        where.append("status = :status")
+        params["status"] = status
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = yield Sql(
+        f"SELECT {COLUMNS} FROM {table}{clause} ORDER BY requested_at DESC", params, "all"
+    )
+    return [Approval(*r) for r in rows]
