@@ -38,6 +38,15 @@ class BlockingAsync:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.call(*args, **kwargs))
 
+    def approvals(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.approvals(*args, **kwargs))
+
+    def approve(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.approve(*args, **kwargs))
+
+    def deny(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.deny(*args, **kwargs))
+
     def events(self, **filters: Any) -> Any:
         return self._await(self.art.events(**filters))
 
