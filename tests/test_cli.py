@@ -24,7 +24,8 @@ def test_demo_figures(tmp_path: Path) -> None:
     assert figures["dispatch_Juliaca"] == "executed"
     assert figures["message_Llama Market"] == "rejected"
     assert figures["message_Alpaca Textiles"] == "executed"
-    assert figures["session_events"] == 6
+    assert figures["payments_with"] == [125000]  # approved, then confirmed once
+    assert figures["session_events"] == 13
 
 
 def test_migrate_and_events_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

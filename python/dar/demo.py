@@ -3,6 +3,8 @@
 1. A cron retried 19 times over 29 orders: 551 courier imports without dar, 29 with it.
 2. Home delivery promised to a town no courier covers: refused, with the reason.
 3. An outbound message under the wrong brand: refused.
+4. The agent confirms a payment on its own: it waits for a person, who approves the exact
+   amount; a retry with another amount is a new request; the confirmation runs once.
 Then the audit trail of one session, straight from the event log.
 """
 
@@ -18,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dar.effects import Effect, Status
-from dar.rules import Allow, Deny, RuleContext, rule
+from dar.rules import Allow, Deny, NeedsApproval, RuleContext, rule
 from dar.runtime import Runtime
 from dar.tools import tool
 
@@ -33,12 +35,13 @@ def run_demo(db_path: Path, console: Console) -> dict[str, Any]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     shop = Shop()
-    rt = Runtime(f"sqlite:///{db_path}", rules=shop.rules)
+    rt = Runtime(f"sqlite:///{db_path}", tools=shop.tools, rules=shop.rules)
     figures: dict[str, Any] = {}
     session = "whatsapp-session-51951234567"
     cron_retries(rt, shop, console, figures)
     unreachable_town(rt, shop, console, figures, session)
     wrong_brand(rt, shop, console, figures, session)
+    payment_needs_a_person(rt, shop, console, figures, session)
     figures["session_events"] = audit_trail(rt, console, session)
     total = len(rt.events())
     rt.close()
@@ -57,7 +60,8 @@ class Shop:
     def __init__(self) -> None:
         self.courier_imports: Counter[str] = Counter()
         self.outbox: list[dict[str, str]] = []
-        imports, outbox = self.courier_imports, self.outbox
+        self.payments: list[int] = []
+        imports, outbox, payments = self.courier_imports, self.outbox, self.payments
 
         @tool(effect=Effect.MUTATE_EXTERNAL, key=lambda i: f"courier-import:{i['order_id']}")
         def import_to_courier(order_id: str, courier: str) -> dict[str, str]:
@@ -73,10 +77,17 @@ class Shop:
             outbox.append({"to": to, "brand": brand, "text": text})
             return {"queued": to}
 
+        @tool(effect=Effect.IRREVERSIBLE)
+        def confirm_payment(order_id: str, amount_cents: int) -> dict[str, Any]:
+            payments.append(amount_cents)
+            return {"order_id": order_id, "confirmed": amount_cents}
+
         self.import_to_courier = import_to_courier
         self.dispatch_order = dispatch_order
         self.send_whatsapp = send_whatsapp
-        self.rules = [courier_must_cover_zone, speak_as_our_brand]
+        self.confirm_payment = confirm_payment
+        self.tools = [import_to_courier, dispatch_order, send_whatsapp, confirm_payment]
+        self.rules = [courier_must_cover_zone, speak_as_our_brand, a_person_confirms_payments]
 
 
 @rule(applies_to="dispatch_order")
@@ -95,6 +106,11 @@ def speak_as_our_brand(inp: dict[str, Any], ctx: RuleContext) -> Allow | Deny:
     if inp["brand"] != BRAND:
         return Deny(f"messages go out as {BRAND!r}, not {inp['brand']!r}")
     return Allow()
+
+
+@rule(applies_to="confirm_payment")
+def a_person_confirms_payments(inp: dict[str, Any], ctx: RuleContext) -> NeedsApproval:
+    return NeedsApproval(f"the agent wants to confirm {inp['amount_cents'] / 100:.2f} PEN")
 
 
 def cron_retries(rt: Runtime, shop: Shop, console: Console, figures: dict[str, Any]) -> None:
@@ -156,6 +172,37 @@ def wrong_brand(
         table.add_row(brand, "sent", res.status.value, escape(res.reason or ""))
         figures[f"message_{brand}"] = res.status.value
     console.print(table)
+
+
+def payment_needs_a_person(
+    rt: Runtime, shop: Shop, console: Console, figures: dict[str, Any], session: str
+) -> None:
+    """4. Nobody agreed to that payment."""
+    console.rule("[bold]4. The agent confirms a payment on its own")
+    table = Table("step", "amount", "with dar", "what happened")
+    agreed = {"order_id": "ORD-2002", "amount_cents": 125000}
+    typo = {"order_id": "ORD-2002", "amount_cents": 152000}
+    said = {
+        Status.AWAITING_APPROVAL: "waits for a person; nothing done",
+        Status.EXECUTED: "confirmed, once",
+        Status.CACHED: "answered from the record: no second confirmation",
+    }
+
+    def attempt(step: str, args: dict[str, Any]) -> Any:
+        res = rt.call("confirm_payment", args, correlation_id=session)
+        amount = f"{args['amount_cents'] / 100:.2f} PEN"
+        table.add_row(step, amount, res.status.value, said.get(res.status, res.reason or ""))
+        return res
+
+    first = attempt("the agent confirms", agreed)
+    rt.approve(first.approval_id, by="alice", note="matches invoice F001-2002")
+    table.add_row("alice approves", "1250.00 PEN", "approved", "that exact call, once, 1 hour")
+    attempt("the agent retries, another amount (a new request)", typo)
+    attempt("the agent retries as approved", agreed)
+    attempt("the agent retries again", agreed)
+    console.print(table)
+    console.print("without dar: the agent confirms at once, as often as it retries")
+    figures["payments_with"] = list(shop.payments)
 
 
 def audit_trail(rt: Runtime, console: Console, session: str) -> int:
