@@ -22,7 +22,7 @@ from rich.table import Table
 from dar.effects import Effect, Status
 from dar.rules import Allow, Deny, NeedsApproval, RuleContext, rule
 from dar.runtime import Runtime
-from dar.tools import tool
+from dar.tools import Tool, tool
 
 ORDERS = [f"ORD-{1001 + i}" for i in range(29)]
 RETRIES = 19
@@ -86,7 +86,12 @@ class Shop:
         self.dispatch_order = dispatch_order
         self.send_whatsapp = send_whatsapp
         self.confirm_payment = confirm_payment
-        self.tools = [import_to_courier, dispatch_order, send_whatsapp, confirm_payment]
+        self.tools: list[Tool[Any]] = [
+            import_to_courier,
+            dispatch_order,
+            send_whatsapp,
+            confirm_payment,
+        ]
         self.rules = [courier_must_cover_zone, speak_as_our_brand, a_person_confirms_payments]
 
 
