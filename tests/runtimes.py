@@ -38,6 +38,15 @@ class BlockingAsync:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.call(*args, **kwargs))
 
+    def plan(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.plan(*args, **kwargs))
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.commit(*args, **kwargs))
+
+    def commit_all(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.commit_all(*args, **kwargs))
+
     def approvals(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.approvals(*args, **kwargs))
 

@@ -13,6 +13,7 @@ from dar._core import (
 )
 from dar.aio import AsyncRuntime
 from dar.context import session
+from dar.dryrun import Plan
 from dar.effects import Effect, Status
 from dar.errors import (
     CanonicalizationError,
@@ -43,6 +44,7 @@ __all__ = [
     "Event",
     "ModelReply",
     "NeedsApproval",
+    "Plan",
     "Reconciled",
     "ReplayDivergence",
     "Result",

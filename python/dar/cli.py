@@ -165,6 +165,8 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.APPROVED: "green",
     EventKind.DENIED: "bold red",
     EventKind.APPROVAL_USED: "green",
+    EventKind.PLANNED: "cyan",
+    EventKind.STALE: "magenta",
     EventKind.RELEASED: "dim",
     EventKind.RESOLVED: "blue",
     EventKind.PURGED: "dim",

@@ -186,9 +186,7 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
     if tool.coerce:
         with suppress(ArgumentError):  # else refused below, with every problem named
             canon = coerced(tool, canon)
-    rules = tuple(r for r in spec.rules if r.applies(tool.name, tool.effect))
-    if tool.approval:
-        rules = (*rules, always_ask(tool.name))
+    rules = rules_for(tool, spec.rules)
     if tool.effect is Effect.IRREVERSIBLE and not rules:
         raise ConfigurationError(unruled(tool.name))
     text = canon.decode("utf-8")
@@ -231,6 +229,12 @@ def input_digest(tool: Tool[Any], value: Any) -> str | None:
     except (CanonicalizationError, ArgumentError):
         return None
     return sha256_hex_of(canon)
+
+
+def rules_for(tool: Tool[Any], rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    """The rules that judge calls of ``tool``, in order (``approval=True`` adds one)."""
+    found = tuple(r for r in rules if r.applies(tool.name, tool.effect))
+    return (*found, always_ask(tool.name)) if tool.approval else found
 
 
 def unruled(tool_name: str) -> str:

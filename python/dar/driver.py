@@ -17,16 +17,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar import approval
+from dar import approval, dryrun, grants
 from dar.context import current_call, current_session
-from dar.decide import CallSpec, plan, unknown_tool, unruled
+from dar.decide import CallSpec, unknown_tool, unruled
+from dar.decide import plan as plan_call
+from dar.dryrun import Plan
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.ids import new_id
-from dar.ops import Op, Outcome
+from dar.ops import Op, Outcome, RequestApproval
 from dar.records import Approval, Result
 from dar.rows import CallRows
 from dar.rules import Deny, NeedsApproval, Rule, verdict_of
+from dar.states import EventKind
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -49,6 +52,7 @@ class RuntimeBase:
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         in_memory: bool = False,
+        dry_run: bool = False,
     ) -> None:
         self._rules: tuple[Rule, ...] = ()
         self._tools: dict[str, Tool[Any]] = {}
@@ -57,6 +61,8 @@ class RuntimeBase:
         for t in tools:
             self.add_tool(t)
         self._warn_in_memory = in_memory
+        self.dry_run = dry_run
+        self._plans: list[Plan] = []
         #: Grants must carry this HMAC to be used (``DAR_APPROVAL_SECRET``).
         self.approval_secret = os.environ.get("DAR_APPROVAL_SECRET") or None
         if wait < 0:
@@ -141,11 +147,76 @@ class RuntimeBase:
         """The plan of one call; waiting for a person's decision when asked to."""
 
         def once() -> Generator[Op, Any, Result]:
-            return plan(self._spec(tool, input, correlation_id, key, events_reader))
+            spec = self._spec(tool, input, correlation_id, key, events_reader)
+            if self.dry_run and tool.effect is not Effect.READ:
+                return self._planned(spec)
+            return plan_call(spec)
 
         if wait_for_approval <= 0:
             return once()
         return approval.waiting(once, wait_for_approval, self.clock)
+
+    def _dry_run_plan(
+        self,
+        tool: Tool[Any],
+        input: Any,
+        correlation_id: str | None,
+        key: str | None,
+        ttl: float,
+        events_reader: Callable[..., Any],
+    ) -> Generator[Op, Any, Plan]:
+        return dryrun.dry_run(self._spec(tool, input, correlation_id, key, events_reader), ttl)
+
+    def _commit_plan(
+        self, plan: Plan, events_reader: Callable[..., Any]
+    ) -> Generator[Op, Any, Result]:
+        """Commit ``plan``: the registered tool it names runs its arguments once, unless
+        the plan is stale."""
+        if not isinstance(plan, Plan):
+            raise TypeError(f"commit() takes a Plan (from rt.plan()), not {type(plan).__name__}")
+        tool = self._tools.get(plan.tool)
+        if tool is None:
+            raise ConfigurationError(f"the plan's tool {plan.tool!r} is not registered here")
+        if not plan.arguments:
+            raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
+        cid, parent = self._session(plan.correlation_id)
+        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, parent, self.clock)
+
+        def live(arguments: str) -> Generator[Op, Any, Result]:
+            return plan_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
+
+        return dryrun.commit(plan, tool, self._rules, rows, live)
+
+    def _tool_named(self, name_or_tool: str | Tool[Any]) -> Tool[Any]:
+        if isinstance(name_or_tool, Tool):
+            return name_or_tool
+        found = self._tools.get(name_or_tool)
+        if found is None:
+            known = ", ".join(sorted(self._tools)) or "none are registered"
+            raise ConfigurationError(f"unknown tool {name_or_tool!r}; the known tools are: {known}")
+        return found
+
+    def _keep_plan(self, plan: Plan) -> Plan:
+        if plan.arguments:
+            self._plans.append(plan)
+        return plan
+
+    def plans(self, correlation_id: str | None = None) -> list[Plan]:
+        """The plans this runtime made that are neither committed nor discarded."""
+        return [
+            p for p in self._plans if correlation_id is None or p.correlation_id == correlation_id
+        ]
+
+    def discard(self, correlation_id: str | None = None) -> list[Plan]:
+        """Forget the session's plans (all when None); returns them."""
+        gone = self.plans(correlation_id)
+        self._plans = [p for p in self._plans if p not in gone]
+        return gone
+
+    def _planned(self, spec: CallSpec) -> Generator[Op, Any, Result]:
+        """A dry-run runtime plans every call that is not a read."""
+        made = yield from dryrun.dry_run(spec)
+        return dryrun.as_result(self._keep_plan(made))
 
     def _decide_plan(
         self, approval_id: str, approve: bool, by: str, note: str | None, ttl: float
@@ -159,6 +230,39 @@ class RuntimeBase:
             now=self.clock(),
             secret=self.approval_secret,
         )
+
+    def _request_for_plan(self, plan: Plan) -> Generator[Op, Any, str]:
+        """A request bound to exactly what ``plan`` would run, for a person to approve."""
+        tool = self._tool_named(plan.tool)
+        if not plan.arguments:
+            raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
+        request = Approval(
+            approval_id=new_id(),
+            binding=grants.binding(tool.name, plan.input_hash, plan.key, plan.rules_fingerprint),
+            tool_name=tool.name,
+            effect=tool.effect.value,
+            input_hash=plan.input_hash,
+            idempotency_key=plan.key,
+            rules_fingerprint=plan.rules_fingerprint,
+            correlation_id=plan.correlation_id,
+            call_id=plan.plan_id,
+            input=None if tool.redactor else plan.arguments,
+            rule_name=None,
+            reason=f"approval of plan {plan.plan_id}",
+            status="pending",
+            requested_at=self.clock(),
+        )
+        rows = CallRows(
+            plan.plan_id, tool.name, tool.effect.value, plan.correlation_id, None, self.clock
+        )
+        row = rows.row(
+            EventKind.APPROVAL_REQUESTED,
+            idempotency_key=plan.key,
+            input_hash=plan.input_hash,
+            rejection_reason=f"approval of plan {plan.plan_id} (approval {request.approval_id})",
+        )
+        opened: str = yield RequestApproval(request, row)
+        return opened
 
     def _list_plan(
         self, status: str | None, correlation_id: str | None

@@ -44,6 +44,8 @@ class Status(str, enum.Enum):
     INDETERMINATE = "indeterminate"
     CANCELLED = "cancelled"  # the handler was interrupted; the caller got the exception
     AWAITING_APPROVAL = "awaiting_approval"  # a person must approve this exact call first
+    PLANNED = "planned"  # a dry run: everything but the effect; ``output`` is the preview
+    STALE = "stale"  # a plan committed after something it depended on moved: nothing ran
 
     def __str__(self) -> str:
         return self.value

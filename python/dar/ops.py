@@ -309,7 +309,16 @@ class CallReconcile:
     input: dict[str, Any]
 
 
-Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile
+@dataclass(frozen=True, slots=True)
+class CallSimulate:
+    """Ask the tool's ``simulate`` what the call would do (it has no effects). Answer: an
+    ``Outcome`` whose value is the preview."""
+
+    tool: Tool[Any]
+    input: dict[str, Any]
+
+
+Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate
 
 
 @dataclass(frozen=True, slots=True)

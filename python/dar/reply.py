@@ -29,6 +29,11 @@ class ModelReply:
 def reply_for(result: Result) -> ModelReply:
     """The model's view of ``result``."""
     status = result.status
+    if status is Status.PLANNED:
+        preview = result.output_json or "no preview"
+        return ModelReply(
+            f"Dry run, nothing was done. It would: {result.reason}. Preview: {preview}", False
+        )
     if status in (Status.EXECUTED, Status.CACHED):
         if result.output_json is not None:
             return ModelReply(result.output_json, False)
@@ -87,6 +92,10 @@ def _awaiting_approval(r: Result) -> str:
     )
 
 
+def _stale(r: Result) -> str:
+    return f"Not run: the plan is stale ({r.reason}). Plan the call again."
+
+
 _WORDING = {
     Status.REJECTED: _rejected,
     Status.FAILED: _failed,
@@ -95,5 +104,7 @@ _WORDING = {
     Status.INDETERMINATE: _indeterminate,
     Status.CANCELLED: _cancelled,
     Status.AWAITING_APPROVAL: _awaiting_approval,
+    Status.STALE: _stale,
 }
-assert set(_WORDING) | {Status.EXECUTED, Status.CACHED} == set(Status), "a wording per status"
+_OWN = {Status.EXECUTED, Status.CACHED, Status.PLANNED}
+assert set(_WORDING) | _OWN == set(Status), "a wording per status"

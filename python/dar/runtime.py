@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
+from dar import dryrun
 from dar.context import CurrentCall, current_call
 from dar.driver import (
     RuntimeBase,
@@ -20,8 +21,10 @@ from dar.driver import (
     rule_result,
     success,
 )
+from dar.dryrun import Plan
 from dar.ops import (
     CallHandler,
+    CallSimulate,
     CheckRule,
     LogFilter,
     Op,
@@ -63,9 +66,16 @@ class Runtime(RuntimeBase):
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         replay: str | None = None,
+        dry_run: bool = False,
     ) -> None:
         super().__init__(
-            tools=tools, rules=rules, wait=wait, clock=clock, owner=owner, in_memory=store is None
+            tools=tools,
+            rules=rules,
+            wait=wait,
+            clock=clock,
+            owner=owner,
+            in_memory=store is None,
+            dry_run=dry_run,
         )
         self.store: Store = store_of(store)
         self._replay = replay
@@ -132,6 +142,9 @@ class Runtime(RuntimeBase):
                 return _call(op.tool.handler, (), op.input)
             finally:
                 current_call.reset(token)
+        if isinstance(op, CallSimulate):
+            assert op.tool.simulate is not None
+            return _call(op.tool.simulate, (), op.input)
         assert op.tool.reconcile is not None
         return _call(op.tool.reconcile, (op.input,), {})
 
@@ -158,6 +171,37 @@ class Runtime(RuntimeBase):
             return Deny(f"rule {op.rule.name} is async: use AsyncRuntime")
         return rule_result(op.rule, value, time.perf_counter() - started)
 
+    def plan(
+        self,
+        tool: str | Tool[Any],
+        arguments: str | bytes | Mapping[str, Any] | None = None,
+        *,
+        correlation_id: str | None = None,
+        key: str | None = None,
+        ttl: float = dryrun.DEFAULT_TTL,
+    ) -> Plan:
+        """Everything the call would do but the effect: parse, validate, the key's state,
+        the rules and the tool's ``simulate`` (never the handler). Writes one ``planned``
+        row; ``commit(plan)`` within ``ttl`` seconds runs exactly that call."""
+        made: Plan = self._drive(
+            self._dry_run_plan(
+                self._tool_named(tool), arguments, correlation_id, key, ttl, self.events
+            )
+        )
+        return self._keep_plan(made)
+
+    def commit(self, plan: Plan) -> Result:
+        """Run the planned call once, or answer ``stale`` (running nothing) when the rules
+        in force, the key's state or the clock moved since the plan."""
+        result: Result = self._drive(self._commit_plan(plan, self.events))
+        if plan in self._plans:
+            self._plans.remove(plan)
+        return remember(self, result)
+
+    def commit_all(self, correlation_id: str | None = None) -> list[Result]:
+        """Commit the session's plans (all when None), in the order they were made."""
+        return [self.commit(p) for p in self.plans(correlation_id)]
+
     def approvals(
         self, status: str | None = None, correlation_id: str | None = None
     ) -> list[Approval]:
@@ -167,10 +211,13 @@ class Runtime(RuntimeBase):
         return found
 
     def approve(
-        self, approval_id: str, by: str, note: str | None = None, ttl: float = 3600
+        self, approval_id: str | Plan, by: str, note: str | None = None, ttl: float = 3600
     ) -> Approval:
-        """Approve a pending request: the same call, made again within ``ttl`` seconds,
-        runs once. Raises when there is no pending request with that id."""
+        """Approve a pending request, or a plan (the person approves the preview they saw):
+        the same call, made (or committed) within ``ttl`` seconds, runs once. Raises when
+        there is nothing pending to decide."""
+        if isinstance(approval_id, Plan):
+            approval_id = str(self._drive(self._request_for_plan(approval_id)))
         decided: Approval = self._drive(self._decide_plan(approval_id, True, by, note, ttl))
         return decided
 

@@ -41,6 +41,8 @@ class EventKind(str, enum.Enum):
     APPROVED = "approved"  # a person approved that exact call
     DENIED = "denied"  # a person refused it
     APPROVAL_USED = "approval_used"  # a call used the grant (single use)
+    PLANNED = "planned"  # a dry run: what the call would do, and its preview
+    STALE = "stale"  # a plan's commit refused: the rules, the key or the clock moved
     RELEASED = "released"  # a claim given back without running (kept for old logs)
     RESOLVED = "resolved"  # an operator decided an indeterminate call
     PURGED = "purged"  # an administrator removed old rows
@@ -69,6 +71,8 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.APPROVED: Status.AWAITING_APPROVAL,  # approved: the call may now be repeated
     EventKind.DENIED: Status.REJECTED,
     EventKind.APPROVAL_USED: Status.INDETERMINATE,  # its call went on to claim the key
+    EventKind.PLANNED: Status.PLANNED,
+    EventKind.STALE: Status.STALE,
     EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
     EventKind.RESOLVED: Status.CACHED,
     EventKind.PURGED: None,

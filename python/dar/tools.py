@@ -65,6 +65,7 @@ class Tool(Generic[F]):
     coerce: bool = False
     description: str | None = None
     approval: bool = False
+    simulate: Callable[..., Any] | None = None
 
     @cached_property
     def redactor(self) -> Redactor | None:
@@ -109,6 +110,7 @@ def tool(
     coerce: bool = False,
     description: str | None = None,
     approval: bool = False,
+    simulate: Callable[..., Any] | None = None,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -127,7 +129,9 @@ def tool(
     ``lease`` bounds how long a call may run before it is presumed crashed; ``reconcile``
     is called with the input of a crashed ``mutate-external``/``irreversible`` call and
     returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too;
-    ``approval=True`` sends every call to a person first (a rule that always asks).
+    ``approval=True`` sends every call to a person first (a rule that always asks);
+    ``simulate`` is called with the arguments in a dry run (`Runtime.plan`) and returns a
+    preview of what the call would do; it must have no effects.
     """
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
@@ -156,6 +160,7 @@ def tool(
             coerce=coerce,
             description=description,
             approval=approval,
+            simulate=simulate,
         )
         # Read now, so a type that cannot be validated fails here, not mid-call; with the
         # caller's locals, so a type defined in the enclosing function resolves too.

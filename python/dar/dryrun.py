@@ -1,0 +1,225 @@
+"""Dry runs: everything a call would do except the effect, and a commit that runs exactly
+that call only if nothing it depended on has moved.
+
+`dry_run` parses, validates, reads the key's state, runs the rules and the tool's
+`simulate`, and writes one `planned` row; it never calls the handler. `commit` refuses a
+plan (`stale`) when the rules in force, the key's state or the clock have moved since,
+and otherwise runs the planned input through the ordinary call plan, so every guarantee of
+a live call holds for it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dar._core import canonical_json
+from dar.decide import (
+    Call,
+    CallSpec,
+    first_refusal,
+    json_output,
+    prepare,
+    rules_for,
+)
+from dar.effects import Status
+from dar.grants import fingerprint
+from dar.ops import Append, CallSimulate, GetClaim, Op
+from dar.records import Claim, Result
+from dar.rows import CallRows
+from dar.rules import Deny, Rule
+from dar.states import EventKind
+from dar.tools import Tool
+from dar.verdict import Verdict, classify
+
+DEFAULT_TTL = 600.0
+
+#: What a plan says the call would do, by the key's state.
+_WOULD = {
+    Verdict.HIT: "answer from the record",
+    Verdict.CONFLICT: "conflict with the first call of its key",
+    Verdict.RUNNING: "wait for an identical call in progress",
+    Verdict.INDETERMINATE: "wait for an operator (indeterminate)",
+    Verdict.EXPIRED: "wait for an operator (indeterminate)",
+    Verdict.RECONCILE: "ask the tool's reconcile first",
+    Verdict.KEPT_FAILURE: "answer with the recorded failure",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one call would do, and what its commit depends on."""
+
+    plan_id: str
+    tool: str
+    arguments: str  # the canonical JSON of the input: exactly what a commit runs
+    given_key: str | None  # the key given to `plan`, if any (a commit uses it again)
+    input_hash: str
+    key: str | None
+    would: str  # "execute", "be refused", "need approval", "answer from the record", ...
+    reasons: tuple[str, ...]
+    preview: Any
+    rules_fingerprint: str
+    key_state: str
+    correlation_id: str | None
+    created_at: float
+    expires_at: float
+
+    def to_json(self) -> str:
+        """The plan as JSON text, to commit from another process after review."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        values = json.loads(text)
+        values["reasons"] = tuple(values["reasons"])
+        return cls(**values)
+
+
+def refused_plan(spec: CallSpec, refused: Result, ttl: float) -> Plan:
+    """The plan of an input that is refused before anything else (not a JSON object, not
+    fitting the signature): it would be refused, and a commit would be refused again."""
+    now = spec.clock()
+    return Plan(
+        plan_id=spec.call_event_id,
+        tool=spec.tool.name,
+        arguments="",
+        given_key=spec.key,
+        input_hash=refused.input_hash or "",
+        key=refused.key,
+        would="be refused",
+        reasons=(refused.reason or "",),
+        preview=None,
+        rules_fingerprint="",
+        key_state="",
+        correlation_id=spec.correlation_id,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def as_result(plan: Plan) -> Result:
+    """A dry-run runtime's answer to a call: planned, with the preview as output."""
+    text = None if plan.preview is None else canonical_json(plan.preview).decode("utf-8")
+    return Result(
+        Status.PLANNED,
+        output=plan.preview,
+        output_json=text,
+        reason="; ".join((plan.would, *plan.reasons)),
+        event_id=plan.plan_id,
+        key=plan.key,
+        input_hash=plan.input_hash,
+        extra={"plan": plan},
+    )
+
+
+def key_state(claim: Claim | None) -> str:
+    """What a commit compares: the claim's state and version (any write moves it)."""
+    return "free" if claim is None else f"{claim.state}@{claim.version}"
+
+
+def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Generator[Op, Any, Plan]:
+    """Plan one call without its effect; an input that would be refused is refused (and
+    logged) as for a live call."""
+    call = yield from prepare(spec)
+    if isinstance(call, Result):
+        return refused_plan(spec, call, ttl)
+    claim: Claim | None = None if call.key is None else (yield GetClaim(call.key))
+    now = spec.clock()
+    tool = call.tool
+    verdict = Verdict.TAKE
+    if call.key is not None:
+        verdict = classify(
+            claim,
+            now,
+            call.input_hash,
+            blind_retry_safe=tool.effect.blind_retry_safe,
+            can_reconcile=tool.reconcile is not None,
+        )
+    would, reasons = _WOULD.get(verdict, "execute"), []
+    if verdict is Verdict.TAKE:
+        refused = yield from first_refusal(call)
+        if refused is not None:
+            rule, said = refused
+            would = "be refused" if isinstance(said, Deny) else "need a person's approval"
+            reasons.append(f"{rule.name}: {call.clean(said.reason)}")
+    preview, preview_text = yield from simulate(call)
+    row = call.row(
+        EventKind.PLANNED,
+        event_id=spec.call_event_id,
+        output=preview_text,
+        rejection_reason="would " + would + "".join(f"; {r}" for r in reasons),
+    )
+    yield Append(row)
+    return Plan(
+        plan_id=spec.call_event_id,
+        tool=tool.name,
+        arguments=call.canonical,
+        given_key=spec.key,
+        input_hash=call.input_hash,
+        key=call.key,
+        would=would,
+        reasons=tuple(reasons),
+        preview=preview,
+        rules_fingerprint=fingerprint(call.rules),
+        key_state=key_state(claim),
+        correlation_id=spec.correlation_id,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def simulate(call: Call) -> Generator[Op, Any, tuple[Any, str | None]]:
+    """The tool's preview, as a value and as the row records it (None without one)."""
+    if call.tool.simulate is None:
+        return None, None
+    outcome = yield CallSimulate(call.tool, call.kwargs)
+    if not outcome.ok:
+        value: Any = {"simulate failed": outcome.error}
+    else:
+        value = json_output(outcome.value)
+    if call.tool.redactor is not None:
+        value = call.tool.redactor.apply_output(value, call.salt, call.removed)
+    return value, canonical_json(value).decode("utf-8")
+
+
+def commit(
+    plan: Plan,
+    tool: Tool[Any],
+    rules: tuple[Rule, ...],
+    rows: CallRows,
+    live: Callable[[str], Generator[Op, Any, Result]],
+) -> Generator[Op, Any, Result]:
+    """Run the planned input once, unless the plan is stale; ``live(arguments)`` is the
+    ordinary plan of the call."""
+    now = rows.clock()
+    why = None
+    if now > plan.expires_at:
+        why = f"the plan expired {now - plan.expires_at:.0f}s ago"
+    elif tool.name != plan.tool:
+        why = f"the plan is for {plan.tool}, not {tool.name}"
+    elif fingerprint(rules_for(tool, rules)) != plan.rules_fingerprint:
+        why = "the rules in force changed since the plan"
+    elif plan.key is not None:
+        claim = yield GetClaim(plan.key)
+        if key_state(claim) != plan.key_state:
+            why = f"the key's state moved from {plan.key_state} to {key_state(claim)}"
+    if why is None:
+        return (yield from live(plan.arguments))
+    ev = rows.row(
+        EventKind.STALE,
+        idempotency_key=plan.key,
+        input=plan.arguments if tool.redactor is None else None,
+        input_hash=plan.input_hash,
+        rejection_reason=f"plan {plan.plan_id} is stale: {why}",
+    )
+    yield Append(ev)
+    return Result(
+        Status.STALE,
+        reason=ev.rejection_reason,
+        event_id=ev.event_id,
+        key=plan.key,
+        input_hash=plan.input_hash,
+    )
