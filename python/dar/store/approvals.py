@@ -1,15 +1,13 @@
 """Approvals in the database, written once for both dialects.
 
-Each operation is a small plan that yields `Sql` statements (named ``:params``), `AppendRow`
-(an event row, linked into its chain by the store) and `Wake` (wake the calls waiting on a
-key); `SQLiteStore` and `PostgresStore` run it inside one transaction of their own.
+Each operation is a small plan of `dar.store.steps`, run by either store inside one
+transaction of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import astuple, dataclass
-from typing import Any, Literal
+from dataclasses import astuple
+from typing import Any
 
 from dar.ops import (
     DecideApproval,
@@ -19,28 +17,8 @@ from dar.ops import (
     RequestApproval,
     UseGrant,
 )
-from dar.records import APPROVAL_COLUMNS, Approval, NewEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Sql:
-    sql: str
-    params: dict[str, Any]
-    rows: Literal["one", "all", "none"] = "one"
-
-
-@dataclass(frozen=True, slots=True)
-class AppendRow:
-    event: NewEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    key: str
-
-
-Step = Sql | AppendRow | Wake
-Plan = Generator[Step, Any, Any]
+from dar.records import APPROVAL_COLUMNS, Approval
+from dar.store.steps import AppendRow, Plan, Sql, Wake
 
 COLUMNS = ", ".join(APPROVAL_COLUMNS)
 

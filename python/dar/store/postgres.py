@@ -308,7 +308,7 @@ class PostgresStore:
     # --- approvals ---------------------------------------------------------------------------
 
     def _approvals(self, fn: Any, op: Any) -> Any:
-        return self._run(_Replayable(q.approval_plan, self.st, fn, op), transaction=True)
+        return self._run(_Replayable(q.shared_plan, self.st, fn, "approvals", op), transaction=True)
 
     def request_approval(self, op: RequestApproval) -> str:
         answer: str = self._approvals(approvals.request, op)

@@ -37,7 +37,7 @@ from dar.ops import (
     TakeOrLookup,
 )
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
-from dar.store import approvals
+from dar.store import steps
 from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -178,6 +178,7 @@ class Statements:
         )
         self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
         self.approvals = f"{s}.agent_tool_approvals"
+        self.sagas = f"{s}.agent_tool_sagas"
 
 
 def event_params(event: NewEvent) -> dict[str, Any]:
@@ -406,18 +407,18 @@ def claims(st: Statements) -> Plan:
 _NAMED = re.compile(r"(?<![:\w]):([a-z_]+)")
 
 
-def approval_plan(st: Statements, fn: Any, op: Any) -> Plan:
-    """Run a shared approval plan (`dar.store.approvals`) as Postgres queries; the engine
-    wraps it in one transaction. Waking a key is a NOTIFY on the claims channel."""
-    inner = fn(st.approvals, op)
+def shared_plan(st: Statements, fn: Any, table: str, op: Any) -> Plan:
+    """Run a plan written for both dialects (`dar.store.steps`) as Postgres queries; the
+    engine wraps it in one transaction. Waking a key is a NOTIFY on the claims channel."""
+    inner = fn(getattr(st, table), op)
     try:
         step = next(inner)
         while True:
             answer: Any = None
-            if isinstance(step, approvals.Sql):
+            if isinstance(step, steps.Sql):
                 sql = _NAMED.sub(r"%(\1)s", step.sql)
                 answer = yield Query(sql, step.params, step.rows)
-            elif isinstance(step, approvals.AppendRow):
+            elif isinstance(step, steps.AppendRow):
                 yield Query(st.append, event_params(step.event), "none")
             else:
                 yield Query(st.notify, {"channel": st.channel, "key": step.key}, "none")

@@ -47,7 +47,7 @@ from dar.ops import (
     UseGrant,
 )
 from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent
-from dar.store import approvals
+from dar.store import approvals, steps
 from dar.store.flusher import Flusher
 from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
 from dar.verdict import is_hit
@@ -418,40 +418,41 @@ class SQLiteStore:
 
     # --- approvals ---------------------------------------------------------------------------
 
-    def _approvals(self, plan: approvals.Plan) -> Any:
-        """Run an approval plan in one write transaction (waiters poll: nothing to wake)."""
+    def _shared(self, plan: steps.Plan) -> Any:
+        """Run a plan written for both dialects in one write transaction (waiters poll:
+        nothing to wake)."""
         with self._write() as conn:
             try:
                 step = next(plan)
                 while True:
                     answer: Any = None
-                    if isinstance(step, approvals.Sql):
+                    if isinstance(step, steps.Sql):
                         cur = conn.execute(step.sql, step.params)
                         answer = cur.fetchall() if step.rows == "all" else cur.fetchone()
-                    elif isinstance(step, approvals.AppendRow):
+                    elif isinstance(step, steps.AppendRow):
                         self._insert(conn, step.event)
                     step = plan.send(answer)
             except StopIteration as stop:
                 return stop.value
 
     def request_approval(self, op: RequestApproval) -> str:
-        answer: str = self._approvals(approvals.request(APPROVALS, op))
+        answer: str = self._shared(approvals.request(APPROVALS, op))
         return answer
 
     def use_grant(self, op: UseGrant) -> GrantAnswer:
-        answer: GrantAnswer = self._approvals(approvals.use_grant(APPROVALS, op))
+        answer: GrantAnswer = self._shared(approvals.use_grant(APPROVALS, op))
         return answer
 
     def get_approval(self, op: GetApproval) -> Approval | None:
-        answer: Approval | None = self._approvals(approvals.get(APPROVALS, op))
+        answer: Approval | None = self._shared(approvals.get(APPROVALS, op))
         return answer
 
     def decide_approval(self, op: DecideApproval) -> Approval | None:
-        answer: Approval | None = self._approvals(approvals.decide(APPROVALS, op))
+        answer: Approval | None = self._shared(approvals.decide(APPROVALS, op))
         return answer
 
     def approvals(self, op: ListApprovals) -> list[Approval]:
-        answer: list[Approval] = self._approvals(approvals.listing(APPROVALS, op))
+        answer: list[Approval] = self._shared(approvals.listing(APPROVALS, op))
         return answer
 
     def chain_heads(self) -> dict[str, str]:
