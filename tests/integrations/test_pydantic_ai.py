@@ -330,3 +330,10 @@ def test_example_runs() -> None:
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_readme_excerpt_is_in_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Pydantic AI\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block in (ROOT / "examples" / "integrations" / "pydantic_ai_loop.py").read_text()
