@@ -1,0 +1,116 @@
+"""What the SDK modules share: the session a call belongs to, and dar tools that stand for
+tools a framework owns.
+
+A framework's tool (an MCP tool, a LangChain tool) is run by the framework, not by dar. To
+give its calls dar's rules, idempotency and log, each is registered in the runtime as a dar
+tool whose handler runs the framework's own invocation of the call in flight. That
+invocation is passed through a context variable, since the dar tool is registered once per
+name while every call brings its own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any
+
+from dar.context import current_call, current_session
+from dar.decide import unruled
+from dar.driver import RuntimeBase
+from dar.effects import Effect
+from dar.errors import ConfigurationError
+from dar.tools import Tool
+
+#: The framework's own invocation of the call in flight: what the stand-in tool runs.
+_invocation: ContextVar[Callable[[], Any] | None] = ContextVar("dar_invocation", default=None)
+
+_registering = threading.Lock()
+
+EffectMap = Mapping[str, "Effect | str"]
+
+
+class Forward:
+    """The handler of a stand-in tool: runs the framework's invocation of the current call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__name__ = name
+
+    def __call__(self, **arguments: Any) -> Any:
+        run = _invocation.get()
+        if run is None:
+            raise RuntimeError(f"{self.name} belongs to a framework and runs only through it")
+        return run()
+
+
+def correlation(explicit: str | None, framework_id: str | None) -> str | None:
+    """Explicit id, else the enclosing dar session or call (None lets the runtime pick it),
+    else the framework's own conversation id."""
+    if explicit is not None:
+        return explicit
+    if current_session.get() is not None or current_call.get() is not None:
+        return None
+    return framework_id
+
+
+def effects_of(effects: EffectMap | None) -> dict[str, Effect]:
+    """Validate an effect map now, so a typo fails at start-up, not at a call."""
+    out: dict[str, Effect] = {}
+    for pattern, effect in (effects or {}).items():
+        try:
+            out[pattern] = Effect(effect)
+        except ValueError:
+            raise ConfigurationError(
+                f"effects[{pattern!r}] = {effect!r} is not an effect; use one of: "
+                + ", ".join(e.value for e in Effect)
+            ) from None
+    return out
+
+
+def effect_for(name: str, effects: Mapping[str, Effect]) -> Effect:
+    """The exact name's effect, else the first matching glob's; a tool nobody classified is
+    irreversible, so it runs only when a rule vouches for it."""
+    if name in effects:
+        return effects[name]
+    for pattern, effect in effects.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return effect
+    return Effect.IRREVERSIBLE
+
+
+def is_stand_in(tool: Tool[Any]) -> bool:
+    """Whether ``tool`` was registered here for a framework's tool."""
+    return isinstance(tool.handler, Forward)
+
+
+def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[Any] | str:
+    """The dar tool standing for the framework's tool ``name``, registered on first use; or,
+    when it may not be registered, the refusal the model reads instead."""
+    with _registering:  # framework threads may meet the same new name at once
+        tool = next((t for t in rt.tools if t.name == name), None)
+        if tool is not None:
+            if is_stand_in(tool):
+                return tool
+            return refusal(f"a dar tool named {name!r} is already registered in the runtime")
+        tool = Tool(name=name, handler=Forward(name), effect=effect_for(name, effects))
+        try:
+            rt.add_tool(tool)
+        except ConfigurationError:
+            # Not remembered: a rule added later lets the next call through.
+            return refusal(unruled(name))
+        return tool
+
+
+def refusal(reason: str) -> str:
+    return f"Refused: {reason}. Nothing was done."
+
+
+def invoking(run: Callable[[], Any]) -> Token[Callable[[], Any] | None]:
+    """Make ``run`` the invocation a stand-in tool executes; returns the reset token."""
+    return _invocation.set(run)
+
+
+def done_invoking(token: Token[Callable[[], Any] | None]) -> None:
+    _invocation.reset(token)

@@ -1,0 +1,351 @@
+"""dar.integrations.langchain against a real LangChain v1 agent (``create_agent``) driven by a
+scripted chat model.
+
+In one turn the model sends: a call, its duplicate with the members in another order, a
+call a rule refuses, a wrong-typed argument and an unknown tool name; on the next turn it
+records what it was told and ends. Each conversation runs twice on the same database and
+thread, as a restarted process would replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import StructuredTool
+from langchain_core.tools import tool as lc_tool
+from pydantic import Field
+
+import dar
+from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
+from dar.integrations import langchain as dar_langchain
+from dar.integrations.langchain import DarMiddleware
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+class Scripted(BaseChatModel):
+    """A chat model that sends ``first`` (AIMessage tool calls), then, told the results,
+    says "done". Every request it gets is kept, to see what the model was told."""
+
+    first: list[dict[str, Any]]
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+    bound: list[Any] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Scripted:
+        self.bound.extend(tools)
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.seen.append(list(messages))
+        if isinstance(messages[-1], ToolMessage):
+            reply = AIMessage(content="done")
+        else:
+            reply = AIMessage(content="", tool_calls=list(self.first))
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def call(name: str, args: dict[str, Any], n: int) -> dict[str, Any]:
+    return {"name": name, "args": args, "id": f"c{n}", "type": "tool_call"}
+
+
+FIRST_TURN = [
+    call("ship_order", {"order_id": "A", "courier": "fast"}, 1),
+    call("ship_order", {"courier": "fast", "order_id": "A"}, 2),  # the same, reordered
+    call("ship_order", {"order_id": "B", "courier": "slowpoke"}, 3),  # refused by the rule
+    call("ship_order", {"order_id": 7, "courier": "fast"}, 4),  # wrong-typed
+    call("note", {"text": "fragile"}, 5),
+    call("launch_rocket", {"when": "now"}, 6),  # unknown: LangChain lets it through
+]
+
+
+def dar_tools(ran: Counter[str]) -> list[dar.Tool[Any]]:
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def ship_order(order_id: str, courier: str) -> dict[str, str]:
+        """Hand an order to a courier."""
+        ran[f"ship {order_id} {courier}"] += 1
+        return {"order_id": order_id, "courier": courier, "tracking": f"T-{order_id}"}
+
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def note(text: str) -> str:
+        """Write a note on the order file."""
+        ran[f"note {text}"] += 1
+        return "noted"
+
+    return [ship_order, note]
+
+
+@rule(applies_to=["ship_order"])
+def courier_serves_zone(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    if inp.get("courier") == "slowpoke":
+        return Deny("slowpoke does not serve this zone")
+    return True
+
+
+def told_after_tools(model: Scripted) -> list[dict[str, ToolMessage]]:
+    """The tool messages the model read on each turn that followed its tool calls."""
+    out = []
+    for request in model.seen:
+        if isinstance(request[-1], ToolMessage):
+            out.append({m.tool_call_id: m for m in request if isinstance(m, ToolMessage)})
+    return out
+
+
+def check_told(answers: dict[str, ToolMessage], *, unknown_logged: bool = True) -> None:
+    assert json.loads(str(answers["c1"].content))["tracking"] == "T-A"
+    assert answers["c2"].content == answers["c1"].content
+    assert answers["c1"].status == "success"
+    refused = answers["c3"]
+    assert refused.status == "error"
+    assert "Refused by the rule courier_serves_zone" in str(refused.content)
+    assert "slowpoke does not serve this zone" in str(refused.content)
+    assert answers["c4"].status == "error" and "$.order_id" in str(answers["c4"].content)
+    assert answers["c5"].content == '"noted"'
+    unknown = answers["c6"]
+    assert unknown.status == "error"
+    if unknown_logged:
+        assert "unknown tool 'launch_rocket'" in str(unknown.content)
+
+
+def check_log(events: list[dar.Event], cid: str, ship_tool: str = "ship_order") -> None:
+    assert events and all(e.correlation_id == cid for e in events)
+    ships = [e for e in events if e.tool_name == ship_tool]
+    finals = Counter(e.status for e in ships if e.status != "started")
+    assert finals["executed"] == 1
+    assert finals["rejected"] == 4  # the rule and the wrong type, in each run
+    unknown = [e for e in events if e.tool_name == "launch_rocket"]
+    assert [e.status for e in unknown] == ["rejected", "rejected"]
+
+
+def config(thread: str) -> Any:
+    return {"configurable": {"thread_id": thread}}
+
+
+# --- tools(rt): dar's own tools in a LangChain agent -----------------------------------------
+
+
+def test_tools_sync_two_runs_of_one_thread(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    model = Scripted(first=FIRST_TURN)
+    url = f"sqlite:///{tmp_path}/a.db"
+    with Runtime(url, tools=dar_tools(ran), rules=[courier_serves_zone]) as rt:
+        agent = create_agent(
+            model, dar_langchain.tools(rt), middleware=[DarMiddleware(rt)]
+        )  # the middleware lets dar's own tools pass, and logs the unknown name
+        for _ in range(2):
+            out = agent.invoke({"messages": [("user", "ship A")]}, config("th-1"))
+            assert out["messages"][-1].content == "done"
+        assert ran == {"ship A fast": 1, "note fragile": 1}
+        told = told_after_tools(model)
+        assert len(told) == 2
+        for answers in told:
+            check_told(answers)
+        check_log(rt.events(correlation_id="th-1"), "th-1")
+
+
+def test_tools_async_runtime_concurrent_turn(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    model = Scripted(first=FIRST_TURN)
+
+    async def main() -> list[dar.Event]:
+        async with AsyncRuntime(
+            f"sqlite:///{tmp_path}/a.db", tools=dar_tools(ran), rules=[courier_serves_zone]
+        ) as rt:
+            agent = create_agent(model, dar_langchain.tools(rt), middleware=[DarMiddleware(rt)])
+            for _ in range(2):
+                out = await agent.ainvoke({"messages": [("user", "ship A")]}, config("th-a"))
+                assert out["messages"][-1].content == "done"
+            return await rt.events(correlation_id="th-a")
+
+    events = asyncio.run(main())
+    assert ran == {"ship A fast": 1, "note fragile": 1}
+    for answers in told_after_tools(model):
+        check_told(answers)
+    check_log(events, "th-a")
+
+
+def test_tool_schema_and_direct_invoke(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    with Runtime(f"sqlite:///{tmp_path}/a.db", tools=dar_tools(ran)) as rt:
+        ship = next(t for t in dar_langchain.tools(rt) if t.name == "ship_order")
+        assert isinstance(ship, StructuredTool)
+        assert ship.description == "Hand an order to a courier."
+        assert ship.tool_call_schema["required"] == ["order_id", "courier"]  # type: ignore[index]
+        with dar.session("direct"):
+            first = ship.invoke({"order_id": "Z", "courier": "fast"})
+            again = ship.invoke({"courier": "fast", "order_id": "Z"})
+            wrong = ship.invoke({"order_id": 1, "courier": "fast"})
+        assert first == again and json.loads(first)["tracking"] == "T-Z"
+        assert "$.order_id" in wrong  # a refusal is text, never an exception
+        assert ran == {"ship Z fast": 1}
+        assert {e.status for e in rt.events(correlation_id="direct")} >= {"executed", "cached"}
+
+
+# --- DarMiddleware: tools the agent owns, routed through dar ------------------------------
+
+
+def agent_tools(ran: Counter[str]) -> list[Any]:
+    @lc_tool
+    def ship_parcel(order_id: str, courier: str) -> str:
+        """Ship an order's parcel with a courier."""
+        ran[f"ship {order_id} {courier}"] += 1
+        return f"shipped {order_id} with {courier}"
+
+    @lc_tool
+    def wipe_inventory(warehouse: str) -> str:
+        """Delete every item of a warehouse."""
+        ran[f"wipe {warehouse}"] += 1
+        return f"wiped {warehouse}"
+
+    @lc_tool
+    def note(text: str) -> str:
+        """Write a note on the order file."""
+        ran[f"note {text}"] += 1
+        return "noted"
+
+    return [ship_parcel, wipe_inventory, note]
+
+
+MIDDLEWARE_TURN = [
+    call("ship_parcel", {"order_id": "A", "courier": "fast"}, 1),
+    call("ship_parcel", {"courier": "fast", "order_id": "A"}, 2),
+    call("ship_parcel", {"order_id": "B", "courier": "slowpoke"}, 3),
+    call("ship_parcel", {"order_id": ["x"], "courier": "fast"}, 4),  # LangChain's own check
+    call("note", {"text": "fragile"}, 5),
+    call("launch_rocket", {"when": "now"}, 6),
+    call("wipe_inventory", {"warehouse": "north"}, 7),  # unmapped: irreversible, no rule
+]
+
+EFFECTS = {"note": "mutate-local", "ship_*": "mutate-external"}
+
+
+@rule(applies_to="ship_parcel")
+def parcel_courier(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    return Deny("slowpoke does not serve this zone") if inp["courier"] == "slowpoke" else True
+
+
+def check_middleware(model: Scripted, ran: Counter[str], events: list[dar.Event]) -> None:
+    assert ran == {"ship A fast": 1, "note fragile": 1}
+    told = told_after_tools(model)
+    assert len(told) == 2
+    for answers in told:
+        assert answers["c1"].content == answers["c2"].content == '"shipped A with fast"'
+        assert "Refused by the rule parcel_courier" in str(answers["c3"].content)
+        assert answers["c4"].status == "error"  # the tool's own validation: a failure
+        assert answers["c5"].content == '"noted"'
+        assert "unknown tool 'launch_rocket'" in str(answers["c6"].content)
+        wipe = answers["c7"]
+        assert wipe.status == "error" and "irreversible but no rule" in str(wipe.content)
+    statuses = Counter((e.tool_name, e.status) for e in events)
+    assert statuses[("ship_parcel", "executed")] == 1
+    assert statuses[("ship_parcel", "rejected")] == 2
+    assert statuses[("ship_parcel", "failed")] == 2  # the wrong type, logged each run
+    assert statuses[("launch_rocket", "rejected")] == 2
+    assert not any(e.tool_name == "wipe_inventory" for e in events)
+
+
+def test_middleware_sync(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    model = Scripted(first=MIDDLEWARE_TURN)
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[parcel_courier]) as rt:
+        mw = DarMiddleware(rt, effects=EFFECTS)
+        agent = create_agent(model, agent_tools(ran), middleware=[mw])
+        for _ in range(2):
+            out = agent.invoke({"messages": [("user", "ship")]}, config("th-mw"))
+            assert out["messages"][-1].content == "done"
+        check_middleware(model, ran, rt.events(correlation_id="th-mw"))
+
+
+@pytest.mark.parametrize("kind", ["async-runtime", "sync-runtime"])
+def test_middleware_async(tmp_path: Path, kind: str) -> None:
+    ran: Counter[str] = Counter()
+    model = Scripted(first=MIDDLEWARE_TURN)
+    url = f"sqlite:///{tmp_path}/a.db"
+
+    async def main() -> list[dar.Event]:
+        rt: Runtime | AsyncRuntime
+        rt = AsyncRuntime(url) if kind == "async-runtime" else Runtime(url)
+        rt.add_rule(parcel_courier)
+        agent = create_agent(
+            model, agent_tools(ran), middleware=[DarMiddleware(rt, effects=EFFECTS)]
+        )
+        for _ in range(2):
+            out = await agent.ainvoke({"messages": [("user", "ship")]}, config("th-amw"))
+            assert out["messages"][-1].content == "done"
+        if isinstance(rt, AsyncRuntime):
+            events = await rt.events(correlation_id="th-amw")
+            await rt.close()
+            return events
+        events = rt.events(correlation_id="th-amw")
+        rt.close()
+        return events
+
+    check_middleware(model, ran, asyncio.run(main()))
+
+
+def test_session_comes_before_the_thread(tmp_path: Path) -> None:
+    model = Scripted(first=[call("note", {"text": "x"}, 1)])
+    with Runtime(f"sqlite:///{tmp_path}/a.db") as rt:
+        agent = create_agent(
+            model, agent_tools(Counter()), middleware=[DarMiddleware(rt, effects=EFFECTS)]
+        )
+        with dar.session("from-session"):
+            agent.invoke({"messages": [("user", "go")]}, config("th-ignored"))
+        assert rt.events(correlation_id="from-session")
+        assert not rt.events(correlation_id="th-ignored")
+
+
+def test_missing_sdk_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['langchain'] = None\n"
+        "from dar.errors import ConfigurationError\n"
+        "try:\n"
+        "    from dar.integrations import langchain\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "durable-agent-runtime[langchain]" in out.stdout
+
+
+def test_example_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    example = ROOT / "examples" / "integrations" / "langchain_loop.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_readme_excerpt_is_in_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### LangChain\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block in (ROOT / "examples" / "integrations" / "langchain_loop.py").read_text()

@@ -1,0 +1,339 @@
+"""dar.integrations.pydantic_ai against a real Pydantic AI agent driven by FunctionModel.
+
+The scripted model sends, in one turn: a call, its duplicate with the members in another
+order, a call a rule refuses, a wrong-typed argument and an unknown tool name; on the next
+turn it records what it was told and ends. Each conversation runs twice on the same
+database, as a restarted process would replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from pydantic_ai import Agent, RunContext, ToolDefinition
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
+from pydantic_core import SchemaValidator, core_schema
+
+import dar
+from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
+from dar.integrations.pydantic_ai import DarToolset
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+# --- the tools and rule the agent works with ----------------------------------------------
+
+
+def make_tools(ran: Counter[str]) -> list[dar.Tool[Any]]:
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def ship_order(order_id: str, courier: str) -> dict[str, str]:
+        """Hand an order to a courier."""
+        ran[f"ship {order_id} {courier}"] += 1
+        return {"order_id": order_id, "courier": courier, "tracking": f"T-{order_id}"}
+
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def note(text: str) -> str:
+        """Write a note on the order file."""
+        ran[f"note {text}"] += 1
+        return "noted"
+
+    return [ship_order, note]
+
+
+@rule(applies_to=["ship_order", "ship_parcel"])
+def courier_serves_zone(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    if inp.get("courier") == "slowpoke":
+        return Deny("slowpoke does not serve this zone")
+    return True
+
+
+def call(name: str, args: str | dict[str, Any], n: int) -> ToolCallPart:
+    return ToolCallPart(tool_name=name, args=args, tool_call_id=f"c{n}")
+
+
+FIRST_TURN = [
+    call("ship_order", '{"order_id": "A", "courier": "fast"}', 1),
+    call("ship_order", '{"courier": "fast", "order_id": "A"}', 2),  # the same, reordered
+    call("ship_order", {"order_id": "B", "courier": "slowpoke"}, 3),  # refused by the rule
+    call("ship_order", {"order_id": 7, "courier": "fast"}, 4),  # wrong-typed
+    call("note", {"text": "fragile"}, 5),
+    call("launch_rocket", {}, 6),  # unknown: Pydantic AI answers it itself
+]
+
+
+class Script:
+    """A model that sends ``first`` and then, told the results, finishes."""
+
+    def __init__(self, first: list[ToolCallPart]) -> None:
+        self.first = first
+        self.told: list[list[Any]] = []  # the parts of each request after the tool calls
+
+    def __call__(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1]
+        assert isinstance(last, ModelRequest)
+        answers = [p for p in last.parts if isinstance(p, (ToolReturnPart, RetryPromptPart))]
+        if not answers:
+            return ModelResponse(parts=list(self.first))
+        self.told.append(answers)
+        return ModelResponse(parts=[TextPart("done")])
+
+
+def by_call_id(parts: list[Any]) -> dict[str, Any]:
+    return {p.tool_call_id: p for p in parts}
+
+
+def check_told(told: list[Any]) -> None:
+    answers = by_call_id(told)
+    assert json.loads(answers["c1"].content)["tracking"] == "T-A"
+    assert answers["c2"].content == answers["c1"].content
+    refused = answers["c3"]
+    assert isinstance(refused, ToolReturnPart) and refused.outcome == "failed"
+    assert "Refused by the rule courier_serves_zone" in refused.content
+    assert "slowpoke does not serve this zone" in refused.content
+    assert answers["c4"].outcome == "failed" and "$.order_id" in answers["c4"].content
+    assert answers["c5"].content == '"noted"'
+    unknown = answers["c6"]  # Pydantic AI answers an unknown name itself; it never reaches dar
+    assert unknown.outcome == "retried" and "Unknown tool name" in unknown.content
+
+
+def check_log(events: list[dar.Event], cid: str) -> None:
+    assert events and all(e.correlation_id == cid for e in events)
+    ships = [e for e in events if e.tool_name == "ship_order"]
+    finals = Counter(e.status for e in ships if e.status != "started")
+    assert finals["executed"] == 1
+    assert finals["rejected"] == 4  # the rule and the wrong type, in each run
+    assert {e.input.get("courier") for e in ships if e.rule_name} == {"slowpoke"}
+
+
+# --- Pydantic AI with the runtime's own tools -------------------------------------------------
+
+
+def test_sync_runtime_two_runs_of_one_conversation(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    script = Script(FIRST_TURN)
+    with Runtime(
+        f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[courier_serves_zone]
+    ) as rt:
+        agent = Agent(FunctionModel(script), toolsets=[DarToolset(rt)])
+        for _ in range(2):
+            assert agent.run_sync("ship A", conversation_id="conv-pai").output == "done"
+        assert ran == {"ship A fast": 1, "note fragile": 1}
+        for told in script.told:
+            check_told(told)
+        check_log(rt.events(correlation_id="conv-pai"), "conv-pai")
+
+
+def test_async_runtime_runs_the_turn_concurrently_and_once(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    script = Script(FIRST_TURN)
+
+    async def main() -> list[dar.Event]:
+        async with AsyncRuntime(
+            f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[courier_serves_zone]
+        ) as rt:
+            agent = Agent(FunctionModel(script), toolsets=[DarToolset(rt)])
+            for _ in range(2):
+                result = await agent.run("ship A", conversation_id="conv-async")
+                assert result.output == "done"
+            return await rt.events(correlation_id="conv-async")
+
+    events = asyncio.run(main())
+    assert ran == {"ship A fast": 1, "note fragile": 1}
+    assert len(script.told) == 2
+    for told in script.told:
+        check_told(told)
+    check_log(events, "conv-async")
+
+
+def test_session_and_explicit_id_come_before_the_conversation(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    turn = [call("note", {"text": "x"}, 1)]
+    with Runtime(f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran)) as rt:
+        agent = Agent(FunctionModel(Script(turn)), toolsets=[DarToolset(rt)])
+        with dar.session("from-session"):
+            agent.run_sync("go", conversation_id="conv-ignored")
+        pinned = Agent(FunctionModel(Script(turn)), toolsets=[DarToolset(rt, correlation_id="pin")])
+        pinned.run_sync("go", conversation_id="conv-ignored")
+        assert rt.events(correlation_id="from-session")
+        assert rt.events(correlation_id="pin")
+        assert not rt.events(correlation_id="conv-ignored")
+
+
+def test_tool_definitions_come_from_the_runtime(tmp_path: Path) -> None:
+    seen: list[ToolDefinition] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.extend(info.function_tools)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    with Runtime(f"sqlite:///{tmp_path}/a.db", tools=make_tools(Counter())) as rt:
+        Agent(FunctionModel(model), toolsets=[DarToolset(rt)]).run_sync("hi")
+        ship = next(d for d in seen if d.name == "ship_order")
+        assert ship.description == "Hand an order to a courier."
+        assert ship.parameters_json_schema["required"] == ["order_id", "courier"]
+
+
+# --- wrapping a toolset dar does not own: a real MCP server -----------------------------------
+
+
+class McpStdio(AbstractToolset[Any]):
+    """A Pydantic AI toolset over an MCP server in a subprocess, on the mcp SDK's client.
+
+    Pydantic AI's own MCPToolset needs the fastmcp client, which this environment lacks;
+    this is the same shape: list the server's tools, call them, return their text."""
+
+    def __init__(self, calls_file: Path) -> None:
+        self.params = StdioServerParameters(
+            command=sys.executable,
+            args=[str(HERE / "mcp_echo_server.py")],
+            env={"DAR_MCP_CALLS": str(calls_file)},
+        )
+        self.stack: AsyncExitStack | None = None
+        self.client: Client | None = None
+        self.entered = 0  # the agent and each run enter it: one connection for all
+
+    @property
+    def id(self) -> str | None:
+        return "echo"
+
+    async def __aenter__(self) -> McpStdio:
+        if self.entered == 0:
+            self.stack = AsyncExitStack()
+            self.client = await self.stack.enter_async_context(Client(self.params))
+        self.entered += 1
+        return self
+
+    async def __aexit__(self, *args: Any) -> bool | None:
+        self.entered -= 1
+        if self.entered == 0 and self.stack is not None:
+            await self.stack.aclose()
+        return None
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        assert self.client is not None
+        listed = await self.client.list_tools()
+        validator = SchemaValidator(core_schema.dict_schema(core_schema.str_schema()))
+        return {
+            t.name: ToolsetTool(
+                toolset=self,
+                tool_def=ToolDefinition(
+                    name=t.name, description=t.description, parameters_json_schema=t.input_schema
+                ),
+                max_retries=1,
+                args_validator=validator,
+            )
+            for t in listed.tools
+        }
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        assert self.client is not None
+        result = await self.client.call_tool(name, tool_args)
+        return "".join(getattr(block, "text", "") for block in result.content)
+
+
+MCP_TURN = [
+    call("ship_parcel", '{"order_id": "A", "courier": "fast"}', 1),
+    call("ship_parcel", '{"courier": "fast", "order_id": "A"}', 2),
+    call("ship_parcel", {"order_id": "B", "courier": "slowpoke"}, 3),
+    call("wipe_inventory", {"warehouse": "north"}, 4),  # not in the effect map: irreversible
+    call("echo", {"text": "hi"}, 5),
+]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
+    calls_file = tmp_path / "calls.txt"
+    calls_file.touch()
+    script = Script(MCP_TURN)
+    effects = {"echo": "read", "ship_*": "mutate-external"}
+    url = f"sqlite:///{tmp_path}/a.db"
+
+    async def main() -> list[dar.Event]:
+        rt: Runtime | AsyncRuntime
+        rt = Runtime(url, rules=[courier_serves_zone]) if kind == "sync" else AsyncRuntime(url)
+        if kind == "async":
+            rt.add_rule(courier_serves_zone)
+        toolset = DarToolset(rt, wrap=McpStdio(calls_file), effects=effects)
+        agent = Agent(FunctionModel(script), toolsets=[toolset])
+        async with agent:
+            for _ in range(2):
+                assert (await agent.run("ship", conversation_id="conv-mcp")).output == "done"
+        if isinstance(rt, AsyncRuntime):
+            events = await rt.events(correlation_id="conv-mcp")
+            await rt.close()
+        else:
+            events = rt.events(correlation_id="conv-mcp")
+            rt.close()
+        return events
+
+    events = asyncio.run(main())
+    assert calls_file.read_text().splitlines() == ["ship_parcel A fast"]
+    for told in script.told:
+        answers = by_call_id(told)
+        assert answers["c1"].content == answers["c2"].content == '"shipped A with fast"'
+        assert "Refused by the rule courier_serves_zone" in answers["c3"].content
+        wipe = answers["c4"]
+        assert wipe.outcome == "failed" and "irreversible but no rule applies" in wipe.content
+        assert answers["c5"].content == '"hi"'
+    assert len(script.told) == 2
+    statuses = Counter((e.tool_name, e.status) for e in events)
+    assert statuses[("ship_parcel", "executed")] == 1
+    assert statuses[("echo", "executed")] == 2  # a read runs every time, and is logged
+    assert not any(e.tool_name == "wipe_inventory" for e in events)
+
+
+# --- the extra is named when the SDK is missing -------------------------------------------
+
+
+def test_missing_sdk_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['pydantic_ai'] = None\n"
+        "from dar.errors import ConfigurationError\n"
+        "try:\n"
+        "    from dar.integrations import pydantic_ai\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert "durable-agent-runtime[pydantic-ai]" in out.stdout
+
+
+def test_example_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    example = ROOT / "examples" / "integrations" / "pydantic_ai_loop.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_readme_excerpt_is_in_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Pydantic AI\n", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block in (ROOT / "examples" / "integrations" / "pydantic_ai_loop.py").read_text()
