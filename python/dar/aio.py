@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-from dar import dryrun
+from dar import dryrun, saga
 from dar.context import CurrentCall, current_call
 from dar.driver import (
     RuntimeBase,
@@ -34,6 +34,7 @@ from dar.ops import (
     Append,
     CallHandler,
     CallSimulate,
+    CallTool,
     CheckRule,
     DecideApproval,
     Finish,
@@ -51,7 +52,7 @@ from dar.ops import (
     UseGrant,
     Wait,
 )
-from dar.records import Approval, Event, Result
+from dar.records import Approval, Event, Result, SagaRecord
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, NeedsApproval, Rule
 from dar.store import Store, store_of
@@ -195,6 +196,14 @@ class AsyncRuntime(RuntimeBase):
                 return await _call(op.tool.handler, (), op.input)
             finally:
                 current_call.reset(token)
+        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
+            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            try:
+                return await self.execute(
+                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
+                )
+            finally:
+                current_call.reset(token)
         if isinstance(op, CallSimulate):
             assert op.tool.simulate is not None
             return await _call(op.tool.simulate, (), op.input)
@@ -261,6 +270,25 @@ class AsyncRuntime(RuntimeBase):
         """Commit the session's plans (all when None), in the order they were made."""
         return [await self.commit(p) for p in self.plans(correlation_id)]
 
+    def saga(self, saga_id: str, *, correlation_id: str | None = None) -> AsyncSagaScope:
+        """A durable saga: ``async with rt.saga("checkout-ORD-1") as saga: await saga.call(...)``.
+        A step that does not complete, or an exception in the block, undoes the completed
+        steps (their tools' ``compensate``), newest first, each exactly once."""
+        cid, _parent = self._session(correlation_id)
+        return AsyncSagaScope(self, saga_id, cid)
+
+    async def recover_sagas(self, *, stuck: bool = False) -> list[str]:
+        """Finish every open saga whose worker's lease ran out: settle its unknown steps,
+        then compensate (never resume it forward). ``stuck=True`` also retries sagas
+        waiting for an operator. Returns their ids. The forward tools must be registered."""
+        done = await self._drive(saga.recover_all(self.owner, self._tools, self.clock, stuck=stuck))
+        return [s.saga_id for s in done]
+
+    async def sagas(self, state: str | None = None) -> list[SagaRecord]:
+        """Sagas, oldest first, in one state (``saga.STATES``) or all."""
+        found: list[SagaRecord] = await self._drive(saga.listing(state))
+        return found
+
     async def approvals(
         self, status: str | None = None, correlation_id: str | None = None
     ) -> list[Approval]:
@@ -323,3 +351,45 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
         return interrupted(exc, started)
     return success(value, started)
+
+
+class AsyncSagaScope:
+    """``async with art.saga(...) as saga``: `dar.runtime.SagaScope`, awaited."""
+
+    def __init__(self, rt: AsyncRuntime, saga_id: str, correlation_id: str | None) -> None:
+        self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
+        self._saga: saga.Saga | None = None
+
+    async def __aenter__(self) -> AsyncSagaScope:
+        self._saga = await self._rt._drive(
+            saga.begin(self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock)
+        )
+        return self
+
+    async def call(self, name: str, arguments: Any = None) -> Result:
+        """One step; raises `SagaAborted` (caught by the block) when it does not complete."""
+        state = self._state()
+        tool = self._rt._tool_named(name)
+        result: Result = await self._rt._drive(
+            saga.forward(state, tool, arguments, self._rt._tools, self._rt.clock)
+        )
+        if not result.ok:
+            raise saga.SagaAborted(self.saga_id, result, state.state)
+        return result
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        state = self._state()
+        if exc is None and state.state == saga.OPEN:
+            await self._rt._drive(saga.finish(state, self._rt.clock))
+        elif isinstance(exc, Exception) and state.state == saga.OPEN:
+            await self._rt._drive(saga.compensate(state, self._rt._tools, self._rt.clock))
+        return isinstance(exc, saga.SagaAborted)
+
+    @property
+    def result(self) -> str:
+        return self._state().state
+
+    def _state(self) -> saga.Saga:
+        if self._saga is None:
+            raise RuntimeError("use the saga as a context manager: async with art.saga(...)")
+        return self._saga

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dar.records import Approval, Claim, Event, NewEvent
+from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
 from dar.states import ClaimState
 
 if TYPE_CHECKING:
@@ -250,6 +250,39 @@ class ListApprovals:
         return store.approvals(self)
 
 
+@dataclass(frozen=True, slots=True)
+class SaveSaga:
+    """Write a saga's new state if it is still at ``expect_version`` (None: insert it),
+    with its row when given. Answer: whether it was written."""
+
+    saga: SagaRecord
+    expect_version: int | None
+    event: NewEvent | None = None
+
+    def apply(self, store: Store) -> bool:
+        return store.save_saga(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GetSaga:
+    """One saga by id. Answer: ``SagaRecord | None``."""
+
+    saga_id: str
+
+    def apply(self, store: Store) -> SagaRecord | None:
+        return store.get_saga(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ListSagas:
+    """Sagas in the given states (all when empty), oldest first. Answer: a list."""
+
+    states: tuple[str, ...] = ()
+
+    def apply(self, store: Store) -> list[SagaRecord]:
+        return store.sagas(self)
+
+
 StoreOp = (
     GetClaim
     | Lookup
@@ -266,6 +299,9 @@ StoreOp = (
     | GetApproval
     | DecideApproval
     | ListApprovals
+    | SaveSaga
+    | GetSaga
+    | ListSagas
 )
 
 
@@ -318,7 +354,19 @@ class CallSimulate:
     input: dict[str, Any]
 
 
-Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate
+@dataclass(frozen=True, slots=True)
+class CallTool:
+    """Make one ordinary `dar` call of ``tool`` with this key, as a child of the saga's
+    row. Answer: its ``Result``."""
+
+    tool: Tool[Any]
+    input: Any
+    key: str
+    correlation_id: str | None
+    parent_event_id: str
+
+
+Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate | CallTool
 
 
 @dataclass(frozen=True, slots=True)

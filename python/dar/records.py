@@ -147,6 +147,28 @@ APPROVAL_COLUMNS = tuple(Approval.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
+class SagaRecord:
+    """One saga as the store holds it (`agent_tool_sagas`); ``steps`` is JSON text."""
+
+    saga_id: str
+    correlation_id: str | None
+    call_id: str
+    state: (
+        str  # open | compensating | completed | compensated | compensation_failed | needs_operator
+    )
+    owner: str | None
+    lease_until: float | None
+    steps: str
+    version: int
+    created_at: float
+    updated_at: float
+    error: str | None = None
+
+
+SAGA_COLUMNS = tuple(SagaRecord.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What `Runtime.execute` returns. It never raises for a refusal or a failing handler."""
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
-from dar import dryrun
+from dar import dryrun, saga
 from dar.context import CurrentCall, current_call
 from dar.driver import (
     RuntimeBase,
@@ -25,6 +25,7 @@ from dar.dryrun import Plan
 from dar.ops import (
     CallHandler,
     CallSimulate,
+    CallTool,
     CheckRule,
     LogFilter,
     Op,
@@ -32,7 +33,7 @@ from dar.ops import (
     StoreOp,
     Wait,
 )
-from dar.records import Approval, Event, Result
+from dar.records import Approval, Event, Result, SagaRecord
 from dar.replay import Replayer, load_replay
 from dar.rules import Deny, NeedsApproval, Rule
 from dar.store import Store, store_of
@@ -142,6 +143,12 @@ class Runtime(RuntimeBase):
                 return _call(op.tool.handler, (), op.input)
             finally:
                 current_call.reset(token)
+        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
+            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            try:
+                return self.execute(op.tool, op.input, correlation_id=op.correlation_id, key=op.key)
+            finally:
+                current_call.reset(token)
         if isinstance(op, CallSimulate):
             assert op.tool.simulate is not None
             return _call(op.tool.simulate, (), op.input)
@@ -201,6 +208,25 @@ class Runtime(RuntimeBase):
     def commit_all(self, correlation_id: str | None = None) -> list[Result]:
         """Commit the session's plans (all when None), in the order they were made."""
         return [self.commit(p) for p in self.plans(correlation_id)]
+
+    def saga(self, saga_id: str, *, correlation_id: str | None = None) -> SagaScope:
+        """A durable saga: ``with rt.saga("checkout-ORD-1") as saga: saga.call(...)``.
+        A step that does not complete, or an exception in the block, undoes the completed
+        steps (their tools' ``compensate``), newest first, each exactly once."""
+        cid, _parent = self._session(correlation_id)
+        return SagaScope(self, saga_id, cid)
+
+    def recover_sagas(self, *, stuck: bool = False) -> list[str]:
+        """Finish every open saga whose worker's lease ran out: settle its unknown steps,
+        then compensate (never resume it forward). ``stuck=True`` also retries sagas
+        waiting for an operator. Returns their ids. The forward tools must be registered."""
+        done = self._drive(saga.recover_all(self.owner, self._tools, self.clock, stuck=stuck))
+        return [s.saga_id for s in done]
+
+    def sagas(self, state: str | None = None) -> list[SagaRecord]:
+        """Sagas, oldest first, in one state (``saga.STATES``) or all."""
+        found: list[SagaRecord] = self._drive(saga.listing(state))
+        return found
 
     def approvals(
         self, status: str | None = None, correlation_id: str | None = None
@@ -263,3 +289,49 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
             value.close()
         return Outcome(False, error=f"{getattr(fn, '__name__', fn)} is async: use AsyncRuntime")
     return success(value, started)
+
+
+class SagaScope:
+    """``with rt.saga(...) as saga``: steps run with ``saga.call``; ``saga.result`` says
+    how it ended (``completed``, ``compensated``, ``compensation_failed``,
+    ``needs_operator``). A step that does not complete ends the block quietly, after
+    compensating; an exception in the block compensates and propagates. A
+    ``KeyboardInterrupt`` leaves the saga to `Runtime.recover_sagas`."""
+
+    def __init__(self, rt: Runtime, saga_id: str, correlation_id: str | None) -> None:
+        self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
+        self._saga: saga.Saga | None = None
+
+    def __enter__(self) -> SagaScope:
+        self._saga = self._rt._drive(
+            saga.begin(self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock)
+        )
+        return self
+
+    def call(self, name: str, arguments: Any = None) -> Result:
+        """One step; raises `SagaAborted` (caught by the block) when it does not complete."""
+        state = self._state()
+        tool = self._rt._tool_named(name)
+        result: Result = self._rt._drive(
+            saga.forward(state, tool, arguments, self._rt._tools, self._rt.clock)
+        )
+        if not result.ok:
+            raise saga.SagaAborted(self.saga_id, result, state.state)
+        return result
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        state = self._state()
+        if exc is None and state.state == saga.OPEN:
+            self._rt._drive(saga.finish(state, self._rt.clock))
+        elif isinstance(exc, Exception) and state.state == saga.OPEN:
+            self._rt._drive(saga.compensate(state, self._rt._tools, self._rt.clock))
+        return isinstance(exc, saga.SagaAborted)
+
+    @property
+    def result(self) -> str:
+        return self._state().state
+
+    def _state(self) -> saga.Saga:
+        if self._saga is None:
+            raise RuntimeError("use the saga as a context manager: with rt.saga(...) as saga")
+        return self._saga

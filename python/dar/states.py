@@ -43,6 +43,9 @@ class EventKind(str, enum.Enum):
     APPROVAL_USED = "approval_used"  # a call used the grant (single use)
     PLANNED = "planned"  # a dry run: what the call would do, and its preview
     STALE = "stale"  # a plan's commit refused: the rules, the key or the clock moved
+    SAGA_STARTED = "saga_started"  # a saga began: its calls are nested under this row
+    SAGA_COMPENSATING = "saga_compensating"  # a step did not complete: undoing the others
+    SAGA_ENDED = "saga_ended"  # completed, compensated, or waiting for an operator (reason)
     RELEASED = "released"  # a claim given back without running (kept for old logs)
     RESOLVED = "resolved"  # an operator decided an indeterminate call
     PURGED = "purged"  # an administrator removed old rows
@@ -73,6 +76,9 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.APPROVAL_USED: Status.INDETERMINATE,  # its call went on to claim the key
     EventKind.PLANNED: Status.PLANNED,
     EventKind.STALE: Status.STALE,
+    EventKind.SAGA_STARTED: None,  # a group of calls, not a call
+    EventKind.SAGA_COMPENSATING: None,
+    EventKind.SAGA_ENDED: None,
     EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
     EventKind.RESOLVED: Status.CACHED,
     EventKind.PURGED: None,

@@ -66,6 +66,8 @@ class Tool(Generic[F]):
     description: str | None = None
     approval: bool = False
     simulate: Callable[..., Any] | None = None
+    compensate: Tool[Any] | None = None
+    compensate_input: Callable[[Any, Any], Any] | None = None
 
     @cached_property
     def redactor(self) -> Redactor | None:
@@ -111,6 +113,8 @@ def tool(
     description: str | None = None,
     approval: bool = False,
     simulate: Callable[..., Any] | None = None,
+    compensate: Tool[Any] | None = None,
+    compensate_input: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -131,7 +135,9 @@ def tool(
     returns a ``Reconciled``; ``keep_failures`` makes failures answer from the record too;
     ``approval=True`` sends every call to a person first (a rule that always asks);
     ``simulate`` is called with the arguments in a dry run (`Runtime.plan`) and returns a
-    preview of what the call would do; it must have no effects.
+    preview of what the call would do; it must have no effects; ``compensate`` is the
+    tool that undoes a call inside a saga (called with the same arguments, or with
+    ``compensate_input(input, output)``).
     """
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
@@ -142,6 +148,8 @@ def tool(
         raise ValueError("window must be positive seconds, or None for forever")
     if lease <= 0:
         raise ValueError("lease must be positive seconds")
+    if compensate is not None and not isinstance(compensate, Tool):
+        raise ConfigurationError("compensate= takes a Tool (decorate the undo with @tool)")
     if scope not in ("global", "session"):
         raise ConfigurationError(f"scope must be 'global' or 'session', not {scope!r}")
 
@@ -161,6 +169,8 @@ def tool(
             description=description,
             approval=approval,
             simulate=simulate,
+            compensate=compensate,
+            compensate_input=compensate_input,
         )
         # Read now, so a type that cannot be validated fails here, not mid-call; with the
         # caller's locals, so a type defined in the enclosing function resolves too.

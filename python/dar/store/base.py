@@ -23,18 +23,21 @@ from dar.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveSaga,
     Take,
     TakeOrLookup,
     UseGrant,
 )
-from dar.records import Approval, Claim, Event, NewEvent
+from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
 
 
 @runtime_checkable
@@ -103,6 +106,18 @@ class Store(Protocol):
 
     def approvals(self, op: ListApprovals) -> list[Approval]:
         """See `dar.ops.ListApprovals`."""
+        ...
+
+    def save_saga(self, op: SaveSaga) -> bool:
+        """See `dar.ops.SaveSaga`."""
+        ...
+
+    def get_saga(self, op: GetSaga) -> SagaRecord | None:
+        """See `dar.ops.GetSaga`."""
+        ...
+
+    def sagas(self, op: ListSagas) -> list[SagaRecord]:
+        """See `dar.ops.ListSagas`."""
         ...
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

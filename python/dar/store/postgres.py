@@ -29,19 +29,22 @@ from dar.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveSaga,
     Take,
     TakeOrLookup,
     UseGrant,
 )
-from dar.records import Approval, Claim, Event, NewEvent
-from dar.store import approvals
+from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
+from dar.store import approvals, sagas
 from dar.store import postgres_sql as q
 from dar.store.flusher import Flusher
 from dar.store.listener import Listener
@@ -307,8 +310,11 @@ class PostgresStore:
 
     # --- approvals ---------------------------------------------------------------------------
 
+    def _shared(self, fn: Any, table: str, op: Any) -> Any:
+        return self._run(_Replayable(q.shared_plan, self.st, fn, table, op), transaction=True)
+
     def _approvals(self, fn: Any, op: Any) -> Any:
-        return self._run(_Replayable(q.shared_plan, self.st, fn, "approvals", op), transaction=True)
+        return self._shared(fn, "approvals", op)
 
     def request_approval(self, op: RequestApproval) -> str:
         answer: str = self._approvals(approvals.request, op)
@@ -328,6 +334,18 @@ class PostgresStore:
 
     def approvals(self, op: ListApprovals) -> list[Approval]:
         answer: list[Approval] = self._approvals(approvals.listing, op)
+        return answer
+
+    def save_saga(self, op: SaveSaga) -> bool:
+        answer: bool = self._shared(sagas.save, "sagas", op)
+        return answer
+
+    def get_saga(self, op: GetSaga) -> SagaRecord | None:
+        answer: SagaRecord | None = self._shared(sagas.get, "sagas", op)
+        return answer
+
+    def sagas(self, op: ListSagas) -> list[SagaRecord]:
+        answer: list[SagaRecord] = self._shared(sagas.listing, "sagas", op)
         return answer
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

@@ -35,19 +35,22 @@ from dar.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveSaga,
     Take,
     TakeOrLookup,
     UseGrant,
 )
-from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent
-from dar.store import approvals, steps
+from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, SagaRecord
+from dar.store import approvals, sagas, steps
 from dar.store.flusher import Flusher
 from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
 from dar.verdict import is_hit
@@ -60,6 +63,7 @@ _SELECT_CLAIM = (
     f"SELECT {', '.join(CLAIM_COLUMNS)} FROM agent_tool_claims WHERE idempotency_key = ?"
 )
 APPROVALS = "agent_tool_approvals"
+SAGAS = "agent_tool_sagas"
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -453,6 +457,18 @@ class SQLiteStore:
 
     def approvals(self, op: ListApprovals) -> list[Approval]:
         answer: list[Approval] = self._shared(approvals.listing(APPROVALS, op))
+        return answer
+
+    def save_saga(self, op: SaveSaga) -> bool:
+        answer: bool = self._shared(sagas.save(SAGAS, op))
+        return answer
+
+    def get_saga(self, op: GetSaga) -> SagaRecord | None:
+        answer: SagaRecord | None = self._shared(sagas.get(SAGAS, op))
+        return answer
+
+    def sagas(self, op: ListSagas) -> list[SagaRecord]:
+        answer: list[SagaRecord] = self._shared(sagas.listing(SAGAS, op))
         return answer
 
     def chain_heads(self) -> dict[str, str]:
