@@ -47,6 +47,15 @@ class BlockingAsync:
     def commit_all(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.commit_all(*args, **kwargs))
 
+    def saga(self, *args: Any, **kwargs: Any) -> BlockingSaga:
+        return BlockingSaga(self, self.art.saga(*args, **kwargs))
+
+    def recover_sagas(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.recover_sagas(*args, **kwargs))
+
+    def sagas(self, *args: Any, **kwargs: Any) -> Any:
+        return self._await(self.art.sagas(*args, **kwargs))
+
     def approvals(self, *args: Any, **kwargs: Any) -> Any:
         return self._await(self.art.approvals(*args, **kwargs))
 
@@ -84,3 +93,24 @@ def make(kind: str, *args: Any, **kwargs: Any) -> Any:
     if kind == "sync":
         return Runtime(*args, **kwargs)
     return BlockingAsync(*args, **kwargs)
+
+
+class BlockingSaga:
+    """An `AsyncSagaScope` used with ``with``, as a `SagaScope` is."""
+
+    def __init__(self, owner: BlockingAsync, scope: Any) -> None:
+        self._owner, self._scope = owner, scope
+
+    def __enter__(self) -> BlockingSaga:
+        self._owner._await(self._scope.__aenter__())
+        return self
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._owner._await(self._scope.call(*args, **kwargs))
+
+    def __exit__(self, *exc: Any) -> bool:
+        return bool(self._owner._await(self._scope.__aexit__(*exc)))
+
+    @property
+    def result(self) -> str:
+        return str(self._scope.result)

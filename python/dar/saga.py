@@ -201,8 +201,8 @@ def forward(
         text,
         f"saga:{saga.saga_id}:{len(saga.steps)}",
     )
-    saga.steps.append(step)
     refused = refusal(saga, tool)
+    saga.steps.append(step)
     if refused is not None:
         step.status = Status.REJECTED.value
         result = Result(Status.REJECTED, reason=refused)
@@ -245,6 +245,16 @@ def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generat
         if step.status not in DONE or step.effect == Effect.READ.value:
             step.compensation = "not_needed"
             continue
+        if step.effect == Effect.IRREVERSIBLE.value:
+            saga.state, saga.error = (
+                NEEDS_OPERATOR,
+                (
+                    f"step {step.index} ({step.tool}) is irreversible and happened: the steps "
+                    "before it are not undone; an operator decides"
+                ),
+            )
+            yield from save(saga, clock, saga.error)
+            return
         undone = yield from undo(saga, step, tools, clock)
         if not undone:
             return

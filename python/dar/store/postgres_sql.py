@@ -404,7 +404,7 @@ def claims(st: Statements) -> Plan:
     return [_claim(row) for row in rows]
 
 
-_NAMED = re.compile(r"(?<![:\w]):([a-z_]+)")
+_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 def shared_plan(st: Statements, fn: Any, table: str, op: Any) -> Plan:
