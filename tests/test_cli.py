@@ -26,6 +26,8 @@ def test_demo_figures(tmp_path: Path) -> None:
     assert figures["message_Alpaca Textiles"] == "executed"
     assert figures["payments_with"] == [125000]  # approved, then confirmed once
     assert figures["session_events"] == 13
+    assert figures["saga_state"] == "compensated"
+    assert figures["saga_cancellations"] == 1  # killed mid-rollback, cancelled exactly once
 
 
 def test_migrate_and_events_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

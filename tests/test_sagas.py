@@ -90,6 +90,11 @@ def rt(make_runtime: MakeRuntime, clock: Clock) -> Runtime:
     return make_runtime(tools=TOOLS, rules=[only_paid], clock=clock)
 
 
+def app(url: str) -> Runtime:
+    """What `dar sagas resume --app tests.test_sagas:app` builds."""
+    return Runtime(url, tools=TOOLS, rules=[only_paid])
+
+
 def checkout(rt: Runtime, order: str, amount: int, *, confirm: str | None = None) -> Any:
     with rt.saga(f"checkout-{order}", correlation_id=f"conv-{order}") as saga:
         saga.call("quote", {"zone": "puno"})
@@ -248,3 +253,27 @@ def test_saga_aborted_carries_the_step(rt: Runtime) -> None:
             caught.append(exc)
             raise
     assert caught[0].result.status == Status.FAILED and caught[0].state == "compensated"
+
+
+def test_cli_lists_and_resumes_sagas(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dar.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fail.add("refund")
+    with Runtime(url, tools=TOOLS, rules=[only_paid]) as rt:
+        checkout(rt, "ORD-9", 100, confirm="UNPAID")
+    capsys.readouterr()
+    assert main(["sagas", "--state", "failed", "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "checkout-ORD-9" in out and "compensation_failed" in out
+    fail.clear()
+    assert main(["sagas", "resume", "--db", url]) == 2  # the tools are code: name them
+    args = ["sagas", "resume", "--app", "tests.test_sagas:app", "--db", url]
+    assert main(args) == 0
+    assert "resumed 1 sagas: checkout-ORD-9" in capsys.readouterr().out
+    assert main(["sagas", "--state", "compensated", "--db", url]) == 0
+    assert "checkout-ORD-9" in capsys.readouterr().out
+    assert world["cancel:ORD-9"] == 1

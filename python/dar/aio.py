@@ -270,12 +270,14 @@ class AsyncRuntime(RuntimeBase):
         """Commit the session's plans (all when None), in the order they were made."""
         return [await self.commit(p) for p in self.plans(correlation_id)]
 
-    def saga(self, saga_id: str, *, correlation_id: str | None = None) -> AsyncSagaScope:
+    def saga(
+        self, saga_id: str, *, correlation_id: str | None = None, lease: float = saga.LEASE
+    ) -> AsyncSagaScope:
         """A durable saga: ``async with rt.saga("checkout-ORD-1") as saga: await saga.call(...)``.
         A step that does not complete, or an exception in the block, undoes the completed
         steps (their tools' ``compensate``), newest first, each exactly once."""
         cid, _parent = self._session(correlation_id)
-        return AsyncSagaScope(self, saga_id, cid)
+        return AsyncSagaScope(self, saga_id, cid, lease)
 
     async def recover_sagas(self, *, stuck: bool = False) -> list[str]:
         """Finish every open saga whose worker's lease ran out: settle its unknown steps,
@@ -356,13 +358,18 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 class AsyncSagaScope:
     """``async with art.saga(...) as saga``: `dar.runtime.SagaScope`, awaited."""
 
-    def __init__(self, rt: AsyncRuntime, saga_id: str, correlation_id: str | None) -> None:
+    def __init__(
+        self, rt: AsyncRuntime, saga_id: str, correlation_id: str | None, lease: float
+    ) -> None:
         self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
+        self.lease = lease
         self._saga: saga.Saga | None = None
 
     async def __aenter__(self) -> AsyncSagaScope:
         self._saga = await self._rt._drive(
-            saga.begin(self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock)
+            saga.begin(
+                self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock, self.lease
+            )
         )
         return self
 

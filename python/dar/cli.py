@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 import json
 import os
 import sys
@@ -22,10 +23,11 @@ from dar import __version__, approval
 from dar.chain import Broken
 from dar.driver import drive
 from dar.errors import DarError
-from dar.ops import GetClaim, LogFilter, Op, Resolve, StoreOp
+from dar.ops import GetClaim, ListSagas, LogFilter, Op, Resolve, StoreOp
 from dar.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.records import Event
 from dar.rows import admin_row, resolved_row
+from dar.saga import STATES as saga_states
 from dar.states import EventKind, event_kind
 from dar.store import AdminStore, SQLiteStore, open_store
 from dar.terminal import safe, safe_event, safe_json
@@ -431,6 +433,54 @@ def cmd_decide(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_sagas(args: argparse.Namespace, console: Console) -> int:
+    store = _open(args)
+    if args.action == "resume":
+        return _resume_sagas(args, store, console)
+    groups = {"open": ("open", "compensating"), "failed": ("compensation_failed", "needs_operator")}
+    wanted = groups.get(args.state or "", (args.state,) if args.state else ())
+    if any(state not in saga_states for state in wanted):
+        raise DarError(f"--state: open, failed, or one of {', '.join(saga_states)}")
+    found = store.sagas(ListSagas(wanted))
+    store.close()
+    if args.json:
+        for rec in found:
+            sys.stdout.write(safe_json(dataclasses.asdict(rec)) + "\n")
+        return 0
+    table = Table(title=f"{len(found)} sagas (dar trace SESSION shows one with its calls)")
+    for col in ("saga", "state", "session", "steps", "why"):
+        table.add_column(col, overflow="fold")
+    for rec in found:
+        steps = json.loads(rec.steps)
+        said = ", ".join(f"{s['tool']}:{s['status']}" for s in steps)
+        table.add_row(
+            escape(safe(rec.saga_id)),
+            rec.state,
+            escape(safe(rec.correlation_id or "")),
+            escape(safe(said)),
+            escape(safe(rec.error or "")),
+        )
+    console.print(table)
+    return 0
+
+
+def _resume_sagas(args: argparse.Namespace, store: AdminStore, console: Console) -> int:
+    """Recovery runs the application's compensations and rules, which are code: ``--app
+    module:attr`` names a function that builds its `Runtime` from a database URL."""
+    store.close()
+    if not args.app:
+        raise DarError("dar sagas resume needs --app MODULE:FUNCTION (URL -> Runtime)")
+    module, _, attr = args.app.partition(":")
+    try:
+        build = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DarError(f"cannot load --app {args.app}: {exc}") from exc
+    with build(_db_url(args)) as rt:
+        done = rt.recover_sagas(stuck=True)
+    console.print(f"resumed {len(done)} sagas: {escape(', '.join(done)) or '-'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from dar.demo import run_demo
 
@@ -543,7 +593,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why: the agent reads it")
     p.set_defaults(fn=cmd_decide, ttl=0, note=None)
 
-    p = sub.add_parser("demo", help="replay three real incidents without and with dar")
+    p = command("sagas", "sagas and their state; `dar sagas resume` finishes interrupted ones")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "resume"],
+        default="list",
+        help="list (default), or resume: compensate sagas whose worker is gone",
+    )
+    p.add_argument("--state", help="open, failed, or one state: " + ", ".join(saga_states))
+    p.add_argument(
+        "--app", metavar="MODULE:FUNCTION", help="resume: builds your Runtime from a URL"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(fn=cmd_sagas)
+
+    p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")
     p.set_defaults(fn=cmd_demo)
     return parser

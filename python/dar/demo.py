@@ -5,12 +5,18 @@
 3. An outbound message under the wrong brand: refused.
 4. The agent confirms a payment on its own: it waits for a person, who approves the exact
    amount; a retry with another amount is a new request; the confirmation runs once.
+5. A courier is booked, the payment fails, and the process is killed in the middle of
+   cancelling the booking: another worker finishes the rollback, cancelling exactly once.
 Then the audit trail of one session, straight from the event log.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ from rich.table import Table
 from dar.effects import Effect, Status
 from dar.rules import Allow, Deny, NeedsApproval, RuleContext, rule
 from dar.runtime import Runtime
-from dar.tools import Tool, tool
+from dar.tools import Reconciled, Tool, tool
 
 ORDERS = [f"ORD-{1001 + i}" for i in range(29)]
 RETRIES = 19
@@ -43,12 +49,15 @@ def run_demo(db_path: Path, console: Console) -> dict[str, Any]:
     wrong_brand(rt, shop, console, figures, session)
     payment_needs_a_person(rt, shop, console, figures, session)
     figures["session_events"] = audit_trail(rt, console, session)
-    total = len(rt.events())
     rt.close()
+    killed_mid_rollback(db_path, console, figures)
+    with Runtime(f"sqlite:///{db_path}") as reader:
+        total = len(reader.events())
     console.print(
         f"\n{total} events in [bold]{db_path}[/bold]. Look again with:\n"
         f"  dar stats --db sqlite:///{db_path}\n"
         f"  dar trace {session} --db sqlite:///{db_path}\n"
+        f"  dar trace checkout-ORD-3001 --db sqlite:///{db_path}\n"
         f"  dar verify --db sqlite:///{db_path}"
     )
     return figures
@@ -208,6 +217,79 @@ def payment_needs_a_person(
     console.print(table)
     console.print("without dar: the agent confirms at once, as often as it retries")
     figures["payments_with"] = list(shop.payments)
+
+
+@tool(
+    effect=Effect.MUTATE_EXTERNAL,
+    lease=1,
+    reconcile=lambda inp: Reconciled(executed=_world_has(f"cancel {inp['order_id']}")),
+)
+def cancel_booking(order_id: str, courier: str) -> str:
+    """Cancel a courier booking (the demo's outside world is a text file)."""
+    _world_add(f"cancel {order_id}")
+    if os.environ.get("DAR_DEMO_DIE_IN_ROLLBACK"):
+        time.sleep(60)  # the process is killed here, after the courier cancelled
+    return "cancelled"
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL, compensate=cancel_booking, lease=1)
+def book_courier(order_id: str, courier: str) -> dict[str, str]:
+    _world_add(f"book {order_id}")
+    return {"booking": f"{courier.upper()}-{order_id}"}
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL, compensate=cancel_booking, lease=1)
+def charge_advance(order_id: str, courier: str) -> str:
+    raise RuntimeError("card declined")
+
+
+def _world_add(line: str) -> None:
+    with open(os.environ["DAR_DEMO_WORLD"], "a") as world:
+        world.write(line + "\n")
+
+
+def _world_has(line: str) -> bool:
+    return line in Path(os.environ["DAR_DEMO_WORLD"]).read_text().splitlines()
+
+
+def checkout_worker(db_path: str) -> None:
+    """The worker that is killed mid-rollback (run in its own process)."""
+    rt = Runtime(f"sqlite:///{db_path}", tools=[book_courier, charge_advance])
+    with rt.saga("checkout-ORD-3001", correlation_id="checkout-ORD-3001", lease=1) as saga:
+        saga.call("book_courier", {"order_id": "ORD-3001", "courier": "shalom"})
+        saga.call("charge_advance", {"order_id": "ORD-3001", "courier": "shalom"})
+
+
+def killed_mid_rollback(db_path: Path, console: Console, figures: dict[str, Any]) -> None:
+    """5. The rollback that was killed."""
+    console.rule("[bold]5. Payment fails after booking; the rollback is killed midway")
+    world = db_path.with_name(db_path.name + ".world.txt")
+    world.write_text("")
+    env = {**os.environ, "DAR_DEMO_WORLD": str(world), "DAR_DEMO_DIE_IN_ROLLBACK": "1"}
+    code = f"from dar.demo import checkout_worker; checkout_worker({str(db_path)!r})"
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env)
+    os.environ["DAR_DEMO_WORLD"] = str(world)
+    deadline = time.monotonic() + 30
+    while not _world_has("cancel ORD-3001") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.kill()  # SIGKILL: no cleanup, no outcome recorded
+    worker.wait()
+    time.sleep(1.2)  # the dead worker's leases (1 s) run out
+    with Runtime(f"sqlite:///{db_path}", tools=[book_courier, charge_advance]) as rt:
+        recovered = rt.recover_sagas()
+        state = rt.sagas()[0].state if rt.sagas() else "missing"
+    lines = world.read_text().splitlines()
+    table = Table("", "bookings", "cancellations", "saga")
+    table.add_row("without dar", "1", "0 (died) or 2 (blind rerun)", "lost with the process")
+    table.add_row(
+        "with dar",
+        str(lines.count("book ORD-3001")),
+        str(lines.count("cancel ORD-3001")),
+        f"{state} by another worker" if recovered else state,
+    )
+    console.print(table)
+    figures["saga_state"] = state
+    figures["saga_cancellations"] = lines.count("cancel ORD-3001")
 
 
 def audit_trail(rt: Runtime, console: Console, session: str) -> int:

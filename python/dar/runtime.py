@@ -209,12 +209,14 @@ class Runtime(RuntimeBase):
         """Commit the session's plans (all when None), in the order they were made."""
         return [self.commit(p) for p in self.plans(correlation_id)]
 
-    def saga(self, saga_id: str, *, correlation_id: str | None = None) -> SagaScope:
+    def saga(
+        self, saga_id: str, *, correlation_id: str | None = None, lease: float = saga.LEASE
+    ) -> SagaScope:
         """A durable saga: ``with rt.saga("checkout-ORD-1") as saga: saga.call(...)``.
         A step that does not complete, or an exception in the block, undoes the completed
         steps (their tools' ``compensate``), newest first, each exactly once."""
         cid, _parent = self._session(correlation_id)
-        return SagaScope(self, saga_id, cid)
+        return SagaScope(self, saga_id, cid, lease)
 
     def recover_sagas(self, *, stuck: bool = False) -> list[str]:
         """Finish every open saga whose worker's lease ran out: settle its unknown steps,
@@ -298,13 +300,16 @@ class SagaScope:
     compensating; an exception in the block compensates and propagates. A
     ``KeyboardInterrupt`` leaves the saga to `Runtime.recover_sagas`."""
 
-    def __init__(self, rt: Runtime, saga_id: str, correlation_id: str | None) -> None:
+    def __init__(self, rt: Runtime, saga_id: str, correlation_id: str | None, lease: float) -> None:
         self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
+        self.lease = lease
         self._saga: saga.Saga | None = None
 
     def __enter__(self) -> SagaScope:
         self._saga = self._rt._drive(
-            saga.begin(self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock)
+            saga.begin(
+                self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock, self.lease
+            )
         )
         return self
 

@@ -98,6 +98,7 @@ class Saga:
     version: int = 0
     created_at: float = 0.0
     error: str | None = None
+    lease: float = LEASE  # how long this worker may go quiet before another takes over
 
     def record(self, now: float) -> SagaRecord:
         return SagaRecord(
@@ -106,7 +107,7 @@ class Saga:
             call_id=self.call_id,
             state=self.state,
             owner=self.owner,
-            lease_until=now + LEASE,
+            lease_until=now + self.lease,
             steps=json.dumps([asdict(s) for s in self.steps]),
             version=self.version + 1,
             created_at=self.created_at,
@@ -155,7 +156,7 @@ def save(saga: Saga, clock: Clock, said: str | None = None) -> Generator[Op, Any
 
 
 def begin(
-    saga_id: str, correlation_id: str | None, owner: str, clock: Clock
+    saga_id: str, correlation_id: str | None, owner: str, clock: Clock, lease: float = LEASE
 ) -> Generator[Op, Any, Saga]:
     """Start a new saga (a saga id is used once)."""
     if not isinstance(saga_id, str) or not saga_id:
@@ -166,7 +167,7 @@ def begin(
         raise ConfigurationError(
             f"saga {saga_id!r} exists and is {found.state}; {hint}".rstrip("; ")
         )
-    saga = Saga(saga_id, correlation_id, new_id(), owner, created_at=clock())
+    saga = Saga(saga_id, correlation_id, new_id(), owner, created_at=clock(), lease=lease)
     yield from save(saga, clock, f"saga {saga_id} started")
     return saga
 
