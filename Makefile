@@ -27,13 +27,19 @@ build: $(STAMP)
 demo: build
 	$(BIN)/dar demo
 
-test: build test-rust test-python
+# The browser tests drive Debian's chromium-headless-shell (never a downloaded browser).
+BROWSER := /usr/bin/chromium-headless-shell
+$(BROWSER):
+	apt-get install -y -q chromium-headless-shell || \
+		(apt-get update -q && apt-get install -y -q chromium-headless-shell)
+
+test: build $(BROWSER) test-rust test-python
 
 test-rust:
 	cargo test --no-default-features --quiet
 	cargo test --release --no-default-features --features reference --quiet --test numbers
 
-test-python: build
+test-python: build $(BROWSER)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: build
