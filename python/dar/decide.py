@@ -741,20 +741,10 @@ def cancelled(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, 
     tool = call.tool
     now = call.spec.clock()
     reason = f"cancelled while running: {type(outcome.interrupt).__name__}"
-    ev = call.row(
-        EventKind.CANCELLED,
-        event_id=call.spec.call_event_id if call.key is None else new_id(),
-        rejection_reason=reason,
-        attempt=attempt,
-        duration_ms=outcome.duration_ms,
-        completed_at=round(now, 6),
-    )
-    if call.key is None:
-        yield Append(ev)
-    else:
-        safe = tool.effect.blind_retry_safe
-        state = ClaimState.RELEASED if safe else ClaimState.INDETERMINATE
-        yield Finish(call.key, call.spec.owner, state, None, reason, now, None, ev)
+    ev = outcome_row(call, EventKind.CANCELLED, outcome, attempt, now, rejection_reason=reason)
+    safe = tool.effect.blind_retry_safe
+    state = ClaimState.RELEASED if safe else ClaimState.INDETERMINATE
+    yield from close_claim(call, ev, state, None, reason, now, None)
     return call.result(Status.CANCELLED, ev, reason=reason)
 
 
@@ -799,21 +789,12 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         output_text, error = None, call.clean(outcome.error)
         status = Status.FAILED
         state = ClaimState.FAILED if tool.keep_failures else ClaimState.RELEASED
-    ev = call.row(
-        EventKind(status.value),
-        event_id=call.spec.call_event_id if call.key is None else new_id(),
-        output=output_text,
-        error=error,
-        attempt=attempt,
-        duration_ms=outcome.duration_ms,
-        completed_at=round(now, 6),
+    ev = outcome_row(
+        call, EventKind(status.value), outcome, attempt, now, output=output_text, error=error
     )
-    if call.key is None:
-        yield Append(ev)
-    else:
-        expires = None if tool.window is None else now + tool.window
-        # The claim holds the row's error text, which the row builder made storable.
-        yield Finish(call.key, call.spec.owner, state, output_text, ev.error, now, expires, ev)
+    expires = None if tool.window is None else now + tool.window
+    # The claim holds the row's error text, which the row builder made storable.
+    yield from close_claim(call, ev, state, output_text, ev.error, now, expires)
     return call.result(
         status,
         ev,
@@ -822,6 +803,36 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, R
         output_json=output_text,
         retryable=state is ClaimState.RELEASED or call.key is None,
     )
+
+
+def outcome_row(
+    call: Call, kind: EventKind, outcome: Outcome, attempt: int, now: float, **fields: Any
+) -> NewEvent:
+    """The row that ends a call that ran: a read's only row shares the call's id."""
+    return call.row(
+        kind,
+        event_id=call.spec.call_event_id if call.key is None else new_id(),
+        attempt=attempt,
+        duration_ms=outcome.duration_ms,
+        completed_at=round(now, 6),
+        **fields,
+    )
+
+
+def close_claim(
+    call: Call,
+    ev: NewEvent,
+    state: ClaimState,
+    output: str | None,
+    error: str | None,
+    now: float,
+    expires: float | None,
+) -> Generator[Op, Any, None]:
+    """Write the outcome row, moving the claim with it when the call has a key."""
+    if call.key is None:
+        yield Append(ev)
+    else:
+        yield Finish(call.key, call.spec.owner, state, output, error, now, expires, ev)
 
 
 # --- helpers ---------------------------------------------------------------------------------
