@@ -234,33 +234,33 @@ def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generat
         if step.compensation in ("done", "not_needed"):
             continue
         if step.status in (Status.INDETERMINATE.value, "running"):
-            saga.state, saga.error = (
-                NEEDS_OPERATOR,
-                (
-                    f"step {step.index} ({step.tool}) may or may not have happened: resolve its "
-                    "key (dar resolve), then dar sagas resume"
-                ),
+            why = (
+                f"step {step.index} ({step.tool}) may or may not have happened: resolve its "
+                "key (dar resolve), then dar sagas resume"
             )
-            yield from save(saga, clock, saga.error)
+            yield from stop(saga, NEEDS_OPERATOR, why, clock)
             return
         if step.status not in DONE or step.effect == Effect.READ.value:
             step.compensation = "not_needed"
             continue
         if step.effect == Effect.IRREVERSIBLE.value:
-            saga.state, saga.error = (
-                NEEDS_OPERATOR,
-                (
-                    f"step {step.index} ({step.tool}) is irreversible and happened: the steps "
-                    "before it are not undone; an operator decides"
-                ),
+            why = (
+                f"step {step.index} ({step.tool}) is irreversible and happened: the steps "
+                "before it are not undone; an operator decides"
             )
-            yield from save(saga, clock, saga.error)
+            yield from stop(saga, NEEDS_OPERATOR, why, clock)
             return
         undone = yield from undo(saga, step, tools, clock)
         if not undone:
             return
     saga.state, saga.error = COMPENSATED, None
     yield from save(saga, clock, f"saga {saga.saga_id} compensated")
+
+
+def stop(saga: Saga, state: str, why: str, clock: Clock) -> Generator[Op, Any, None]:
+    """The saga waits for an operator, saying why (in its row and in `dar sagas`)."""
+    saga.state, saga.error = state, why
+    yield from save(saga, clock, why)
 
 
 def undo(
@@ -282,18 +282,16 @@ def undo(
             yield from save(saga, clock)
             return True
         if result.status is Status.INDETERMINATE:
-            saga.state = NEEDS_OPERATOR
-            saga.error = f"the compensation of step {step.index} ({step.tool}) is indeterminate"
-            yield from save(saga, clock, saga.error)
+            why = f"the compensation of step {step.index} ({step.tool}) is indeterminate"
+            yield from stop(saga, NEEDS_OPERATOR, why, clock)
             return False
         if step.tries >= TRIES:
             step.compensation = "failed"
-            saga.state = COMPENSATION_FAILED
-            saga.error = (
+            why = (
                 f"the compensation of step {step.index} ({step.tool}) failed {step.tries} "
                 f"times: {result.error or result.reason}"
             )
-            yield from save(saga, clock, saga.error)
+            yield from stop(saga, COMPENSATION_FAILED, why, clock)
             return False
         yield from save(saga, clock)
         yield Wait("", BACKOFF * 2 ** (step.tries - 1))
