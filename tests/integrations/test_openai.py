@@ -222,6 +222,7 @@ def test_example_runs(tmp_path: Path) -> None:
         done = run_example("openai_loop.py", env, db)
     assert done.returncode == 0, done.stderr
     assert ANSWER in done.stdout
+    assert done.stdout.count("supplier: ordering") == 2  # tea once (asked twice), coffee once
     with Runtime(f"sqlite:///{db}") as rt:
         executed = rt.events(status="executed")
     assert sorted(e.input["item"] for e in executed) == ["coffee", "tea"]

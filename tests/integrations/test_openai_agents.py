@@ -36,9 +36,7 @@ CALLS = calls_per_run(text_arguments=True)
 agents.set_tracing_disabled(True)
 
 
-def agent_for(
-    server: ModelServer, client: openai.AsyncOpenAI, tools: list[Any], api: str
-) -> agents.Agent[Any]:
+def agent_for(client: openai.AsyncOpenAI, tools: list[Any], api: str) -> agents.Agent[Any]:
     model: agents.Model
     if api == "chat":
         model = agents.OpenAIChatCompletionsModel(model="test-model", openai_client=client)
@@ -88,7 +86,7 @@ def test_async_runtime_takes_the_run_group_id(tmp_path: Path, api: str) -> None:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
         for _ in range(2):
             async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
-                agent = agent_for(server, client, openai_agents.function_tools(rt), api)
+                agent = agent_for(client, openai_agents.function_tools(rt), api)
                 result = await agents.Runner.run(agent, REQUEST, run_config=config)
                 assert result.final_output == ANSWER
         await client.close()
@@ -104,7 +102,7 @@ def test_sync_runtime_in_a_session(tmp_path: Path) -> None:
         for _ in range(2):
             client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
             with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
-                agent = agent_for(server, client, openai_agents.function_tools(rt), "chat")
+                agent = agent_for(client, openai_agents.function_tools(rt), "chat")
                 with dar.session(CONVERSATION):
                     result = agents.Runner.run_sync(agent, REQUEST, run_config=CONFIG)
                 assert result.final_output == ANSWER
@@ -120,7 +118,7 @@ def test_correlation_id_argument_wins(tmp_path: Path) -> None:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
         with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
             tools = openai_agents.function_tools(rt, correlation_id=CONVERSATION)
-            agent = agent_for(server, client, tools, "chat")
+            agent = agent_for(client, tools, "chat")
             with dar.session("outer-session"):
                 agents.Runner.run_sync(agent, REQUEST, run_config=config)
             assert {e.correlation_id for e in rt.events()} == {CONVERSATION}
