@@ -13,12 +13,13 @@ from types import ModuleType
 from dar.errors import ConfigurationError
 
 
-def require(module: str, extra: str) -> ModuleType:
-    """Import an SDK, or say which extra installs it."""
+def require(module: str, extra: str, package: str | None = None) -> ModuleType:
+    """Import an SDK, or say which extra installs it. ``package`` names the distribution
+    when it differs from the top-level module (``google-genai`` for ``google.genai``)."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
-            f"this integration needs {module.split('.')[0]}: "
+            f"this integration needs {package or module.split('.')[0]}: "
             f"pip install 'durable-agent-runtime[{extra}]'"
         ) from exc

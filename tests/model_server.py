@@ -1,0 +1,299 @@
+"""A local stand-in for the model providers, so the real SDK clients can be tested offline.
+
+It speaks just enough of four wire protocols for the official clients to parse its answers:
+OpenAI Chat Completions (also streamed, as SSE chunks with tool-call deltas), OpenAI
+Responses, Anthropic Messages and Gemini ``generateContent``. The model's side of the
+conversation is a script: a list of turns, each either tool calls or a final text. Every
+request is answered with the next turn, and the script starts over when it runs out, so a
+conversation can be run twice. Every request body is recorded, so a test can read back
+what the model was sent (the tool results, a refusal's wording).
+
+Run it on its own (``python tests/model_server.py``) to point an example at it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call of a model turn; ``arguments`` is the JSON text the model wrote (it
+    may be broken: the protocols that carry arguments as objects cannot send that)."""
+
+    name: str
+    arguments: str
+
+    def args(self) -> Any:
+        return json.loads(self.arguments)
+
+
+#: A model turn: the tool calls it makes, or its final answer.
+Turn = Sequence[ToolCall] | str
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request the server received."""
+
+    path: str
+    body: dict[str, Any]
+
+
+class ModelServer:
+    """``with ModelServer(script) as server:`` serves on ``server.url`` until the block ends."""
+
+    def __init__(self, script: Sequence[Turn]) -> None:
+        self.script = list(script)
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> ModelServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def bodies(self, endpoint: str) -> list[dict[str, Any]]:
+        """The bodies of the requests whose path ends with ``endpoint``, in order."""
+        return [r.body for r in self.requests if r.path.endswith(endpoint)]
+
+    def take(self, path: str, body: dict[str, Any]) -> tuple[int, Turn]:
+        """Record a request; return the turn that answers it and its place in the script
+        (which names its call ids, so a replayed conversation gets the same ones)."""
+        with self._lock:
+            self.requests.append(Request(path, body))
+            number = self._next % len(self.script)
+            self._next += 1
+        return number, self.script[number]
+
+
+def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            path = self.path.split("?")[0]
+            number, turn = server.take(path, body)
+            try:
+                content_type, payload = render(path, body, number, turn)
+            except Exception as exc:  # a broken script: say so to the client, loudly
+                content_type, payload = "text/plain", f"model server: {exc!r}".encode()
+                self.send_response(500)
+            else:
+                self.send_response(200)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: the recorded requests are the log
+
+    return Handler
+
+
+def render(path: str, body: dict[str, Any], number: int, turn: Turn) -> tuple[str, bytes]:
+    """A turn in the wire format of the endpoint that asked for it."""
+    if path.endswith("/chat/completions"):
+        if body.get("stream"):
+            return "text/event-stream", _sse(chat_chunks(number, turn))
+        return "application/json", _json(chat_completion(number, turn))
+    if path.endswith("/responses"):
+        return "application/json", _json(response(number, turn))
+    if path.endswith("/messages"):
+        return "application/json", _json(anthropic_message(number, turn))
+    if re.search(r"/models/[^/]+:generateContent$", path):
+        return "application/json", _json(gemini_response(number, turn))
+    raise ValueError(f"no such endpoint: {path}")
+
+
+def call_id(number: int, index: int) -> str:
+    return f"call_{number}_{index}"
+
+
+# --- OpenAI Chat Completions -------------------------------------------------------------------
+
+
+def chat_completion(number: int, turn: Turn) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    if isinstance(turn, str):
+        message["content"] = turn
+    else:
+        message["tool_calls"] = [
+            {
+                "id": call_id(number, i),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for i, c in enumerate(turn)
+        ]
+    return {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "test-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(turn, "tool_calls")}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def chat_chunks(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The turn as a stream: a tool call's id and name first, then its arguments in pieces,
+    as the real API splits them."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{number}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": "test-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    yield chunk({"role": "assistant", "content": ""})
+    if isinstance(turn, str):
+        for word in re.findall(r"\S+\s*", turn):
+            yield chunk({"content": word})
+    else:
+        for i, c in enumerate(turn):
+            head = {"index": i, "id": call_id(number, i), "type": "function"}
+            yield chunk({"tool_calls": [{**head, "function": {"name": c.name, "arguments": ""}}]})
+            for piece in _pieces(c.arguments, 7):
+                yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+    yield chunk({}, _finish(turn, "tool_calls"))
+
+
+# --- OpenAI Responses --------------------------------------------------------------------------
+
+
+def response(number: int, turn: Turn) -> dict[str, Any]:
+    if isinstance(turn, str):
+        output: list[dict[str, Any]] = [
+            {
+                "type": "message",
+                "id": f"msg_{number}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": turn, "annotations": []}],
+            }
+        ]
+    else:
+        output = [
+            {
+                "type": "function_call",
+                "id": f"fc_{number}_{i}",
+                "call_id": call_id(number, i),
+                "name": c.name,
+                "arguments": c.arguments,
+                "status": "completed",
+            }
+            for i, c in enumerate(turn)
+        ]
+    return {
+        "id": f"resp_{number}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": "test-model",
+        "status": "completed",
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "total_tokens": 2,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+# --- Anthropic Messages ------------------------------------------------------------------------
+
+
+def anthropic_message(number: int, turn: Turn) -> dict[str, Any]:
+    if isinstance(turn, str):
+        content: list[dict[str, Any]] = [{"type": "text", "text": turn}]
+    else:
+        content = [
+            {"type": "tool_use", "id": call_id(number, i), "name": c.name, "input": c.args()}
+            for i, c in enumerate(turn)
+        ]
+    return {
+        "id": f"msg_{number}",
+        "type": "message",
+        "role": "assistant",
+        "model": "test-model",
+        "content": content,
+        "stop_reason": _finish(turn, "tool_use", "end_turn"),
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+
+# --- Gemini generateContent --------------------------------------------------------------------
+
+
+def gemini_response(number: int, turn: Turn) -> dict[str, Any]:
+    if isinstance(turn, str):
+        parts: list[dict[str, Any]] = [{"text": turn}]
+    else:
+        parts = [
+            {"functionCall": {"id": call_id(number, i), "name": c.name, "args": c.args()}}
+            for i, c in enumerate(turn)
+        ]
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        ],
+        "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
+        "modelVersion": "test-model",
+    }
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _finish(turn: Turn, tools: str, text: str = "stop") -> str:
+    return text if isinstance(turn, str) else tools
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> bytes:
+    events = [f"data: {json.dumps(c)}\n\n" for c in chunks]
+    return ("".join(events) + "data: [DONE]\n\n").encode()
+
+
+if __name__ == "__main__":  # pragma: no cover - for trying an example by hand
+    with ModelServer([[ToolCall("place_order", '{"item": "tea", "quantity": 2}')], "Done."]) as s:
+        print(f"serving on {s.url}; Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
