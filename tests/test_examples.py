@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dar import Runtime
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
@@ -62,3 +64,27 @@ def test_quickstart_prints_what_the_readme_says(tmp_path: Path) -> None:
 def test_postgres_example(pg_base_url: str, tmp_path: Path) -> None:
     done = run_example(EXAMPLES / "postgres.py", tmp_path, DAR_DATABASE_URL=pg_base_url)
     assert done.returncode == 0, done.stderr
+
+
+def test_agent_loop_example_against_a_local_model(tmp_path: Path) -> None:
+    """The "Use it from an agent" loop with the real OpenAI client and a scripted model: a
+    duplicate call in one turn runs once, the refusal reaches the model as text."""
+    from tests.model_server import ModelServer, ToolCall
+
+    ship = '{"order_id": "ORD-7", "courier": "shalom", "zone": "puno"}'
+    same = '{"zone": "puno", "order_id": "ORD-7", "courier": "shalom"}'
+    far = '{"order_id": "ORD-8", "courier": "shalom", "zone": "yunguyo"}'
+    calls = [ToolCall("dispatch_order", a) for a in (ship, same, far)]
+    turns = [calls, "ORD-7 is on its way; ORD-8 cannot go."]
+    with ModelServer(turns) as server:
+        env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "test"}
+        done = run_example(EXAMPLES / "agent_loop_openai.py", tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ORD-7 is on its way; ORD-8 cannot go.")
+    second = server.bodies("/v1/chat/completions")[1]
+    results = [m["content"] for m in second["messages"] if m.get("role") == "tool"]
+    assert len(results) == 3 and results[0] == results[1]  # the duplicate: the same answer
+    assert "shalom does not deliver to yunguyo" in results[2]
+    with Runtime(f"sqlite:///{tmp_path / 'agent.db'}") as rt:
+        ran = [e.input["order_id"] for e in rt.events(correlation_id="conv-1", status="executed")]
+    assert ran == ["ORD-7"]
