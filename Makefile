@@ -64,6 +64,7 @@ bench: build
 	$(BIN)/python benches/bench_hash.py
 	$(BIN)/python benches/bench_chain.py
 	$(BIN)/python benches/bench_seam.py
+	$(BIN)/python benches/bench_integrations.py
 
 wheel: $(STAMP)
 	$(BIN)/maturin build --release --out dist

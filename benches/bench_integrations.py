@@ -17,16 +17,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from anthropic.types import Message as AnthropicMessage
+from google.genai.types import GenerateContentResponse
 from langchain.agents.middleware import ToolCallRequest
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import tool as lc_tool
+from openai.types.chat import ChatCompletion
 from pydantic_ai import RunContext
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.toolsets import FunctionToolset
 from pydantic_ai.usage import RunUsage
 
 from dar import AsyncRuntime, Effect, Runtime, tool
+from dar.integrations import anthropic as dar_anthropic
+from dar.integrations import gemini as dar_gemini
 from dar.integrations import langchain as dar_langchain
+from dar.integrations import openai as dar_openai
 from dar.integrations.pydantic_ai import DarToolset
 
 ROUNDS = 5
@@ -84,8 +90,41 @@ def sync_rows(db: Path) -> list[tuple[str, float]]:
         content = agent_echo.invoke(req.tool_call["args"])
         return ToolMessage(content, tool_call_id=req.tool_call["id"])
 
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "echo", "arguments": '{"text": "hello"}'}}]}}],
+        }
+    )  # fmt: skip
+    message = AnthropicMessage.model_validate(
+        {
+            "id": "m", "type": "message", "role": "assistant", "model": "m",
+            "stop_reason": "tool_use", "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+            "content": [{"type": "tool_use", "id": "tu_1", "name": "echo", "input": ARGS}],
+        }
+    )  # fmt: skip
+    gemini = GenerateContentResponse.model_validate(
+        {"candidates": [{"content": {"role": "model", "parts": [
+            {"function_call": {"name": "echo", "args": ARGS, "id": "fc_1"}}]}}]}
+    )  # fmt: skip
     rows = [
         ("sync  rt.call", best(lambda: rt.call("echo", ARGS))),
+        (
+            "sync  OpenAI run_tool_calls (Chat Completion)",
+            best(lambda: dar_openai.run_tool_calls(rt, completion)),
+        ),
+        (
+            "sync  Anthropic run_tool_uses (Message)",
+            best(lambda: dar_anthropic.run_tool_uses(rt, message)),
+        ),
+        (
+            "sync  Gemini run_function_calls (response)",
+            best(lambda: dar_gemini.run_function_calls(rt, gemini)),
+        ),
         ("sync  LangChain tools(rt) .invoke", best(lambda: lc_echo.invoke(ARGS))),
         ("sync  LangChain tool .invoke, no dar", best(lambda: agent_echo.invoke(ARGS))),
         (
