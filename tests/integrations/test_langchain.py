@@ -265,7 +265,9 @@ def check_middleware(model: Scripted, ran: Counter[str], events: list[dar.Event]
     assert statuses[("ship_parcel", "rejected")] == 2
     assert statuses[("ship_parcel", "failed")] == 2  # the wrong type, logged each run
     assert statuses[("launch_rocket", "rejected")] == 2
-    assert not any(e.tool_name == "wipe_inventory" for e in events)
+    # Refused and logged, with the rule that fails closed for an undeclared effect.
+    wiped = [(e.status, e.rule_name) for e in events if e.tool_name == "wipe_inventory"]
+    assert wiped and set(wiped) == {("rejected", "dar:undeclared:wipe_inventory")}
 
 
 def test_middleware_sync(tmp_path: Path) -> None:

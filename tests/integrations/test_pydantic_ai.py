@@ -301,7 +301,9 @@ def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
     statuses = Counter((e.tool_name, e.status) for e in events)
     assert statuses[("ship_parcel", "executed")] == 1
     assert statuses[("echo", "executed")] == 2  # a read runs every time, and is logged
-    assert not any(e.tool_name == "wipe_inventory" for e in events)
+    # Refused and logged, with the rule that fails closed for an undeclared effect.
+    wiped = [(e.status, e.rule_name) for e in events if e.tool_name == "wipe_inventory"]
+    assert wiped and set(wiped) == {("rejected", "dar:undeclared:wipe_inventory")}
 
 
 # --- the extra is named when the SDK is missing -------------------------------------------

@@ -21,6 +21,7 @@ from dar.decide import unruled
 from dar.driver import RuntimeBase
 from dar.effects import Effect
 from dar.errors import ConfigurationError
+from dar.rules import Deny, Rule
 from dar.tools import Tool
 
 #: The framework's own invocation of the call in flight: what the stand-in tool runs.
@@ -87,7 +88,7 @@ def is_stand_in(tool: Tool[Any]) -> bool:
 
 def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[Any] | str:
     """The dar tool standing for the framework's tool ``name``, registered on first use; or,
-    when it may not be registered, the refusal the model reads instead."""
+    when a dar tool of that name exists already, the refusal the model reads instead."""
     with _registering:  # framework threads may meet the same new name at once
         tool = next((t for t in rt.tools if t.name == name), None)
         if tool is not None:
@@ -98,9 +99,22 @@ def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[
         try:
             rt.add_tool(tool)
         except ConfigurationError:
-            # Not remembered: a rule added later lets the next call through.
-            return refusal(unruled(name))
+            # Irreversible and no rule vouches for it: register it behind a rule that
+            # refuses (so the call is logged as refused) until some other rule applies.
+            rt.add_rule(until_vouched(rt, tool))
+            rt.add_tool(tool)
         return tool
+
+
+def until_vouched(rt: RuntimeBase, tool: Tool[Any]) -> Rule:
+    """Fail closed: refuse ``tool`` while no rule of the application applies to it."""
+    own = f"dar:undeclared:{tool.name}"
+
+    def check(inp: dict[str, Any], ctx: Any) -> Deny | bool:
+        vouched = any(r.name != own and r.applies(tool.name, tool.effect) for r in rt.rules)
+        return True if vouched else Deny(unruled(tool.name) + " (or give it an effect)")
+
+    return Rule(name=own, check=check, applies_to=tool.name)
 
 
 def refusal(reason: str) -> str:
