@@ -316,3 +316,40 @@ def test_check_lists_effects_and_rules(tmp_path: Path) -> None:
 def test_readme_policy_example_loads() -> None:
     policy = load_policy(ROOT / "examples" / "mcp_policy.py")
     assert policy.rules and policy.effects
+
+
+# --- dar.integrations.mcp.serve: a runtime's own tools as an MCP server --------------------
+
+
+def test_serve_lists_annotations_and_runs_once(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    eff = tmp_path / "effects.txt"
+    served = ROOT / "tests" / "mcp_servers" / "served.py"
+    params = StdioServerParameters(command=PY, args=[str(served), db], env=environ(eff))
+
+    async def main() -> None:
+        async with (
+            stdio_client(params) as (read, write),
+            ClientSession(read, write) as agent,
+        ):
+            await agent.initialize()
+            listed = {t.name: t for t in (await agent.list_tools()).tools}
+            invoice = listed["send_invoice"]
+            assert invoice.description == "Send an invoice to a customer."
+            assert invoice.input_schema["required"] == ["customer", "cents"]
+            assert invoice.annotations is not None
+            assert invoice.annotations.idempotent_hint and invoice.annotations.open_world_hint
+            assert not invoice.annotations.read_only_hint
+            read = listed["balance"].annotations
+            assert read is not None and read.read_only_hint
+            args = {"customer": "acme", "cents": 900}
+            first = await agent.call_tool("send_invoice", args)
+            again = await agent.call_tool("send_invoice", args)
+            assert (status(first), status(again)) == ("executed", "cached")
+            assert first.structured_content == {"invoice": "INV-acme", "cents": 900}
+            assert text(first) == text(again)
+            bad = await agent.call_tool("send_invoice", {"customer": "acme"})
+            assert bad.is_error and status(bad) == "rejected" and "cents" in text(bad)
+
+    run(main)
+    assert effects(eff) == ["send_invoice acme 900"]
