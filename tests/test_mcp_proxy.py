@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -353,3 +354,93 @@ def test_serve_lists_annotations_and_runs_once(tmp_path: Path) -> None:
 
     run(main)
     assert effects(eff) == ["send_invoice acme 900"]
+
+
+# --- streamable HTTP, both sides ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"process exited with {proc.returncode}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_http_upstream_and_http_clients_at_once(tmp_path: Path) -> None:
+    """An upstream on streamable HTTP, the proxy serving streamable HTTP, two agents sending
+    the same call at the same moment: the upstream acts once, and the log tells the two
+    agents' sessions apart."""
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    eff = tmp_path / "effects.txt"
+    up_port, proxy_port = free_port(), free_port()
+    with (tmp_path / "up.err").open("w") as up_err, (tmp_path / "proxy.err").open("w") as err:
+        upstream = subprocess.Popen(
+            [PY, str(SERVER), "http", str(up_port)], env=environ(eff), stderr=up_err
+        )
+        proxy = subprocess.Popen(
+            [PY, "-m", "dar", "mcp-proxy", "--db", db, "--http", f"127.0.0.1:{proxy_port}",
+             "--upstream-url", f"http://127.0.0.1:{up_port}/mcp"],
+            env=environ(eff), stderr=err,
+        )  # fmt: skip
+        try:
+            wait_for_port(up_port, upstream)
+            wait_for_port(proxy_port, proxy)
+            results = two_http_agents(f"http://127.0.0.1:{proxy_port}/mcp")
+        finally:
+            stop(proxy)
+            stop(upstream)
+    assert effects(eff) == ["create_ticket same"]
+    assert sorted(status(r) for r in results) == ["cached", "executed"]
+    with Runtime(db) as rt:
+        done = [e for e in rt.events(tool="create_ticket") if e.status in ("executed", "cached")]
+        assert len({e.correlation_id for e in done}) == 2
+
+
+def two_http_agents(url: str) -> list[CallToolResult]:
+    from mcp.client.streamable_http import streamable_http_client
+
+    results: list[CallToolResult] = []
+
+    async def agent(ready: anyio.Event, go: anyio.Event) -> None:
+        async with (
+            streamable_http_client(url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = {t.name for t in (await session.list_tools()).tools}
+            assert "create_ticket" in listed
+            ready.set()
+            await go.wait()
+            results.append(await session.call_tool("create_ticket", {"title": "same"}))
+
+    async def main() -> None:
+        readies = [anyio.Event(), anyio.Event()]
+        go = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            for ready in readies:
+                tg.start_soon(agent, ready, go)
+            for ready in readies:
+                await ready.wait()
+            go.set()
+
+    run(main)
+    return results
