@@ -488,6 +488,12 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_mcp_proxy(args: argparse.Namespace, console: Console) -> int:
+    from dar.mcp_cli import run_proxy
+
+    return run_proxy(args, _db_url(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dar",
@@ -607,6 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(fn=cmd_sagas)
+
+    from dar.mcp_cli import add_proxy_arguments
+
+    p = command("mcp-proxy", "guard any MCP server: rules, exactly-once and the log on its tools")
+    add_proxy_arguments(p)
+    p.set_defaults(fn=cmd_mcp_proxy)
 
     p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")

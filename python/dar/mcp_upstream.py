@@ -1,0 +1,213 @@
+"""The proxy's side of the upstream MCP server: one live session, restarted when it dies.
+
+A call in flight when the connection drops may or may not have taken effect, so it is
+reported as `UpstreamLost` — a `BaseException`, so the runtime records the call as
+interrupted and, for an external effect, leaves its key `indeterminate` for an operator
+instead of releasing it for a silent retry.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, Implementation
+from mcp_types import Tool as MCPTool
+
+from dar.errors import DarError
+
+#: Errors that leave the outcome of a call unknown (the upstream may have acted).
+LOST_CODES = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
+
+#: How long to wait for the upstream to start and answer `initialize`.
+START_TIMEOUT = 30.0
+
+Streams = tuple[Any, Any]
+Connect = Callable[[], AbstractAsyncContextManager[Streams]]
+
+
+class UpstreamLost(BaseException):
+    """The upstream went away while a call ran: whether it acted is unknown."""
+
+
+class UpstreamToolError(Exception):
+    """The upstream answered ``isError: true``: the call failed, with this result."""
+
+    def __init__(self, result: CallToolResult) -> None:
+        text = " ".join(getattr(c, "text", "") for c in result.content).strip()
+        super().__init__(text or "the upstream tool reported an error")
+        self.result = result
+
+
+def log(message: str) -> None:
+    """Tell the operator. Never stdout: on the stdio transport it is the protocol."""
+    print(f"dar mcp-proxy: {message}", file=sys.stderr, flush=True)
+
+
+def leaf(exc: BaseException) -> str:
+    """The first real error inside (nested) exception groups, as one line."""
+    inner = getattr(exc, "exceptions", None)
+    while inner:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def stdio_upstream(command: list[str]) -> Connect:
+    # The whole environment: a client's MCP config sets the upstream's tokens on the proxy.
+    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+    return lambda: stdio_client(params, errlog=sys.stderr)
+
+
+def http_upstream(url: str) -> Connect:
+    from mcp.client.streamable_http import streamable_http_client
+
+    return lambda: streamable_http_client(url)
+
+
+def recorded(result: CallToolResult) -> dict[str, Any]:
+    """The upstream's result as the log records it: content and structured content."""
+    dumped: dict[str, Any] = result.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude={"is_error", "result_type"}
+    )
+    return dumped
+
+
+@asynccontextmanager
+async def running(upstream: Upstream) -> AsyncIterator[None]:
+    """The upstream kept alive around the block; one that cannot start raises `DarError`."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(upstream.run)
+        failure = upstream.failure
+        if failure is None:
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+    if failure is not None:
+        raise DarError(failure)
+
+
+class Upstream:
+    """The upstream server: started on demand, restarted after it dies."""
+
+    def __init__(self, connect: Connect) -> None:
+        self._connect = connect
+        self._session: ClientSession | None = None
+        self._ready = anyio.Event()
+        self._dead = anyio.Event()
+        self.info: Implementation | None = None
+        self.capabilities: Any = None
+        self.tools: list[MCPTool] = []
+        self.generation = 0
+        self.failure: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info is not None else ""
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep a session open; started with ``TaskGroup.start`` it returns once the first
+        session is ready, or ends with ``failure`` saying why the upstream did not start."""
+        started = False
+        while True:
+            try:
+                async with self._open() as session:
+                    await self._adopt(session)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await self._dead.wait()
+            except Exception as exc:
+                if not started:
+                    self.failure = f"the upstream server did not start: {leaf(exc)}"
+                    task_status.started()
+                    return
+                log(f"the upstream server failed: {leaf(exc)}")
+                await anyio.sleep(0.5)
+            self._lose()
+            self._dead = anyio.Event()
+            log("restarting the upstream server")
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[ClientSession]:
+        """A session whose read side is watched: when the upstream's output ends (it
+        exited), the session is marked dead at once, not at the next call."""
+        async with self._connect() as (read, write):
+            send, watched = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, read, send)
+                async with ClientSession(watched, write) as session:
+                    with anyio.fail_after(START_TIMEOUT):
+                        init = await session.initialize()
+                    self.info, self.capabilities = init.server_info, init.capabilities
+                    yield session
+                tg.cancel_scope.cancel()
+
+    async def _watch(self, read: Any, send: Any) -> None:
+        async with send:
+            async for message in read:
+                await send.send(message)
+        self._lose()
+
+    def _lose(self) -> None:
+        """The session is gone: later calls wait for the next one, none is sent to it."""
+        if self._session is not None:
+            self._session, self._ready = None, anyio.Event()
+        self._dead.set()
+
+    async def _adopt(self, session: ClientSession) -> None:
+        tools: list[MCPTool] = []
+        cursor: str | None = None
+        while True:
+            page = await session.list_tools(params=_page(cursor))
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self.tools = tools
+        self.generation += 1
+        self._session = session
+        self._ready.set()
+
+    async def session(self) -> ClientSession:
+        """The live session, waiting for a restart to finish if one is under way."""
+        with anyio.fail_after(START_TIMEOUT):
+            await self._ready.wait()
+        assert self._session is not None
+        return self._session
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call the upstream tool. Returns its recorded result; raises `UpstreamToolError`
+        for ``isError``, `UpstreamLost` when the outcome is unknown."""
+        session = await self.session()
+        try:
+            result = await session.call_tool(name, arguments)
+        except MCPError as exc:
+            if exc.code not in LOST_CODES:
+                raise
+            self._lose()
+            raise UpstreamLost(f"the upstream server went away mid-call ({exc.message})") from exc
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            self._lose()
+            raise UpstreamLost(f"the upstream connection failed: {exc!r}") from exc
+        if not isinstance(result, CallToolResult):
+            raise DarError(f"the upstream answered {type(result).__name__}, not a tool result")
+        if result.is_error:
+            raise UpstreamToolError(result)
+        return recorded(result)
+
+
+def _page(cursor: str | None) -> Any:
+    if cursor is None:
+        return None
+    from mcp_types import PaginatedRequestParams
+
+    return PaginatedRequestParams(cursor=cursor)
