@@ -92,3 +92,11 @@ def test_console_script_runs() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "unknown database URL" in bad.stdout
+
+
+def test_agent_demo_through_the_openai_sdk() -> None:
+    from dar.demo import run_agent_demo
+
+    figures = run_agent_demo(Console(file=io.StringIO()))
+    assert figures["without dar"] == (2, 1)  # dispatched twice, one wrong-brand message
+    assert figures["with dar"] == (1, 0)

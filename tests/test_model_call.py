@@ -440,6 +440,7 @@ def test_in_memory_runtime_warns_once() -> None:
         rt.call("add", {"a": 1, "b": 2})
         rt.call("add", {"a": 2, "b": 2})
     assert len(seen) == 1
+    assert seen[0].filename == __file__  # it points at the caller, not into dar
     rt.close()
 
 

@@ -482,8 +482,11 @@ def _resume_sagas(args: argparse.Namespace, store: AdminStore, console: Console)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from dar.demo import run_demo
+    from dar.demo import run_agent_demo, run_demo
 
+    if args.agent:
+        run_agent_demo(console)
+        return 0
     run_demo(Path(args.file), console)
     return 0
 
@@ -622,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")
+    p.add_argument(
+        "--agent",
+        action="store_true",
+        help="the incidents through the real OpenAI SDK, against a scripted local model",
+    )
     p.set_defaults(fn=cmd_demo)
     return parser
 

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dar.effects import Effect, Status
+from dar.integrations import require
 from dar.rules import Allow, Deny, NeedsApproval, RuleContext, rule
 from dar.runtime import Runtime
 from dar.tools import Reconciled, Tool, tool
@@ -70,7 +71,9 @@ class Shop:
         self.courier_imports: Counter[str] = Counter()
         self.outbox: list[dict[str, str]] = []
         self.payments: list[int] = []
+        self.dispatches: Counter[str] = Counter()
         imports, outbox, payments = self.courier_imports, self.outbox, self.payments
+        dispatches = self.dispatches
 
         @tool(effect=Effect.MUTATE_EXTERNAL, key=lambda i: f"courier-import:{i['order_id']}")
         def import_to_courier(order_id: str, courier: str) -> dict[str, str]:
@@ -79,6 +82,7 @@ class Shop:
 
         @tool(effect=Effect.IRREVERSIBLE, key=lambda i: f"dispatch:{i['order_id']}:{i['courier']}")
         def dispatch_order(order_id: str, courier: str, zone: str) -> dict[str, str]:
+            dispatches[order_id] += 1
             return {"order_id": order_id, "dispatched_to": zone}
 
         @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -290,6 +294,63 @@ def killed_mid_rollback(db_path: Path, console: Console, figures: dict[str, Any]
     console.print(table)
     figures["saga_state"] = state
     figures["saga_cancellations"] = lines.count("cancel ORD-3001")
+
+
+AGENT_TURNS = [
+    [
+        ("dispatch_order", '{"order_id": "ORD-4001", "courier": "shalom", "zone": "Juliaca"}'),
+        ("dispatch_order", '{"zone": "Juliaca", "courier": "shalom", "order_id": "ORD-4001"}'),
+        ("send_whatsapp", '{"to": "+51951234567", "brand": "Llama Market", "text": "Shipped!"}'),
+    ],
+    "ORD-4001 is on its way.",
+]
+
+
+def run_agent_demo(console: Console) -> dict[str, Any]:
+    """`dar demo --agent`: the incidents through the real OpenAI client, against a scripted
+    model on 127.0.0.1: an agent loop without dar, then the same loop with it."""
+    from dar.integrations import openai as dar_openai  # needs the `openai` extra
+    from dar.scripted_model import ModelServer, ToolCall
+
+    openai = require("openai", "openai")
+    turns = [t if isinstance(t, str) else [ToolCall(*c) for c in t] for t in AGENT_TURNS]
+    figures: dict[str, Any] = {}
+    for label in ("without dar", "with dar"):
+        shop = Shop()
+        with (
+            ModelServer(turns) as server,
+            Runtime("sqlite://:memory:", tools=shop.tools, rules=shop.rules) as rt,
+        ):
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="demo", max_retries=0)
+            messages: list[Any] = [{"role": "user", "content": "Ship ORD-4001 and tell me."}]
+            while True:
+                completion = client.chat.completions.create(
+                    model="scripted", messages=messages, tools=rt.tool_schemas("openai-chat")
+                )
+                message = completion.choices[0].message
+                messages.append(message)
+                if not message.tool_calls:
+                    break
+                if label == "with dar":
+                    messages += dar_openai.run_tool_calls(rt, completion, correlation_id="agent")
+                else:
+                    messages += [_run_bare(shop, call) for call in message.tool_calls]
+        wrong = [m for m in shop.outbox if m["brand"] != BRAND]
+        figures[label] = (shop.dispatches["ORD-4001"], len(wrong))
+    table = Table(
+        "an agent loop over the OpenAI SDK", "dispatches of ORD-4001", "wrong-brand messages"
+    )
+    for label, (dispatched, wrong_brand) in figures.items():
+        table.add_row(label, str(dispatched), str(wrong_brand))
+    console.print(table)
+    return figures
+
+
+def _run_bare(shop: Shop, call: Any) -> dict[str, Any]:
+    """What the loop does without dar: look the tool up by name and run it."""
+    tools = {t.name: t for t in shop.tools}
+    output = tools[call.function.name].handler(**json.loads(call.function.arguments))
+    return {"role": "tool", "tool_call_id": call.id, "content": json.dumps(output)}
 
 
 def audit_trail(rt: Runtime, console: Console, session: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import uuid
 import warnings
@@ -297,7 +298,7 @@ class RuntimeBase:
         correlation_id, parent_id = self._session(correlation_id)
         if self._warn_in_memory and tool.effect is not Effect.READ:
             self._warn_in_memory = False
-            warnings.warn(IN_MEMORY, UserWarning, stacklevel=4)
+            warnings.warn(IN_MEMORY, UserWarning, stacklevel=_outside_dar())
         return CallSpec(
             known_key=self._known.__contains__,
             tool=tool,
@@ -315,6 +316,15 @@ class RuntimeBase:
 
 
 KNOWN_KEYS = 4096
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _outside_dar() -> int:
+    """The stack level of the first caller outside this package (where a warning points)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_ruled(tool: Tool[Any], rules: Iterable[Rule]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from dar import Allow, Deny, Effect, Event, Status, rule, tool
 from dar.rules import Rule
+from dar.scripted_model import ToolCall, Turn
 from dar.tools import Tool
-from tests.model_server import ToolCall, Turn
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERSATION = "conv-1"

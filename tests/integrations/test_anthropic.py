@@ -12,7 +12,7 @@ import pytest
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.integrations import anthropic as dar_anthropic
-from tests.model_server import ModelServer
+from dar.scripted_model import ModelServer
 
 from .shop import (
     ANSWER,

@@ -13,7 +13,7 @@ from google.genai import types
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.integrations import gemini as dar_gemini
-from tests.model_server import ModelServer
+from dar.scripted_model import ModelServer
 
 from .shop import (
     ANSWER,

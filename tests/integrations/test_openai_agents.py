@@ -14,7 +14,7 @@ import pytest
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.integrations import openai_agents
-from tests.model_server import ModelServer
+from dar.scripted_model import ModelServer
 
 from .shop import (
     ANSWER,

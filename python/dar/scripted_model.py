@@ -1,4 +1,5 @@
-"""A local stand-in for the model providers, so the real SDK clients can be tested offline.
+"""A scripted stand-in for the model providers, so the real SDK clients run offline: in the
+tests of `dar.integrations` and in `dar demo --agent`.
 
 It speaks just enough of four wire protocols for the official clients to parse its answers:
 OpenAI Chat Completions (also streamed, as SSE chunks with tool-call deltas), OpenAI
@@ -8,7 +9,7 @@ request is answered with the next turn, and the script starts over when it runs 
 conversation can be run twice. Every request body is recorded, so a test can read back
 what the model was sent (the tool results, a refusal's wording).
 
-Run it on its own (``python tests/model_server.py``) to point an example at it by hand.
+Run it on its own (``python -m dar.scripted_model``) to point an example at it by hand.
 """
 
 from __future__ import annotations
