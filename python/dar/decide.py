@@ -426,7 +426,8 @@ def seek_approval(
     if answer.kind == "pending":
         assert grant is not None
         return (yield from awaiting(call, rule, grant.approval_id, asks.reason))
-    if answer.kind == "used" and grant is not None and grant_in_flight(grant, claim):
+    in_flight = grant is not None and grant_in_flight(call, grant, claim, now)
+    if answer.kind == "used" and call.key is not None and in_flight:
         return AGAIN
     request = Approval(
         approval_id=new_id(),
@@ -454,13 +455,16 @@ def seek_approval(
     )  # fmt: skip
 
 
-def grant_in_flight(grant: Approval, claim: Claim | None) -> bool:
+def grant_in_flight(call: Call, grant: Approval, claim: Claim | None, now: float) -> bool:
     """Whether the call that used ``grant`` may still be on its way to the key (a
-    concurrent duplicate: wait for it), rather than done with it (a new call: ask again)."""
+    concurrent duplicate: wait for it), rather than done with it (a new call: ask again).
+    A user that never took the key within a lease is gone: ask again."""
+    if grant.used_at is None or now - grant.used_at > call.tool.lease:
+        return False
     if claim is None:
         return True
     finished = claim.completed_at
-    return finished is None or grant.used_at is None or finished < grant.used_at
+    return finished is None or finished < grant.used_at
 
 
 def requested_row(call: Call, rule: Rule, approval_id: str, reason: str) -> NewEvent:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dar import approval, dryrun, grants
 from dar.context import current_call, current_session
-from dar.decide import CallSpec, unknown_tool, unruled
+from dar.decide import CallSpec, input_digest, unknown_tool, unruled
 from dar.decide import plan as plan_call
 from dar.dryrun import Plan
 from dar.effects import Effect, Status
@@ -180,8 +180,8 @@ class RuntimeBase:
             raise ConfigurationError(f"the plan's tool {plan.tool!r} is not registered here")
         if not plan.arguments:
             raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
-        cid, parent = self._session(plan.correlation_id)
-        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, parent, self.clock)
+        cid = plan.correlation_id  # the session the plan was made in (and keyed for)
+        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, None, self.clock)
 
         def live(arguments: str) -> Generator[Op, Any, Result]:
             return plan_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
@@ -237,6 +237,8 @@ class RuntimeBase:
         tool = self._tool_named(plan.tool)
         if not plan.arguments:
             raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
+        if input_digest(tool, plan.arguments) != plan.input_hash:
+            raise ConfigurationError(f"plan {plan.plan_id}: its arguments do not match its hash")
         request = Approval(
             approval_id=new_id(),
             binding=grants.binding(tool.name, plan.input_hash, plan.key, plan.rules_fingerprint),

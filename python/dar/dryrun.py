@@ -20,6 +20,7 @@ from dar.decide import (
     Call,
     CallSpec,
     first_refusal,
+    input_digest,
     json_output,
     prepare,
     rules_for,
@@ -177,11 +178,18 @@ def simulate(call: Call) -> Generator[Op, Any, tuple[Any, str | None]]:
         return None, None
     outcome = yield CallSimulate(call.tool, call.kwargs)
     if not outcome.ok:
-        value: Any = {"simulate failed": outcome.error}
-    else:
+        return _failed(outcome.error)
+    try:
         value = json_output(outcome.value)
-    if call.tool.redactor is not None:
-        value = call.tool.redactor.apply_output(value, call.salt, call.removed)
+        if call.tool.redactor is not None:
+            value = call.tool.redactor.apply_output(value, call.salt, call.removed)
+        return value, canonical_json(value).decode("utf-8")
+    except Exception as exc:  # a preview with no JSON form: the plan still stands
+        return _failed(f"the preview has no JSON form: {type(exc).__name__}: {exc}")
+
+
+def _failed(error: str | None) -> tuple[Any, str]:
+    value = {"simulate failed": error}
     return value, canonical_json(value).decode("utf-8")
 
 
@@ -206,6 +214,8 @@ def commit(
         claim = yield GetClaim(plan.key)
         if key_state(claim) != plan.key_state:
             why = f"the key's state moved from {plan.key_state} to {key_state(claim)}"
+    if why is None and input_digest(tool, plan.arguments) != plan.input_hash:
+        why = "the plan's arguments do not match its input hash"
     if why is None:
         return (yield from live(plan.arguments))
     ev = rows.row(

@@ -32,12 +32,32 @@ def always_ask(tool_name: str) -> Rule:
 
 
 def _rule_identity(rule: Rule) -> list[Any]:
-    """A rule's name, target and code: editing the check changes its fingerprint."""
-    code = getattr(rule.check, "__code__", None)
-    body = hashlib.sha256(marshal.dumps(code)).hexdigest() if code is not None else repr(rule.check)
+    """A rule's name, target, code and the values its code closes over: editing the check,
+    or a threshold it captured, changes its fingerprint. The same in every process."""
+    check = rule.check
+    fn = check if hasattr(check, "__code__") else type(check).__call__
+    code = getattr(fn, "__code__", None)
+    parts: list[Any] = [type(check).__qualname__]
+    if code is not None:
+        parts.append(hashlib.sha256(marshal.dumps(code)).hexdigest())
+    captured = [c.cell_contents for c in getattr(check, "__closure__", None) or ()]
+    captured += list(getattr(check, "__defaults__", None) or ())
+    captured += [v for k, v in sorted(getattr(check, "__dict__", {}).items())]
+    parts.append([_stable(v) for v in captured])
+    body = sha256_hex_of(canonical_json(parts))
     target = rule.applies_to
     target_text = target.value if hasattr(target, "value") else target
     return [rule.name, target_text if isinstance(target_text, str) else list(target_text), body]
+
+
+def _stable(value: Any) -> Any:
+    """A captured value as it reads in any process: its JSON form, else its type's name
+    (an object's repr would carry its address)."""
+    try:
+        canonical_json(value)
+        return value
+    except Exception:
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def fingerprint(rules: Iterable[Rule]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -182,6 +183,10 @@ def refusal(saga: Saga, tool: Tool[Any]) -> str | None:
         )
     if tool.effect in (Effect.MUTATE_LOCAL, Effect.MUTATE_EXTERNAL) and tool.compensate is None:
         return f"{tool.name} has no compensate=: a saga can only undo steps that declare one"
+    if tool.redact and tool.effect is not Effect.READ:
+        # Undoing a step after a crash needs its arguments, which redact= keeps out of the
+        # database: the saga could not keep both promises.
+        return f"{tool.name} redacts its arguments, so a saga cannot keep them to undo it"
     return None
 
 
@@ -191,18 +196,13 @@ def forward(
     """One forward step. A step that does not complete compensates the saga."""
     if saga.state != OPEN:
         raise ConfigurationError(f"saga {saga.saga_id} is {saga.state}: no more steps")
-    try:
-        text = canonical_input(arguments).decode("utf-8")
-    except CanonicalizationError:
-        text = ""  # the call below is refused (and logged) for it
-    step = Step(
-        len(saga.steps),
-        tool.name,
-        tool.effect.value,
-        text,
-        f"saga:{saga.saga_id}:{len(saga.steps)}",
-    )
     refused = refusal(saga, tool)
+    text = ""  # a refused step keeps no arguments (they may be personal)
+    if refused is None:
+        with suppress(CanonicalizationError):  # else the call below is refused (and logged)
+            text = canonical_input(arguments).decode("utf-8")
+    index = len(saga.steps)
+    step = Step(index, tool.name, tool.effect.value, text, f"saga:{saga.saga_id}:{index}")
     saga.steps.append(step)
     if refused is not None:
         step.status = Status.REJECTED.value
@@ -301,7 +301,7 @@ def take_over(rec: SagaRecord, owner: str, clock: Clock) -> Generator[Op, Any, S
     """Hold an unfinished saga whose worker is gone (a saga waiting for an operator has
     no worker); None when another worker holds it."""
     stuck = rec.state in (NEEDS_OPERATOR, COMPENSATION_FAILED)
-    held = rec.lease_until is not None and rec.lease_until > clock() and rec.owner != owner
+    held = rec.lease_until is not None and rec.lease_until > clock()  # (ours too: it runs)
     if held and not stuck:
         return None
     saga = Saga.of(rec, owner)

@@ -109,7 +109,9 @@ class Signature:
             return value
 
 
-_ANY = TypeAdapter(Any)
+# NaN and infinities stay floats through the conversion, so the canonical form refuses them
+# (pydantic's default would write them as null: another value than the handler returned).
+_ANY: TypeAdapter[Any] = TypeAdapter(Any, config=ConfigDict(ser_json_inf_nan="constants"))
 
 
 def to_json(value: Any) -> Any:

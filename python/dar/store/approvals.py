@@ -41,6 +41,8 @@ def request(table: str, op: RequestApproval) -> Plan:
         f"SELECT approval_id FROM {table} WHERE binding = :binding AND status = 'pending'",
         {"binding": op.approval.binding},
     )
+    if row is None:  # decided between the two statements: open ours after all
+        return (yield from request(table, op))
     return str(row[0])
 
 
@@ -54,6 +56,12 @@ def use_grant(table: str, op: UseGrant) -> Plan:
     )
     if taken is not None:
         return GrantAnswer("granted", _approval(taken))
+    mine = yield Sql(
+        f"SELECT {COLUMNS} FROM {table} WHERE binding = :binding AND used_by = :used_by",
+        {"binding": op.binding, "used_by": op.used_by},
+    )
+    if mine is not None:  # a retried statement whose first commit went through
+        return GrantAnswer("granted", _approval(mine))
     latest = _approval(
         (
             yield Sql(
