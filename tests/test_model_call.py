@@ -495,9 +495,15 @@ def test_keyboard_interrupt_in_a_handler_is_logged_then_raised(store_url: str) -
 # --- one hash, one key, however the arguments arrive --------------------------------------------
 
 texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | texts,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    containers,
     max_leaves=8,
 )
 
