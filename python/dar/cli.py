@@ -31,6 +31,7 @@ from dar.saga import STATES as saga_states
 from dar.states import EventKind, event_kind
 from dar.store import AdminStore, SQLiteStore, open_store
 from dar.terminal import safe, safe_event, safe_json
+from dar.viewcmds import add_commands as add_view_commands
 
 DEFAULT_DB = "sqlite:///dar.db"
 
@@ -607,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(fn=cmd_sagas)
+
+    add_view_commands(command, _open)
 
     p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")
