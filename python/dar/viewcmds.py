@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -76,6 +77,20 @@ def cmd_diff(args: argparse.Namespace, console: Console, open_store: Opener) -> 
     return 0 if all(p.kind == SAME for p in pairs) else 1
 
 
+def cmd_report(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
+    from dar.report import report_html
+
+    store = open_store(args)
+    try:
+        view = load_session(store, args.session)
+    finally:
+        store.close()
+    out = Path(args.output or f"{args.session}.html")
+    out.write_text(report_html(view), encoding="utf-8")
+    console.print(Text(f"wrote {safe(str(out))} ({out.stat().st_size // 1024} KiB)"))
+    return 0
+
+
 def add_commands(command: Command, open_store: Opener) -> None:
     """Register the four commands on the `dar` parser."""
 
@@ -91,6 +106,11 @@ def add_commands(command: Command, open_store: Opener) -> None:
     p.add_argument("b", help="the second session")
     p.add_argument("--json", action="store_true", help="the aligned pairs as JSON")
     p.set_defaults(fn=bind(cmd_diff))
+
+    p = command("report", "one session as a self-contained HTML file (no server, no CDN)")
+    p.add_argument("session", help="the session (correlation id)")
+    p.add_argument("-o", "--output", help="the file to write (default: SESSION.html)")
+    p.set_defaults(fn=bind(cmd_report))
 
 
 def require(module: str, extra: str) -> None:
