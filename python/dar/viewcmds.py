@@ -91,6 +91,24 @@ def cmd_report(args: argparse.Namespace, console: Console, open_store: Opener) -
     return 0
 
 
+def cmd_ui(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
+    require("starlette", "ui")
+    require("uvicorn", "ui")
+    from dar.webui import LOOPBACK, serve
+
+    store = open_store(args)
+    if args.host not in LOOPBACK:
+        console.print(
+            Text(f"warning: serving on {safe(args.host)}: anyone who reaches it reads the log")
+        )
+    console.print(Text(f"dar ui on http://{safe(args.host)}:{args.port}/ (Ctrl-C stops it)"))
+    try:
+        serve(store, args.host, args.port)
+    finally:
+        store.close()
+    return 0
+
+
 def add_commands(command: Command, open_store: Opener) -> None:
     """Register the four commands on the `dar` parser."""
 
@@ -111,6 +129,11 @@ def add_commands(command: Command, open_store: Opener) -> None:
     p.add_argument("session", help="the session (correlation id)")
     p.add_argument("-o", "--output", help="the file to write (default: SESSION.html)")
     p.set_defaults(fn=bind(cmd_report))
+
+    p = command("ui", "a local, read-only web view of the sessions, live (Starlette + uvicorn)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default: 8765)")
+    p.set_defaults(fn=bind(cmd_ui))
 
 
 def require(module: str, extra: str) -> None:

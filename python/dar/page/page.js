@@ -6,7 +6,7 @@
   const mode = document.body.dataset.mode;
   const $ = (id) => document.getElementById(id);
   const LIVE_MS = 2000;
-  let current = null; // what the ui shows: {kind, id, seq}
+  let current = null; // what the ui shows: {kind, id, version}
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -197,7 +197,7 @@
       frag.append(tr);
     }
     body.replaceChildren(frag);
-    return found.last_seq;
+    return found.version;
   }
   function pickForDiff(id, on) {
     const form = $("diff-form");
@@ -238,13 +238,13 @@
     try {
       if (parts[1] === "s" && parts[2]) {
         const view = await api("/api/sessions/" + encodeURIComponent(parts[2]));
-        current = { kind: "session", id: parts[2], seq: view.last_seq };
+        current = { kind: "session", id: parts[2], version: view.version };
         renderSession(view);
       } else if (parts[1] === "diff" && parts[2] && parts[3]) {
         current = { kind: "diff" };
         await renderDiff(parts[2], parts[3]);
       } else {
-        current = { kind: "list", seq: await renderSessions() };
+        current = { kind: "list", version: await renderSessions() };
       }
     } catch (err) { fail(String(err.message || err)); }
   }
@@ -253,7 +253,7 @@
     try {
       if (current && current.kind !== "diff") {
         const head = await api("/api/head" + (current.kind === "session" ? "?session=" + encodeURIComponent(current.id) : ""));
-        if (head.last_seq !== current.seq) await route();
+        if (head.version !== current.version) await route();
       }
     } catch (err) { /* the next poll tries again */ }
     setTimeout(poll, LIVE_MS);
