@@ -109,6 +109,18 @@ def cmd_ui(args: argparse.Namespace, console: Console, open_store: Opener) -> in
     return 0
 
 
+def cmd_view(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
+    require("textual", "view")
+    from dar.tui import run
+
+    store = open_store(args)
+    try:
+        run(store, args.session, args.follow)
+    finally:
+        store.close()
+    return 0
+
+
 def add_commands(command: Command, open_store: Opener) -> None:
     """Register the four commands on the `dar` parser."""
 
@@ -124,6 +136,11 @@ def add_commands(command: Command, open_store: Opener) -> None:
     p.add_argument("b", help="the second session")
     p.add_argument("--json", action="store_true", help="the aligned pairs as JSON")
     p.set_defaults(fn=bind(cmd_diff))
+
+    p = command("view", "browse sessions in the terminal: calls, reasons, chain badges")
+    p.add_argument("session", nargs="?", help="open this session (correlation id) first")
+    p.add_argument("--follow", action="store_true", help="show new events as they are logged")
+    p.set_defaults(fn=bind(cmd_view))
 
     p = command("report", "one session as a self-contained HTML file (no server, no CDN)")
     p.add_argument("session", help="the session (correlation id)")
