@@ -12,7 +12,7 @@ import pytest
 
 from dar.cli import main
 from dar.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
-from dar.store import open_store
+from dar.store import AdminStore, open_store
 from dar.store.sql import SessionFilter
 
 from .views_data import SCRIPT, build
@@ -195,3 +195,30 @@ def test_view_pilot(tmp_path: Path) -> None:
         asyncio.run(asyncio.wait_for(drive(), timeout=60))
     finally:
         store.close()
+
+
+def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
+    from dar import Runtime
+
+    from .views_data import RULES, TOOLS, diff_sessions, full_session
+
+    with Runtime(pg_url, tools=TOOLS, rules=RULES) as rt:
+        full_session(rt)
+        diff_sessions(rt)
+        store = rt.store
+        assert isinstance(store, AdminStore)
+        found = list_sessions(store)
+        assert [(s.session_id, s.refused, s.failed) for s in found] == [
+            ("b", 0, 0),
+            ("a", 0, 0),
+            ("s-1", 1, 2),
+        ]
+        assert [s.session_id for s in list_sessions(store, SessionFilter(tool="flaky"))] == ["s-1"]
+        assert list_sessions(store, SessionFilter(text="%")) == []
+        view = load_session(store, "s-1")
+        assert view.chain_ok and len(list(view.walk())) == 11
+        assert [p.kind for p in diff(load_session(store, "a"), load_session(store, "b"))] == [
+            SAME,
+            INPUT,
+            STATUS,
+        ]
