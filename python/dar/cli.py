@@ -31,6 +31,7 @@ from dar.saga import STATES as saga_states
 from dar.states import EventKind, event_kind
 from dar.store import AdminStore, SQLiteStore, open_store
 from dar.terminal import safe, safe_event, safe_json
+from dar.viewcmds import add_commands as add_view_commands
 
 DEFAULT_DB = "sqlite:///dar.db"
 
@@ -622,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("mcp-proxy", "guard any MCP server: rules, exactly-once and the log on its tools")
     add_proxy_arguments(p)
     p.set_defaults(fn=cmd_mcp_proxy)
+
+    add_view_commands(command, _open)
 
     p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")

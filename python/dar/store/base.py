@@ -38,6 +38,7 @@ from dar.ops import (
     UseGrant,
 )
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
+from dar.store.sql import SessionFilter, SessionRow
 
 
 @runtime_checkable
@@ -149,6 +150,11 @@ class AdminStore(Store, Protocol):
 
     def purge_records(self) -> list[dict[str, Any]]:
         """Each purge's checkpoints, in order (``{chain: {"seq": n, "row_hash": h}}``)."""
+        ...
+
+    def sessions(self, filter: SessionFilter) -> list[SessionRow]:
+        """The sessions (correlation ids) with their counts, newest activity first, as
+        aggregates computed by the database (see `dar.store.sql.sessions_query`)."""
         ...
 
     def claims(self) -> list[Claim]:

@@ -48,6 +48,7 @@ from dar.store import approvals, sagas
 from dar.store import postgres_sql as q
 from dar.store.flusher import Flusher
 from dar.store.listener import Listener
+from dar.store.sql import SessionFilter, SessionRow
 from dar.verdict import is_hit
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
@@ -368,6 +369,11 @@ class PostgresStore:
     def purge_records(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = self._run(_Replayable(q.purge_records, self.st))
         return records
+
+    def sessions(self, filter: SessionFilter) -> list[SessionRow]:
+        self.flush()
+        found: list[SessionRow] = self._run(_Replayable(q.sessions, self.st, filter))
+        return found
 
     def claims(self) -> list[Claim]:
         found: list[Claim] = self._run(_Replayable(q.claims, self.st))

@@ -38,7 +38,14 @@ from dar.ops import (
 )
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
 from dar.store import steps
-from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
+from dar.store.sql import (
+    CLAIM_COLUMNS,
+    SessionFilter,
+    check_resolvable,
+    events_query,
+    session_rows,
+    sessions_query,
+)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -395,6 +402,12 @@ def purge_records(st: Statements) -> Plan:
         f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
     )
     return [points for (points,) in rows]
+
+
+def sessions(st: Statements, filter: SessionFilter) -> Plan:
+    sql, params = sessions_query("%s", filter, schema_prefix=f'"{st.schema}".')
+    rows = yield Query(sql, tuple(params), "all")
+    return session_rows(rows)
 
 
 def claims(st: Statements) -> Plan:

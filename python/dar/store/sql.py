@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dar.ops import LogFilter, Resolve
@@ -66,3 +67,71 @@ def check_resolvable(claim: Claim, op: Resolve) -> None:
             f"ends in {left:.0f}s: its handler may be running now. Wait for the lease to "
             "end, or use --force if you know that worker is gone"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    """Which sessions (correlation ids) to list; filters combine. ``text`` is a
+    case-insensitive substring of the session id; ``tool``/``status``: sessions with at
+    least one such row."""
+
+    text: str | None = None
+    tool: str | None = None
+    status: str | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One session as the log's aggregates describe it (no row is loaded)."""
+
+    session_id: str
+    events: int
+    first_at: Any  # epoch seconds (SQLite) or datetime (Postgres)
+    last_at: Any
+    last_seq: int
+    refused: int
+    failed: int
+    indeterminate: int
+
+
+def _count_of(condition: str) -> str:
+    return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+_REFUSED = _count_of("status IN ('rejected', 'denied')")
+_FAILED = _count_of("status = 'failed'")
+_INDETERMINATE = _count_of("status = 'indeterminate'")
+
+
+def sessions_query(
+    placeholder: str, filter: SessionFilter, *, schema_prefix: str = ""
+) -> tuple[str, list[Any]]:
+    """One GROUP BY over the log: a database of a million rows lists its sessions without
+    sending them to Python. Newest activity first."""
+    where, having, params = ["correlation_id IS NOT NULL"], [], []
+    if filter.text:
+        escaped = filter.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(f"lower(correlation_id) LIKE {placeholder} ESCAPE '\\'")
+        params.append(f"%{escaped}%")
+    for column, value in (("tool_name", filter.tool), ("status", filter.status)):
+        if value is not None:
+            having.append(f"{_count_of(f'{column} = {placeholder}')} > 0")
+            params.append(value)
+    sql = (
+        "SELECT correlation_id, count(*), min(created_at), max(created_at), max(seq), "
+        f"{_REFUSED}, {_FAILED}, {_INDETERMINATE} "
+        f"FROM {schema_prefix}agent_tool_events WHERE {' AND '.join(where)} "
+        "GROUP BY correlation_id"
+    )
+    if having:
+        sql += " HAVING " + " AND ".join(having)
+    sql += f" ORDER BY max(seq) DESC LIMIT {int(filter.limit)}"
+    return sql, params
+
+
+def session_rows(rows: Any) -> list[SessionRow]:
+    return [
+        SessionRow(str(r[0]), int(r[1]), r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]))
+        for r in rows
+    ]

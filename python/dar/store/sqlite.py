@@ -52,7 +52,15 @@ from dar.ops import (
 from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, SagaRecord
 from dar.store import approvals, sagas, steps
 from dar.store.flusher import Flusher
-from dar.store.sql import CLAIM_COLUMNS, check_resolvable, events_query
+from dar.store.sql import (
+    CLAIM_COLUMNS,
+    SessionFilter,
+    SessionRow,
+    check_resolvable,
+    events_query,
+    session_rows,
+    sessions_query,
+)
 from dar.verdict import is_hit
 
 _INSERT_EVENT = (
@@ -410,6 +418,12 @@ class SQLiteStore:
         return [Event.from_row(r, json_as_text=True) for r in rows]
 
     # --- postmortem and retention ------------------------------------------------------------
+
+    def sessions(self, filter: SessionFilter) -> list[SessionRow]:
+        sql, params = sessions_query("?", filter)
+        self.flush()
+        with self._lock, _errors(self.path):
+            return session_rows(self._conn.execute(sql, params).fetchall())
 
     def redaction_salt(self) -> str:
         if self._salt is None:

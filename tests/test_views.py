@@ -1,0 +1,233 @@
+"""The views of a session: the shared model, `dar diff`, `dar report`, `dar ui`, `dar view`.
+
+Real sessions in a real SQLite file (built once per module), no mocks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dar.cli import main
+from dar.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
+from dar.store import AdminStore, open_store
+from dar.store.sql import SessionFilter
+
+from .views_data import SCRIPT, build
+
+#: Rewritten into docs/ only when asked (DAR_UPDATE_SCREENSHOTS=1).
+SHOTS = (
+    Path(__file__).resolve().parent.parent / "docs"
+    if os.environ.get("DAR_UPDATE_SCREENSHOTS")
+    else Path(tempfile.mkdtemp(prefix="dar-screenshots-"))
+)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("views") / "views.db"
+    build(path)
+    return path
+
+
+def url(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+def test_sessions_list_counts_from_sql(db: Path) -> None:
+    store = open_store(url(db))
+    try:
+        found = {s.session_id: s for s in list_sessions(store)}
+        assert [s.session_id for s in list_sessions(store)] == ["s-t", "b", "a", "s-1"]
+        s1 = found["s-1"]
+        assert (s1.refused, s1.failed, s1.indeterminate) == (1, 2, 0)
+        only = list_sessions(store, SessionFilter(tool="flaky"))
+        assert [s.session_id for s in only] == ["s-1"]
+        assert [s.session_id for s in list_sessions(store, SessionFilter(text="S-"))] == [
+            "s-t",
+            "s-1",
+        ]
+        assert list_sessions(store, SessionFilter(text="%")) == []  # LIKE is escaped
+        rejected = list_sessions(store, SessionFilter(status="rejected"))
+        assert [s.session_id for s in rejected] == ["s-1"]
+    finally:
+        store.close()
+
+
+def test_session_view_has_every_kind_of_row(db: Path) -> None:
+    store = open_store(url(db))
+    try:
+        view = load_session(store, "s-1")
+    finally:
+        store.close()
+    assert view.chain_ok
+    calls = list(view.walk())
+    assert [(c.tool, c.status) for c in calls] == [
+        ("lookup", "executed"),
+        ("send", "executed"),
+        ("send", "cached"),
+        ("send", "rejected"),
+        ("flaky", "failed"),
+        ("pay", "approved"),
+        ("pay", "executed"),
+        ("saga", "saga_ended"),
+        ("book", "executed"),
+        ("charge", "failed"),
+        ("cancel_booking", "executed"),
+    ]
+    assert calls[0].input == {"town": SCRIPT}
+    cached = calls[2]
+    assert cached.origin is not None and cached.origin.output == {"sent": "A"}
+    assert cached.origin.call_id == calls[1].call_id
+    assert (calls[3].rule, calls[3].reason) == ("no_yunguyo", "no courier covers Yunguyo")
+    assert calls[4].error == "TimeoutError: courier API timed out for 1" and calls[4].attempts == 1
+    assert [r.status for r in calls[5].rows] == ["approval_requested", "approved"]
+    assert calls[7].is_saga and [c.tool for c in view.calls[7].children] == [
+        "book",
+        "charge",
+        "cancel_booking",
+    ]
+    assert {r.badge for c in calls for r in c.rows} == {"verified"}
+    assert json.loads(json.dumps(view.as_dict()))["calls"][7]["saga"] is True
+
+
+def test_a_tampered_row_is_broken_and_the_rest_unverified(db: Path) -> None:
+    store = open_store(url(db))
+    try:
+        view = load_session(store, "s-t")
+    finally:
+        store.close()
+    assert not view.chain_ok
+    assert [c.badge for c in view.calls] == ["broken", "unverified", "unverified"]
+    assert view.calls[0].rows[0].note == "content or order changed"
+
+
+# --- diff -------------------------------------------------------------------------------------
+
+
+def test_diff_classifies_pairs(db: Path) -> None:
+    store = open_store(url(db))
+    try:
+        pairs = diff(load_session(store, "a"), load_session(store, "b"))
+    finally:
+        store.close()
+    assert [(p.kind, p.a and p.a.tool, p.b and p.b.tool) for p in pairs] == [
+        (SAME, "lookup", "lookup"),
+        (INPUT, "send", "send"),
+        (STATUS, "send", "send"),
+    ]
+    assert (pairs[2].a and pairs[2].a.status, pairs[2].b and pairs[2].b.status) == (
+        "executed",
+        "cached",
+    )
+
+
+def test_diff_command(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff", "a", "b", "--db", url(db), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in out["pairs"]] == ["same", "different input", "different status"]
+    assert out["counts"]["same"] == 1 and out["pairs"][1]["b"]["input"]["text"] == "good bye"
+    assert main(["diff", "a", "s-1", "--db", url(db)]) == 1
+    text = capsys.readouterr().out
+    assert "only in B" in text and "different input" in text
+    assert main(["diff", "a", "a", "--db", url(db)]) == 0
+    assert main(["diff", "a", "nope", "--db", url(db)]) == 2  # no such session: an error
+
+
+# --- dar view (Textual pilot) -----------------------------------------------------------------
+
+
+def test_view_pilot(tmp_path: Path) -> None:
+    import asyncio
+
+    from rich.console import Console
+    from textual.widgets import DataTable, Input
+
+    from dar.tui import DarView, SessionScreen, detail
+
+    def pane(screen: SessionScreen) -> str:
+        """The detail pane as plain text."""
+        assert screen.current is not None
+        console = Console(width=120, record=True, file=io.StringIO())
+        console.print(detail(screen.current))
+        return console.export_text()
+
+    from .views_data import runtime
+
+    db = tmp_path / "tui.db"
+    build(db)
+    store = open_store(url(db))
+
+    async def drive() -> None:
+        app = DarView(store, follow=True)
+        async with app.run_test(size=(150, 40)) as pilot:
+            sessions = app.query_one("#sessions", DataTable)
+            assert sessions.row_count == 4
+            await pilot.press("slash", *"s-", "enter")  # filter the sessions
+            assert sessions.row_count == 2
+            await pilot.press("down", "enter")  # s-t, s-1: open s-1
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, SessionScreen) and screen.session_id == "s-1"
+            calls = screen.query_one("#calls", DataTable)
+            assert calls.row_count == 11
+            await pilot.press("down", "down")  # the cached call
+            shown = pane(screen)
+            assert "answered from the executed row" in shown and '"sent": "A"' in shown
+            await pilot.press("down")
+            assert "no courier covers Yunguyo" in pane(screen)
+            app.save_screenshot("view.svg", str(SHOTS))
+            await pilot.press("slash", *"failed", "enter")  # filter the calls
+            assert calls.row_count == 2
+            screen.query_one("#call-filter", Input).value = ""
+            await pilot.press("slash", "enter")
+            assert calls.row_count == 11
+            with runtime(db) as rt:  # follow: a new call appears
+                rt.call("lookup", {"town": "new"}, correlation_id="s-1")
+            for _ in range(40):
+                await pilot.pause(0.1)
+                if calls.row_count == 12:
+                    break
+            assert calls.row_count == 12
+            await pilot.press("escape")
+            assert app.query_one("#sessions", DataTable).row_count == 2
+            await pilot.press("question_mark", "q")
+
+    try:
+        asyncio.run(asyncio.wait_for(drive(), timeout=60))
+    finally:
+        store.close()
+
+
+def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
+    from dar import Runtime
+
+    from .views_data import RULES, TOOLS, diff_sessions, full_session
+
+    with Runtime(pg_url, tools=TOOLS, rules=RULES) as rt:
+        full_session(rt)
+        diff_sessions(rt)
+        store = rt.store
+        assert isinstance(store, AdminStore)
+        found = list_sessions(store)
+        assert [(s.session_id, s.refused, s.failed) for s in found] == [
+            ("b", 0, 0),
+            ("a", 0, 0),
+            ("s-1", 1, 2),
+        ]
+        assert [s.session_id for s in list_sessions(store, SessionFilter(tool="flaky"))] == ["s-1"]
+        assert list_sessions(store, SessionFilter(text="%")) == []
+        view = load_session(store, "s-1")
+        assert view.chain_ok and len(list(view.walk())) == 11
+        assert [p.kind for p in diff(load_session(store, "a"), load_session(store, "b"))] == [
+            SAME,
+            INPUT,
+            STATUS,
+        ]
