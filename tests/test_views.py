@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,14 +15,8 @@ from dar.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
 from dar.store import AdminStore, open_store
 from dar.store.sql import SessionFilter
 
+from .views_data import SCREENSHOTS as SHOTS
 from .views_data import SCRIPT, build
-
-#: Rewritten into docs/ only when asked (DAR_UPDATE_SCREENSHOTS=1).
-SHOTS = (
-    Path(__file__).resolve().parent.parent / "docs"
-    if os.environ.get("DAR_UPDATE_SCREENSHOTS")
-    else Path(tempfile.mkdtemp(prefix="dar-screenshots-"))
-)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ driven by playwright; no browser is downloaded)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +11,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dar.cli import main
 
+from .views_data import SCREENSHOTS as DOCS
 from .views_data import SCRIPT, build
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
-#: The README's screenshots are rewritten only when asked (DAR_UPDATE_SCREENSHOTS=1), so a
-#: test run leaves the checkout as it found it.
-DOCS = (
-    Path(__file__).resolve().parent.parent / "docs"
-    if os.environ.get("DAR_UPDATE_SCREENSHOTS")
-    else Path(tempfile.mkdtemp(prefix="dar-screenshots-"))
-)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,12 @@ def build(db: Path) -> None:
         "UPDATE agent_tool_events SET output = '\"edited\"' WHERE seq = "
         "(SELECT seq FROM agent_tool_events WHERE correlation_id = 's-t' ORDER BY seq LIMIT 1)",
     )
+
+
+#: Where the tests save their screenshots: the README's docs/ only when asked
+#: (DAR_UPDATE_SCREENSHOTS=1), so a test run leaves the checkout as it found it.
+SCREENSHOTS = (
+    Path(__file__).resolve().parent.parent / "docs"
+    if os.environ.get("DAR_UPDATE_SCREENSHOTS")
+    else Path(tempfile.mkdtemp(prefix="dar-screenshots-"))
+)
