@@ -10,7 +10,7 @@ def book_courier(order_id: str, zone: str) -> dict:
 
 with Runtime("sqlite:///agent.db", tools=[book_courier]) as rt:
     plan = rt.plan("book_courier", {"order_id": "ORD-8", "zone": "puno"}, correlation_id="conv-8")
-    print(plan.would, plan.preview)      # execute {'courier': 'shalom', 'fee_cents': 1200}
+    print(plan.verdict, plan.preview)      # execute {'courier': 'shalom', 'fee_cents': 1200}
     print(rt.commit(plan).status)        # executed: exactly that call, once
     print(rt.commit(plan).status)        # stale: the key moved since the plan
 

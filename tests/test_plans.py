@@ -72,16 +72,17 @@ def rt(make_runtime: MakeRuntime, clock: Clock) -> Runtime:
 def test_plan_runs_everything_but_the_effect(rt: Runtime) -> None:
     plan = rt.plan("book_courier", BOOK, correlation_id="s1")
     assert isinstance(plan, Plan)
-    assert plan.would == "execute" and plan.preview == {"courier": "shalom", "fee_cents": 1200}
+    assert plan.verdict == "execute" and plan.preview == {"courier": "shalom", "fee_cents": 1200}
     assert ran["book_courier"] == 0
     [row] = rt.events(correlation_id="s1")
     assert row.status == "planned" and row.output == plan.preview
     assert rt.plan("note", {"text": "x"}).preview is None  # no simulate: still a plan
     refused = rt.plan("book_courier", {"order_id": "ORD-2", "zone": "yunguyo"})
-    assert refused.would == "be refused" and refused.reasons == ("covered: no courier for yunguyo",)
-    assert rt.plan("charge", {"order_id": "A", "amount": 5}).would == "need a person's approval"
+    assert refused.verdict == "be refused"
+    assert refused.reasons == ("covered: no courier for yunguyo",)
+    assert rt.plan("charge", {"order_id": "A", "amount": 5}).verdict == "need a person's approval"
     bad = rt.plan("book_courier", {"order_id": 1})
-    assert bad.would == "be refused" and "$.order_id" in bad.reasons[0]
+    assert bad.verdict == "be refused" and "$.order_id" in bad.reasons[0]
     assert ran["book_courier"] == 0
 
 
@@ -94,7 +95,7 @@ def test_commit_runs_exactly_the_planned_call_once(rt: Runtime) -> None:
     assert again.status == Status.STALE and "moved from free" in (again.reason or "")
     assert "stale" in again.for_model().text and again.for_model().is_error
     after = rt.plan("book_courier", BOOK)
-    assert after.would == "answer from the record"
+    assert after.verdict == "answer from the record"
     assert ran["book_courier"] == 1
 
 

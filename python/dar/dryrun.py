@@ -59,7 +59,7 @@ class Plan:
     given_key: str | None  # the key given to `plan`, if any (a commit uses it again)
     input_hash: str
     key: str | None
-    would: str  # "execute", "be refused", "need approval", "answer from the record", ...
+    verdict: str  # what it would do: "execute", "be refused", "need a person's approval", ...
     reasons: tuple[str, ...]
     preview: Any
     rules_fingerprint: str
@@ -90,7 +90,7 @@ def refused_plan(spec: CallSpec, refused: Result, ttl: float) -> Plan:
         given_key=spec.key,
         input_hash=refused.input_hash or "",
         key=refused.key,
-        would="be refused",
+        verdict="be refused",
         reasons=(refused.reason or "",),
         preview=None,
         rules_fingerprint="",
@@ -108,7 +108,7 @@ def as_result(plan: Plan) -> Result:
         Status.PLANNED,
         output=plan.preview,
         output_json=text,
-        reason="; ".join((plan.would, *plan.reasons)),
+        reason="; ".join((plan.verdict, *plan.reasons)),
         event_id=plan.plan_id,
         key=plan.key,
         input_hash=plan.input_hash,
@@ -161,7 +161,7 @@ def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Generator[Op, Any, Plan
         given_key=spec.key,
         input_hash=call.input_hash,
         key=call.key,
-        would=would,
+        verdict=would,
         reasons=tuple(reasons),
         preview=preview,
         rules_fingerprint=fingerprint(call.rules),
