@@ -155,3 +155,13 @@ def test_an_edited_plan_is_refused() -> None:
         wired = rt.plan("wire", {"amount": 5})
         with pytest.raises(ConfigurationError, match="do not match"):
             rt.approve(Plan.from_json(wired.to_json().replace("5}", "5000}")), by="alice")
+
+
+def test_a_coerced_value_with_no_json_form_is_refused_not_raised() -> None:
+    @tool(effect=Effect.MUTATE_LOCAL, coerce=True)
+    def count(n: int) -> int:
+        return n
+
+    with Runtime("sqlite://:memory:", tools=[count]) as rt:
+        res = rt.call("count", {"n": "12345678901234567890"})  # lax: an int beyond 2**53
+        assert res.status == Status.REJECTED and "$.n" in (res.reason or "")

@@ -181,11 +181,11 @@ def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
     )
     try:
         canon = canonical_input(spec.input)
-    except CanonicalizationError as exc:
+        if tool.coerce:
+            with suppress(ArgumentError):  # else refused below, with every problem named
+                canon = coerced(tool, canon)
+    except CanonicalizationError as exc:  # also a coerced value with no JSON form
         return (yield from unrepresentable(spec, rows, exc))
-    if tool.coerce:
-        with suppress(ArgumentError):  # else refused below, with every problem named
-            canon = coerced(tool, canon)
     rules = rules_for(tool, spec.rules)
     if tool.effect is Effect.IRREVERSIBLE and not rules:
         raise ConfigurationError(unruled(tool.name))
