@@ -34,6 +34,8 @@ from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
 
+from .shop import missing_sdk_error
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -322,19 +324,8 @@ def test_session_comes_before_the_thread(tmp_path: Path) -> None:
 
 
 def test_missing_sdk_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['langchain'] = None\n"
-        "from dar.errors import ConfigurationError\n"
-        "try:\n"
-        "    from dar.integrations import langchain\n"
-        "except ConfigurationError as exc:\n"
-        "    print(exc)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert "durable-agent-runtime[langchain]" in out.stdout
+    said = missing_sdk_error("langchain", "langchain")
+    assert "durable-agent-runtime[langchain]" in said
 
 
 def test_example_runs() -> None:
@@ -344,10 +335,3 @@ def test_example_runs() -> None:
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
-
-
-def test_readme_excerpt_is_in_the_example() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### LangChain\n", 1)[1].split("\n### ", 1)[0]
-    block = section.split("```python\n", 1)[1].split("```", 1)[0]
-    assert block in (ROOT / "examples" / "integrations" / "langchain_loop.py").read_text()
