@@ -1,4 +1,4 @@
-//! The number formatter against ryu-js (the formatter before issue 18) on more than twenty
+//! The number formatter (zmij, laid out as ECMAScript) against ryu-js (the formatter before issue 18) on more than twenty
 //! million doubles, by category, plus the 10,000-line ES6 file.
 //!
 //! `make test` runs this in release mode:
@@ -117,8 +117,8 @@ fn twenty_million_doubles_match_ryu_js() {
         let f = (r.next() as f64 / u64::MAX as f64 + 1.0) * 10f64.powi(e);
         c.around(f.round(), 1);
     }
-    // The edges of the fast path: 1e-6 and 1e15.
-    for edge in [1e-6, 1e15, 1e-7, 1e21, 1e14, 0.1, 0.5] {
+    // Where zmij's layout and ECMAScript's part: around 1e-6, 1e-5, 1e16 and 1e21.
+    for edge in [1e-6, 1e-5, 1e15, 1e16, 1e-7, 1e21, 1e14, 0.1, 0.5] {
         c.around(edge, 100_000);
     }
     assert!(c.count >= scale(20_000_000), "only {} doubles", c.count);
