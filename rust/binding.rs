@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::to_hex;
 use crate::error::{format_path, CanonError, MAX_DEPTH};
+use crate::objects::{ascii_str, build_name};
 use crate::text::{canonicalize_str_into, canonicalize_text_into};
 use crate::walk::{Scratch, WalkError, Walker};
 
@@ -100,17 +101,14 @@ fn canonical_into(
     result.map_err(|e| walk_error_to_py(py, e))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let hex = to_hex(&Sha256::digest(bytes).into());
-    // SAFETY: `to_hex` writes only ASCII hex digits.
-    unsafe { std::str::from_utf8_unchecked(&hex) }.to_owned()
+/// The hex digest as a Python `str`, built straight from the stack buffer.
+fn sha256_pystr<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    hex_pystr(py, &to_hex(&Sha256::digest(bytes).into()))
 }
 
-/// The hex digest as a Python `str`, built straight from the stack buffer.
-fn sha256_pystr<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    let hex = to_hex(&Sha256::digest(bytes).into());
-    // SAFETY: `to_hex` writes only ASCII hex digits.
-    PyString::new(py, unsafe { std::str::from_utf8_unchecked(&hex) })
+fn hex_pystr<'py>(py: Python<'py>, hex: &[u8; 64]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: hex digits are ASCII; the GIL is held; a null result has its exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ascii_str(hex)).map(|s| s.cast_into_unchecked()) }
 }
 
 /// JSON text handed to us: a Python `str` (already valid UTF-8) or `bytes` (not yet checked).
@@ -166,7 +164,7 @@ fn input_hash<'py>(
 ) -> PyResult<Bound<'py, PyString>> {
     with_buf(|buf| {
         canonical_into(obj, default, buf)?;
-        Ok(sha256_pystr(obj.py(), buf))
+        sha256_pystr(obj.py(), buf)
     })
 }
 
@@ -183,7 +181,7 @@ fn input_hashes<'py>(
     for item in objs.try_iter()? {
         buf.clear();
         canonical_into(&item?, default, &mut buf)?;
-        hashes.append(sha256_pystr(py, &buf))?;
+        hashes.append(sha256_pystr(py, &buf)?)?;
     }
     Ok(hashes)
 }
@@ -241,10 +239,7 @@ fn input_hashes_from_texts<'py>(
     let out = PyList::empty(py);
     for (i, h) in hashes.into_iter().enumerate() {
         match h {
-            // SAFETY: `to_hex` writes only ASCII hex digits.
-            Ok(hex) => out.append(PyString::new(py, unsafe {
-                std::str::from_utf8_unchecked(&hex)
-            }))?,
+            Ok(hex) => out.append(hex_pystr(py, &hex)?)?,
             Err(e) => return Err(raise(py, format!("item {i}: {e}"), e.path_string())),
         }
     }
@@ -286,24 +281,25 @@ fn canonical_json_from_text<'py>(
 
 /// Lowercase hex SHA-256 of `canonical_json_from_text(text)`.
 #[pyfunction]
-fn input_hash_from_text(text: &Bound<'_, PyAny>) -> PyResult<String> {
+fn input_hash_from_text<'py>(text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     let src = text_bytes(text)?;
     with_buf(|buf| {
         src.canonicalize_into(buf)?;
-        Ok(sha256_hex(buf))
+        sha256_pystr(text.py(), buf)
     })
 }
 
 /// Lowercase hex SHA-256 of raw bytes (used for hash chains over already-canonical rows).
 #[pyfunction]
-fn sha256_hex_of(data: &[u8]) -> String {
-    sha256_hex(data)
+fn sha256_hex_of<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    sha256_pystr(py, data)
 }
 
 #[pymodule(gil_used = true)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_DEPTH", MAX_DEPTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BUILD", build_name(m.py()))?;
     m.add_function(wrap_pyfunction!(canonical_json, m)?)?;
     m.add_function(wrap_pyfunction!(input_hash, m)?)?;
     m.add_function(wrap_pyfunction!(input_hashes, m)?)?;

@@ -14,4 +14,6 @@ pub mod reference;
 #[cfg(feature = "python")]
 mod binding;
 #[cfg(feature = "python")]
+mod objects;
+#[cfg(feature = "python")]
 mod walk;

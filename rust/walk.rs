@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 
 use crate::canonical::{ascii_prefix, cmp_utf16, write_f64, write_int, write_str};
 use crate::error::{Problem, Seg, MAX_DEPTH};
+use crate::objects::{float_value, seq_item, seq_len};
 use std::cmp::Ordering;
 
 /// A failure while walking: a canonicalization problem, or a Python exception raised by
@@ -60,14 +61,14 @@ impl Owned {
     /// # Safety
     /// `p` must be a valid object pointer.
     unsafe fn borrow(p: *mut ffi::PyObject) -> Self {
-        ffi::Py_IncRef(p);
+        ffi::Py_INCREF(p);
         Owned(p)
     }
 }
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        unsafe { ffi::Py_DecRef(self.0) }
+        unsafe { ffi::Py_DECREF(self.0) }
     }
 }
 
@@ -194,8 +195,7 @@ impl<'a, 'py> Walker<'a, 'py> {
             return Ok(());
         }
         if is_type(obj, &raw mut ffi::PyFloat_Type) {
-            return write_f64(self.out, ffi::PyFloat_AsDouble(obj))
-                .map_err(|p| WalkError::canon(p, depth));
+            return write_f64(self.out, float_value(obj)).map_err(|p| WalkError::canon(p, depth));
         }
         if is_type(obj, &raw mut ffi::PyDict_Type) {
             return self.write_dict(obj, depth);
@@ -211,7 +211,7 @@ impl<'a, 'py> Walker<'a, 'py> {
             return self.write_pyint(obj, depth);
         }
         if ffi::PyFloat_Check(obj) != 0 {
-            let f = ffi::PyFloat_AsDouble(obj);
+            let f = float_value(obj);
             return write_f64(self.out, f).map_err(|p| WalkError::canon(p, depth));
         }
         if ffi::PyDict_Check(obj) != 0 {
@@ -284,19 +284,10 @@ impl<'a, 'py> Walker<'a, 'py> {
         let mut i: ffi::Py_ssize_t = 0;
         // Re-read the length each time: `default=` may have resized a list.
         loop {
-            let len = if is_list {
-                ffi::PyList_Size(obj)
-            } else {
-                ffi::PyTuple_Size(obj)
-            };
-            if i >= len {
+            if i >= seq_len(obj, is_list) {
                 break;
             }
-            let item = if is_list {
-                ffi::PyList_GetItem(obj, i)
-            } else {
-                ffi::PyTuple_GetItem(obj, i)
-            };
+            let item = seq_item(obj, is_list, i);
             if item.is_null() {
                 return Err(WalkError::Py(PyErr::fetch(self.py)));
             }
@@ -342,8 +333,8 @@ impl<'a, 'py> Walker<'a, 'py> {
             };
             if self.default.is_some() {
                 // `default=` may run code that mutates this dict: own what we are about to read.
-                ffi::Py_IncRef(k);
-                ffi::Py_IncRef(v);
+                ffi::Py_INCREF(k);
+                ffi::Py_INCREF(v);
             }
             let prefix = ascii_prefix(name).unwrap_or(u64::MAX);
             self.members.push(Member {
@@ -394,8 +385,8 @@ impl<'a, 'py> Walker<'a, 'py> {
         if self.default.is_some() {
             for m in &self.members[base..] {
                 unsafe {
-                    ffi::Py_DecRef(m.key);
-                    ffi::Py_DecRef(m.value);
+                    ffi::Py_DECREF(m.key);
+                    ffi::Py_DECREF(m.value);
                 }
             }
         }

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 from collections import OrderedDict, namedtuple
@@ -35,6 +36,15 @@ SAFE = 2**53 - 1
 
 def double(hex_bits: str) -> float:
     return float(struct.unpack(">d", bytes.fromhex(hex_bits.zfill(16)))[0])
+
+
+def test_the_module_is_the_build_asked_for() -> None:
+    """`make test` runs the per-version build; `make test-abi3` the stable-ABI fallback."""
+    v = sys.version_info
+    expected = os.environ.get("DAR_EXPECT_BUILD", f"cpython-{v.major}.{v.minor}")
+    assert dar._core.BUILD == expected
+    assert dar._core.__file__ is not None
+    assert ("abi3" in dar._core.__file__) == (expected == "abi3")
 
 
 # --- the shared vectors ------------------------------------------------------------------

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = [
+    "BUILD",
     "MAX_DEPTH",
     "__version__",
     "canonical_json",
@@ -15,6 +16,8 @@ __all__ = [
     "sha256_hex_of",
 ]
 
+BUILD: str
+"""`abi3` (the stable-ABI fallback) or the CPython it was built for, e.g. `cpython-3.11`."""
 MAX_DEPTH: int
 __version__: str
 
