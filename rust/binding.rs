@@ -89,7 +89,9 @@ fn canonical_into(
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default()
     });
-    let mut walker = Walker::new(py, default, out, scratch);
+    // With `default=`, whose code may mutate what we walk, nothing is cached.
+    let mut shapes = default.is_none().then(crate::shapes::lock).flatten();
+    let mut walker = Walker::new(py, default, out, shapes.as_deref_mut(), scratch);
     // SAFETY: `obj` is alive for the call and the GIL is held (we have a `Python` token).
     let result = unsafe { walker.write(obj.as_ptr(), 0) };
     let scratch = walker.into_scratch();

@@ -219,6 +219,16 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Append `s`: short pieces (most member names) without a `memcpy` call.
+#[inline(always)]
+pub fn copy_piece(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() <= 32 {
+        copy_short(out, s);
+    } else {
+        out.extend_from_slice(s);
+    }
+}
+
 /// Append at most 32 bytes with a few overlapping word copies instead of a `memcpy` call.
 #[inline(always)]
 fn copy_short(out: &mut Vec<u8>, s: &[u8]) {

@@ -16,4 +16,6 @@ mod binding;
 #[cfg(feature = "python")]
 mod objects;
 #[cfg(feature = "python")]
+mod shapes;
+#[cfg(feature = "python")]
 mod walk;

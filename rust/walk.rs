@@ -11,10 +11,12 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::canonical::{ascii_prefix, cmp_utf16, write_f64, write_int, write_str};
+use crate::canonical::{ascii_prefix, cmp_utf16, copy_piece, write_f64, write_int, write_str};
 use crate::error::{Problem, Seg, MAX_DEPTH};
 use crate::objects::{float_value, seq_item, seq_len};
+use crate::shapes::{self, Shape, Shapes};
 use std::cmp::Ordering;
+use std::rc::Rc;
 
 /// A failure while walking: a canonicalization problem, or a Python exception raised by
 /// `default=`, which is passed through unchanged.
@@ -77,7 +79,9 @@ impl Drop for Owned {
 pub struct Scratch {
     /// Containers on the current path, for telling a cycle from mere depth.
     stack: Vec<*mut ffi::PyObject>,
-    /// Dict members being sorted and written.
+    /// Dict items (key, value) in iteration order.
+    items: Vec<(*mut ffi::PyObject, *mut ffi::PyObject)>,
+    /// Dict members being sorted.
     members: Vec<Member>,
 }
 
@@ -85,21 +89,27 @@ pub struct Walker<'a, 'py> {
     py: Python<'py>,
     default: Option<&'a Bound<'py, PyAny>>,
     out: &'a mut Vec<u8>,
+    /// Key sets seen before; `None` when `default=` may run code that changes what we walk,
+    /// or when another walk holds the cache.
+    shapes: Option<&'a mut Shapes>,
     /// Containers on the current path, for telling a cycle from mere depth.
     stack: Vec<*mut ffi::PyObject>,
-    /// Stack of dict members being sorted and written.
+    /// Stack of dict items, (key, value) in iteration order, shared by every dict of the walk
+    /// (no allocation per dict): nested dicts push above and truncate back.
+    items: Vec<(*mut ffi::PyObject, *mut ffi::PyObject)>,
+    /// Stack of dict members being sorted.
     members: Vec<Member>,
 }
 
-/// A dict member: its name's UTF-8 (owned by the key object) and the value.
+/// A dict member: its name's UTF-8 (owned by the key object) and its item's index.
 #[derive(Clone, Copy)]
 struct Member {
     /// `ascii_prefix(name)`, or `u64::MAX` (never trusted) when the prefix is not ASCII.
     prefix: u64,
     name: *const u8,
     len: usize,
-    key: *mut ffi::PyObject,
-    value: *mut ffi::PyObject,
+    /// Index in iteration order.
+    index: u32,
 }
 
 impl Member {
@@ -145,18 +155,30 @@ unsafe fn utf8<'s>(obj: *mut ffi::PyObject) -> Option<&'s [u8]> {
     }
 }
 
+/// The path segment of a member, from its key object.
+unsafe fn key_seg(k: *mut ffi::PyObject) -> Seg {
+    Seg::Key(match utf8(k) {
+        Some(name) => String::from_utf8_lossy(name).into_owned(),
+        None => String::new(),
+    })
+}
+
 impl<'a, 'py> Walker<'a, 'py> {
     pub fn new(
         py: Python<'py>,
         default: Option<&'a Bound<'py, PyAny>>,
         out: &'a mut Vec<u8>,
+        shapes: Option<&'a mut Shapes>,
         scratch: Scratch,
     ) -> Self {
         Walker {
             py,
+            // With `default=` nothing is cached: its code may mutate dicts as we walk them.
+            shapes: shapes.filter(|_| default.is_none()),
             default,
             out,
             stack: scratch.stack,
+            items: scratch.items,
             members: scratch.members,
         }
     }
@@ -164,9 +186,11 @@ impl<'a, 'py> Walker<'a, 'py> {
     /// Hand the (emptied) stacks back for the next walk.
     pub fn into_scratch(mut self) -> Scratch {
         self.stack.clear();
+        self.items.clear();
         self.members.clear();
         Scratch {
             stack: self.stack,
+            items: self.items,
             members: self.members,
         }
     }
@@ -313,85 +337,148 @@ impl<'a, 'py> Walker<'a, 'py> {
     ) -> Result<(), WalkError> {
         let depth = depth + 1;
         self.enter(obj, depth)?;
-        // Members go on one scratch stack shared by every dict of the walk (no allocation per
-        // dict); nested dicts push above ours and truncate back before we read on.
-        let base = self.members.len();
+        let base = self.items.len();
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = ptr::null_mut();
         let mut v: *mut ffi::PyObject = ptr::null_mut();
+        let mut sig = shapes::SEED;
+        let mut exact = true;
         while ffi::PyDict_Next(obj, &mut pos, &mut k, &mut v) != 0 {
-            if !is_type(k, &raw mut ffi::PyUnicode_Type) && ffi::PyUnicode_Check(k) == 0 {
-                return Err(self.drop_members(
-                    base,
-                    WalkError::canon(Problem::NonStringKey(type_name(self.py, k)), depth),
-                ));
-            }
-            let Some(name) = utf8(k) else {
-                return Err(
-                    self.drop_members(base, WalkError::canon(Problem::LoneSurrogate, depth))
-                );
-            };
             if self.default.is_some() {
                 // `default=` may run code that mutates this dict: own what we are about to read.
                 ffi::Py_INCREF(k);
                 ffi::Py_INCREF(v);
             }
-            let prefix = ascii_prefix(name).unwrap_or(u64::MAX);
-            self.members.push(Member {
-                prefix,
-                name: name.as_ptr(),
-                len: name.len(),
-                key: k,
-                value: v,
-            });
+            exact &= is_type(k, &raw mut ffi::PyUnicode_Type);
+            sig = shapes::mix(sig, k);
+            self.items.push((k, v));
         }
-        let slice = &mut self.members[base..];
-        slice.sort_unstable_by(Member::cmp);
-        // Only `str` subclasses with their own __eq__/__hash__ can get here with equal names.
-        if let Some(w) = slice.windows(2).find(|w| w[0].name() == w[1].name()) {
-            let name = String::from_utf8_lossy(w[0].name()).into_owned();
-            return Err(
-                self.drop_members(base, WalkError::canon(Problem::DuplicateKey(name), depth))
-            );
-        }
-        self.out.push(b'{');
-        let end = self.members.len();
-        let mut result = Ok(());
-        for i in base..end {
-            let m = self.members[i];
-            if i > base {
-                self.out.push(b',');
+        let n = self.items.len() - base;
+        let known = match &self.shapes {
+            Some(cache) if exact && (1..=shapes::MAX_MEMBERS).contains(&n) => {
+                cache.find(sig, self.items[base..].iter().map(|&(k, _)| k))
             }
-            write_str(self.out, std::str::from_utf8_unchecked(m.name()));
-            self.out.push(b':');
-            if let Err(e) = self.write(m.value, depth) {
-                result = Err(e.at(depth, || {
-                    Seg::Key(String::from_utf8_lossy(m.name()).into_owned())
-                }));
-                break;
+            _ => None,
+        };
+        let result = match known {
+            Some(shape) => self.write_shaped(&shape, base, depth),
+            None => self.write_sorted(base, depth, sig, exact),
+        };
+        if self.default.is_some() {
+            for &(k, v) in &self.items[base..] {
+                ffi::Py_DECREF(k);
+                ffi::Py_DECREF(v);
             }
         }
-        if let Err(e) = result {
-            return Err(self.drop_members(base, e));
-        }
-        self.drop_members(base, ());
-        self.out.push(b'}');
+        self.items.truncate(base);
+        result?;
         self.stack.pop();
         Ok(())
     }
 
-    /// Pop this dict's members off the scratch stack, releasing them if we owned them.
-    fn drop_members<T>(&mut self, base: usize, pass: T) -> T {
-        if self.default.is_some() {
-            for m in &self.members[base..] {
-                unsafe {
-                    ffi::Py_DECREF(m.key);
-                    ffi::Py_DECREF(m.value);
+    /// Write a dict whose key set was seen before: names as cached, values in cached order.
+    unsafe fn write_shaped(
+        &mut self,
+        shape: &Rc<Shape>,
+        base: usize,
+        depth: usize,
+    ) -> Result<(), WalkError> {
+        for j in 0..shape.len() {
+            copy_piece(self.out, shape.piece(j));
+            let (k, v) = self.items[base + shape.order[j] as usize];
+            self.write(v, depth)
+                .map_err(|e| e.at(depth, || key_seg(k)))?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// Write a dict by sorting its members; cache its key set if it is worth it.
+    unsafe fn write_sorted(
+        &mut self,
+        base: usize,
+        depth: usize,
+        sig: u64,
+        exact: bool,
+    ) -> Result<(), WalkError> {
+        let mbase = self.members.len();
+        let result = self.sort_members(base, mbase, depth, exact).and_then(|()| {
+            self.out.push(b'{');
+            for i in mbase..self.members.len() {
+                let m = self.members[i];
+                if i > mbase {
+                    self.out.push(b',');
                 }
+                write_str(self.out, std::str::from_utf8_unchecked(m.name()));
+                self.out.push(b':');
+                let (k, v) = self.items[base + m.index as usize];
+                self.write(v, depth)
+                    .map_err(|e| e.at(depth, || key_seg(k)))?;
+            }
+            self.out.push(b'}');
+            Ok(())
+        });
+        if result.is_ok() {
+            self.remember(base, mbase, sig, exact);
+        }
+        self.members.truncate(mbase);
+        result
+    }
+
+    /// Push this dict's members above `mbase`, sorted in canonical order.
+    unsafe fn sort_members(
+        &mut self,
+        base: usize,
+        mbase: usize,
+        depth: usize,
+        exact: bool,
+    ) -> Result<(), WalkError> {
+        for (index, &(k, _)) in self.items[base..].iter().enumerate() {
+            if !exact && !is_type(k, &raw mut ffi::PyUnicode_Type) && ffi::PyUnicode_Check(k) == 0 {
+                let problem = Problem::NonStringKey(type_name(self.py, k));
+                return Err(WalkError::canon(problem, depth));
+            }
+            let Some(name) = utf8(k) else {
+                return Err(WalkError::canon(Problem::LoneSurrogate, depth));
+            };
+            self.members.push(Member {
+                prefix: ascii_prefix(name).unwrap_or(u64::MAX),
+                name: name.as_ptr(),
+                len: name.len(),
+                index: index as u32,
+            });
+        }
+        let slice = &mut self.members[mbase..];
+        slice.sort_unstable_by(Member::cmp);
+        // Only `str` subclasses with their own __eq__/__hash__ can get here with equal names.
+        if !exact {
+            if let Some(w) = slice.windows(2).find(|w| w[0].name() == w[1].name()) {
+                let name = String::from_utf8_lossy(w[0].name()).into_owned();
+                return Err(WalkError::canon(Problem::DuplicateKey(name), depth));
             }
         }
-        self.members.truncate(base);
-        pass
+        Ok(())
+    }
+
+    /// Cache the key set of the dict just written (members above `mbase`), on its second
+    /// sighting, if its keys are all exact `str`s.
+    unsafe fn remember(&mut self, base: usize, mbase: usize, sig: u64, exact: bool) {
+        let n = self.members.len() - mbase;
+        let Some(cache) = self.shapes.as_mut() else {
+            return;
+        };
+        if !exact || !(1..=shapes::MAX_MEMBERS).contains(&n) || !cache.wanted(sig) {
+            return;
+        }
+        let members = &self.members[mbase..];
+        let keys = self.items[base..].iter().map(|&(k, _)| k).collect();
+        let order = members.iter().map(|m| m.index).collect();
+        let quoted = members.iter().map(|m| {
+            let mut q = Vec::with_capacity(m.len + 2);
+            write_str(&mut q, std::str::from_utf8_unchecked(m.name()));
+            q
+        });
+        cache.insert(sig, keys, order, quoted);
     }
 
     unsafe fn write_default(
