@@ -42,7 +42,7 @@ def test_the_module_is_the_build_asked_for() -> None:
     """`make test` runs the per-version build; `make test-abi3` the stable-ABI fallback."""
     v = sys.version_info
     expected = os.environ.get("DAR_EXPECT_BUILD", f"cpython-{v.major}.{v.minor}")
-    assert dar._core.BUILD == expected
+    assert expected == dar._core.BUILD
     assert dar._core.__file__ is not None
     assert ("abi3" in dar._core.__file__) == (expected == "abi3")
 

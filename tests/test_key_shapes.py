@@ -32,10 +32,15 @@ def uncached(value: Any) -> bytes:
 
 
 # A pool of key objects shared by many dicts, as literals, pydantic dumps and json.loads give.
-POOL = [fresh(k) for k in ["order_id", "sku", "qty", "€uro", "😀!", "\ue000x", "ab", "quote\""]]
+POOL = [fresh(k) for k in ["order_id", "sku", "qty", "€uro", "😀!", "\ue000x", "ab", 'quote"']]
 
 keys = st.sampled_from(POOL)
-leaves = st.none() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+leaves = (
+    st.none()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 values = st.recursive(
     leaves,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6),
