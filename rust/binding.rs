@@ -218,6 +218,8 @@ fn input_hashes_from_texts<'py>(
         .enumerate()
         .map(|(i, t)| text_bytes(t).map_err(|e| name_item(py, i, e)))
         .collect::<PyResult<Vec<_>>>()?;
+    // Taken with the GIL held (see `pool::get`); `None` runs on this process's pool.
+    let pool = threads.is_none().then(crate::pool::get);
     let hashes: Vec<Result<[u8; 64], CanonError>> = py.detach(|| -> PyResult<_> {
         let run = || {
             views
@@ -235,7 +237,7 @@ fn input_hashes_from_texts<'py>(
                 .build()
                 .map_err(|e| PyValueError::new_err(e.to_string()))?
                 .install(run),
-            None => run(),
+            None => pool.expect("taken above when threads is None").install(run),
         })
     })?;
     let out = PyList::empty(py);

@@ -16,6 +16,8 @@ mod binding;
 #[cfg(feature = "python")]
 mod objects;
 #[cfg(feature = "python")]
+mod pool;
+#[cfg(feature = "python")]
 mod shapes;
 #[cfg(feature = "python")]
 mod walk;

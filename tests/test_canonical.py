@@ -8,6 +8,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
 from collections import OrderedDict, namedtuple
 from typing import Any
@@ -327,6 +328,28 @@ def test_batch_of_texts_large_and_empty() -> None:
     assert input_hashes_from_texts(texts) == expected
     assert input_hashes_from_texts(texts, threads=2) == expected
     assert input_hashes_from_texts([]) == []
+
+
+FORKED_BATCH = """
+import os, sys, dar
+texts = ['{"b": 1, "a": [2]}'] * 500
+parent = dar.input_hashes_from_texts(texts)
+big = {"rows": [{"id": i, "name": "x" * 40} for i in range(6000)]}
+parent_big = dar.input_hash(big)
+pid = os.fork()
+if pid == 0:
+    ok = dar.input_hashes_from_texts(texts) == parent and dar.input_hash(big) == parent_big
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_worker_threads_work_in_a_forked_child() -> None:
+    """The parent's worker threads do not exist in a forked child: it starts its own."""
+    done = subprocess.run([sys.executable, "-c", FORKED_BATCH], timeout=120, check=False)
+    assert done.returncode == 0
 
 
 @pytest.mark.parametrize(("text", "path", "fragment"), TEXT_REFUSALS)
