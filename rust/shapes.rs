@@ -17,12 +17,16 @@ use pyo3::ffi;
 
 /// Shapes with more members are not cached (maps keyed by data rather than by schema).
 pub const MAX_MEMBERS: usize = 64;
-const SLOTS: usize = 256;
-const SEEN: usize = 1024;
+/// Pairs of slots: a key set may take either slot of its pair, so two key sets of one input
+/// that land on the same pair do not keep evicting each other.
+const SLOTS: usize = 1024;
+const SEEN: usize = 4096;
 
 /// One cached key set.
 pub struct Shape {
     sig: u64,
+    /// When this shape was last found ([`Shapes::clock`]); the staler of a pair is replaced.
+    used: std::cell::Cell<u64>,
     /// The keys in iteration order, each holding a strong reference.
     keys: Box<[*mut ffi::PyObject]>,
     /// For each member in canonical order, its index in iteration order.
@@ -61,12 +65,20 @@ pub fn mix(sig: u64, key: *mut ffi::PyObject) -> u64 {
     (sig.rotate_left(23) ^ key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// A table index from a signature's high bits (its low bits barely vary: objects are aligned,
+/// and a product's low bits depend only on its factors' low bits).
+#[inline(always)]
+fn index(sig: u64, len: usize) -> usize {
+    (sig >> 40) as usize % len
+}
+
 pub const SEED: u64 = 0x243F_6A88_85A3_08D3;
 
 #[derive(Default)]
 pub struct Shapes {
     slots: Vec<Option<Rc<Shape>>>,
     seen: Vec<u64>,
+    clock: u64,
 }
 
 // SAFETY: the `Rc`s and key pointers are touched only by the thread holding the mutex below
@@ -76,6 +88,7 @@ unsafe impl Send for Shapes {}
 static SHAPES: Mutex<Shapes> = Mutex::new(Shapes {
     slots: Vec::new(),
     seen: Vec::new(),
+    clock: 0,
 });
 
 /// The cache, unless another walk holds it (a `default=` re-entering us, or another thread).
@@ -87,13 +100,20 @@ impl Shapes {
     /// The shape of a dict whose keys, in iteration order, are `keys`, with signature `sig`.
     #[inline]
     pub fn find(
-        &self,
+        &mut self,
         sig: u64,
-        keys: impl ExactSizeIterator<Item = *mut ffi::PyObject>,
+        keys: impl ExactSizeIterator<Item = *mut ffi::PyObject> + Clone,
     ) -> Option<Rc<Shape>> {
-        let shape = self.slots.get(sig as usize % SLOTS)?.as_ref()?;
-        (shape.sig == sig && shape.keys.len() == keys.len() && shape.keys.iter().copied().eq(keys))
-            .then(|| Rc::clone(shape))
+        let pair = index(sig, SLOTS) & !1;
+        let slots = self.slots.get(pair..pair + 2)?;
+        let shape = slots.iter().flatten().find(|shape| {
+            shape.sig == sig
+                && shape.keys.len() == keys.len()
+                && shape.keys.iter().copied().eq(keys.clone())
+        })?;
+        self.clock += 1;
+        shape.used.set(self.clock);
+        Some(Rc::clone(shape))
     }
 
     /// Whether a key set with this signature should be cached now: on its second sighting.
@@ -102,7 +122,7 @@ impl Shapes {
             self.seen = vec![0; SEEN];
             self.slots = vec![None; SLOTS];
         }
-        let seen = &mut self.seen[sig as usize % SEEN];
+        let seen = &mut self.seen[index(sig, SEEN)];
         if *seen == sig {
             true
         } else {
@@ -136,12 +156,23 @@ impl Shapes {
         }
         let shape = Shape {
             sig,
+            used: std::cell::Cell::new(0),
             keys: keys.into(),
             order: order.into(),
             names: names.into(),
             ends: ends.into(),
         };
-        // Replacing a shape drops it (and its references) unless a walk above us still uses it.
-        self.slots[sig as usize % SLOTS] = Some(Rc::new(shape));
+        // Take the free or the staler slot of the pair. Replacing a shape drops it (and its
+        // references) unless a walk above us still uses it.
+        let pair = index(sig, SLOTS) & !1;
+        let age = |slot: &Option<Rc<Shape>>| slot.as_ref().map_or(0, |s| s.used.get());
+        let slot = if age(&self.slots[pair]) <= age(&self.slots[pair + 1]) {
+            pair
+        } else {
+            pair + 1
+        };
+        self.clock += 1;
+        shape.used.set(self.clock);
+        self.slots[slot] = Some(Rc::new(shape));
     }
 }

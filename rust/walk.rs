@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use crate::canonical::{ascii_prefix, cmp_utf16, copy_piece, write_f64, write_int, write_str};
 use crate::error::{Problem, Seg, MAX_DEPTH};
 use crate::objects::{float_value, seq_item, seq_len};
+use crate::pipeline::Pipeline;
 use crate::shapes::{self, Shape, Shapes};
 use std::cmp::Ordering;
 use std::rc::Rc;
@@ -92,6 +93,8 @@ pub struct Walker<'a, 'py> {
     /// Key sets seen before; `None` when `default=` may run code that changes what we walk,
     /// or when another walk holds the cache.
     shapes: Option<&'a mut Shapes>,
+    /// When hashing: takes finished output off our hands as the walk goes (large inputs).
+    pipeline: Option<&'a mut Pipeline>,
     /// Containers on the current path, for telling a cycle from mere depth.
     stack: Vec<*mut ffi::PyObject>,
     /// Stack of dict items, (key, value) in iteration order, shared by every dict of the walk
@@ -169,10 +172,12 @@ impl<'a, 'py> Walker<'a, 'py> {
         default: Option<&'a Bound<'py, PyAny>>,
         out: &'a mut Vec<u8>,
         shapes: Option<&'a mut Shapes>,
+        pipeline: Option<&'a mut Pipeline>,
         scratch: Scratch,
     ) -> Self {
         Walker {
             py,
+            pipeline,
             // With `default=` nothing is cached: its code may mutate dicts as we walk them.
             shapes: shapes.filter(|_| default.is_none()),
             default,
@@ -192,6 +197,14 @@ impl<'a, 'py> Walker<'a, 'py> {
             stack: self.stack,
             items: self.items,
             members: self.members,
+        }
+    }
+
+    /// Between values: let the pipeline take finished output, if there is one.
+    #[inline(always)]
+    fn feed(&mut self) {
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            pipeline.feed(self.out);
         }
     }
 
@@ -323,6 +336,7 @@ impl<'a, 'py> Walker<'a, 'py> {
             let idx = i as usize;
             self.write(item, depth)
                 .map_err(|e| e.at(depth, || Seg::Index(idx)))?;
+            self.feed();
             i += 1;
         }
         self.out.push(b']');
@@ -354,7 +368,7 @@ impl<'a, 'py> Walker<'a, 'py> {
             self.items.push((k, v));
         }
         let n = self.items.len() - base;
-        let known = match &self.shapes {
+        let known = match &mut self.shapes {
             Some(cache) if exact && (1..=shapes::MAX_MEMBERS).contains(&n) => {
                 cache.find(sig, self.items[base..].iter().map(|&(k, _)| k))
             }
@@ -373,6 +387,7 @@ impl<'a, 'py> Walker<'a, 'py> {
         self.items.truncate(base);
         result?;
         self.stack.pop();
+        self.feed();
         Ok(())
     }
 

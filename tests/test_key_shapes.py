@@ -73,7 +73,7 @@ def test_freed_keys_whose_memory_is_reused() -> None:
 
 def test_more_key_sets_than_the_cache_holds_nested_in_one_that_is_cached() -> None:
     outer_a, outer_b = fresh("inner"), fresh("nth")
-    docs = [{outer_a: {fresh(f"x{i}"): i, fresh(f"y{i}"): -i}, outer_b: i} for i in range(1500)]
+    docs = [{outer_a: {fresh(f"x{i}"): i, fresh(f"y{i}"): -i}, outer_b: i} for i in range(5000)]
     for _ in range(3):
         assert canonical_json(docs) == rfc8785.dumps(docs)
 
@@ -108,8 +108,9 @@ def test_the_cache_holds_a_bounded_number_of_keys() -> None:
     for _ in range(2):
         dar.canonical_json({key: 1})
     assert sys.getrefcount(key) == base + 1  # the cached key set holds it
-    for i in range(5000):  # enough other key sets to take every slot
-        other = {fresh(f"o{i}"): 1}
+    # Enough other key sets to take every slot (kept alive, so each key has its own address).
+    others = [{fresh(f"o{i}"): 1} for i in range(20_000)]
+    for other in others:
         canonical_json(other)
         canonical_json(other)
     assert sys.getrefcount(key) == base
