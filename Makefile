@@ -57,7 +57,7 @@ test-abi3: $(STAMP)
 	cd $(ABI3) && DAR_EXPECT_BUILD=abi3 venv/bin/python -m pytest -p no:cacheprovider \
 		-c $(CURDIR)/pyproject.toml --rootdir $(CURDIR) -q \
 		$(CURDIR)/tests/test_canonical.py $(CURDIR)/tests/test_hostile_input.py \
-		$(CURDIR)/tests/test_key_shapes.py
+		$(CURDIR)/tests/test_key_shapes.py $(CURDIR)/tests/test_hash_pipeline.py
 
 lint: build
 	cargo fmt --check

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::canonical::to_hex;
 use crate::error::{format_path, CanonError, MAX_DEPTH};
 use crate::objects::{ascii_str, build_name};
+use crate::pipeline::Pipeline;
 use crate::text::{canonicalize_str_into, canonicalize_text_into};
 use crate::walk::{Scratch, WalkError, Walker};
 
@@ -78,10 +79,13 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Write the canonical bytes of `obj` to `out`; with a `pipeline`, finished output may be
+/// handed to it as the walk goes (`out` then ends with the rest).
 fn canonical_into(
     obj: &Bound<'_, PyAny>,
     default: Option<&Bound<'_, PyAny>>,
     out: &mut Vec<u8>,
+    pipeline: Option<&mut Pipeline>,
 ) -> PyResult<()> {
     let py = obj.py();
     let scratch = SCRATCH.with(|cell| {
@@ -91,7 +95,7 @@ fn canonical_into(
     });
     // With `default=`, whose code may mutate what we walk, nothing is cached.
     let mut shapes = default.is_none().then(crate::shapes::lock).flatten();
-    let mut walker = Walker::new(py, default, out, shapes.as_deref_mut(), scratch);
+    let mut walker = Walker::new(py, default, out, shapes.as_deref_mut(), pipeline, scratch);
     // SAFETY: `obj` is alive for the call and the GIL is held (we have a `Python` token).
     let result = unsafe { walker.write(obj.as_ptr(), 0) };
     let scratch = walker.into_scratch();
@@ -152,9 +156,21 @@ fn canonical_json<'py>(
     default: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     with_buf(|buf| {
-        canonical_into(obj, default, buf)?;
+        canonical_into(obj, default, buf, None)?;
         Ok(PyBytes::new(obj.py(), buf))
     })
+}
+
+/// The hex digest of `obj`'s canonical bytes (a large input's hashed on a second core as the
+/// walk writes them).
+fn hash_object<'py>(
+    obj: &Bound<'py, PyAny>,
+    default: Option<&Bound<'py, PyAny>>,
+    buf: &mut Vec<u8>,
+) -> PyResult<Bound<'py, PyString>> {
+    let mut pipeline = Pipeline::default();
+    canonical_into(obj, default, buf, Some(&mut pipeline))?;
+    hex_pystr(obj.py(), &to_hex(&pipeline.finish(buf)))
 }
 
 /// Lowercase hex SHA-256 of `canonical_json(obj)`.
@@ -164,10 +180,7 @@ fn input_hash<'py>(
     obj: &Bound<'py, PyAny>,
     default: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyString>> {
-    with_buf(|buf| {
-        canonical_into(obj, default, buf)?;
-        sha256_pystr(obj.py(), buf)
-    })
+    with_buf(|buf| hash_object(obj, default, buf))
 }
 
 /// `input_hash` of every item of an iterable, in one call.
@@ -182,8 +195,7 @@ fn input_hashes<'py>(
     let mut buf = Vec::new();
     for item in objs.try_iter()? {
         buf.clear();
-        canonical_into(&item?, default, &mut buf)?;
-        hashes.append(sha256_pystr(py, &buf)?)?;
+        hashes.append(hash_object(&item?, default, &mut buf)?)?;
     }
     Ok(hashes)
 }

@@ -16,6 +16,8 @@ mod binding;
 #[cfg(feature = "python")]
 mod objects;
 #[cfg(feature = "python")]
+mod pipeline;
+#[cfg(feature = "python")]
 mod pool;
 #[cfg(feature = "python")]
 mod shapes;
