@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 
-use crate::canonical::{cmp_utf16, find_escape, write_f64, write_str, MAX_SAFE_INT};
+use crate::canonical::{cmp_utf16, copy_piece, find_escape, write_f64, write_str, MAX_SAFE_INT};
 use crate::error::{CanonError, MAX_DEPTH};
 use crate::text_checked;
 
@@ -311,7 +311,7 @@ impl Fast<'_, '_> {
         let end = find_escape(self.src, open + 1);
         match self.src.get(end) {
             Some(b'"') => {
-                self.out.extend_from_slice(&self.src[open..=end]);
+                copy_piece(self.out, &self.src[open..=end]);
                 self.pos = end + 1;
                 Ok(Member {
                     name: (open + 1) as u32,
@@ -347,7 +347,7 @@ impl Fast<'_, '_> {
         match self.src.get(end) {
             Some(b'"') => {
                 // No escape and no control character: the source is already canonical.
-                self.out.extend_from_slice(&self.src[open..=end]);
+                copy_piece(self.out, &self.src[open..=end]);
                 self.pos = end + 1;
                 Ok(())
             }
@@ -449,7 +449,7 @@ impl Fast<'_, '_> {
                 if mant == 0 {
                     self.out.push(b'0');
                 } else {
-                    self.out.extend_from_slice(&self.src[start..self.pos]);
+                    copy_piece(self.out, &self.src[start..self.pos]);
                 }
                 return Ok(());
             }
