@@ -12,11 +12,16 @@ Rows:
   orjson.dumps without sorting + sha256 (serialization at orjson speed plus the hash).
 - text → hash: `dar.input_hash_from_text` against orjson loads+dumps(OPT_SORT_KEYS)+sha256.
 - a batch of 10,000 ~1 KB texts: `dar.input_hashes_from_texts` on 1 thread and on every core.
+
+`DAR_BENCH_BEFORE=path/to/_core.so` adds the compiled core of another commit as the
+candidate "before", timed in the same rounds (benches/README.md says how to build one).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import sys
@@ -39,6 +44,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 import dar
 import payloads
 
+
+def load_before() -> Any:
+    """The compiled core named by DAR_BENCH_BEFORE, loaded beside ours, or None."""
+    path = os.environ.get("DAR_BENCH_BEFORE")
+    if not path:
+        return None
+    loader = importlib.machinery.ExtensionFileLoader("dar._core", path)
+    spec = importlib.util.spec_from_file_location("dar._core", path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+BEFORE = load_before()
 ROUNDS = int(os.environ.get("DAR_BENCH_ROUNDS", "25"))
 SLICE_S = 0.02
 SORT = orjson.OPT_SORT_KEYS
@@ -48,7 +68,8 @@ Fn = Callable[[], object]
 
 def object_candidates(value: Any) -> dict[str, Fn]:
     canonical = dar.canonical_json(value)
-    return {
+    before = {"before": lambda: BEFORE.input_hash(value)} if BEFORE else {}
+    return before | {
         "dar": lambda: dar.input_hash(value),
         "orjson": lambda: hashlib.sha256(orjson.dumps(value, option=SORT)).hexdigest(),
         "json": lambda: hashlib.sha256(
@@ -65,7 +86,8 @@ def object_candidates(value: Any) -> dict[str, Fn]:
 
 def text_candidates(text: str) -> dict[str, Fn]:
     canonical = dar.canonical_json_from_text(text)
-    return {
+    before = {"before": lambda: BEFORE.input_hash_from_text(text)} if BEFORE else {}
+    return before | {
         "dar": lambda: dar.input_hash_from_text(text),
         "orjson": lambda: hashlib.sha256(orjson.dumps(orjson.loads(text), option=SORT)).hexdigest(),
         "floor: sha256": lambda: hashlib.sha256(canonical).hexdigest(),
@@ -141,13 +163,18 @@ def main() -> None:
         results = run(rows)
 
     table = Table(title="ns per call (best of interleaved rounds); ×: orjson time ÷ dar time")
-    for col in ["path", "dar", "orjson", "dar vs orjson", "floor: sha256", "floor: orjson+sha256"]:
+    cols = ["path", "dar", "orjson", "dar vs orjson", "floor: sha256", "floor: orjson+sha256"]
+    if BEFORE:
+        cols[1:1] = ["before", "before vs orjson"]
+    for col in cols:
         table.add_column(col, justify="left" if col == "path" else "right")
     for row, r in results.items():
         if row == batch_row:
             continue
+        then = [f"{r['before']:,.0f}", f"{r['orjson'] / r['before']:.2f}×"] if BEFORE else []
         table.add_row(
             row,
+            *then,
             f"{r['dar']:,.0f}",
             f"{r['orjson']:,.0f}",
             f"{r['orjson'] / r['dar']:.2f}×",
