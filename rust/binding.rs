@@ -168,8 +168,11 @@ fn hash_object<'py>(
     default: Option<&Bound<'py, PyAny>>,
     buf: &mut Vec<u8>,
 ) -> PyResult<Bound<'py, PyString>> {
+    // Only when no Python code can run during the walk (no `default=`): such code could take
+    // the GIL elsewhere, fork, or hash again while our hashing job holds a worker.
     let mut pipeline = Pipeline::default();
-    canonical_into(obj, default, buf, Some(&mut pipeline))?;
+    let pipeline_ok = default.is_none();
+    canonical_into(obj, default, buf, pipeline_ok.then_some(&mut pipeline))?;
     hex_pystr(obj.py(), &to_hex(&pipeline.finish(buf)))
 }
 

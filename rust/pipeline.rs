@@ -4,8 +4,13 @@
 //! `input_hash` passes [`START_AT`], every [`CHUNK`] of finished output is handed to a rayon
 //! worker that feeds the hash, while this thread (holding the GIL) keeps walking. Only the
 //! last chunk is hashed after the walk. Small inputs, nearly all tool calls, never start it.
+//!
+//! The walk never waits on the worker until it has finished (sending never blocks), and the
+//! worker never needs the GIL, so neither can hold the other up. It is used only for walks
+//! that run no Python code (no `default=`): such code could hand the GIL to another thread,
+//! re-enter `input_hash` or fork while this walk's job holds a worker.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 
 use sha2::{Digest, Sha256};
 
@@ -21,7 +26,7 @@ pub struct Pipeline {
 }
 
 struct Running {
-    chunks: SyncSender<Vec<u8>>,
+    chunks: Sender<Vec<u8>>,
     done: Receiver<Sha256>,
 }
 
@@ -48,7 +53,8 @@ impl Pipeline {
         rest.extend_from_slice(&out[whole..]);
         out.truncate(whole);
         let chunk = std::mem::replace(out, rest);
-        // The worker keeps its end until we drop ours, and does not panic (SHA-256 of bytes).
+        // Never blocks (the channel is unbounded): the walk, holding the GIL, must not wait on
+        // a worker. The worker keeps its end until we drop ours and cannot fail.
         running
             .chunks
             .send(chunk)
@@ -68,8 +74,7 @@ impl Pipeline {
 }
 
 fn start() -> Running {
-    // Room for a few chunks, so the walk never waits on a worker that is a little behind.
-    let (chunks, incoming) = sync_channel::<Vec<u8>>(8);
+    let (chunks, incoming) = channel::<Vec<u8>>();
     let (answer, done) = sync_channel::<Sha256>(1);
     crate::pool::get().spawn(move || {
         let mut hasher = Sha256::new();

@@ -17,6 +17,8 @@ use pyo3::ffi;
 
 /// Shapes with more members are not cached (maps keyed by data rather than by schema).
 pub const MAX_MEMBERS: usize = 64;
+/// Nor shapes whose names are longer in all than this: the cache must not pin big strings.
+pub const MAX_NAME_BYTES: usize = 2048;
 /// Pairs of slots: a key set may take either slot of its pair, so two key sets of one input
 /// that land on the same pair do not keep evicting each other.
 const SLOTS: usize = 1024;

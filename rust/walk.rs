@@ -482,10 +482,11 @@ impl<'a, 'py> Walker<'a, 'py> {
         let Some(cache) = self.shapes.as_mut() else {
             return;
         };
-        if !exact || !(1..=shapes::MAX_MEMBERS).contains(&n) || !cache.wanted(sig) {
+        let members = &self.members[mbase..];
+        let small = || members.iter().map(|m| m.len).sum::<usize>() <= shapes::MAX_NAME_BYTES;
+        if !exact || !(1..=shapes::MAX_MEMBERS).contains(&n) || !small() || !cache.wanted(sig) {
             return;
         }
-        let members = &self.members[mbase..];
         let keys = self.items[base..].iter().map(|&(k, _)| k).collect();
         let order = members.iter().map(|m| m.index).collect();
         let quoted = members.iter().map(|m| {

@@ -7,6 +7,10 @@ chunks, and a refusal after hashing has started must leave nothing behind.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +72,66 @@ def test_default_conversions_inside_a_large_input() -> None:
 
     converted = [{"amount": {"cents": i}, "memo": "m" * 60} for i in range(5_000)]
     assert input_hash(value, default=plain) == expected(converted)
+
+
+def test_hashing_moves_to_a_worker_thread() -> None:
+    """The pipeline really runs: its worker threads exist once a large input was hashed."""
+    value = [{"i": i, "pad": "p" * 100} for i in range(2_000)]
+    assert input_hash(value) == expected(value)
+    names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+    assert any(name.startswith("dar-hash-") for name in names), names
+
+
+# Each scenario hung before the pipeline was kept to walks that run no Python code: a
+# `default=` let other threads' walks take every worker, hashed again inside the walk, or
+# forked mid-walk. Run in a child with one worker thread, under a timeout.
+SCENARIOS = {
+    "threads with default=": """
+import datetime, threading, dar
+when = datetime.datetime(2024, 1, 1)
+data = [{"when": when, "text": "z" * 200, "n": i} for i in range(5000)]
+def iso(o): return o.isoformat()
+expected = dar.input_hash(data, default=iso)
+results = []
+def run():
+    results.extend(dar.input_hash(data, default=iso) == expected for _ in range(3))
+threads = [threading.Thread(target=run) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert results == [True] * 12
+""",
+    "hashing again inside default=": """
+import dar
+big = ["x" * 100] * 5000
+class Again: pass
+inner = dar.input_hash(big)
+got = dar.input_hash(big + [Again()], default=lambda o: dar.input_hash(big))
+assert got == dar.input_hash(big + [inner])
+batch = dar.input_hash(big + [Again()], default=lambda o: dar.input_hashes_from_texts(["{}"])[0])
+assert batch == dar.input_hash(big + [dar.input_hash({})])
+""",
+    "fork inside default=": """
+import os, dar
+big = ["x" * 100] * 5000
+class Fork: pass
+child = None
+def default(o):
+    global child
+    child = os.fork()
+    return "f"
+got = dar.input_hash(big + [Fork()] + big, default=default)
+if child == 0:
+    os._exit(0 if got == dar.input_hash(big + ["f"] + big) else 3)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_no_hang(name: str) -> None:
+    env = os.environ | {"RAYON_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCENARIOS[name]], env=env, timeout=120, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()

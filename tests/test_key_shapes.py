@@ -114,3 +114,17 @@ def test_the_cache_holds_a_bounded_number_of_keys() -> None:
         canonical_json(other)
         canonical_json(other)
     assert sys.getrefcount(key) == base
+
+
+def test_long_names_are_never_pinned() -> None:
+    long, short = fresh("k" * 100_000), fresh("id")
+    doc = {long: 1, short: 2}
+    base = sys.getrefcount(long), sys.getrefcount(short)
+    for _ in range(3):
+        assert canonical_json(doc) == rfc8785.dumps(doc)
+    assert (sys.getrefcount(long), sys.getrefcount(short)) == base
+    small = {fresh("k" * 100): 1, short: 2}
+    before = sys.getrefcount(short)
+    for _ in range(3):
+        canonical_json(small)
+    assert sys.getrefcount(short) == before + 1  # a short key set is cached
