@@ -181,8 +181,9 @@ fn write_str_escaped(out: &mut Vec<u8>, bytes: &[u8], mut i: usize) {
 
 /// Write a double as ECMAScript `Number.prototype.toString` does; NaN and ±Infinity are refused.
 ///
-/// zmij finds the shortest round-tripping digits (the same digits as ryu-js, in about half
-/// the time); only its layout differs from ECMAScript's, in three places fixed up here.
+/// zmij finds the shortest round-tripping digits (the same digits as ryu-js, faster: 28 ns
+/// against 39 on random doubles, 25 against 56 on prices, on the development machine); only
+/// its layout differs from ECMAScript's, in three places fixed up here.
 #[inline]
 pub fn write_f64(out: &mut Vec<u8>, f: f64) -> Result<(), Problem> {
     if !f.is_finite() {
