@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from dar import Effect, Runtime, tool
-from dar.report import report_html
-from dar.sessions import list_sessions, load_session
 from dar.store import open_store
 from dar.store.sql import SessionFilter
+from dar.views.report import report_html
+from dar.views.sessions import list_sessions, load_session
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
 
@@ -53,7 +53,7 @@ def big_session(db: Path, events: int) -> None:
 def serve(db: Path) -> tuple[str, Any, Any]:
     import uvicorn
 
-    from dar.webui import create_app
+    from dar.views.webui import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,8 +28,8 @@ from dar import (
     rule,
     tool,
 )
-from dar.ops import GetClaim, Resolve
-from dar.rows import resolved_row
+from dar.core.ops import GetClaim, Resolve
+from dar.core.rows import resolved_row
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -424,7 +424,7 @@ def test_item_19_a_reconciled_then_refused_call_is_rejected_in_trace_and_replay(
     import json
 
     from dar import Reconciled
-    from dar.cli import main
+    from dar.cli.main import main
 
     _crash(shared_url, tmp_path, "s19b")
     time.sleep(1.2)  # the lease (1 s) runs out

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from dar import Deny, Effect, Runtime, rule, tool
-from dar.chain import content_hash, link
-from dar.cli import main
-from dar.ops import GetClaim
+from dar.audit.chain import content_hash, link
+from dar.cli.main import main
+from dar.core.ops import GetClaim
 from dar.store import split_schema
 
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from dar import Effect, Runtime, SQLiteStore, Status, StoreError, tool
-from dar.cli import main
+from dar.cli.main import main
 
 # --- item 7: fork ----------------------------------------------------------------------------
 

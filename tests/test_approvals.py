@@ -12,7 +12,7 @@ import pytest
 
 import dar
 from dar import ConfigurationError, Effect, NeedsApproval, Runtime, Status, rule, tool
-from dar.postmortem import verify
+from dar.audit.postmortem import verify
 
 from .conftest import Clock
 from .runtimes import make as make_kind
@@ -238,7 +238,7 @@ def test_approval_true_counts_as_a_rule() -> None:
 def test_cli_lists_approves_and_denies(
     file_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dar.cli import main
+    from dar.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "300")
     with Runtime(file_url, tools=[confirm_payment], rules=[big_payments_need_a_person]) as rt:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dar._core import canonical_json, sha256_hex_of
-from dar.chain import CHAINED, as_json_value, content_hash, micros
+from dar.audit.chain import CHAINED, as_json_value, content_hash, micros
 
 _PREFIXES = {col: b'"' + col.encode() + b'":' for col in CHAINED}
 _ORDER = sorted(CHAINED)

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from dar import Effect, Runtime, Status, tool
-from dar.cli import main
-from dar.demo import run_demo
+from dar.cli.main import main
+from dar.demo.incidents import run_demo
 
 
 def test_demo_figures(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_console_script_runs() -> None:
 
 
 def test_agent_demo_through_the_openai_sdk() -> None:
-    from dar.demo import run_agent_demo
+    from dar.demo.incidents import run_agent_demo
 
     figures = run_agent_demo(Console(file=io.StringIO()))
     assert figures["without dar"] == (2, 1)  # dispatched twice, one wrong-brand message

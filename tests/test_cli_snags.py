@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dar import Effect, Runtime, Status, tool
-from dar.cli import build_parser, main
+from dar.cli.main import build_parser, main
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

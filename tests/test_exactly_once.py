@@ -34,9 +34,9 @@ from hypothesis.stateful import (
 
 import dar
 from dar import Runtime, Status, StoreError
-from dar.decide import given_key
-from dar.ops import GetClaim, Resolve
-from dar.rows import resolved_row
+from dar.core.decide import given_key
+from dar.core.ops import GetClaim, Resolve
+from dar.core.rows import resolved_row
 
 from .conftest import fresh_schema
 from .coverage import STATS

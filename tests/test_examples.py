@@ -69,7 +69,7 @@ def test_postgres_example(pg_base_url: str, tmp_path: Path) -> None:
 def test_agent_loop_example_against_a_local_model(tmp_path: Path) -> None:
     """The "Use it from an agent" loop with the real OpenAI client and a scripted model: a
     duplicate call in one turn runs once, the refusal reaches the model as text."""
-    from dar.scripted_model import ModelServer, ToolCall
+    from dar.demo.scripted_model import ModelServer, ToolCall
 
     ship = '{"order_id": "ORD-7", "courier": "shalom", "zone": "puno"}'
     same = '{"zone": "puno", "order_id": "ORD-7", "courier": "shalom"}'

@@ -22,7 +22,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp_types import CallToolResult
 
 from dar import Runtime
-from dar.mcp_policy import load_policy
+from dar.mcp_proxy.policy import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "mcp_servers" / "effects_server.py"

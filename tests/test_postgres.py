@@ -14,12 +14,12 @@ from psycopg_pool import ConnectionPool
 
 import dar
 from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, rule, tool
-from dar.ids import new_id
-from dar.migrate import migration_files
-from dar.ops import Finish, LogFilter, Lookup, Take
+from dar.core.ids import new_id
+from dar.core.ops import Finish, LogFilter, Lookup, Take
+from dar.core.states import ClaimState
 from dar.records import NewEvent
-from dar.states import ClaimState
 from dar.store import open_store, split_schema
+from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
 
 from .conftest import fresh_schema

@@ -24,9 +24,9 @@ from dar import (
     rule,
     tool,
 )
-from dar.cli import main
-from dar.ops import GetClaim
-from dar.postmortem import call_tree, stats, verify
+from dar.audit.postmortem import call_tree, stats, verify
+from dar.cli.main import main
+from dar.core.ops import GetClaim
 
 from .conftest import Clock
 from .test_runtime import abandon_claim
@@ -408,8 +408,8 @@ def test_purge_keeps_the_rest_verifiable(make_runtime: MakeRuntime, clock: Clock
     rt.execute(send_message, {"order": "X", "text": "y"}, correlation_id="old")  # old goes on
     store: Any = rt.store
     before = len(rt.events())
-    from dar.rows import admin_row
-    from dar.states import EventKind
+    from dar.core.rows import admin_row
+    from dar.core.states import EventKind
 
     rows, points = store.purge(cutoff, clock.now, admin_row(EventKind.PURGED, "test", clock.now))
     remaining = rt.events()

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from dar import ConfigurationError, Effect, Plan, Runtime, Status, rule, tool
-from dar.decide import CallSpec, plan
-from dar.grants import fingerprint
-from dar.ops import UseGrant
+from dar.core.decide import CallSpec, plan
+from dar.core.grants import fingerprint
+from dar.core.ops import UseGrant
 from dar.rules import Rule
 
 from .conftest import Clock

@@ -25,9 +25,9 @@ from dar import (
     rule,
     tool,
 )
-from dar.ops import GetClaim, Resolve
+from dar.core.ops import GetClaim, Resolve
+from dar.core.rows import resolved_row
 from dar.records import NewEvent
-from dar.rows import resolved_row
 
 from .conftest import Clock, execute_sql
 
@@ -81,8 +81,8 @@ def abandon_claim(
     rt: Runtime, t: Any, inp: dict[str, Any], correlation_id: str | None = None
 ) -> None:
     """Take the claim as a worker would, then 'die' before the outcome is recorded."""
-    from dar.decide import CallSpec, plan
-    from dar.ops import CallHandler
+    from dar.core.decide import CallSpec, plan
+    from dar.core.ops import CallHandler
 
     spec = CallSpec(
         tool=t,

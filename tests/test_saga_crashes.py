@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dar import Effect, Reconciled, Runtime, tool
-from dar.saga import COMPENSATED, COMPLETED, UNFINISHED, SagaAborted
+from dar.core.saga import COMPENSATED, COMPLETED, UNFINISHED, SagaAborted
 from dar.store import open_store
 
 from .conftest import Clock

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dar import ConfigurationError, Deny, Effect, Reconciled, Runtime, Status, rule, tool
-from dar.saga import SagaAborted
+from dar.core.saga import SagaAborted
 
 from .conftest import Clock
 
@@ -230,8 +230,8 @@ def test_needs_operator_without_reconcile(make_runtime: MakeRuntime, clock: Cloc
     [rec] = worker.sagas("needs_operator")
     assert "resolve its key" in (rec.error or "")
     key = worker.events(tool="do_it", status="cancelled")[0].idempotency_key
-    from dar.ops import GetClaim, Resolve
-    from dar.rows import resolved_row
+    from dar.core.ops import GetClaim, Resolve
+    from dar.core.rows import resolved_row
 
     assert key is not None
     claim = worker.store.get_claim(GetClaim(key))
@@ -258,7 +258,7 @@ def test_saga_aborted_carries_the_step(rt: Runtime) -> None:
 def test_cli_lists_and_resumes_sagas(
     tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dar.cli import main
+    from dar.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "300")
     url = f"sqlite:///{tmp_path / 's.db'}"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dar.cli import main
-from dar.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
+from dar.cli.main import main
 from dar.store import AdminStore, open_store
 from dar.store.sql import SessionFilter
+from dar.views.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
 
 from .views_data import SCREENSHOTS as SHOTS
 from .views_data import SCRIPT, build
@@ -142,7 +142,7 @@ def test_view_pilot(tmp_path: Path) -> None:
     from rich.console import Console
     from textual.widgets import DataTable, Input
 
-    from dar.tui import DarView, SessionScreen, detail
+    from dar.views.tui import DarView, SessionScreen, detail
 
     def pane(screen: SessionScreen) -> str:
         """The detail pane as plain text."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from dar.cli import main
+from dar.cli.main import main
 
 from .views_data import SCREENSHOTS as DOCS
 from .views_data import SCRIPT, build
@@ -106,7 +106,7 @@ def server(db: Path) -> Iterator[str]:
     import uvicorn
 
     from dar.store import open_store
-    from dar.webui import create_app
+    from dar.views.webui import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,7 +129,7 @@ def server(db: Path) -> Iterator[str]:
 def test_ui_api_is_read_only_json(server: str) -> None:
     import httpx
 
-    from dar.cli import build_parser
+    from dar.cli.main import build_parser
 
     assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
     with httpx.Client(base_url=server, timeout=10) as http:

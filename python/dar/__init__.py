@@ -11,9 +11,8 @@ from dar._core import (
     input_hashes,
     input_hashes_from_texts,
 )
-from dar.aio import AsyncRuntime
 from dar.context import session
-from dar.dryrun import Plan
+from dar.core.dryrun import Plan
 from dar.effects import Effect, Status
 from dar.errors import (
     CanonicalizationError,
@@ -25,7 +24,8 @@ from dar.errors import (
 from dar.records import Approval, Event, Result
 from dar.reply import ModelReply
 from dar.rules import Allow, Deny, NeedsApproval, Rule, RuleContext, rule
-from dar.runtime import Runtime
+from dar.runtime.aio import AsyncRuntime
+from dar.runtime.sync import Runtime
 from dar.store import SQLiteStore, Store
 from dar.tools import Reconciled, Tool, tool
 

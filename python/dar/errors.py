@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dar.replay import RecordedCall
+    from dar.audit.replay import RecordedCall
 
 
 class DarError(Exception):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dar.core.verdict import Verdict, classify, is_hit
 from dar.records import Claim
-from dar.verdict import Verdict, classify, is_hit
 
 NOW = 1_000.0
 H = "hash-of-this-input"

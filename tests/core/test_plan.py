@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from dar import Deny, Effect, Status, rule, tool
-from dar.decide import CallSpec, plan
-from dar.errors import ConfigurationError
-from dar.ops import (
+from dar.core.decide import CallSpec, plan
+from dar.core.ops import (
     Append,
     CallHandler,
     CallReconcile,
@@ -25,8 +24,9 @@ from dar.ops import (
     TakeOrLookup,
     Wait,
 )
+from dar.core.states import ClaimState
+from dar.errors import ConfigurationError
 from dar.records import Claim, Result
-from dar.states import ClaimState
 from dar.tools import Reconciled
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from dar import Allow, Deny, Effect, Event, Status, rule, tool
+from dar.demo.scripted_model import ToolCall, Turn
 from dar.rules import Rule
-from dar.scripted_model import ToolCall, Turn
 from dar.tools import Tool
 
 ROOT = Path(__file__).resolve().parents[2]

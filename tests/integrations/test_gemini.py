@@ -12,8 +12,8 @@ from google.genai import types
 
 import dar
 from dar import AsyncRuntime, Runtime
+from dar.demo.scripted_model import ModelServer
 from dar.integrations import gemini as dar_gemini
-from dar.scripted_model import ModelServer
 
 from .shop import (
     ANSWER,

@@ -13,8 +13,8 @@ import pytest
 
 import dar
 from dar import AsyncRuntime, Runtime
+from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai_agents
-from dar.scripted_model import ModelServer
 
 from .shop import (
     ANSWER,

@@ -17,11 +17,11 @@ from contextvars import ContextVar, Token
 from typing import Any
 
 from dar.context import current_call, current_session
-from dar.decide import unruled
-from dar.driver import RuntimeBase
+from dar.core.decide import unruled
 from dar.effects import Effect
 from dar.errors import ConfigurationError
 from dar.rules import Deny, Rule
+from dar.runtime.base import RuntimeBase
 from dar.tools import Tool
 
 #: The framework's own invocation of the call in flight: what the stand-in tool runs.

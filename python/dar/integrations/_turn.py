@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from dar.aio import AsyncRuntime
 from dar.reply import ModelReply
-from dar.runtime import Runtime
+from dar.runtime.aio import AsyncRuntime
+from dar.runtime.sync import Runtime
 
 #: A tool call as the model made it: the tool's name and its arguments (JSON text, a dict
 #: or None), exactly as the SDK handed them over, so the runtime judges what was sent.

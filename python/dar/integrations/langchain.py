@@ -26,7 +26,6 @@ from langchain_core.messages import ToolMessage  # noqa: E402
 from langchain_core.runnables import RunnableConfig  # noqa: E402
 from langchain_core.tools import BaseTool, StructuredTool, ToolException  # noqa: E402
 
-from dar.aio import AsyncRuntime  # noqa: E402
 from dar.errors import ConfigurationError  # noqa: E402
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
@@ -38,7 +37,8 @@ from dar.integrations._forward import (  # noqa: E402
     stand_in,
 )
 from dar.records import Result  # noqa: E402
-from dar.runtime import Runtime  # noqa: E402
+from dar.runtime.aio import AsyncRuntime  # noqa: E402
+from dar.runtime.sync import Runtime  # noqa: E402
 from dar.tools import Tool  # noqa: E402
 
 __all__ = ["DarMiddleware", "tools"]

@@ -34,12 +34,12 @@ from mcp_types import (  # noqa: E402
 )
 from mcp_types import Tool as MCPTool  # noqa: E402
 
-from dar.aio import AsyncRuntime  # noqa: E402
 from dar.dialects import mcp_annotations  # noqa: E402
 from dar.records import Result  # noqa: E402
+from dar.runtime.aio import AsyncRuntime  # noqa: E402
 
 if TYPE_CHECKING:
-    from dar.runtime import Runtime
+    from dar.runtime.sync import Runtime
     from dar.tools import Tool
 
 META_KEY = "dar/correlation_id"

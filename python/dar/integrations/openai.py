@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from dar.aio import AsyncRuntime
 from dar.integrations import require
 from dar.integrations._turn import Call, arun_calls, run_calls
 from dar.reply import ModelReply
-from dar.runtime import Runtime
+from dar.runtime.aio import AsyncRuntime
+from dar.runtime.sync import Runtime
 
 _chat = require("openai.types.chat", "openai")
 _responses = require("openai.types.responses", "openai")

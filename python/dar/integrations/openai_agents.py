@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dar.aio import AsyncRuntime
 from dar.context import current_session
 from dar.integrations import require
 from dar.records import Result
-from dar.runtime import Runtime
+from dar.runtime.aio import AsyncRuntime
+from dar.runtime.sync import Runtime
 
 _agents = require("agents", "openai-agents")
 

@@ -27,7 +27,6 @@ from pydantic_ai.exceptions import ToolFailed  # noqa: E402
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset  # noqa: E402
 from pydantic_core import SchemaValidator, core_schema  # noqa: E402
 
-from dar.aio import AsyncRuntime  # noqa: E402
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
     correlation,
@@ -38,7 +37,8 @@ from dar.integrations._forward import (  # noqa: E402
     stand_in,
 )
 from dar.records import Result  # noqa: E402
-from dar.runtime import Runtime  # noqa: E402
+from dar.runtime.aio import AsyncRuntime  # noqa: E402
+from dar.runtime.sync import Runtime  # noqa: E402
 from dar.tools import Tool  # noqa: E402
 
 __all__ = ["DarToolset"]

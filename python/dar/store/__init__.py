@@ -1,6 +1,9 @@
 """Stores: where claims and events live. SQLite for development, Postgres for production.
 
-`open_store(url)` picks one from a URL; both implement `AdminStore`.
+`open_store(url)` picks one from a URL; both implement `AdminStore`. The versioned SQL
+migrations ship in `migrations/` beside `migrate`, which finds them.
+
+May import: `dar.audit`, `dar.core` and the vocabulary at the top of `dar`.
 """
 
 from __future__ import annotations

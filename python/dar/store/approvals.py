@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import astuple
 from typing import Any
 
-from dar.ops import (
+from dar.core.ops import (
     DecideApproval,
     GetApproval,
     GrantAnswer,

@@ -1,12 +1,12 @@
 """The store interface: what the decision core asks of a database.
 
-A store is deliberately thin: it has one method per operation record of `dar.ops`, each
+A store is deliberately thin: it has one method per operation record of `dar.core.ops`, each
 one transaction (one round trip where the database allows), and every state change of a
 claim appends its event row in the same transaction, so the log and the claims can never
-disagree. All decisions live in `dar.decide` and `dar.verdict`; a store only executes the
+disagree. All decisions live in `dar.core.decide` and `dar.core.verdict`; a store only executes the
 conditional writes the core describes.
 
-Stores are synchronous. `dar.aio.AsyncRuntime` runs them in worker threads and waits for
+Stores are synchronous. `dar.runtime.aio.AsyncRuntime` runs them in worker threads and waits for
 their change signals (`on_change`) on the event loop, so there is one store per database,
 not a sync one and an async twin.
 """
@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from dar.ops import (
+from dar.core.ops import (
     Append,
     DecideApproval,
     Finish,
@@ -50,35 +50,35 @@ class Store(Protocol):
         ...
 
     def get_claim(self, op: GetClaim) -> Claim | None:
-        """See `dar.ops.GetClaim`."""
+        """See `dar.core.ops.GetClaim`."""
         ...
 
     def lookup(self, op: Lookup) -> tuple[Claim | None, bool]:
-        """See `dar.ops.Lookup`."""
+        """See `dar.core.ops.Lookup`."""
         ...
 
     def take(self, op: Take) -> bool:
-        """See `dar.ops.Take`."""
+        """See `dar.core.ops.Take`."""
         ...
 
     def take_or_lookup(self, op: TakeOrLookup) -> tuple[bool, Claim | None]:
-        """See `dar.ops.TakeOrLookup`."""
+        """See `dar.core.ops.TakeOrLookup`."""
         ...
 
     def finish(self, op: Finish) -> bool:
-        """See `dar.ops.Finish`."""
+        """See `dar.core.ops.Finish`."""
         ...
 
     def mark(self, op: Mark) -> bool:
-        """See `dar.ops.Mark`."""
+        """See `dar.core.ops.Mark`."""
         ...
 
     def resolve(self, op: Resolve) -> Claim:
-        """See `dar.ops.Resolve`."""
+        """See `dar.core.ops.Resolve`."""
         ...
 
     def append(self, op: Append) -> None:
-        """See `dar.ops.Append`."""
+        """See `dar.core.ops.Append`."""
         ...
 
     def events(self, filter: LogFilter) -> list[Event]:
@@ -90,35 +90,35 @@ class Store(Protocol):
         ...
 
     def request_approval(self, op: RequestApproval) -> str:
-        """See `dar.ops.RequestApproval`."""
+        """See `dar.core.ops.RequestApproval`."""
         ...
 
     def use_grant(self, op: UseGrant) -> GrantAnswer:
-        """See `dar.ops.UseGrant`."""
+        """See `dar.core.ops.UseGrant`."""
         ...
 
     def get_approval(self, op: GetApproval) -> Approval | None:
-        """See `dar.ops.GetApproval`."""
+        """See `dar.core.ops.GetApproval`."""
         ...
 
     def decide_approval(self, op: DecideApproval) -> Approval | None:
-        """See `dar.ops.DecideApproval`."""
+        """See `dar.core.ops.DecideApproval`."""
         ...
 
     def approvals(self, op: ListApprovals) -> list[Approval]:
-        """See `dar.ops.ListApprovals`."""
+        """See `dar.core.ops.ListApprovals`."""
         ...
 
     def save_saga(self, op: SaveSaga) -> bool:
-        """See `dar.ops.SaveSaga`."""
+        """See `dar.core.ops.SaveSaga`."""
         ...
 
     def get_saga(self, op: GetSaga) -> SagaRecord | None:
-        """See `dar.ops.GetSaga`."""
+        """See `dar.core.ops.GetSaga`."""
         ...
 
     def sagas(self, op: ListSagas) -> list[SagaRecord]:
-        """See `dar.ops.ListSagas`."""
+        """See `dar.core.ops.ListSagas`."""
         ...
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

@@ -22,8 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from dar.errors import StoreError
-from dar.ops import (
+from dar.core.ops import (
     Append,
     DecideApproval,
     Finish,
@@ -43,13 +42,14 @@ from dar.ops import (
     TakeOrLookup,
     UseGrant,
 )
+from dar.core.verdict import is_hit
+from dar.errors import StoreError
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
 from dar.store import approvals, sagas
 from dar.store import postgres_sql as q
 from dar.store.flusher import Flusher
 from dar.store.listener import Listener
 from dar.store.sql import SessionFilter, SessionRow
-from dar.verdict import is_hit
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
 

@@ -23,10 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from dar._core import canonical_json
-from dar.chain import CHAIN_KEY_SQL, content_hash, micros
-from dar.errors import ConfigurationError
-from dar.migrate import migration_files
-from dar.ops import (
+from dar.audit.chain import CHAIN_KEY_SQL, content_hash, micros
+from dar.core.ops import (
     Append,
     Finish,
     GetClaim,
@@ -36,8 +34,10 @@ from dar.ops import (
     Take,
     TakeOrLookup,
 )
+from dar.errors import ConfigurationError
 from dar.records import EVENT_COLUMNS, Claim, Event, NewEvent
 from dar.store import steps
+from dar.store.migrate import migration_files
 from dar.store.sql import (
     CLAIM_COLUMNS,
     SessionFilter,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import astuple
 
-from dar.ops import GetSaga, ListSagas, SaveSaga
+from dar.core.ops import GetSaga, ListSagas, SaveSaga
 from dar.records import SAGA_COLUMNS, SagaRecord
 from dar.store.steps import AppendRow, Plan, Sql
 

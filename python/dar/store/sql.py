@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dar.ops import LogFilter, Resolve
+from dar.core.ops import LogFilter, Resolve
+from dar.core.states import ClaimState
 from dar.records import Claim
-from dar.states import ClaimState
 
 CLAIM_COLUMNS = tuple(
     "idempotency_key" if name == "key" else name for name in Claim.__dataclass_fields__

@@ -26,10 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 import sqlite_utils
 
 from dar._core import canonical_json
-from dar.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
-from dar.errors import ConfigurationError, StoreError
-from dar.migrate import migration_files
-from dar.ops import (
+from dar.audit.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
+from dar.core.ops import (
     Append,
     DecideApproval,
     Finish,
@@ -49,9 +47,12 @@ from dar.ops import (
     TakeOrLookup,
     UseGrant,
 )
+from dar.core.verdict import is_hit
+from dar.errors import ConfigurationError, StoreError
 from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, SagaRecord
 from dar.store import approvals, sagas, steps
 from dar.store.flusher import Flusher
+from dar.store.migrate import migration_files
 from dar.store.sql import (
     CLAIM_COLUMNS,
     SessionFilter,
@@ -61,7 +62,6 @@ from dar.store.sql import (
     session_rows,
     sessions_query,
 )
-from dar.verdict import is_hit
 
 _INSERT_EVENT = (
     f"INSERT INTO agent_tool_events ({', '.join(EVENT_COLUMNS)}, row_hash) "

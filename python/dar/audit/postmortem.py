@@ -1,7 +1,7 @@
 """Postmortem views of the event log: a session as a tree of calls, counts, chain checks.
 
 Plain functions over `Event` records (and the chain heads), so the CLI, tests and any
-notebook share them; `dar.cli` only renders.
+notebook share them; `dar.cli.main` only renders.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dar._core import canonical_json, sha256_hex_of
-from dar.chain import Broken, as_json_value, chain_key, verify_chain
+from dar.audit.chain import Broken, as_json_value, chain_key, verify_chain
 from dar.records import Claim, Event
 
 

@@ -1,9 +1,9 @@
 """The decision core: every rule of the runtime, in one I/O-free place.
 
-A call is planned by small generators that *yield operations* (`dar.ops`: read a claim,
+A call is planned by small generators that *yield operations* (`dar.core.ops`: read a claim,
 take it, run a rule, run the handler, wait) and receive their answers. They never touch a
 database, a clock they were not given, or user code themselves. The sync driver
-(`dar.runtime`) and the async driver (`dar.aio`) only execute those operations, so both
+(`dar.runtime.sync`) and the async driver (`dar.runtime.aio`) only execute those operations, so both
 run exactly the same logic — the pattern psycopg 3 uses for its protocol.
 
 The order is fixed: input -> canonical hash -> cache lookup -> rules -> atomic claim ->
@@ -25,11 +25,9 @@ from typing import Any
 from pydantic_core import PydanticSerializationError
 
 from dar._core import canonical_json, canonical_json_from_text, sha256_hex_of
-from dar.effects import Effect, Status
-from dar.errors import CanonicalizationError, ConfigurationError
-from dar.grants import always_ask, binding, fingerprint, signed_by
-from dar.ids import new_id
-from dar.ops import (
+from dar.core.grants import always_ask, binding, fingerprint, signed_by
+from dar.core.ids import new_id
+from dar.core.ops import (
     Append,
     CallHandler,
     CallReconcile,
@@ -48,14 +46,16 @@ from dar.ops import (
     UseGrant,
     Wait,
 )
+from dar.core.rows import CallRows
+from dar.core.states import ClaimState, EventKind
+from dar.core.verdict import Verdict, classify
+from dar.effects import Effect, Status
+from dar.errors import CanonicalizationError, ConfigurationError
 from dar.records import Approval, Claim, NewEvent, Result
 from dar.redact import marker, scrub
-from dar.rows import CallRows
 from dar.rules import Deny, NeedsApproval, Rule, RuleContext
 from dar.signature import ArgumentError, to_json
-from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
-from dar.verdict import Verdict, classify
 
 Plan = Generator[Op, Any, Any]
 

@@ -19,14 +19,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from dar.sessions import SessionView
+from dar.views.sessions import SessionView
 
 _SLOT = re.compile(r"\{(title|mode|css|js|data)\}")
 
 
 @cache
 def _asset(name: str) -> str:
-    return (resources.files("dar") / "page" / name).read_text("utf-8")
+    return (resources.files("dar.views") / "page" / name).read_text("utf-8")
 
 
 def script_json(value: Any) -> str:

@@ -1,6 +1,6 @@
 """The `dar view`, `dar report`, `dar ui` and `dar diff` commands.
 
-Kept apart from `dar.cli` so the command module stays small, and so Textual, Starlette
+Kept apart from `dar.cli.main` so the command module stays small, and so Textual, Starlette
 and uvicorn (optional extras) are imported only by the command that needs them.
 """
 
@@ -18,9 +18,18 @@ from rich.table import Table
 from rich.text import Text
 
 from dar.errors import DarError
-from dar.sessions import ONLY_A, ONLY_B, SAME, CallView, DiffPair, diff, diff_counts, load_session
 from dar.store import AdminStore
-from dar.terminal import safe, safe_json
+from dar.views.sessions import (
+    ONLY_A,
+    ONLY_B,
+    SAME,
+    CallView,
+    DiffPair,
+    diff,
+    diff_counts,
+    load_session,
+)
+from dar.views.terminal import safe, safe_json
 
 Opener = Callable[[argparse.Namespace], AdminStore]
 Command = Callable[[str, str], argparse.ArgumentParser]
@@ -78,7 +87,7 @@ def cmd_diff(args: argparse.Namespace, console: Console, open_store: Opener) -> 
 
 
 def cmd_report(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
-    from dar.report import report_html
+    from dar.views.report import report_html
 
     store = open_store(args)
     try:
@@ -94,7 +103,7 @@ def cmd_report(args: argparse.Namespace, console: Console, open_store: Opener) -
 def cmd_ui(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
     require("starlette", "ui")
     require("uvicorn", "ui")
-    from dar.webui import LOOPBACK, serve
+    from dar.views.webui import LOOPBACK, serve
 
     store = open_store(args)
     if args.host not in LOOPBACK:
@@ -111,7 +120,7 @@ def cmd_ui(args: argparse.Namespace, console: Console, open_store: Opener) -> in
 
 def cmd_view(args: argparse.Namespace, console: Console, open_store: Opener) -> int:
     require("textual", "view")
-    from dar.tui import run
+    from dar.views.tui import run
 
     store = open_store(args)
     try:

@@ -1,4 +1,4 @@
-"""The `dar mcp-proxy` command line. Kept apart from `dar.mcp_proxy` so that `dar --help`
+"""The `dar mcp-proxy` command line. Kept apart from `dar.mcp_proxy.server` so that `dar --help`
 works without the `mcp` extra installed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from dar.errors import ConfigurationError, DarError
 
 if TYPE_CHECKING:
-    from dar.mcp_policy import Decision
+    from dar.mcp_proxy.policy import Decision
 
 EPILOG = """examples:
   dar mcp-proxy --db sqlite:///agent.db --policy policy.py -- npx -y @org/some-mcp-server
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace, db: str) -> int:
     require("mcp", "mcp")
     import anyio
 
-    from dar.mcp_proxy import Options, check, serve_proxy
+    from dar.mcp_proxy.server import Options, check, serve_proxy
 
     command = list(args.upstream)
     if command[:1] == ["--"]:

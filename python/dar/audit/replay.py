@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dar._core import canonical_json
-from dar.decide import input_digest
+from dar.audit.postmortem import CallNode, call_tree
+from dar.core.decide import input_digest
+from dar.core.ops import LogFilter, Op, ReadLog
+from dar.core.states import event_kind
 from dar.effects import Status
 from dar.errors import DarError, ReplayDivergence
-from dar.ops import LogFilter, Op, ReadLog
-from dar.postmortem import CallNode, call_tree
 from dar.records import Event, Result
-from dar.states import event_kind
 from dar.tools import Tool
 
 

@@ -1,7 +1,7 @@
 """Durable sagas: a sequence of tool calls whose completed steps are undone, once each and
 in reverse order, when a later step does not complete, even across crashes.
 
-Everything here is the decision core's: small generators that yield operations (`dar.ops`,
+Everything here is the decision core's: small generators that yield operations (`dar.core.ops`,
 plus `CallTool` for one ordinary `dar` call) and never touch a database themselves, so the
 sync and async runtimes drive the same logic. The saga's state lives in the store and moves
 by compare-and-set on its version: whoever holds the saga's lease drives it, and a worker
@@ -21,11 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dar._core import canonical_json
-from dar.decide import canonical_input, given_key
-from dar.effects import Effect, Status
-from dar.errors import CanonicalizationError, ConfigurationError, DarError
-from dar.ids import new_id
-from dar.ops import (
+from dar.core.decide import canonical_input, given_key
+from dar.core.ids import new_id
+from dar.core.ops import (
     CallReconcile,
     CallTool,
     GetClaim,
@@ -37,9 +35,11 @@ from dar.ops import (
     SaveSaga,
     Wait,
 )
+from dar.core.rows import resolved_row, storable, when
+from dar.core.states import ClaimState, EventKind
+from dar.effects import Effect, Status
+from dar.errors import CanonicalizationError, ConfigurationError, DarError
 from dar.records import Claim, NewEvent, Result, SagaRecord
-from dar.rows import resolved_row, storable, when
-from dar.states import ClaimState, EventKind
 from dar.tools import Reconciled, Tool
 
 OPEN = "open"

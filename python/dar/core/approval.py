@@ -2,7 +2,7 @@
 
 The decision itself is one conditional write (only a pending request can be decided, so two
 approvers racing decide it once) with its row in the log; the call it unblocks is decided
-by the core (`dar.decide.seek_approval`) when it is made again.
+by the core (`dar.core.decide.seek_approval`) when it is made again.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
+from dar.core.grants import signature
+from dar.core.ids import new_id
+from dar.core.ops import DecideApproval, GetApproval, ListApprovals, Op, Wait
+from dar.core.rows import storable, when
+from dar.core.states import EventKind
 from dar.effects import Status
 from dar.errors import ConfigurationError
-from dar.grants import signature
-from dar.ids import new_id
-from dar.ops import DecideApproval, GetApproval, ListApprovals, Op, Wait
 from dar.records import Approval, NewEvent, Result
-from dar.rows import storable, when
-from dar.states import EventKind
 
 STATES = ("pending", "approved", "denied", "expired", "used")
 POLL = 0.25  # seconds between looks where the store cannot signal (SQLite)

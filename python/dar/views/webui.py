@@ -1,6 +1,6 @@
 """`dar ui`: the sessions of a database in the browser, live, and read-only.
 
-A Starlette app over one store. The page is the report's own template (`dar.report`): it
+A Starlette app over one store. The page is the report's own template (`dar.views.report`): it
 reads the same session model from this app's JSON API instead of from embedded data. Only
 GET routes exist, so nothing here can write to the log; the server binds to loopback by
 default and answers only to loopback host names there (a web page elsewhere cannot reach
@@ -22,10 +22,10 @@ from starlette.routing import Route
 
 from dar._core import canonical_json, sha256_hex_of
 from dar.errors import DarError
-from dar.report import page
-from dar.sessions import diff, diff_counts, list_sessions, load_session
 from dar.store import AdminStore
 from dar.store.sql import SessionFilter
+from dar.views.report import page
+from dar.views.sessions import diff, diff_counts, list_sessions, load_session
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_LIST = 1000

@@ -2,7 +2,7 @@
 
 The proxy is an MCP server to the agent and an MCP client to the upstream server. Every
 ``tools/call`` goes through `AsyncRuntime.call`, with the effect, key, window and rules the
-local policy gives (`dar.mcp_policy`), so a retried destructive call reaches the upstream
+local policy gives (`dar.mcp_proxy.policy`), so a retried destructive call reaches the upstream
 once, a refused one never, and each is in the hash-chained log. ``tools/list`` passes
 through with the description unchanged and the annotations dar enforces; prompts and
 resources pass through untouched.
@@ -37,14 +37,14 @@ from mcp_types import Tool as MCPTool
 from pydantic import ValidationError
 
 from dar import __version__
-from dar.aio import AsyncRuntime
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
-from dar.mcp_policy import Decision, Hints, Policy, PolicyError, load_policy, signature
-from dar.mcp_upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
+from dar.mcp_proxy.policy import Decision, Hints, Policy, PolicyError, load_policy, signature
+from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
+from dar.runtime.aio import AsyncRuntime
 from dar.store import Store
 from dar.tools import Tool, default_window
 
@@ -335,7 +335,7 @@ class Options:
 
 
 def upstream_of(options: Options) -> Upstream:
-    from dar.mcp_upstream import http_upstream, stdio_upstream
+    from dar.mcp_proxy.upstream import http_upstream, stdio_upstream
 
     if options.upstream_url is not None:
         return Upstream(http_upstream(options.upstream_url))

@@ -7,7 +7,7 @@ from importlib import resources
 
 def migration_files(dialect: str) -> list[tuple[str, str]]:
     """``(name, sql)`` for every migration of ``dialect`` (``sqlite``/``postgres``), in order."""
-    folder = resources.files("dar") / "migrations" / dialect
+    folder = resources.files("dar.store") / "migrations" / dialect
     files = sorted(
         (entry.name, entry.read_text("utf-8"))
         for entry in folder.iterdir()

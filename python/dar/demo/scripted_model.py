@@ -9,7 +9,7 @@ request is answered with the next turn, and the script starts over when it runs 
 conversation can be run twice. Every request body is recorded, so a test can read back
 what the model was sent (the tool results, a refusal's wording).
 
-Run it on its own (``python -m dar.scripted_model``) to point an example at it by hand.
+Run it on its own (``python -m dar.demo.scripted_model``) to point an example at it by hand.
 """
 
 from __future__ import annotations

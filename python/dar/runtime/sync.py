@@ -9,20 +9,11 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
-from dar import dryrun, saga
+from dar.audit.replay import Replayer, load_replay
 from dar.context import CurrentCall, current_call
-from dar.driver import (
-    RuntimeBase,
-    drive,
-    failure,
-    interrupted,
-    remember,
-    rule_error,
-    rule_result,
-    success,
-)
-from dar.dryrun import Plan
-from dar.ops import (
+from dar.core import dryrun, saga
+from dar.core.dryrun import Plan
+from dar.core.ops import (
     CallHandler,
     CallSimulate,
     CallTool,
@@ -34,8 +25,17 @@ from dar.ops import (
     Wait,
 )
 from dar.records import Approval, Event, Result, SagaRecord
-from dar.replay import Replayer, load_replay
 from dar.rules import Deny, NeedsApproval, Rule
+from dar.runtime.base import (
+    RuntimeBase,
+    drive,
+    failure,
+    interrupted,
+    remember,
+    rule_error,
+    rule_result,
+    success,
+)
 from dar.store import Store, store_of
 from dar.tools import Tool
 

@@ -28,7 +28,7 @@ from rich.table import Table
 from dar.effects import Effect, Status
 from dar.integrations import require
 from dar.rules import Allow, Deny, NeedsApproval, RuleContext, rule
-from dar.runtime import Runtime
+from dar.runtime.sync import Runtime
 from dar.tools import Reconciled, Tool, tool
 
 ORDERS = [f"ORD-{1001 + i}" for i in range(29)]
@@ -270,7 +270,7 @@ def killed_mid_rollback(db_path: Path, console: Console, figures: dict[str, Any]
     world = db_path.with_name(db_path.name + ".world.txt")
     world.write_text("")
     env = {**os.environ, "DAR_DEMO_WORLD": str(world), "DAR_DEMO_DIE_IN_ROLLBACK": "1"}
-    code = f"from dar.demo import checkout_worker; checkout_worker({str(db_path)!r})"
+    code = f"from dar.demo.incidents import checkout_worker; checkout_worker({str(db_path)!r})"
     worker = subprocess.Popen([sys.executable, "-c", code], env=env)
     os.environ["DAR_DEMO_WORLD"] = str(world)
     deadline = time.monotonic() + 30
@@ -309,8 +309,8 @@ AGENT_TURNS = [
 def run_agent_demo(console: Console) -> dict[str, Any]:
     """`dar demo --agent`: the incidents through the real OpenAI client, against a scripted
     model on 127.0.0.1: an agent loop without dar, then the same loop with it."""
+    from dar.demo.scripted_model import ModelServer, ToolCall
     from dar.integrations import openai as dar_openai  # needs the `openai` extra
-    from dar.scripted_model import ModelServer, ToolCall
 
     openai = require("openai", "openai")
     turns = [t if isinstance(t, str) else [ToolCall(*c) for c in t] for t in AGENT_TURNS]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import enum
 
+from dar.core.states import ClaimState
 from dar.records import Claim
-from dar.states import ClaimState
 
 
 class Verdict(enum.Enum):

@@ -13,8 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dar.core.states import ClaimState
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
-from dar.states import ClaimState
 
 if TYPE_CHECKING:
     from dar.rules import Rule, RuleContext
@@ -50,7 +50,7 @@ class GetClaim:
 @dataclass(frozen=True, slots=True)
 class Lookup:
     """Read the claim of ``key``; when it answers this call from the record (a hit, as
-    `dar.verdict.classify` judges it), append ``hit`` in the same step.
+    `dar.core.verdict.classify` judges it), append ``hit`` in the same step.
     Answer: ``(claim or None, hit logged)``."""
 
     key: str

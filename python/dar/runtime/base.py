@@ -1,7 +1,7 @@
 """What the sync and async runtimes share: configuration, rules, call set-up, and the
 verdicts of user code.
 
-The two runtimes differ only in how they execute the operations `dar.decide.plan`
+The two runtimes differ only in how they execute the operations `dar.core.decide.plan`
 yields (directly, or awaited with the store in worker threads); everything else is here,
 once.
 """
@@ -18,19 +18,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from dar import approval, dryrun, grants
 from dar.context import current_call, current_session
-from dar.decide import CallSpec, input_digest, unknown_tool, unruled
-from dar.decide import plan as plan_call
-from dar.dryrun import Plan
+from dar.core import approval, dryrun, grants
+from dar.core.decide import CallSpec, input_digest, unknown_tool, unruled
+from dar.core.decide import plan as plan_call
+from dar.core.dryrun import Plan
+from dar.core.ids import new_id
+from dar.core.ops import Op, Outcome, RequestApproval
+from dar.core.rows import CallRows
+from dar.core.states import EventKind
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
-from dar.ids import new_id
-from dar.ops import Op, Outcome, RequestApproval
 from dar.records import Approval, Result
-from dar.rows import CallRows
 from dar.rules import Deny, NeedsApproval, Rule, verdict_of
-from dar.states import EventKind
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -318,7 +318,7 @@ class RuntimeBase:
 
 
 KNOWN_KEYS = 4096
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # dar/
 
 
 def _outside_dar() -> int:

@@ -18,19 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-from dar import dryrun, saga
+from dar.audit.replay import Replayer, load_replay
 from dar.context import CurrentCall, current_call
-from dar.driver import (
-    RuntimeBase,
-    failure,
-    interrupted,
-    remember,
-    rule_error,
-    rule_result,
-    success,
-)
-from dar.dryrun import Plan
-from dar.ops import (
+from dar.core import dryrun, saga
+from dar.core.dryrun import Plan
+from dar.core.ops import (
     Append,
     CallHandler,
     CallSimulate,
@@ -53,8 +45,16 @@ from dar.ops import (
     Wait,
 )
 from dar.records import Approval, Event, Result, SagaRecord
-from dar.replay import Replayer, load_replay
 from dar.rules import Deny, NeedsApproval, Rule
+from dar.runtime.base import (
+    RuntimeBase,
+    failure,
+    interrupted,
+    remember,
+    rule_error,
+    rule_result,
+    success,
+)
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -356,7 +356,7 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
 
 
 class AsyncSagaScope:
-    """``async with art.saga(...) as saga``: `dar.runtime.SagaScope`, awaited."""
+    """``async with art.saga(...) as saga``: `dar.runtime.sync.SagaScope`, awaited."""
 
     def __init__(
         self, rt: AsyncRuntime, saga_id: str, correlation_id: str | None, lease: float

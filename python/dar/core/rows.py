@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dar.ids import new_id
+from dar.core.ids import new_id
+from dar.core.states import EventKind
 from dar.records import Claim, Event, NewEvent
-from dar.states import EventKind
 
 
 def storable(text: str | None) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dar._core import canonical_json
-from dar.decide import (
+from dar.core.decide import (
     Call,
     CallSpec,
     first_refusal,
@@ -25,15 +25,15 @@ from dar.decide import (
     prepare,
     rules_for,
 )
+from dar.core.grants import fingerprint
+from dar.core.ops import Append, CallSimulate, GetClaim, Op
+from dar.core.rows import CallRows
+from dar.core.states import EventKind
+from dar.core.verdict import Verdict, classify
 from dar.effects import Status
-from dar.grants import fingerprint
-from dar.ops import Append, CallSimulate, GetClaim, Op
 from dar.records import Claim, Result
-from dar.rows import CallRows
 from dar.rules import Deny, Rule
-from dar.states import EventKind
 from dar.tools import Tool
-from dar.verdict import Verdict, classify
 
 DEFAULT_TTL = 600.0
 

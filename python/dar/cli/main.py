@@ -19,19 +19,20 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from dar import __version__, approval
-from dar.chain import Broken
-from dar.driver import drive
+from dar import __version__
+from dar.audit.chain import Broken
+from dar.audit.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
+from dar.cli.views import add_commands as add_view_commands
+from dar.core import approval
+from dar.core.ops import GetClaim, ListSagas, LogFilter, Op, Resolve, StoreOp
+from dar.core.rows import admin_row, resolved_row
+from dar.core.saga import STATES as saga_states
+from dar.core.states import EventKind, event_kind
 from dar.errors import DarError
-from dar.ops import GetClaim, ListSagas, LogFilter, Op, Resolve, StoreOp
-from dar.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.records import Event
-from dar.rows import admin_row, resolved_row
-from dar.saga import STATES as saga_states
-from dar.states import EventKind, event_kind
+from dar.runtime.base import drive
 from dar.store import AdminStore, SQLiteStore, open_store
-from dar.terminal import safe, safe_event, safe_json
-from dar.viewcmds import add_commands as add_view_commands
+from dar.views.terminal import safe, safe_event, safe_json
 
 DEFAULT_DB = "sqlite:///dar.db"
 
@@ -483,7 +484,7 @@ def _resume_sagas(args: argparse.Namespace, store: AdminStore, console: Console)
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from dar.demo import run_agent_demo, run_demo
+    from dar.demo.incidents import run_agent_demo, run_demo
 
     if args.agent:
         run_agent_demo(console)
@@ -493,7 +494,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_mcp_proxy(args: argparse.Namespace, console: Console) -> int:
-    from dar.mcp_cli import run_proxy
+    from dar.mcp_proxy.cli import run_proxy
 
     return run_proxy(args, _db_url(args))
 
@@ -618,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(fn=cmd_sagas)
 
-    from dar.mcp_cli import add_proxy_arguments
+    from dar.mcp_proxy.cli import add_proxy_arguments
 
     p = command("mcp-proxy", "guard any MCP server: rules, exactly-once and the log on its tools")
     add_proxy_arguments(p)

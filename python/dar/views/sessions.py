@@ -3,7 +3,7 @@
 The terminal app, the HTML report and the web app render the same model, so a call can
 never look verified in one and broken in another. The model holds the log's text as it
 is (it is attacker-controlled: tool inputs, reasons, errors); each renderer escapes it for
-its own medium. Chain badges come from `dar.postmortem.verify`, the code of `dar verify`.
+its own medium. Chain badges come from `dar.audit.postmortem.verify`, the code of `dar verify`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dar._core import canonical_json, sha256_hex_of
-from dar.chain import Broken, as_json_value
+from dar.audit.chain import Broken, as_json_value
+from dar.audit.postmortem import CallNode, call_tree, verify
+from dar.core.ops import LogFilter
 from dar.errors import DarError
-from dar.ops import LogFilter
-from dar.postmortem import CallNode, call_tree, verify
 from dar.records import Event, to_datetime
 from dar.store import AdminStore
 from dar.store.sql import SessionFilter, SessionRow
