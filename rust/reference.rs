@@ -1,5 +1,6 @@
-//! The canonicalizer's primitives as they were before issue 18, kept for differential tests
-//! only (compiled with `cfg(test)` or the `reference` feature, never into the wheel).
+//! The differential reference: the canonicalizer's primitives written the plain, slow way, kept
+//! for differential tests only (compiled with `cfg(test)` or the `reference` feature, never into
+//! the wheel).
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -81,7 +82,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Write a finite double with ryu-js alone (the formatter before issue 18).
+/// Write a finite double with ryu-js alone (the reference formatter).
 pub fn write_f64(out: &mut Vec<u8>, f: f64) {
     if f == 0.0 {
         out.push(b'0');

@@ -1,4 +1,5 @@
-//! The JSON-text parser as it was before issue 18: a tree of owned values, then written.
+//! The slow path that words refusals: a JSON-text parser that builds a tree of owned values,
+//! then writes it.
 //!
 //! [`crate::text`] runs a faster single-pass parser and comes here only when that one refuses
 //! the text, so every refusal keeps exactly this parser's message and JSONPath. The

@@ -2,17 +2,21 @@
 
 `BlockingAsync` drives an `AsyncRuntime` on an event loop of its own thread: the test calls
 `execute` as it would on a `Runtime`, and the call runs as a coroutine, with the store in
-the async runtime's worker threads and waits on the loop.
+the async runtime's worker threads and waits on the loop. Every coroutine method is
+wrapped the same way, so a method added to the runtimes needs nothing here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dar import AsyncRuntime, Runtime
+from dar.runtime import AsyncSagaScope
 
 RUNTIME_KINDS = ["sync", "async"]
 
@@ -32,44 +36,20 @@ class BlockingAsync:
             raise RuntimeError("a blocking call from the event loop's own thread: await it")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.execute(*args, **kwargs))
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.art, name)  # store, rules, add_rule, clock, owner, ...
+        if inspect.iscoroutinefunction(found):
+            return self._blocking(found)
+        if name == "saga":
+            return lambda *args, **kwargs: BlockingSaga(self, found(*args, **kwargs))
+        return found
 
-    def call(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.call(*args, **kwargs))
+    def _blocking(self, method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._await(method(*args, **kwargs))
 
-    def plan(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.plan(*args, **kwargs))
-
-    def commit(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.commit(*args, **kwargs))
-
-    def commit_all(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.commit_all(*args, **kwargs))
-
-    def saga(self, *args: Any, **kwargs: Any) -> BlockingSaga:
-        return BlockingSaga(self, self.art.saga(*args, **kwargs))
-
-    def recover_sagas(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.recover_sagas(*args, **kwargs))
-
-    def sagas(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.sagas(*args, **kwargs))
-
-    def approvals(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.approvals(*args, **kwargs))
-
-    def approve(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.approve(*args, **kwargs))
-
-    def deny(self, *args: Any, **kwargs: Any) -> Any:
-        return self._await(self.art.deny(*args, **kwargs))
-
-    def events(self, **filters: Any) -> Any:
-        return self._await(self.art.events(**filters))
-
-    def _run(self, op: Any) -> Any:
-        return self._await(self.art._run(op))
+        return call
 
     def close(self) -> None:
         try:
@@ -77,9 +57,6 @@ class BlockingAsync:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.art, name)  # store, rules, add_rule, clock, owner, ...
 
     def __enter__(self) -> BlockingAsync:
         return self
@@ -98,7 +75,7 @@ def make(kind: str, *args: Any, **kwargs: Any) -> Any:
 class BlockingSaga:
     """An `AsyncSagaScope` used with ``with``, as a `SagaScope` is."""
 
-    def __init__(self, owner: BlockingAsync, scope: Any) -> None:
+    def __init__(self, owner: BlockingAsync, scope: AsyncSagaScope) -> None:
         self._owner, self._scope = owner, scope
 
     def __enter__(self) -> BlockingSaga:
@@ -113,4 +90,4 @@ class BlockingSaga:
 
     @property
     def result(self) -> str:
-        return str(self._scope.result)
+        return self._scope.result

@@ -92,7 +92,7 @@ def rule(
     return wrap
 
 
-def verdict_of(rule_name: str, value: object) -> Deny | NeedsApproval | None:
+def refusal_of(rule_name: str, value: object) -> Deny | NeedsApproval | None:
     """Normalise what a check returned; anything unexpected refuses (fail closed)."""
     if value is True or isinstance(value, Allow):
         return None

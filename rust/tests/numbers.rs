@@ -1,4 +1,4 @@
-//! The number formatter (zmij, laid out as ECMAScript) against ryu-js (the formatter before issue 18) on more than twenty
+//! The number formatter (zmij, laid out as ECMAScript) against ryu-js (the reference formatter) on more than twenty
 //! million doubles, by category, plus the 10,000-line ES6 file.
 //!
 //! `make test` runs this in release mode:

@@ -7,14 +7,14 @@ stops the replay with `ReplayDivergence`, which says where and how.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dar._core import canonical_json
 from dar.audit.postmortem import CallNode, call_tree
 from dar.core.decide import input_digest
-from dar.core.ops import LogFilter, Op, ReadLog
+from dar.core.ops import LogFilter, Ops, ReadLog
 from dar.core.states import event_kind
 from dar.effects import Status
 from dar.errors import DarError, ReplayDivergence
@@ -71,7 +71,7 @@ def replayed_status(status: str) -> Status:
     return outcome
 
 
-def load_replay(correlation_id: str) -> Generator[Op, Any, Replayer]:
+def load_replay(correlation_id: str) -> Ops[Replayer]:
     """Read a session (and the outputs its cached calls answered with) from the store."""
     events = yield ReadLog(LogFilter(correlation_id=correlation_id))
     if not events:

@@ -7,12 +7,11 @@ by the core (`dar.core.decide.seek_approval`) when it is made again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Callable
 
 from dar.core.grants import signature
 from dar.core.ids import new_id
-from dar.core.ops import DecideApproval, GetApproval, ListApprovals, Op, Wait
+from dar.core.ops import DecideApproval, GetApproval, ListApprovals, Ops, Wait
 from dar.core.rows import storable, when
 from dar.core.states import EventKind
 from dar.effects import Status
@@ -32,7 +31,7 @@ def decide(
     ttl: float,
     now: float,
     secret: str | None,
-) -> Generator[Op, Any, Approval]:
+) -> Ops[Approval]:
     """Approve or deny a pending request; raises when there is none to decide."""
     if not isinstance(by, str) or not by.strip():
         raise ConfigurationError("say who decides: by='alice'")
@@ -79,9 +78,7 @@ def decision_row(found: Approval, approve: bool, by: str, note: str | None, now:
     )
 
 
-def listing(
-    status: str | None, correlation_id: str | None, now: float
-) -> Generator[Op, Any, list[Approval]]:
+def listing(status: str | None, correlation_id: str | None, now: float) -> Ops[list[Approval]]:
     if status is not None and status not in STATES:
         raise ConfigurationError(f"status must be one of {', '.join(STATES)}, not {status!r}")
     found: list[Approval] = yield ListApprovals(status, correlation_id, now)
@@ -89,10 +86,10 @@ def listing(
 
 
 def waiting(
-    call: Callable[[], Generator[Op, Any, Result]],
+    call: Callable[[], Ops[Result]],
     seconds: float,
     clock: Callable[[], float],
-) -> Generator[Op, Any, Result]:
+) -> Ops[Result]:
     """Make the call; while it waits for approval, wait (woken by the decision on
     Postgres, polling on SQLite) up to ``seconds``, then make it again once decided."""
     result = yield from call()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import reprlib
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,7 +36,7 @@ from dar.core.ops import (
     LogFilter,
     Lookup,
     Mark,
-    Op,
+    Ops,
     Outcome,
     ReadLog,
     RedactionSalt,
@@ -57,7 +57,7 @@ from dar.rules import Deny, NeedsApproval, Rule, RuleContext
 from dar.signature import ArgumentError, to_json
 from dar.tools import Reconciled, Tool
 
-Plan = Generator[Op, Any, Any]
+Plan = Ops[Any]
 
 WITHHELD = "(withheld: the tool redacts personal fields)"
 USED = "an identical call used the approval and has not claimed the key yet"
@@ -142,8 +142,8 @@ class Acquired:
     reconcile: bool
 
 
-def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
-    """Plan one call. Yields operations; returns the call's ``Result``."""
+def decide_call(spec: CallSpec) -> Ops[Result]:
+    """Decide one call. Yields operations; returns the call's ``Result``."""
     call = yield from prepare(spec)
     if isinstance(call, Result):
         return call
@@ -166,7 +166,7 @@ def plan(spec: CallSpec) -> Generator[Op, Any, Result]:
 # --- prepare: input -> canonical bytes -> hash -> redaction -> key ---------------------------
 
 
-def prepare(spec: CallSpec) -> Generator[Op, Any, Call | Result]:
+def prepare(spec: CallSpec) -> Ops[Call | Result]:
     """Nothing runs on an input without a canonical form or that does not fit the handler's
     signature; an irreversible tool with no rule is a configuration error; the key is
     derived last (a failing key function refuses)."""
@@ -272,7 +272,7 @@ def canonical_input(value: Any) -> bytes:
     return canon
 
 
-def unknown_tool(rows: CallRows, arguments: Any, known: list[str]) -> Generator[Op, Any, Result]:
+def unknown_tool(rows: CallRows, arguments: Any, known: list[str]) -> Ops[Result]:
     """Refuse a call to a tool name no one registered: logged under the name as given."""
     listed = ", ".join(known[:50]) or "none are registered"
     reason = f"unknown tool {rows.tool_name!r}; the known tools are: {listed}"
@@ -285,9 +285,7 @@ def unknown_tool(rows: CallRows, arguments: Any, known: list[str]) -> Generator[
     return Result(Status.REJECTED, reason=reason, event_id=ev.event_id)
 
 
-def unrepresentable(
-    spec: CallSpec, rows: CallRows, exc: CanonicalizationError
-) -> Generator[Op, Any, Result]:
+def unrepresentable(spec: CallSpec, rows: CallRows, exc: CanonicalizationError) -> Ops[Result]:
     """Refuse an input with no canonical form, logging a bounded preview of it."""
     # A tool with personal fields gets no preview: it could hold them unredacted.
     preview = WITHHELD if spec.tool.redactor else safe_preview(spec.input)
@@ -300,7 +298,7 @@ def unrepresentable(
     return Result(Status.REJECTED, reason=str(exc), event_id=ev.event_id)
 
 
-def derive_key(call: Call) -> Generator[Op, Any, Result | None]:
+def derive_key(call: Call) -> Ops[Result | None]:
     """Set ``call.key``: ``tool:input_hash``, or from a given key (explicit, or the tool's
     key function). A given key is scoped to its tool — two tools never answer from each
     other's record — and stored as a salted hash, so it never spells out a personal value
@@ -342,9 +340,7 @@ def given_key(tool_name: str, key: str, salt: str) -> str:
 # --- answers that run nothing ----------------------------------------------------------------
 
 
-def record(
-    call: Call, status: Status, attempt: int | None = None, **fields: Any
-) -> Generator[Op, Any, Result]:
+def record(call: Call, status: Status, attempt: int | None = None, **fields: Any) -> Ops[Result]:
     """Append this call's row for an answer that ran nothing, and return that answer."""
     ev = call.row(EventKind(status.value), attempt=attempt, **fields)
     yield Append(ev)
@@ -359,7 +355,7 @@ def record(
 
 def first_refusal(
     call: Call,
-) -> Generator[Op, Any, tuple[Rule, Deny] | tuple[Rule, NeedsApproval] | None]:
+) -> Ops[tuple[Rule, Deny] | tuple[Rule, NeedsApproval] | None]:
     """Run the rules in order, up to the first that refuses. A rule that asks for approval
     does not stop the others: a refusal by a later rule still wins (no one is asked to
     approve what would be refused anyway)."""
@@ -384,7 +380,7 @@ def refusal_row(call: Call, refused: tuple[Rule, Deny]) -> NewEvent:
 AGAIN = "again"
 
 
-def judge(call: Call, claim: Claim | None = None) -> Generator[Op, Any, Result | str | None]:
+def judge(call: Call, claim: Claim | None = None) -> Ops[Result | str | None]:
     """Run the rules; the first refusal is logged and answered. A call that needs approval
     goes ahead only with an unused grant for exactly this call (see `seek_approval`)."""
     refused = yield from first_refusal(call)
@@ -400,7 +396,7 @@ def judge(call: Call, claim: Claim | None = None) -> Generator[Op, Any, Result |
 
 def seek_approval(
     call: Call, rule: Rule, asks: NeedsApproval, claim: Claim | None
-) -> Generator[Op, Any, Result | str | None]:
+) -> Ops[Result | str | None]:
     """Use this exact call's grant (None: go on and run), or answer without running:
     denied, still waiting, or a new request for a person."""
     fp = fingerprint(call.rules)
@@ -472,7 +468,7 @@ def requested_row(call: Call, rule: Rule, approval_id: str, reason: str) -> NewE
     return call.row(EventKind.APPROVAL_REQUESTED, rejection_reason=text, rule_name=rule.name)
 
 
-def awaiting(call: Call, rule: Rule, approval_id: str, reason: str) -> Generator[Op, Any, Result]:
+def awaiting(call: Call, rule: Rule, approval_id: str, reason: str) -> Ops[Result]:
     """The request for this call is open: say so in the log, and answer that it waits."""
     ev = requested_row(call, rule, approval_id, reason)
     yield Append(ev)
@@ -482,7 +478,7 @@ def awaiting(call: Call, rule: Rule, approval_id: str, reason: str) -> Generator
     )  # fmt: skip
 
 
-def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Generator[Op, Any, Result]:
+def answer_from_claim(call: Call, verdict: Verdict, claim: Claim) -> Ops[Result]:
     """A live claim answers for this call: conflict, kept failure or indeterminate."""
     if verdict is Verdict.CONFLICT:
         assert call.key is not None
@@ -534,7 +530,7 @@ def differing_paths(a: Any, b: Any, path: str = "$") -> list[str]:
     return [] if same else [path]
 
 
-def expire(call: Call, claim: Claim) -> Generator[Op, Any, Result | None]:
+def expire(call: Call, claim: Claim) -> Ops[Result | None]:
     """A crashed external effect with no reconcile: indeterminate, for an operator. None
     when another worker moved the claim first (look again)."""
     reason = "lease expired with no recorded outcome"
@@ -584,7 +580,7 @@ def take(call: Call, now: float, claim: Claim | None) -> Take:
     )
 
 
-def look(call: Call, first: bool) -> Generator[Op, Any, tuple[bool, Claim | None, NewEvent]]:
+def look(call: Call, first: bool) -> Ops[tuple[bool, Claim | None, NewEvent]]:
     """Read the claim (logging a hit). On the first look at a key no rule judges and this
     runtime has not seen completed, the look-up and the claim are one step: the store
     takes the key if it is free. Returns ``(taken, claim, hit row)``."""
@@ -600,7 +596,7 @@ def look(call: Call, first: bool) -> Generator[Op, Any, tuple[bool, Claim | None
 
 def judge_patiently(
     call: Call, claim: Claim | None, patience: Patience
-) -> Generator[Op, Any, Result | str | None]:
+) -> Ops[Result | str | None]:
     """`judge`, where a duplicate that just used this call's grant is waited for (it will
     hold the key) rather than sent to a person again."""
     refused = yield from judge(call, claim)
@@ -614,7 +610,7 @@ def judge_patiently(
     return AGAIN
 
 
-def acquire(call: Call) -> Generator[Op, Any, Acquired | Result]:
+def acquire(call: Call) -> Ops[Acquired | Result]:
     """Take the key, or answer without running: from the record, as a conflict, after
     waiting in vain, or as a crash for an operator."""
     assert call.key is not None
@@ -686,7 +682,7 @@ def cached(call: Call, claim: Claim, hit: NewEvent) -> Result:
 # --- reconcile and run -----------------------------------------------------------------------
 
 
-def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
+def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     """We hold the claim of a crashed call: did its effect happen? Returns the answer, or
     None when it did not and this call may run (after the rules judge it)."""
     assert call.key is not None
@@ -729,7 +725,7 @@ def reconcile(call: Call, attempt: int) -> Generator[Op, Any, Result | None]:
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
 
 
-def run(call: Call, attempt: int) -> Generator[Op, Any, Result]:
+def run(call: Call, attempt: int) -> Ops[Result]:
     """The effect, once, and its recorded outcome."""
     spec = call.spec
     outcome = yield CallHandler(call.tool, call.kwargs, spec.call_event_id, spec.correlation_id)
@@ -738,7 +734,7 @@ def run(call: Call, attempt: int) -> Generator[Op, Any, Result]:
     return (yield from finished(call, outcome, attempt))
 
 
-def cancelled(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
+def cancelled(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
     """The handler was interrupted: say so in the log at once. A ``read``/``mutate-local``
     key is released (running it again is safe); an external effect may have happened, so
     its key is ``indeterminate`` now, for reconcile or an operator, not after the lease."""
@@ -782,7 +778,7 @@ def json_output(value: Any) -> Any:
         return converted
 
 
-def finished(call: Call, outcome: Outcome, attempt: int) -> Generator[Op, Any, Result]:
+def finished(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
     """Record a handler's outcome (and release or complete the claim)."""
     tool = call.tool
     now = call.spec.clock()
@@ -831,7 +827,7 @@ def close_claim(
     error: str | None,
     now: float,
     expires: float | None,
-) -> Generator[Op, Any, None]:
+) -> Ops[None]:
     """Write the outcome row, moving the claim with it when the call has a key."""
     if call.key is None:
         yield Append(ev)

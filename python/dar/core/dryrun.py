@@ -11,7 +11,7 @@ a live call holds for it too.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from dar.core.decide import (
     rules_for,
 )
 from dar.core.grants import fingerprint
-from dar.core.ops import Append, CallSimulate, GetClaim, Op
+from dar.core.ops import Append, CallSimulate, GetClaim, Ops
 from dar.core.rows import CallRows
 from dar.core.states import EventKind
 from dar.core.verdict import Verdict, classify
@@ -121,7 +121,7 @@ def key_state(claim: Claim | None) -> str:
     return "free" if claim is None else f"{claim.state}@{claim.version}"
 
 
-def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Generator[Op, Any, Plan]:
+def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Ops[Plan]:
     """Plan one call without its effect; an input that would be refused is refused (and
     logged) as for a live call."""
     call = yield from prepare(spec)
@@ -172,7 +172,7 @@ def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Generator[Op, Any, Plan
     )
 
 
-def simulate(call: Call) -> Generator[Op, Any, tuple[Any, str | None]]:
+def simulate(call: Call) -> Ops[tuple[Any, str | None]]:
     """The tool's preview, as a value and as the row records it (None without one)."""
     if call.tool.simulate is None:
         return None, None
@@ -198,8 +198,8 @@ def commit(
     tool: Tool[Any],
     rules: tuple[Rule, ...],
     rows: CallRows,
-    live: Callable[[str], Generator[Op, Any, Result]],
-) -> Generator[Op, Any, Result]:
+    live: Callable[[str], Ops[Result]],
+) -> Ops[Result]:
     """Run the planned input once, unless the plan is stale; ``live(arguments)`` is the
     ordinary plan of the call."""
     now = rows.clock()

@@ -10,8 +10,9 @@ knows whether it is sync or async.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dar.core.states import ClaimState
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
@@ -367,6 +368,11 @@ class CallTool:
 
 
 Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate | CallTool
+
+T = TypeVar("T")
+
+#: A decision of the core: yields operations, receives their answers, returns a ``T``.
+Ops = Generator[Op, Any, T]
 
 
 @dataclass(frozen=True, slots=True)

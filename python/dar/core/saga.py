@@ -15,7 +15,7 @@ interrupted by a crash is simply made again: it runs once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from dar.core.ops import (
     GetClaim,
     GetSaga,
     ListSagas,
-    Op,
+    Ops,
     RedactionSalt,
     Resolve,
     SaveSaga,
@@ -142,7 +142,7 @@ class Saga:
 Clock = Callable[[], float]
 
 
-def save(saga: Saga, clock: Clock, said: str | None = None) -> Generator[Op, Any, None]:
+def save(saga: Saga, clock: Clock, said: str | None = None) -> Ops[None]:
     """Write the saga's state (renewing its lease), with a row when ``said``."""
     now = clock()
     kind = EventKind.SAGA_STARTED if saga.version == 0 else EventKind.SAGA_ENDED
@@ -158,7 +158,7 @@ def save(saga: Saga, clock: Clock, said: str | None = None) -> Generator[Op, Any
 
 def begin(
     saga_id: str, correlation_id: str | None, owner: str, clock: Clock, lease: float = LEASE
-) -> Generator[Op, Any, Saga]:
+) -> Ops[Saga]:
     """Start a new saga (a saga id is used once)."""
     if not isinstance(saga_id, str) or not saga_id:
         raise ConfigurationError("a saga needs a non-empty str id, like 'checkout-ORD-1'")
@@ -192,7 +192,7 @@ def refusal(saga: Saga, tool: Tool[Any]) -> str | None:
 
 def forward(
     saga: Saga, tool: Tool[Any], arguments: Any, tools: dict[str, Tool[Any]], clock: Clock
-) -> Generator[Op, Any, Result]:
+) -> Ops[Result]:
     """One forward step. A step that does not complete compensates the saga."""
     if saga.state != OPEN:
         raise ConfigurationError(f"saga {saga.saga_id} is {saga.state}: no more steps")
@@ -219,13 +219,13 @@ def forward(
     return result
 
 
-def finish(saga: Saga, clock: Clock) -> Generator[Op, Any, None]:
+def finish(saga: Saga, clock: Clock) -> Ops[None]:
     """Every step completed."""
     saga.state = COMPLETED
     yield from save(saga, clock, f"saga {saga.saga_id} completed")
 
 
-def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generator[Op, Any, None]:
+def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[None]:
     """Undo every completed step, newest first, each exactly once; stop for an operator
     at a step whose outcome is unknown or whose compensation keeps failing."""
     saga.state = COMPENSATING
@@ -257,15 +257,13 @@ def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generat
     yield from save(saga, clock, f"saga {saga.saga_id} compensated")
 
 
-def stop(saga: Saga, state: str, why: str, clock: Clock) -> Generator[Op, Any, None]:
+def stop(saga: Saga, state: str, why: str, clock: Clock) -> Ops[None]:
     """The saga waits for an operator, saying why (in its row and in `dar sagas`)."""
     saga.state, saga.error = state, why
     yield from save(saga, clock, why)
 
 
-def undo(
-    saga: Saga, step: Step, tools: dict[str, Tool[Any]], clock: Clock
-) -> Generator[Op, Any, bool]:
+def undo(saga: Saga, step: Step, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[bool]:
     """Run one step's compensation (retried with backoff); False when the saga stopped."""
     tool = tools.get(step.tool)
     if tool is None or tool.compensate is None:
@@ -297,7 +295,7 @@ def undo(
         yield Wait("", BACKOFF * 2 ** (step.tries - 1))
 
 
-def take_over(rec: SagaRecord, owner: str, clock: Clock) -> Generator[Op, Any, Saga | None]:
+def take_over(rec: SagaRecord, owner: str, clock: Clock) -> Ops[Saga | None]:
     """Hold an unfinished saga whose worker is gone (a saga waiting for an operator has
     no worker); None when another worker holds it."""
     stuck = rec.state in (NEEDS_OPERATOR, COMPENSATION_FAILED)
@@ -315,7 +313,7 @@ def take_over(rec: SagaRecord, owner: str, clock: Clock) -> Generator[Op, Any, S
     return saga
 
 
-def settle(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generator[Op, Any, None]:
+def settle(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[None]:
     """Find out, from their keys, what the steps a crash left unknown did (asking the
     tool's ``reconcile`` where the key cannot tell). The forward path is never resumed."""
     salt = None
@@ -344,7 +342,7 @@ def what_happened(claim: Claim | None, now: float) -> tuple[str, str | None]:
 
 def ask_reconcile(
     step: Step, claim: Claim, stored: str, tools: dict[str, Tool[Any]], clock: Clock
-) -> Generator[Op, Any, None]:
+) -> Ops[None]:
     """Ask the tool whether the step's effect happened, and record the answer on its key
     (as `dar resolve` would); without a ``reconcile`` the step waits for an operator."""
     tool = tools.get(step.tool)
@@ -367,7 +365,7 @@ def ask_reconcile(
     step.output = output
 
 
-def recover(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generator[Op, Any, None]:
+def recover(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[None]:
     """Finish a saga a crash interrupted: settle its unknown steps, then compensate (a
     saga that did not complete is never resumed forward)."""
     yield from settle(saga, tools, clock)
@@ -376,7 +374,7 @@ def recover(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Generator[
 
 def recover_all(
     owner: str, tools: dict[str, Tool[Any]], clock: Clock, *, stuck: bool = False
-) -> Generator[Op, Any, list[Saga]]:
+) -> Ops[list[Saga]]:
     """Finish every open saga whose worker's lease ran out (and, with ``stuck``, those
     waiting for an operator, once the operator has acted). Returns the sagas handled."""
     states = UNFINISHED if stuck else (OPEN, COMPENSATING)
@@ -390,7 +388,7 @@ def recover_all(
     return handled
 
 
-def listing(state: str | None) -> Generator[Op, Any, list[SagaRecord]]:
+def listing(state: str | None) -> Ops[list[SagaRecord]]:
     if state is not None and state not in STATES:
         raise ConfigurationError(f"state must be one of {', '.join(STATES)}, not {state!r}")
     found: list[SagaRecord] = yield ListSagas(() if state is None else (state,))

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import inspect
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
@@ -33,6 +33,7 @@ from dar.core.ops import (
     LogFilter,
     Mark,
     Op,
+    Ops,
     Outcome,
     ReadLog,
     RedactionSalt,
@@ -163,7 +164,7 @@ class AsyncRuntime(RuntimeBase):
             wait_for_approval=wait_for_approval,
         )
 
-    async def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
+    async def _drive(self, gen: Ops[Any]) -> Any:
         interrupt: BaseException | None = None
         try:
             op = next(gen)

@@ -1,7 +1,7 @@
 """What the sync and async runtimes share: configuration, rules, call set-up, and the
 verdicts of user code.
 
-The two runtimes differ only in how they execute the operations `dar.core.decide.plan`
+The two runtimes differ only in how they execute the operations `dar.core.decide.decide_call`
 yields (directly, or awaited with the store in worker threads); everything else is here,
 once.
 """
@@ -15,22 +15,21 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dar.context import current_call, current_session
 from dar.core import approval, dryrun, grants
-from dar.core.decide import CallSpec, input_digest, unknown_tool, unruled
-from dar.core.decide import plan as plan_call
+from dar.core.decide import CallSpec, decide_call, input_digest, unknown_tool, unruled
 from dar.core.dryrun import Plan
 from dar.core.ids import new_id
-from dar.core.ops import Op, Outcome, RequestApproval
+from dar.core.ops import Op, Ops, Outcome, RequestApproval
 from dar.core.rows import CallRows
 from dar.core.states import EventKind
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.records import Approval, Result
-from dar.rules import Deny, NeedsApproval, Rule, verdict_of
+from dar.rules import Deny, NeedsApproval, Rule, refusal_of
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -144,14 +143,14 @@ class RuntimeBase:
         key: str | None,
         wait_for_approval: float,
         events_reader: Callable[..., Any],
-    ) -> Generator[Op, Any, Result]:
+    ) -> Ops[Result]:
         """The plan of one call; waiting for a person's decision when asked to."""
 
-        def once() -> Generator[Op, Any, Result]:
+        def once() -> Ops[Result]:
             spec = self._spec(tool, input, correlation_id, key, events_reader)
             if self.dry_run and tool.effect is not Effect.READ:
                 return self._planned(spec)
-            return plan_call(spec)
+            return decide_call(spec)
 
         if wait_for_approval <= 0:
             return once()
@@ -165,12 +164,10 @@ class RuntimeBase:
         key: str | None,
         ttl: float,
         events_reader: Callable[..., Any],
-    ) -> Generator[Op, Any, Plan]:
+    ) -> Ops[Plan]:
         return dryrun.dry_run(self._spec(tool, input, correlation_id, key, events_reader), ttl)
 
-    def _commit_plan(
-        self, plan: Plan, events_reader: Callable[..., Any]
-    ) -> Generator[Op, Any, Result]:
+    def _commit_plan(self, plan: Plan, events_reader: Callable[..., Any]) -> Ops[Result]:
         """Commit ``plan``: the registered tool it names runs its arguments once, unless
         the plan is stale."""
         if not isinstance(plan, Plan):
@@ -183,8 +180,8 @@ class RuntimeBase:
         cid = plan.correlation_id  # the session the plan was made in (and keyed for)
         rows = CallRows(new_id(), tool.name, tool.effect.value, cid, None, self.clock)
 
-        def live(arguments: str) -> Generator[Op, Any, Result]:
-            return plan_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
+        def live(arguments: str) -> Ops[Result]:
+            return decide_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
 
         return dryrun.commit(plan, tool, self._rules, rows, live)
 
@@ -214,14 +211,14 @@ class RuntimeBase:
         self._plans = [p for p in self._plans if p not in gone]
         return gone
 
-    def _planned(self, spec: CallSpec) -> Generator[Op, Any, Result]:
+    def _planned(self, spec: CallSpec) -> Ops[Result]:
         """A dry-run runtime plans every call that is not a read."""
         made = yield from dryrun.dry_run(spec)
         return dryrun.as_result(self._keep_plan(made))
 
     def _decide_plan(
         self, approval_id: str, approve: bool, by: str, note: str | None, ttl: float
-    ) -> Generator[Op, Any, Approval]:
+    ) -> Ops[Approval]:
         return approval.decide(
             approval_id,
             approve=approve,
@@ -232,7 +229,7 @@ class RuntimeBase:
             secret=self.approval_secret,
         )
 
-    def _request_for_plan(self, plan: Plan) -> Generator[Op, Any, str]:
+    def _request_for_plan(self, plan: Plan) -> Ops[str]:
         """A request bound to exactly what ``plan`` would run, for a person to approve."""
         tool = self._tool_named(plan.tool)
         if not plan.arguments:
@@ -267,14 +264,10 @@ class RuntimeBase:
         opened: str = yield RequestApproval(request, row)
         return opened
 
-    def _list_plan(
-        self, status: str | None, correlation_id: str | None
-    ) -> Generator[Op, Any, list[Approval]]:
+    def _list_plan(self, status: str | None, correlation_id: str | None) -> Ops[list[Approval]]:
         return approval.listing(status, correlation_id, self.clock())
 
-    def _unknown(
-        self, name: object, arguments: Any, correlation_id: str | None
-    ) -> Generator[Op, Any, Result]:
+    def _unknown(self, name: object, arguments: Any, correlation_id: str | None) -> Ops[Result]:
         """The plan that logs and refuses a call to a tool nobody registered."""
         cid, parent = self._session(correlation_id)
         shown = name if isinstance(name, str) else repr(name)
@@ -354,7 +347,7 @@ def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | NeedsApprov
     """A check's verdict, refusing when it ran past its timeout."""
     if elapsed > rule.timeout:
         return Deny(f"rule {rule.name} timed out after {elapsed:.3f}s (limit {rule.timeout}s)")
-    return verdict_of(rule.name, value)
+    return refusal_of(rule.name, value)
 
 
 def rule_error(rule: Rule, exc: BaseException) -> Deny:
@@ -371,7 +364,7 @@ def interrupted(exc: BaseException, started: float) -> Outcome:
     return Outcome(False, error=type(exc).__name__, duration_ms=_ms(started), interrupt=exc)
 
 
-def drive(gen: Generator[Op, Any, Any], run: Callable[[Op], Any]) -> Any:
+def drive(gen: Ops[Any], run: Callable[[Op], Any]) -> Any:
     """Run a plan with a sync executor of its operations; an interruption of user code is
     re-raised once the plan has recorded it."""
     interrupt: BaseException | None = None

@@ -6,7 +6,7 @@ import datetime as dt
 import inspect
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dar.audit.replay import Replayer, load_replay
@@ -20,6 +20,7 @@ from dar.core.ops import (
     CheckRule,
     LogFilter,
     Op,
+    Ops,
     Outcome,
     StoreOp,
     Wait,
@@ -127,7 +128,7 @@ class Runtime(RuntimeBase):
             wait_for_approval=wait_for_approval,
         )
 
-    def _drive(self, gen: Generator[Op, Any, Any]) -> Any:
+    def _drive(self, gen: Ops[Any]) -> Any:
         return drive(gen, self._run)
 
     def _run(self, op: Op) -> Any:

@@ -18,7 +18,7 @@ from dar.core.ops import (
     UseGrant,
 )
 from dar.records import APPROVAL_COLUMNS, Approval
-from dar.store.steps import AppendRow, Plan, Sql, Wake
+from dar.store.steps import AppendRow, Sql, Steps, Wake
 
 COLUMNS = ", ".join(APPROVAL_COLUMNS)
 
@@ -27,7 +27,7 @@ def _approval(row: Any) -> Approval | None:
     return None if row is None else Approval(*row)
 
 
-def request(table: str, op: RequestApproval) -> Plan:
+def request(table: str, op: RequestApproval) -> Steps:
     values = ", ".join(f":{c}" for c in APPROVAL_COLUMNS)
     inserted = yield Sql(
         f"INSERT INTO {table} ({COLUMNS}) VALUES ({values})"
@@ -46,7 +46,7 @@ def request(table: str, op: RequestApproval) -> Plan:
     return str(row[0])
 
 
-def use_grant(table: str, op: UseGrant) -> Plan:
+def use_grant(table: str, op: UseGrant) -> Steps:
     taken = yield Sql(
         f"UPDATE {table} SET status = 'used', used_by = :used_by, used_at = :now"
         f" WHERE approval_id = (SELECT approval_id FROM {table} WHERE binding = :binding"
@@ -74,14 +74,14 @@ def use_grant(table: str, op: UseGrant) -> Plan:
     return GrantAnswer("none" if latest is None else latest.state(op.now), latest)
 
 
-def get(table: str, op: GetApproval) -> Plan:
+def get(table: str, op: GetApproval) -> Steps:
     row = yield Sql(
         f"SELECT {COLUMNS} FROM {table} WHERE approval_id = :id", {"id": op.approval_id}
     )
     return _approval(row)
 
 
-def decide(table: str, op: DecideApproval) -> Plan:
+def decide(table: str, op: DecideApproval) -> Steps:
     row = yield Sql(
         f"UPDATE {table} SET status = :status, decided_at = :now, decided_by = :by,"
         " note = :note, expires_at = :expires_at, signature = :signature"
@@ -105,7 +105,7 @@ def decide(table: str, op: DecideApproval) -> Plan:
     return decided
 
 
-def listing(table: str, op: ListApprovals) -> Plan:
+def listing(table: str, op: ListApprovals) -> Steps:
     where: list[str] = []
     params: dict[str, Any] = {"now": op.now}
     if op.correlation_id is not None:

@@ -117,7 +117,7 @@ def _fetch(cur: Any, rows: str) -> Any:
 class _Replayable:
     """A plan that can be started again from scratch after a transient fault."""
 
-    def __init__(self, fn: Callable[..., q.Plan], *args: Any) -> None:
+    def __init__(self, fn: Callable[..., q.Queries], *args: Any) -> None:
         self.fn, self.args = fn, args
         self.gen = fn(*args)
 
@@ -312,7 +312,7 @@ class PostgresStore:
     # --- approvals ---------------------------------------------------------------------------
 
     def _shared(self, fn: Any, table: str, op: Any) -> Any:
-        return self._run(_Replayable(q.shared_plan, self.st, fn, table, op), transaction=True)
+        return self._run(_Replayable(q.shared_queries, self.st, fn, table, op), transaction=True)
 
     def _approvals(self, fn: Any, op: Any) -> Any:
         return self._shared(fn, "approvals", op)

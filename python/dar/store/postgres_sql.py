@@ -59,7 +59,7 @@ class Query:
     rows: Literal["one", "all", "dicts", "none"] = "one"
 
 
-Plan = Generator[Query, Any, Any]
+Queries = Generator[Query, Any, Any]
 
 
 class Statements:
@@ -208,7 +208,7 @@ def _claim(row: tuple[Any, ...]) -> Claim:
 # --- one plan per operation ----------------------------------------------------------------
 
 
-def append_all(st: Statements, events: list[NewEvent]) -> Plan:
+def append_all(st: Statements, events: list[NewEvent]) -> Queries:
     """Buffered hit rows, sent pipelined (one round trip)."""
     for event in events:
         yield Query(st.append, event_params(event), "none")
@@ -227,19 +227,19 @@ def _take_params(op: Take) -> dict[str, Any]:
     }
 
 
-def take(st: Statements, op: Take) -> Plan:
+def take(st: Statements, op: Take) -> Queries:
     statement = st.claim_new if op.expect_version is None else st.claim_again
     row = yield Query(statement, _take_params(op))
     return bool(row[0])
 
 
-def take_or_lookup(st: Statements, op: TakeOrLookup) -> Plan:
+def take_or_lookup(st: Statements, op: TakeOrLookup) -> Queries:
     row = yield Query(st.claim_or_lookup, _take_params(op.take))
     won = bool(row[0])
     return won, None if won or row[1] is None else _claim(row[1:])
 
 
-def finish(st: Statements, op: Finish) -> Plan:
+def finish(st: Statements, op: Finish) -> Queries:
     row = yield Query(
         st.finish,
         {
@@ -257,7 +257,7 @@ def finish(st: Statements, op: Finish) -> Plan:
     return bool(row[0])
 
 
-def mark(st: Statements, op: Mark) -> Plan:
+def mark(st: Statements, op: Mark) -> Queries:
     row = yield Query(
         st.mark,
         {
@@ -271,7 +271,7 @@ def mark(st: Statements, op: Mark) -> Plan:
     return bool(row[0])
 
 
-def resolve(st: Statements, op: Resolve) -> Plan:
+def resolve(st: Statements, op: Resolve) -> Queries:
     """Several statements: the engine wraps this one in a transaction."""
     row = yield Query(st.lock_claim, {"key": op.key})
     if row is None:
@@ -287,22 +287,22 @@ def resolve(st: Statements, op: Resolve) -> Plan:
     return _claim(row)
 
 
-def append(st: Statements, op: Append) -> Plan:
+def append(st: Statements, op: Append) -> Queries:
     yield Query(st.append, event_params(op.event), "none")
 
 
-def get_claim(st: Statements, op: GetClaim) -> Plan:
+def get_claim(st: Statements, op: GetClaim) -> Queries:
     row = yield Query(st.select_claim, {"key": op.key})
     return None if row is None else _claim(row)
 
 
-def events(st: Statements, filter: LogFilter) -> Plan:
+def events(st: Statements, filter: LogFilter) -> Queries:
     sql, params = events_query("%s", filter, schema_prefix=f'"{st.schema}".')
     rows = yield Query(sql, tuple(params), "dicts")
     return [Event.from_row(r, json_as_text=False) for r in rows]
 
 
-def migrate(st: Statements) -> Plan:
+def migrate(st: Statements) -> Queries:
     """In one transaction, under an advisory lock: concurrent starters migrate once. A
     schema that is up to date is only read, so a role without DDL rights (the README's
     least-privilege grants) may start the runtime; it never tries to create anything."""
@@ -332,21 +332,21 @@ def migrate(st: Statements) -> Plan:
     return applied
 
 
-def redaction_salt(st: Statements) -> Plan:
+def redaction_salt(st: Statements) -> Queries:
     row = yield Query(
         f'SELECT value FROM "{st.schema}".dar_meta WHERE name = %s', ("redaction_salt",)
     )
     return str(row[0])
 
 
-def chain_heads(st: Statements) -> Plan:
+def chain_heads(st: Statements) -> Queries:
     rows = yield Query(
         f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads', (), "all"
     )
     return {str(k): str(v) for k, v in rows}
 
 
-def checkpoints(st: Statements) -> Plan:
+def checkpoints(st: Statements) -> Queries:
     rows = yield Query(
         f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
     )
@@ -356,7 +356,7 @@ def checkpoints(st: Statements) -> Plan:
     return merged
 
 
-def gc(st: Statements, now: float) -> Plan:
+def gc(st: Statements, now: float) -> Queries:
     rows = yield Query(
         f'WITH d AS (DELETE FROM "{st.schema}".agent_tool_claims WHERE state = %s'
         " OR (state IN ('done', 'failed') AND expires_at IS NOT NULL AND expires_at <= %s)"
@@ -366,7 +366,7 @@ def gc(st: Statements, now: float) -> Plan:
     return int(rows[0])
 
 
-def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Plan:
+def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Queries:
     """In one transaction, as the table owner (the trigger checks both)."""
     events = st.events
     chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
@@ -397,20 +397,20 @@ def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> P
     return int(row[0]), checkpoints
 
 
-def purge_records(st: Statements) -> Plan:
+def purge_records(st: Statements) -> Queries:
     rows = yield Query(
         f'SELECT checkpoints FROM "{st.schema}".agent_tool_purges ORDER BY purge_id', (), "all"
     )
     return [points for (points,) in rows]
 
 
-def sessions(st: Statements, filter: SessionFilter) -> Plan:
+def sessions(st: Statements, filter: SessionFilter) -> Queries:
     sql, params = sessions_query("%s", filter, schema_prefix=f'"{st.schema}".')
     rows = yield Query(sql, tuple(params), "all")
     return session_rows(rows)
 
 
-def claims(st: Statements) -> Plan:
+def claims(st: Statements) -> Queries:
     rows = yield Query(
         f'SELECT {", ".join(CLAIM_COLUMNS)} FROM "{st.schema}".agent_tool_claims', (), "all"
     )
@@ -420,7 +420,7 @@ def claims(st: Statements) -> Plan:
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
-def shared_plan(st: Statements, fn: Any, table: str, op: Any) -> Plan:
+def shared_queries(st: Statements, fn: Any, table: str, op: Any) -> Queries:
     """Run a plan written for both dialects (`dar.store.steps`) as Postgres queries; the
     engine wraps it in one transaction. Waking a key is a NOTIFY on the claims channel."""
     inner = fn(getattr(st, table), op)

@@ -6,12 +6,12 @@ from dataclasses import astuple
 
 from dar.core.ops import GetSaga, ListSagas, SaveSaga
 from dar.records import SAGA_COLUMNS, SagaRecord
-from dar.store.steps import AppendRow, Plan, Sql
+from dar.store.steps import AppendRow, Sql, Steps
 
 COLUMNS = ", ".join(SAGA_COLUMNS)
 
 
-def save(table: str, op: SaveSaga) -> Plan:
+def save(table: str, op: SaveSaga) -> Steps:
     values = dict(zip(SAGA_COLUMNS, astuple(op.saga), strict=True))
     if op.expect_version is None:
         placeholders = ", ".join(f":{c}" for c in SAGA_COLUMNS)
@@ -33,12 +33,12 @@ def save(table: str, op: SaveSaga) -> Plan:
     return True
 
 
-def get(table: str, op: GetSaga) -> Plan:
+def get(table: str, op: GetSaga) -> Steps:
     row = yield Sql(f"SELECT {COLUMNS} FROM {table} WHERE saga_id = :id", {"id": op.saga_id})
     return None if row is None else SagaRecord(*row)
 
 
-def listing(table: str, op: ListSagas) -> Plan:
+def listing(table: str, op: ListSagas) -> Steps:
     where, params = "", {}
     if op.states:
         names = [f":s{i}" for i in range(len(op.states))]

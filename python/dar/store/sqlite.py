@@ -436,12 +436,12 @@ class SQLiteStore:
 
     # --- approvals ---------------------------------------------------------------------------
 
-    def _shared(self, plan: steps.Plan) -> Any:
-        """Run a plan written for both dialects in one write transaction (waiters poll:
+    def _shared(self, queries: steps.Steps) -> Any:
+        """Run steps written for both dialects in one write transaction (waiters poll:
         nothing to wake)."""
         with self._write() as conn:
             try:
-                step = next(plan)
+                step = next(queries)
                 while True:
                     answer: Any = None
                     if isinstance(step, steps.Sql):
@@ -449,7 +449,7 @@ class SQLiteStore:
                         answer = cur.fetchall() if step.rows == "all" else cur.fetchone()
                     elif isinstance(step, steps.AppendRow):
                         self._insert(conn, step.event)
-                    step = plan.send(answer)
+                    step = queries.send(answer)
             except StopIteration as stop:
                 return stop.value
 

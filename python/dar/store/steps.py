@@ -33,4 +33,4 @@ class Wake:
 
 
 Step = Sql | AppendRow | Wake
-Plan = Generator[Step, Any, Any]
+Steps = Generator[Step, Any, Any]
