@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all demo test test-rust test-python test-abi3 lint fmt bench soak wheel build clean
+.PHONY: all demo test test-rust test-python test-abi3 lint fmt unasync bench soak wheel build clean
 
 all: build
 
@@ -63,15 +63,21 @@ lint: build
 	cargo fmt --check
 	cargo clippy --all-targets --quiet -- -D warnings
 	cargo clippy --all-targets --features abi3 --quiet -- -D warnings
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches tools
+	$(BIN)/ruff format --check python tests benches tools
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest dar._core
+	$(BIN)/lint-imports
+	$(BIN)/python tools/unasync.py --check
 
-fmt: $(STAMP)
+# The sync runtime is generated from the async one: edit runtime/aio.py, then run this.
+unasync: $(STAMP)
+	$(BIN)/python tools/unasync.py
+
+fmt: unasync
 	cargo fmt
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches tools
+	$(BIN)/ruff check --fix python tests benches tools
 
 # Before a release: the long Hypothesis profile (more examples, longer runs, bigger bursts).
 soak: build

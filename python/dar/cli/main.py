@@ -30,7 +30,7 @@ from dar.core.saga import STATES as saga_states
 from dar.core.states import EventKind, event_kind
 from dar.errors import DarError
 from dar.records import Event
-from dar.runtime.base import drive
+from dar.runtime.execute import drive
 from dar.store import AdminStore, SQLiteStore, open_store
 from dar.views.terminal import safe, safe_event, safe_json
 

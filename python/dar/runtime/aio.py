@@ -1,86 +1,48 @@
-"""The asyncio runtime: the same decision core, with awaited handlers and rules.
+"""The asyncio runtime, the one facade written by hand: `dar.runtime.sync` is generated
+from this file by ``tools/unasync.py`` (``make unasync``; ``make lint`` fails when the
+generated file is stale).
 
-Handlers and rule checks may be coroutine functions (plain functions work too). Stores are
-synchronous (`dar.store.base`): each store operation runs in a worker thread of this
-runtime, so a busy database never blocks the event loop, and a duplicate waiting for the
-call in progress is woken on the loop by the store's change signal (Postgres
-LISTEN/NOTIFY). One store implementation serves both runtimes.
+Each public method sets up one decision of the core and hands it to the executor of
+`dar.runtime.execute`, which is where the sync and async runtimes truly differ. Handlers
+and rule checks may be coroutine functions (plain functions work too); store operations
+run in worker threads, so a busy database never blocks the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from typing import Any
 
 from dar.audit.replay import Replayer, load_replay
-from dar.context import CurrentCall, current_call
 from dar.core import dryrun, saga
 from dar.core.dryrun import Plan
-from dar.core.ops import (
-    Append,
-    CallHandler,
-    CallSimulate,
-    CallTool,
-    CheckRule,
-    DecideApproval,
-    Finish,
-    LogFilter,
-    Mark,
-    Op,
-    Ops,
-    Outcome,
-    ReadLog,
-    RedactionSalt,
-    RequestApproval,
-    Resolve,
-    StoreOp,
-    Take,
-    TakeOrLookup,
-    UseGrant,
-    Wait,
-)
+from dar.core.ops import LogFilter, Op, Ops, ReadLog
 from dar.records import Approval, Event, Result, SagaRecord
-from dar.rules import Deny, NeedsApproval, Rule
-from dar.runtime.base import (
-    RuntimeBase,
-    failure,
-    interrupted,
-    remember,
-    rule_error,
-    rule_result,
-    success,
-)
+from dar.rules import Rule
+from dar.runtime.base import RuntimeBase, remember
+from dar.runtime.execute import AsyncExecutor
 from dar.store import Store, store_of
 from dar.tools import Tool
 
-#: Store operations that change the database (never dropped by a cancellation).
-WRITES = (
-    Take,
-    TakeOrLookup,
-    Finish,
-    Mark,
-    Resolve,
-    Append,
-    RequestApproval,
-    UseGrant,
-    DecideApproval,
-)
-
-#: Worker threads per runtime when the store does not say how many connections it has.
-THREADS = 4
-
 
 class AsyncRuntime(RuntimeBase):
-    """``Runtime`` for asyncio: ``await rt.execute(tool, input)``.
+    """Run tool calls through rules, idempotency and the event log.
 
-    ``store`` is a URL or a store object, as for ``Runtime``. Store operations run in up
-    to as many worker threads as the store has connections.
+    >>> rt = AsyncRuntime("sqlite:///agent.db", tools=[dispatch_order], rules=[covers_zone])
+    >>> result = await rt.call("dispatch_order", '{"order_id": "ORD-1"}', correlation_id="s-1")
+    >>> result.status
+    <Status.EXECUTED: 'executed'>
+
+    ``store`` is a URL (``sqlite:///file.db``, ``sqlite://:memory:``, ``postgresql://...``)
+    or a store object; without one the runtime keeps everything in memory (and warns at
+    the first call that changes anything). ``tools`` registers tools for ``call``.
+    ``wait`` bounds how long a duplicate waits for the call in progress before answering
+    ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
+    ``replay=CORRELATION_ID`` serves every call from that recorded session instead, in
+    order, running no handler and writing nothing; the first call that differs raises
+    ``ReplayDivergence``. ``dry_run=True`` plans every call that is not a read.
     """
 
     def __init__(
@@ -105,21 +67,16 @@ class AsyncRuntime(RuntimeBase):
             dry_run=dry_run,
         )
         self.store: Store = store_of(store)
-        self._threads = ThreadPoolExecutor(
-            max_workers=int(getattr(self.store, "max_size", THREADS)),
-            thread_name_prefix="dar-store",
-        )
+        self._executor = AsyncExecutor(self)
         self._replay = replay
         self._replayer: Replayer | None = None
-        self._salt: str | None = None
 
-    async def _store(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
-        """Run ``fn(store)`` in a worker thread. A write is shielded: when the caller is
-        cancelled meanwhile (an asyncio timeout around ``execute``), a write still waiting
-        for a free thread is not dropped, and an outcome is recorded whatever happens to
-        the coroutine."""
-        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.store)
-        return await (asyncio.shield(done) if write else done)
+    async def _drive(self, gen: Ops[Any]) -> Any:
+        return await self._executor.drive(gen)
+
+    async def _run(self, op: Op) -> Any:
+        """Execute one operation, as a decision's driver would (for tests of the core)."""
+        return await self._executor.run(op)
 
     async def execute(
         self,
@@ -132,8 +89,9 @@ class AsyncRuntime(RuntimeBase):
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception.
 
-        A handler cancelled while it runs (a timeout around this call) is logged
-        ``cancelled`` and the cancellation propagates."""
+        ``input`` is a dict, or JSON text as a model sends it. A handler interrupted while
+        it runs (Ctrl-C, or the cancellation of this call) is logged ``cancelled`` and the
+        interruption re-raised."""
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = await self._drive(load_replay(self._replay))
@@ -151,7 +109,9 @@ class AsyncRuntime(RuntimeBase):
         key: str | None = None,
         wait_for_approval: float = 0,
     ) -> Result:
-        """``Runtime.call``, awaited."""
+        """Run the registered tool ``name`` on ``arguments``: JSON text as the model sent
+        it, or a dict. An unknown name, arguments that are not a JSON object, or arguments
+        that do not fit the tool's signature are refused (``REJECTED``) and logged."""
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             result: Result = await self._drive(self._unknown(name, arguments, correlation_id))
@@ -163,82 +123,6 @@ class AsyncRuntime(RuntimeBase):
             key=key,
             wait_for_approval=wait_for_approval,
         )
-
-    async def _drive(self, gen: Ops[Any]) -> Any:
-        interrupt: BaseException | None = None
-        try:
-            op = next(gen)
-            while True:
-                answer = await self._run(op)
-                if isinstance(answer, Outcome) and answer.interrupt is not None:
-                    interrupt = answer.interrupt
-                op = gen.send(answer)
-        except StopIteration as stop:
-            value = stop.value
-        if interrupt is not None:
-            raise interrupt  # recorded: now the caller's cancellation goes on
-        return value
-
-    async def _run(self, op: Op) -> Any:
-        if isinstance(op, RedactionSalt) and self._salt is not None:
-            return self._salt  # the database's salt never changes: no thread hop
-        if isinstance(op, StoreOp):
-            answer = await self._store(op.apply, write=isinstance(op, WRITES))
-            if isinstance(op, RedactionSalt):
-                self._salt = answer
-            return answer
-        if isinstance(op, Wait):
-            return await self._wait(op)
-        if isinstance(op, CheckRule):
-            return await self._check(op)
-        if isinstance(op, CallHandler):
-            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
-            try:
-                return await _call(op.tool.handler, (), op.input)
-            finally:
-                current_call.reset(token)
-        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
-            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
-            try:
-                return await self.execute(
-                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
-                )
-            finally:
-                current_call.reset(token)
-        if isinstance(op, CallSimulate):
-            assert op.tool.simulate is not None
-            return await _call(op.tool.simulate, (), op.input)
-        assert op.tool.reconcile is not None
-        return await _call(op.tool.reconcile, (op.input,), {})
-
-    async def _wait(self, op: Wait) -> float:
-        loop = asyncio.get_running_loop()
-        changed = asyncio.Event()
-
-        def wake() -> None:  # called from the store's listener thread
-            loop.call_soon_threadsafe(changed.set)
-
-        stop = self.store.on_change(op.key, wake)
-        started = time.monotonic()
-        try:
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(changed.wait(), op.seconds)
-        finally:
-            if stop is not None:
-                stop()
-        return time.monotonic() - started
-
-    async def _check(self, op: CheckRule) -> Deny | NeedsApproval | None:
-        started = time.perf_counter()
-        try:
-            value = op.rule.check(op.input, op.ctx)
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, op.rule.timeout)
-        except asyncio.TimeoutError:
-            return Deny(f"rule {op.rule.name} timed out after {op.rule.timeout}s")
-        except Exception as exc:
-            return rule_error(op.rule, exc)
-        return rule_result(op.rule, value, time.perf_counter() - started)
 
     async def plan(
         self,
@@ -328,13 +212,12 @@ class AsyncRuntime(RuntimeBase):
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
         read = ReadLog(LogFilter(correlation_id, tool, status, key, since, limit))
-        events: list[Event] = await self._store(read.apply)
+        events: list[Event] = await self._executor.store(read.apply)
         return events
 
     async def close(self) -> None:
         """Write buffered rows and close the store."""
-        await self._store(lambda store: store.close())
-        self._threads.shutdown(wait=False)
+        await self._executor.close()
 
     async def __aenter__(self) -> AsyncRuntime:
         return self
@@ -343,21 +226,12 @@ class AsyncRuntime(RuntimeBase):
         await self.close()
 
 
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-    started = time.perf_counter()
-    try:
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-    except Exception as exc:
-        return failure(exc, started)
-    except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
-        return interrupted(exc, started)
-    return success(value, started)
-
-
 class AsyncSagaScope:
-    """``async with art.saga(...) as saga``: `dar.runtime.sync.SagaScope`, awaited."""
+    """``async with rt.saga(...) as saga``: steps run with ``saga.call``; ``saga.result``
+    says how it ended (``completed``, ``compensated``, ``compensation_failed``,
+    ``needs_operator``). A step that does not complete ends the block quietly, after
+    compensating; an exception in the block compensates and propagates. A
+    ``KeyboardInterrupt`` leaves the saga to ``recover_sagas``."""
 
     def __init__(
         self, rt: AsyncRuntime, saga_id: str, correlation_id: str | None, lease: float
@@ -399,5 +273,5 @@ class AsyncSagaScope:
 
     def _state(self) -> saga.Saga:
         if self._saga is None:
-            raise RuntimeError("use the saga as a context manager: async with art.saga(...)")
+            raise RuntimeError("use the saga as a context manager: async with rt.saga(...)")
         return self._saga

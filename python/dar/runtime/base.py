@@ -1,9 +1,8 @@
-"""What the sync and async runtimes share: configuration, rules, call set-up, and the
-verdicts of user code.
+"""What the sync and async runtimes share: configuration, rules, tools, and the set-up of
+each decision they hand to their executor.
 
-The two runtimes differ only in how they execute the operations `dar.core.decide.decide_call`
-yields (directly, or awaited with the store in worker threads); everything else is here,
-once.
+The two runtimes differ only in how they execute the operations a decision yields
+(`dar.runtime.execute`); everything else is here, once.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from dar.core import approval, dryrun, grants
 from dar.core.decide import CallSpec, decide_call, input_digest, unknown_tool, unruled
 from dar.core.dryrun import Plan
 from dar.core.ids import new_id
-from dar.core.ops import Op, Ops, Outcome, RequestApproval
+from dar.core.ops import Ops, RequestApproval
 from dar.core.rows import CallRows
 from dar.core.states import EventKind
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.records import Approval, Result
-from dar.rules import Deny, NeedsApproval, Rule, refusal_of
+from dar.rules import Rule
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -341,50 +340,3 @@ def remember(runtime: RuntimeBase, result: Result) -> Result:
         if len(known) > KNOWN_KEYS:
             known.popitem(last=False)
     return result
-
-
-def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | NeedsApproval | None:
-    """A check's verdict, refusing when it ran past its timeout."""
-    if elapsed > rule.timeout:
-        return Deny(f"rule {rule.name} timed out after {elapsed:.3f}s (limit {rule.timeout}s)")
-    return refusal_of(rule.name, value)
-
-
-def rule_error(rule: Rule, exc: BaseException) -> Deny:
-    """Rules fail closed: an error in a check refuses the call."""
-    return Deny(f"rule {rule.name} raised {type(exc).__name__}: {exc}")
-
-
-def failure(exc: BaseException, started: float) -> Outcome:
-    return Outcome(False, error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
-
-
-def interrupted(exc: BaseException, started: float) -> Outcome:
-    """Cancellation or Ctrl-C inside user code: recorded first, then re-raised."""
-    return Outcome(False, error=type(exc).__name__, duration_ms=_ms(started), interrupt=exc)
-
-
-def drive(gen: Ops[Any], run: Callable[[Op], Any]) -> Any:
-    """Run a plan with a sync executor of its operations; an interruption of user code is
-    re-raised once the plan has recorded it."""
-    interrupt: BaseException | None = None
-    try:
-        op = next(gen)
-        while True:
-            answer = run(op)
-            if isinstance(answer, Outcome) and answer.interrupt is not None:
-                interrupt = answer.interrupt
-            op = gen.send(answer)
-    except StopIteration as stop:
-        value = stop.value
-    if interrupt is not None:
-        raise interrupt
-    return value
-
-
-def success(value: Any, started: float) -> Outcome:
-    return Outcome(True, value, duration_ms=_ms(started))
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0

@@ -1,42 +1,26 @@
-"""The synchronous runtime: executes the operations the decision core yields."""
+# Generated from aio.py by tools/unasync.py: do not edit; run `make unasync`.
+"""The synchronous runtime: `dar.runtime.aio` with the awaits taken out.
+
+Each public method sets up one decision of the core and hands it to the executor of
+`dar.runtime.execute`, which runs store operations, rules and handlers in the caller's
+thread.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import inspect
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dar.audit.replay import Replayer, load_replay
-from dar.context import CurrentCall, current_call
 from dar.core import dryrun, saga
 from dar.core.dryrun import Plan
-from dar.core.ops import (
-    CallHandler,
-    CallSimulate,
-    CallTool,
-    CheckRule,
-    LogFilter,
-    Op,
-    Ops,
-    Outcome,
-    StoreOp,
-    Wait,
-)
+from dar.core.ops import LogFilter, Op, Ops, ReadLog
 from dar.records import Approval, Event, Result, SagaRecord
-from dar.rules import Deny, NeedsApproval, Rule
-from dar.runtime.base import (
-    RuntimeBase,
-    drive,
-    failure,
-    interrupted,
-    remember,
-    rule_error,
-    rule_result,
-    success,
-)
+from dar.rules import Rule
+from dar.runtime.base import RuntimeBase, remember
+from dar.runtime.execute import Executor
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -45,7 +29,8 @@ class Runtime(RuntimeBase):
     """Run tool calls through rules, idempotency and the event log.
 
     >>> rt = Runtime("sqlite:///agent.db", tools=[dispatch_order], rules=[covers_zone])
-    >>> rt.call("dispatch_order", '{"order_id": "ORD-1", ...}', correlation_id="s-1").status
+    >>> result = rt.call("dispatch_order", '{"order_id": "ORD-1"}', correlation_id="s-1")
+    >>> result.status
     <Status.EXECUTED: 'executed'>
 
     ``store`` is a URL (``sqlite:///file.db``, ``sqlite://:memory:``, ``postgresql://...``)
@@ -55,7 +40,7 @@ class Runtime(RuntimeBase):
     ``IN_PROGRESS``. ``clock`` returns Unix seconds (inject one in tests).
     ``replay=CORRELATION_ID`` serves every call from that recorded session instead, in
     order, running no handler and writing nothing; the first call that differs raises
-    ``ReplayDivergence``.
+    ``ReplayDivergence``. ``dry_run=True`` plans every call that is not a read.
     """
 
     def __init__(
@@ -80,8 +65,16 @@ class Runtime(RuntimeBase):
             dry_run=dry_run,
         )
         self.store: Store = store_of(store)
+        self._executor = Executor(self)
         self._replay = replay
         self._replayer: Replayer | None = None
+
+    def _drive(self, gen: Ops[Any]) -> Any:
+        return self._executor.drive(gen)
+
+    def _run(self, op: Op) -> Any:
+        """Execute one operation, as a decision's driver would (for tests of the core)."""
+        return self._executor.run(op)
 
     def execute(
         self,
@@ -94,8 +87,9 @@ class Runtime(RuntimeBase):
     ) -> Result:
         """Run one call. A refusal or a failing handler is a status, never an exception.
 
-        ``input`` is a dict, or JSON text as a model sends it. A handler interrupted by
-        ``KeyboardInterrupt`` is logged ``cancelled`` and the interruption re-raised."""
+        ``input`` is a dict, or JSON text as a model sends it. A handler interrupted while
+        it runs (Ctrl-C, or the cancellation of this call) is logged ``cancelled`` and the
+        interruption re-raised."""
         if self._replay is not None:
             if self._replayer is None:
                 self._replayer = self._drive(load_replay(self._replay))
@@ -127,57 +121,6 @@ class Runtime(RuntimeBase):
             key=key,
             wait_for_approval=wait_for_approval,
         )
-
-    def _drive(self, gen: Ops[Any]) -> Any:
-        return drive(gen, self._run)
-
-    def _run(self, op: Op) -> Any:
-        if isinstance(op, StoreOp):
-            return op.apply(self.store)
-        if isinstance(op, Wait):
-            return self._wait(op)
-        if isinstance(op, CheckRule):
-            return self._check(op)
-        if isinstance(op, CallHandler):
-            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
-            try:
-                return _call(op.tool.handler, (), op.input)
-            finally:
-                current_call.reset(token)
-        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
-            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
-            try:
-                return self.execute(op.tool, op.input, correlation_id=op.correlation_id, key=op.key)
-            finally:
-                current_call.reset(token)
-        if isinstance(op, CallSimulate):
-            assert op.tool.simulate is not None
-            return _call(op.tool.simulate, (), op.input)
-        assert op.tool.reconcile is not None
-        return _call(op.tool.reconcile, (op.input,), {})
-
-    def _wait(self, op: Wait) -> float:
-        changed = threading.Event()
-        stop = self.store.on_change(op.key, changed.set)
-        started = time.monotonic()
-        try:
-            changed.wait(op.seconds)
-        finally:
-            if stop is not None:
-                stop()
-        return time.monotonic() - started
-
-    def _check(self, op: CheckRule) -> Deny | NeedsApproval | None:
-        started = time.perf_counter()
-        try:
-            value = op.rule.check(op.input, op.ctx)
-        except Exception as exc:
-            return rule_error(op.rule, exc)
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            return Deny(f"rule {op.rule.name} is async: use AsyncRuntime")
-        return rule_result(op.rule, value, time.perf_counter() - started)
 
     def plan(
         self,
@@ -266,11 +209,13 @@ class Runtime(RuntimeBase):
         limit: int | None = None,
     ) -> list[Event]:
         """Read the event log back, in order, as typed records."""
-        return self.store.events(LogFilter(correlation_id, tool, status, key, since, limit))
+        read = ReadLog(LogFilter(correlation_id, tool, status, key, since, limit))
+        events: list[Event] = self._executor.store(read.apply)
+        return events
 
     def close(self) -> None:
         """Write buffered rows and close the store."""
-        self.store.close()
+        self._executor.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -279,27 +224,12 @@ class Runtime(RuntimeBase):
         self.close()
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-    started = time.perf_counter()
-    try:
-        value = fn(*args, **kwargs)
-    except Exception as exc:
-        return failure(exc, started)
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
-        return interrupted(exc, started)
-    if inspect.isawaitable(value):
-        if inspect.iscoroutine(value):
-            value.close()
-        return Outcome(False, error=f"{getattr(fn, '__name__', fn)} is async: use AsyncRuntime")
-    return success(value, started)
-
-
 class SagaScope:
-    """``with rt.saga(...) as saga``: steps run with ``saga.call``; ``saga.result`` says
-    how it ended (``completed``, ``compensated``, ``compensation_failed``,
+    """``with rt.saga(...) as saga``: steps run with ``saga.call``; ``saga.result``
+    says how it ended (``completed``, ``compensated``, ``compensation_failed``,
     ``needs_operator``). A step that does not complete ends the block quietly, after
     compensating; an exception in the block compensates and propagates. A
-    ``KeyboardInterrupt`` leaves the saga to `Runtime.recover_sagas`."""
+    ``KeyboardInterrupt`` leaves the saga to ``recover_sagas``."""
 
     def __init__(self, rt: Runtime, saga_id: str, correlation_id: str | None, lease: float) -> None:
         self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
@@ -339,5 +269,5 @@ class SagaScope:
 
     def _state(self) -> saga.Saga:
         if self._saga is None:
-            raise RuntimeError("use the saga as a context manager: with rt.saga(...) as saga")
+            raise RuntimeError("use the saga as a context manager: with rt.saga(...)")
         return self._saga

@@ -1,0 +1,316 @@
+"""How a runtime executes the operations the core yields: once blocking, once awaited.
+
+Everything that truly differs between `Runtime` and `AsyncRuntime` is here, side by side:
+the drive loop, where store operations run (the caller's thread, or a worker thread with
+writes shielded from cancellation), how a duplicate waits for the call in progress, and
+how user code (rules, handlers, ``simulate``, ``reconcile``) is called and judged. The two
+facades above (`dar.runtime.aio`, and `dar.runtime.sync` generated from it) only set up
+each decision and hand it to `Executor.drive` or `AsyncExecutor.drive`, so one call stays
+in this file from its first operation to its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from dar.context import CurrentCall, current_call
+from dar.core.ops import (
+    Append,
+    CallHandler,
+    CallSimulate,
+    CallTool,
+    CheckRule,
+    DecideApproval,
+    Finish,
+    Mark,
+    Op,
+    Ops,
+    Outcome,
+    RedactionSalt,
+    RequestApproval,
+    Resolve,
+    StoreOp,
+    Take,
+    TakeOrLookup,
+    UseGrant,
+    Wait,
+)
+from dar.rules import Deny, NeedsApproval, Rule, refusal_of
+from dar.store import Store
+
+if TYPE_CHECKING:
+    from dar.runtime.aio import AsyncRuntime
+    from dar.runtime.sync import Runtime
+
+#: Store operations that change the database (never dropped by a cancellation).
+WRITES = (
+    Take,
+    TakeOrLookup,
+    Finish,
+    Mark,
+    Resolve,
+    Append,
+    RequestApproval,
+    UseGrant,
+    DecideApproval,
+)
+
+#: Worker threads per async runtime when the store does not say how many connections it has.
+THREADS = 4
+
+
+def drive(gen: Ops[Any], run: Callable[[Op], Any]) -> Any:
+    """Run a decision to its end, ``run`` answering each operation in the caller's thread;
+    an interruption of user code (Ctrl-C) is re-raised once the decision has recorded it."""
+    interrupt: BaseException | None = None
+    try:
+        op = next(gen)
+        while True:
+            answer = run(op)
+            if isinstance(answer, Outcome) and answer.interrupt is not None:
+                interrupt = answer.interrupt
+            op = gen.send(answer)
+    except StopIteration as stop:
+        value = stop.value
+    if interrupt is not None:
+        raise interrupt
+    return value
+
+
+class Executor:
+    """Runs a decision's operations in the caller's thread."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def drive(self, gen: Ops[Any]) -> Any:
+        return drive(gen, self.run)
+
+    def run(self, op: Op) -> Any:
+        if isinstance(op, StoreOp):
+            return op.apply(self.rt.store)
+        if isinstance(op, Wait):
+            return self.wait(op)
+        if isinstance(op, CheckRule):
+            return self.check(op)
+        if isinstance(op, CallHandler):
+            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
+            try:
+                return call_user(op.tool.handler, (), op.input)
+            finally:
+                current_call.reset(token)
+        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
+            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            try:
+                return self.rt.execute(
+                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
+                )
+            finally:
+                current_call.reset(token)
+        if isinstance(op, CallSimulate):
+            assert op.tool.simulate is not None
+            return call_user(op.tool.simulate, (), op.input)
+        assert op.tool.reconcile is not None
+        return call_user(op.tool.reconcile, (op.input,), {})
+
+    def store(self, fn: Callable[[Store], Any]) -> Any:
+        return fn(self.rt.store)
+
+    def wait(self, op: Wait) -> float:
+        changed = threading.Event()
+        stop = self.rt.store.on_change(op.key, changed.set)
+        started = time.monotonic()
+        try:
+            changed.wait(op.seconds)
+        finally:
+            if stop is not None:
+                stop()
+        return time.monotonic() - started
+
+    def check(self, op: CheckRule) -> Deny | NeedsApproval | None:
+        started = time.perf_counter()
+        try:
+            value = op.rule.check(op.input, op.ctx)
+        except Exception as exc:
+            return rule_error(op.rule, exc)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            return Deny(f"rule {op.rule.name} is async: use AsyncRuntime")
+        return rule_result(op.rule, value, time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.rt.store.close()
+
+
+class AsyncExecutor:
+    """Runs a decision's operations on the event loop: store operations in worker threads
+    (as many as the store has connections), user code awaited when it is a coroutine, and
+    a waiting duplicate woken on the loop by the store's change signal (Postgres
+    LISTEN/NOTIFY). One synchronous store implementation serves both runtimes."""
+
+    def __init__(self, rt: AsyncRuntime) -> None:
+        self.rt = rt
+        self._threads = ThreadPoolExecutor(
+            max_workers=int(getattr(rt.store, "max_size", THREADS)),
+            thread_name_prefix="dar-store",
+        )
+        self._salt: str | None = None
+
+    async def drive(self, gen: Ops[Any]) -> Any:
+        """Run a decision to its end; a cancellation of user code is re-raised once the
+        decision has recorded it."""
+        interrupt: BaseException | None = None
+        try:
+            op = next(gen)
+            while True:
+                answer = await self.run(op)
+                if isinstance(answer, Outcome) and answer.interrupt is not None:
+                    interrupt = answer.interrupt
+                op = gen.send(answer)
+        except StopIteration as stop:
+            value = stop.value
+        if interrupt is not None:
+            raise interrupt  # recorded: now the caller's cancellation goes on
+        return value
+
+    async def run(self, op: Op) -> Any:
+        if isinstance(op, RedactionSalt) and self._salt is not None:
+            return self._salt  # the database's salt never changes: no thread hop
+        if isinstance(op, StoreOp):
+            answer = await self.store(op.apply, write=isinstance(op, WRITES))
+            if isinstance(op, RedactionSalt):
+                self._salt = answer
+            return answer
+        if isinstance(op, Wait):
+            return await self.wait(op)
+        if isinstance(op, CheckRule):
+            return await self.check(op)
+        if isinstance(op, CallHandler):
+            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
+            try:
+                return await acall_user(op.tool.handler, (), op.input)
+            finally:
+                current_call.reset(token)
+        if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
+            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            try:
+                return await self.rt.execute(
+                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
+                )
+            finally:
+                current_call.reset(token)
+        if isinstance(op, CallSimulate):
+            assert op.tool.simulate is not None
+            return await acall_user(op.tool.simulate, (), op.input)
+        assert op.tool.reconcile is not None
+        return await acall_user(op.tool.reconcile, (op.input,), {})
+
+    async def store(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
+        """Run ``fn(store)`` in a worker thread. A write is shielded: when the caller is
+        cancelled meanwhile (an asyncio timeout around ``execute``), a write still waiting
+        for a free thread is not dropped, and an outcome is recorded whatever happens to
+        the coroutine."""
+        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.rt.store)
+        return await (asyncio.shield(done) if write else done)
+
+    async def wait(self, op: Wait) -> float:
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:  # called from the store's listener thread
+            loop.call_soon_threadsafe(changed.set)
+
+        stop = self.rt.store.on_change(op.key, wake)
+        started = time.monotonic()
+        try:
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), op.seconds)
+        finally:
+            if stop is not None:
+                stop()
+        return time.monotonic() - started
+
+    async def check(self, op: CheckRule) -> Deny | NeedsApproval | None:
+        started = time.perf_counter()
+        try:
+            value = op.rule.check(op.input, op.ctx)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(value, op.rule.timeout)
+        except asyncio.TimeoutError:
+            return Deny(f"rule {op.rule.name} timed out after {op.rule.timeout}s")
+        except Exception as exc:
+            return rule_error(op.rule, exc)
+        return rule_result(op.rule, value, time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.store(lambda store: store.close())
+        self._threads.shutdown(wait=False)
+
+
+def call_user(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+    """Call a handler, ``simulate`` or ``reconcile``; a coroutine function is refused."""
+    started = time.perf_counter()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return failure(exc, started)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
+        return interrupted(exc, started)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        return Outcome(False, error=f"{getattr(fn, '__name__', fn)} is async: use AsyncRuntime")
+    return success(value, started)
+
+
+async def acall_user(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Outcome:
+    """`call_user`, awaiting what a coroutine function returns."""
+    started = time.perf_counter()
+    try:
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+    except Exception as exc:
+        return failure(exc, started)
+    except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
+        return interrupted(exc, started)
+    return success(value, started)
+
+
+def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | NeedsApproval | None:
+    """A check's refusal, if any; a check that ran past its timeout refuses."""
+    if elapsed > rule.timeout:
+        return Deny(f"rule {rule.name} timed out after {elapsed:.3f}s (limit {rule.timeout}s)")
+    return refusal_of(rule.name, value)
+
+
+def rule_error(rule: Rule, exc: BaseException) -> Deny:
+    """Rules fail closed: an error in a check refuses the call."""
+    return Deny(f"rule {rule.name} raised {type(exc).__name__}: {exc}")
+
+
+def success(value: Any, started: float) -> Outcome:
+    return Outcome(True, value, duration_ms=_ms(started))
+
+
+def failure(exc: BaseException, started: float) -> Outcome:
+    return Outcome(False, error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
+
+
+def interrupted(exc: BaseException, started: float) -> Outcome:
+    """Cancellation or Ctrl-C inside user code: recorded first, then re-raised."""
+    return Outcome(False, error=type(exc).__name__, duration_ms=_ms(started), interrupt=exc)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
