@@ -167,4 +167,7 @@ def require(module: str, extra: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise DarError(f"this command needs {module}: pip install 'durable-agent-runtime[{extra}]'")
+        raise DarError(
+            f"this command needs {module}: pip install {module} (or install "
+            f"durable-agent-runtime with its [{extra}] extra)"
+        )

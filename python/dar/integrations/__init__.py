@@ -21,5 +21,6 @@ def require(module: str, extra: str, package: str | None = None) -> ModuleType:
     except ModuleNotFoundError as exc:
         raise ConfigurationError(
             f"this integration needs {package or module.split('.')[0]}: "
-            f"pip install 'durable-agent-runtime[{extra}]'"
+            f"pip install {package or module.split('.')[0]} (or install durable-agent-runtime "
+            f"with its [{extra}] extra: pip install '.[{extra}]' in a checkout)"
         ) from exc

@@ -21,7 +21,7 @@ from dar.records import Result
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
 
-_agents = require("agents", "openai-agents")
+_agents = require("agents", "openai-agents", "openai-agents")
 
 
 def function_tools(rt: Runtime | AsyncRuntime, *, correlation_id: str | None = None) -> list[Any]:

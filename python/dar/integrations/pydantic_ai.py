@@ -20,7 +20,7 @@ from typing import Any
 
 from dar.integrations import require
 
-require("pydantic_ai", "pydantic-ai")
+require("pydantic_ai", "pydantic-ai", "pydantic-ai-slim")
 
 from pydantic_ai import RunContext, ToolDefinition  # noqa: E402
 from pydantic_ai.exceptions import ToolFailed  # noqa: E402

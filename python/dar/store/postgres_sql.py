@@ -304,7 +304,7 @@ def events(st: Statements, filter: LogFilter) -> Queries:
 
 def migrate(st: Statements) -> Queries:
     """In one transaction, under an advisory lock: concurrent starters migrate once. A
-    schema that is up to date is only read, so a role without DDL rights (the README's
+    schema that is up to date is only read, so a role without DDL rights (docs/postgres.md's
     least-privilege grants) may start the runtime; it never tries to create anything."""
     table = f'"{st.schema}".dar_migrations'
     found = yield Query("SELECT to_regclass(%s)", (table,))
