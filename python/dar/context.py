@@ -8,6 +8,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from dar.errors import ConfigurationError
+
+#: The longest correlation id, in UTF-8 bytes: it is indexed with the log's chain heads, and
+#: an index entry has a size limit (Postgres: about 2.7 KB).
+MAX_CORRELATION_ID = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class CurrentCall:
@@ -33,8 +39,24 @@ def session(correlation_id: str) -> Iterator[str]:
     """
     if not isinstance(correlation_id, str) or not correlation_id:
         raise TypeError(f"session() takes a non-empty str, not {correlation_id!r}")
+    check_correlation_id(correlation_id)
     token = current_session.set(correlation_id)
     try:
         yield correlation_id
     finally:
         current_session.reset(token)
+
+
+def check_correlation_id(value: str) -> None:
+    """A correlation id every store can hold: no NUL character, at most
+    `MAX_CORRELATION_ID` bytes. Refused before anything is written."""
+    if "\x00" in value:
+        raise ConfigurationError(
+            f"correlation id {value[:80]!r} has a NUL character, which the log cannot store"
+        )
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_CORRELATION_ID:
+        raise ConfigurationError(
+            f"correlation id {value[:40]!r}... is {size} bytes long; "
+            f"at most {MAX_CORRELATION_ID} are stored"
+        )

@@ -37,6 +37,11 @@ class StoreError(DarError):
     """The store failed in a way the runtime could not retry safely."""
 
 
+class ModeError(DarError):
+    """A runtime in a replay or a dry run was asked for something that would write to the
+    store or run a handler: nothing but the replayed record or the plan may."""
+
+
 class ReplayDivergence(DarError):
     """The agent's code made a different call than the recorded session did."""
 

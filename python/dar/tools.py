@@ -69,6 +69,9 @@ class Tool(Generic[F]):
     compensate: Tool[Any] | None = None
     compensate_input: Callable[[Any, Any], Any] | None = None
 
+    def __post_init__(self) -> None:
+        check_tool_name(self.name)
+
     @cached_property
     def redactor(self) -> Redactor | None:
         """The compiled ``redact`` declaration, or None when nothing is personal."""
@@ -96,6 +99,19 @@ class Tool(Generic[F]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the bare handler, outside the runtime (for tests of the handler itself)."""
         return self.handler(*args, **kwargs)
+
+
+def check_tool_name(name: object) -> None:
+    """A tool's name goes to models and into the log: a non-empty str every store can hold
+    (no NUL, no lone surrogate). Other control characters are the views' business: every
+    text from the log is sanitized before it reaches a terminal."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a tool's name must be a non-empty str, not {name!r}")
+    bad = next((i for i, c in enumerate(name) if c == "\x00" or "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:
+        raise ConfigurationError(
+            f"tool name {name!r} has a character no log can store ({name[bad]!r} at index {bad})"
+        )
 
 
 def tool(

@@ -224,7 +224,10 @@ def cmd_trace(args: argparse.Namespace, console: Console) -> int:
         return 0
     count = sum(1 for _ in _walk(roots))
     tree = Tree(
-        Text(f"session {args.correlation_id}: {count} calls, {len(events)} events", style="bold")
+        Text(
+            f"session {safe(args.correlation_id)}: {count} calls, {len(events)} events",
+            style="bold",
+        )
     )
 
     def add(parent: Tree, nodes: list[CallNode]) -> None:
@@ -251,7 +254,9 @@ def cmd_stats(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         sys.stdout.write(safe_json(report.as_dict(), indent=2) + "\n")
         return 0
-    table = Table(title=f"{len(events)} events" + (f" since {args.since}" if args.since else ""))
+    table = Table(
+        title=f"{len(events)} events" + (f" since {safe(args.since)}" if args.since else "")
+    )
     table.add_column("tool", no_wrap=True)
     for name in ("ran", "cached", "refused", "failed", "other"):
         table.add_column(name, justify="right")
@@ -534,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--key", help="idempotency key")
     p.add_argument("--since", help="ISO date or time, UTC unless it says otherwise")
-    p.add_argument("--limit", type=int, help="at most this many rows (the oldest first)")
+    p.add_argument("--limit", type=_count, help="at most this many rows (the oldest first)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(fn=cmd_events)
 
@@ -638,13 +643,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(text: str) -> int:
+    """An argument that counts rows: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
         code: int = args.fn(args, console)
     except DarError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(safe(str(exc)))}")
         return 2
     return code
 

@@ -19,7 +19,18 @@ from dar.errors import ConfigurationError
 from dar.records import Approval, NewEvent, Result
 
 STATES = ("pending", "approved", "denied", "expired", "used")
+#: The longest a grant may stay usable: a year. Longer (or infinite) is refused before
+#: anything is written: an expiry must be a date every store can hold.
+MAX_TTL = 366 * 24 * 3600.0
 POLL = 0.25  # seconds between looks where the store cannot signal (SQLite)
+
+
+def check_ttl(ttl: object) -> None:
+    """A grant's lifetime: positive seconds, at most `MAX_TTL`."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise ConfigurationError(
+            f"ttl must be positive seconds, at most {MAX_TTL:.0f} (a year), not {ttl!r}"
+        )
 
 
 def decide(
@@ -35,8 +46,8 @@ def decide(
     """Approve or deny a pending request; raises when there is none to decide."""
     if not isinstance(by, str) or not by.strip():
         raise ConfigurationError("say who decides: by='alice'")
-    if approve and not ttl > 0:
-        raise ConfigurationError("ttl must be positive seconds")
+    if approve:
+        check_ttl(ttl)
     found: Approval | None = yield GetApproval(approval_id)
     if found is None:
         raise KeyError(f"no approval {approval_id!r}")
@@ -76,6 +87,14 @@ def decision_row(found: Approval, approve: bool, by: str, note: str | None, now:
         correlation_id=found.correlation_id,
         call_id=found.call_id,
     )
+
+
+def recorded(approval_id: str) -> Ops[Approval]:
+    """A request and its decision as recorded; raises when there is none."""
+    found: Approval | None = yield GetApproval(approval_id)
+    if found is None:
+        raise KeyError(f"no approval {approval_id!r} in the record")
+    return found
 
 
 def listing(status: str | None, correlation_id: str | None, now: float) -> Ops[list[Approval]]:

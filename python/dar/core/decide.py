@@ -7,7 +7,7 @@ database, a clock they were not given, or user code themselves. The sync driver
 run exactly the same logic — the pattern psycopg 3 uses for its protocol.
 
 The order is fixed: input -> canonical hash -> cache lookup -> rules -> atomic claim ->
-handler -> recorded outcome; each step appends its row to the event log. `plan` composes
+handler -> recorded outcome; each step appends its row to the event log. `decide_call` composes
 the stages: `prepare` (input, hash, redaction, key), `acquire` (look-up, waiting, crash
 recovery, rules, the claim), `reconcile` (a crashed call's effect, asked of the tool) and
 `run` (the handler, once, and its recorded outcome).
@@ -16,6 +16,7 @@ recovery, rules, the claim), `reconcile` (a crashed call's effect, asked of the 
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -52,9 +53,9 @@ from dar.core.verdict import Verdict, classify
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
 from dar.records import Approval, Claim, NewEvent, Result
-from dar.redact import marker, scrub
+from dar.redact import Redactor, marker, scrub
 from dar.rules import Deny, NeedsApproval, Rule, RuleContext
-from dar.signature import ArgumentError, to_json
+from dar.signature import ArgumentError, json_path, to_json
 from dar.tools import Reconciled, Tool
 
 Plan = Ops[Any]
@@ -85,6 +86,9 @@ class CallSpec:
     call_event_id: str = field(default_factory=new_id)
     #: ``DAR_APPROVAL_SECRET``: grants must carry its HMAC to be used.
     approval_secret: str | None = None
+    #: ``key`` was made by the runtime (a saga's step), not given by a tool or a caller:
+    #: it is stored where no given key can reach (`own_key`).
+    own_key: bool = False
 
 
 @dataclass(slots=True)
@@ -263,13 +267,39 @@ def canonical_input(value: Any) -> bytes:
         raise CanonicalizationError(
             f"at $: tool input must be a JSON object, not {type(value).__name__}", "$"
         )
-    if b"\\u0000" in canon:
+    if b"\\u0000" in canon and _NUL.search(canon):
+        where = json_path(_nul_location(json.loads(canon)) or ())
         raise CanonicalizationError(
-            "the input contains a NUL character (\\u0000), which the log cannot store "
-            "on every database",
-            "$",
+            f"at {where}: the input contains a NUL character (\\u0000), which the log "
+            "cannot store on every database",
+            where,
         )
     return canon
+
+
+#: An escaped NUL in canonical JSON: ``\u0000`` after an even number of backslashes (a
+#: text that spells ``\u0000`` is ``\\u0000`` there, and is no NUL).
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _nul_location(value: Any, loc: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """Where the first string or name holding a NUL character is, depth first."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for name, item in items:
+        if isinstance(name, str) and "\x00" in name:
+            return (*loc, name)
+        found = _nul_location(item, (*loc, name))
+        if found is not None:
+            return found
+    return None
 
 
 def unknown_tool(rows: CallRows, arguments: Any, known: list[str]) -> Ops[Result]:
@@ -289,13 +319,33 @@ def unrepresentable(spec: CallSpec, rows: CallRows, exc: CanonicalizationError) 
     """Refuse an input with no canonical form, logging a bounded preview of it."""
     # A tool with personal fields gets no preview: it could hold them unredacted.
     preview = WITHHELD if spec.tool.redactor else safe_preview(spec.input)
+    reason = str(exc)
+    if spec.tool.redactor is not None:
+        # The refusal can quote the value (a number out of range): a personal one is
+        # replaced here as everywhere else, or the whole problem is withheld.
+        salt: str = yield RedactionSalt()
+        reason = withheld(spec.tool.redactor, spec.input, exc, salt)
     ev = rows.row(
         EventKind.REJECTED,
         input=canonical_json({"unrepresentable": preview}).decode("utf-8"),
-        rejection_reason=str(exc),
+        rejection_reason=reason,
     )
     yield Append(ev)
-    return Result(Status.REJECTED, reason=str(exc), event_id=ev.event_id)
+    return Result(Status.REJECTED, reason=reason, event_id=ev.event_id)
+
+
+def withheld(redactor: Redactor, value: Any, exc: CanonicalizationError, salt: str) -> str:
+    """The refusal of an input with no canonical form, with the tool's personal values
+    replaced; when they cannot be told apart, the problem's details are withheld."""
+    try:
+        raw = json.loads(value) if isinstance(value, (str, bytes)) else value
+        _redacted, removed = redactor.apply(raw, salt)
+    except Exception:
+        return (
+            f"at {exc.path}: the input has no canonical JSON form "
+            "(details withheld: the tool redacts personal fields)"
+        )
+    return scrub(str(exc), removed, salt) or str(exc)
 
 
 def derive_key(call: Call) -> Ops[Result | None]:
@@ -328,13 +378,21 @@ def derive_key(call: Call) -> Ops[Result | None]:
     if not call.salt:
         call.salt = yield RedactionSalt()
     assert isinstance(custom, str)  # checked above, or typed so by execute()
-    call.key = given_key(tool.name, custom, call.salt)
+    stored_as = own_key if call.spec.own_key else given_key
+    call.key = stored_as(tool.name, custom, call.salt)
     return None
 
 
 def given_key(tool_name: str, key: str, salt: str) -> str:
     """How a key given for ``tool_name`` is stored: scoped to the tool, salted and hashed."""
     return f"{tool_name}:key:{marker(salt, key).removeprefix('redacted:')}"
+
+
+def own_key(tool_name: str, key: str, salt: str) -> str:
+    """How a key the runtime made for itself (``saga:ID:0``) is stored. The hash covers a
+    JSON array, where a given key's covers a JSON string: no text a tool, a caller or a
+    model passes as a key can be stored as one of these."""
+    return f"{tool_name}:key:{marker(salt, ['dar', key]).removeprefix('redacted:')}"
 
 
 # --- answers that run nothing ----------------------------------------------------------------
@@ -406,9 +464,11 @@ def seek_approval(
     grant = answer.approval
     if answer.kind == "granted":
         assert grant is not None
-        secret = call.spec.approval_secret
-        if secret is not None and not signed_by(secret, grant):
-            reason = f"approval {grant.approval_id} is not signed with this DAR_APPROVAL_SECRET"
+        if not trusted(call, grant):
+            reason = (
+                f"approval {grant.approval_id} is not signed with this DAR_APPROVAL_SECRET "
+                "and was refused; calling again asks a person"
+            )
             return (yield from record(call, Status.REJECTED, rejection_reason=reason))
         note = f"approved by {grant.decided_by} (approval {grant.approval_id})"
         yield Append(call.row(EventKind.APPROVAL_USED, rejection_reason=note, rule_name=rule.name))
@@ -422,7 +482,10 @@ def seek_approval(
     if answer.kind == "pending":
         assert grant is not None
         return (yield from awaiting(call, rule, grant.approval_id, asks.reason))
-    in_flight = grant is not None and grant_in_flight(call, grant, claim, now)
+    # A grant refused for its signature ran nothing: the call is askable again at once.
+    in_flight = (
+        grant is not None and trusted(call, grant) and grant_in_flight(call, grant, claim, now)
+    )
     if answer.kind == "used" and call.key is not None and in_flight:
         return AGAIN
     request = Approval(
@@ -449,6 +512,12 @@ def seek_approval(
         Status.AWAITING_APPROVAL, ev, reason=ev.rejection_reason, rule=rule.name,
         approval_id=opened,
     )  # fmt: skip
+
+
+def trusted(call: Call, grant: Approval) -> bool:
+    """With ``DAR_APPROVAL_SECRET`` set, only a grant signed with it counts."""
+    secret = call.spec.approval_secret
+    return secret is None or signed_by(secret, grant)
 
 
 def grant_in_flight(call: Call, grant: Approval, claim: Claim | None, now: float) -> bool:

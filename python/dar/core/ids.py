@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Callable
@@ -26,3 +27,10 @@ class _Ids:
 
 
 new_id: Callable[[], str] = _Ids()
+
+
+def derived_id(*parts: str) -> str:
+    """A UUID-shaped id that is the same whenever it is derived from the same parts: for a
+    record that must exist at most once per thing (the approval request of one plan)."""
+    h = hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:32]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

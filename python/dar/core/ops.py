@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dar.core.states import ClaimState
+from dar.errors import ConfigurationError
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ class LogFilter:
     key: str | None = None
     since: dt.datetime | None = None
     limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
+            raise ConfigurationError(f"limit must be a whole number >= 0, not {self.limit!r}")
 
 
 # --- store operations ------------------------------------------------------------------------

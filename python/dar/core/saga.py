@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dar._core import canonical_json
-from dar.core.decide import canonical_input, given_key
+from dar.core.decide import canonical_input, own_key
 from dar.core.ids import new_id
 from dar.core.ops import (
     CallReconcile,
@@ -250,7 +250,14 @@ def compensate(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[Non
             )
             yield from stop(saga, NEEDS_OPERATOR, why, clock)
             return
-        undone = yield from undo(saga, step, tools, clock)
+        try:
+            undone = yield from undo(saga, step, tools, clock)
+        except SagaLost:
+            raise
+        except Exception as exc:  # a missing tool, a compensate_input that raises
+            why = f"step {step.index} ({step.tool}) cannot be undone: {type(exc).__name__}: {exc}"
+            yield from stop(saga, NEEDS_OPERATOR, why, clock)
+            return
         if not undone:
             return
     saga.state, saga.error = COMPENSATED, None
@@ -322,7 +329,7 @@ def settle(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[None]:
             continue
         if salt is None:
             salt = yield RedactionSalt()
-        stored = given_key(step.tool, step.key, salt)
+        stored = own_key(step.tool, step.key, salt)
         claim: Claim | None = yield GetClaim(stored)
         step.status, step.output = what_happened(claim, clock())
         if step.status == Status.INDETERMINATE.value and claim is not None:
@@ -383,7 +390,13 @@ def recover_all(
         saga = yield from take_over(rec, owner, clock)
         if saga is None:
             continue
-        yield from recover(saga, tools, clock)
+        try:
+            yield from recover(saga, tools, clock)
+        except SagaLost:
+            continue  # another worker holds it now
+        except Exception as exc:  # this saga's code or set-up: the others still recover
+            why = f"recovery stopped: {type(exc).__name__}: {exc}"
+            yield from stop(saga, NEEDS_OPERATOR, why, clock)
         handled.append(saga)
     return handled
 

@@ -18,7 +18,8 @@ from typing import Any
 from dar.audit.replay import Replayer, load_replay
 from dar.core import dryrun, saga
 from dar.core.dryrun import Plan
-from dar.core.ops import LogFilter, Op, Ops, ReadLog
+from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
+from dar.effects import Status
 from dar.records import Approval, Event, Result, SagaRecord
 from dar.rules import Rule
 from dar.runtime.base import RuntimeBase, remember
@@ -65,14 +66,22 @@ class AsyncRuntime(RuntimeBase):
             owner=owner,
             in_memory=store is None,
             dry_run=dry_run,
+            replay=replay,
         )
         self.store: Store = store_of(store)
         self._executor = AsyncExecutor(self)
-        self._replay = replay
         self._replayer: Replayer | None = None
 
     async def _drive(self, gen: Ops[Any]) -> Any:
         return await self._executor.drive(gen)
+
+    async def _replaying(self) -> Replayer | None:
+        """The recorded session this runtime serves (read at first use); None when live."""
+        if self._replay is None:
+            return None
+        if self._replayer is None:
+            self._replayer = await self._drive(load_replay(self._replay))
+        return self._replayer
 
     async def _run(self, op: Op) -> Any:
         """Execute one operation, as a decision's driver would (for tests of the core)."""
@@ -92,11 +101,19 @@ class AsyncRuntime(RuntimeBase):
         ``input`` is a dict, or JSON text as a model sends it. A handler interrupted while
         it runs (Ctrl-C, or the cancellation of this call) is logged ``cancelled`` and the
         interruption re-raised."""
-        if self._replay is not None:
-            if self._replayer is None:
-                self._replayer = await self._drive(load_replay(self._replay))
-            return self._replayer.next(tool, input)
-        planned = self._call_plan(tool, input, correlation_id, key, wait_for_approval, self.events)
+        replayer = await self._replaying()
+        if replayer is not None:
+            return replayer.next(tool, input)
+        planned = self._call_ops(tool, input, correlation_id, key, wait_for_approval, self.events)
+        result: Result = await self._drive(planned)
+        return remember(self, result)
+
+    async def _step(self, op: CallTool) -> Result:
+        """A saga's step: an ordinary call, under the key the saga made for it (stored
+        where no key a tool or a model gives can reach it)."""
+        planned = self._call_ops(
+            op.tool, op.input, op.correlation_id, op.key, 0, self.events, own_key=True
+        )
         result: Result = await self._drive(planned)
         return remember(self, result)
 
@@ -136,8 +153,12 @@ class AsyncRuntime(RuntimeBase):
         """Everything the call would do but the effect: parse, validate, the key's state,
         the rules and the tool's ``simulate`` (never the handler). Writes one ``planned``
         row; ``commit(plan)`` within ``ttl`` seconds runs exactly that call."""
+        replayer = await self._replaying()
+        if replayer is not None:
+            cid, _parent = self._session(correlation_id)
+            return self._keep_plan(replayer.next_plan(self._tool_named(tool), arguments, cid))
         made: Plan = await self._drive(
-            self._dry_run_plan(
+            self._dry_run_ops(
                 self._tool_named(tool), arguments, correlation_id, key, ttl, self.events
             )
         )
@@ -145,8 +166,15 @@ class AsyncRuntime(RuntimeBase):
 
     async def commit(self, plan: Plan) -> Result:
         """Run the planned call once, or answer ``stale`` (running nothing) when the rules
-        in force, the key's state or the clock moved since the plan."""
-        result: Result = await self._drive(self._commit_plan(plan, self.events))
+        in force, the key's state or the clock moved since the plan. A replay answers with
+        the recorded commit; a dry run, with the plan itself."""
+        replayer = await self._replaying()
+        if replayer is not None:
+            result = replayer.next(self._tool_named(plan.tool), plan.arguments)
+        elif self.dry_run:
+            result = dryrun.as_result(plan)
+        else:
+            result = await self._drive(self._commit_ops(plan, self.events))
         if plan in self._plans:
             self._plans.remove(plan)
         return remember(self, result)
@@ -167,7 +195,10 @@ class AsyncRuntime(RuntimeBase):
     async def recover_sagas(self, *, stuck: bool = False) -> list[str]:
         """Finish every open saga whose worker's lease ran out: settle its unknown steps,
         then compensate (never resume it forward). ``stuck=True`` also retries sagas
-        waiting for an operator. Returns their ids. The forward tools must be registered."""
+        waiting for an operator. Returns their ids. The forward tools must be registered.
+        A replay or a dry run recovers nothing."""
+        if self.mode is not None:
+            return []
         done = await self._drive(saga.recover_all(self.owner, self._tools, self.clock, stuck=stuck))
         return [s.saga_id for s in done]
 
@@ -181,7 +212,7 @@ class AsyncRuntime(RuntimeBase):
     ) -> list[Approval]:
         """Approval requests, newest first: ``pending``, ``approved`` (unused, unexpired),
         ``denied``, ``expired`` or ``used``; all when ``status`` is None."""
-        found: list[Approval] = await self._drive(self._list_plan(status, correlation_id))
+        found: list[Approval] = await self._drive(self._list_ops(status, correlation_id))
         return found
 
     async def approve(
@@ -189,15 +220,22 @@ class AsyncRuntime(RuntimeBase):
     ) -> Approval:
         """Approve a pending request, or a plan (the person approves the preview they saw):
         the same call, made (or committed) within ``ttl`` seconds, runs once. Raises when
-        there is nothing pending to decide."""
+        there is nothing pending to decide. A replay answers with the recorded decision."""
+        if self._replay is not None:
+            recorded: Approval = await self._drive(self._recorded_approval_ops(approval_id))
+            return recorded
         if isinstance(approval_id, Plan):
-            approval_id = str(await self._drive(self._request_for_plan(approval_id)))
-        decided: Approval = await self._drive(self._decide_plan(approval_id, True, by, note, ttl))
+            approval_id = str(await self._drive(self._plan_request_ops(approval_id)))
+        decided: Approval = await self._drive(self._decide_ops(approval_id, True, by, note, ttl))
         return decided
 
     async def deny(self, approval_id: str, by: str, reason: str | None = None) -> Approval:
-        """Refuse a pending request: that exact call answers ``rejected`` with ``reason``."""
-        decided: Approval = await self._drive(self._decide_plan(approval_id, False, by, reason, 0))
+        """Refuse a pending request: that exact call answers ``rejected`` with ``reason``.
+        A replay answers with the recorded decision."""
+        if self._replay is not None:
+            recorded: Approval = await self._drive(self._recorded_approval_ops(approval_id))
+            return recorded
+        decided: Approval = await self._drive(self._decide_ops(approval_id, False, by, reason, 0))
         return decided
 
     async def events(
@@ -239,8 +277,16 @@ class AsyncSagaScope:
         self._rt, self.saga_id, self.correlation_id = rt, saga_id, correlation_id
         self.lease = lease
         self._saga: saga.Saga | None = None
+        #: In a replay: the recorded saga's steps, and how it ended.
+        self._replayed: tuple[Replayer, str | None] | None = None
 
     async def __aenter__(self) -> AsyncSagaScope:
+        replayer = await self._rt._replaying()
+        if replayer is not None:
+            self._replayed = replayer.next_saga(self.saga_id)
+            return self
+        if self._rt.dry_run:
+            return self  # a group of plans: nothing is written for the saga itself
         self._saga = await self._rt._drive(
             saga.begin(
                 self.saga_id, self.correlation_id, self._rt.owner, self._rt.clock, self.lease
@@ -249,17 +295,26 @@ class AsyncSagaScope:
         return self
 
     async def call(self, name: str, arguments: Any = None) -> Result:
-        """One step; raises `SagaAborted` (caught by the block) when it does not complete."""
-        state = self._state()
+        """One step; raises `SagaAborted` (caught by the block) when it does not complete.
+        In a replay the step is served from the record; in a dry run it is planned."""
         tool = self._rt._tool_named(name)
-        result: Result = await self._rt._drive(
-            saga.forward(state, tool, arguments, self._rt._tools, self._rt.clock)
-        )
-        if not result.ok:
-            raise saga.SagaAborted(self.saga_id, result, state.state)
+        if self._replayed is not None:
+            result = self._replayed[0].next(tool, arguments)
+        elif self._rt.dry_run:
+            spec = self._rt._spec(tool, arguments, self.correlation_id, None, self._rt.events)
+            result = dryrun.as_result(await self._rt._drive(dryrun.dry_run(spec)))
+        else:
+            state = self._state()
+            result = await self._rt._drive(
+                saga.forward(state, tool, arguments, self._rt._tools, self._rt.clock)
+            )
+        if not result.ok and result.status is not Status.PLANNED:
+            raise saga.SagaAborted(self.saga_id, result, self.result)
         return result
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._rt.mode is not None:  # a replay or a dry run undoes nothing: nothing was done
+            return isinstance(exc, saga.SagaAborted)
         state = self._state()
         if exc is None and state.state == saga.OPEN:
             await self._rt._drive(saga.finish(state, self._rt.clock))
@@ -269,6 +324,11 @@ class AsyncSagaScope:
 
     @property
     def result(self) -> str:
+        """How the saga ended (or stands): in a replay as recorded; ``planned`` in a dry run."""
+        if self._replayed is not None:
+            return self._replayed[1] or "unknown"
+        if self._saga is None and self._rt.dry_run:
+            return "planned"
         return self._state().state
 
     def _state(self) -> saga.Saga:

@@ -17,11 +17,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dar.context import current_call, current_session
+from dar.context import check_correlation_id, current_call, current_session
 from dar.core import approval, dryrun, grants
 from dar.core.decide import CallSpec, decide_call, input_digest, unknown_tool, unruled
 from dar.core.dryrun import Plan
-from dar.core.ids import new_id
+from dar.core.ids import derived_id, new_id
 from dar.core.ops import Ops, RequestApproval
 from dar.core.rows import CallRows
 from dar.core.states import EventKind
@@ -52,6 +52,7 @@ class RuntimeBase:
         owner: str | None = None,
         in_memory: bool = False,
         dry_run: bool = False,
+        replay: str | None = None,
     ) -> None:
         self._rules: tuple[Rule, ...] = ()
         self._tools: dict[str, Tool[Any]] = {}
@@ -61,6 +62,7 @@ class RuntimeBase:
             self.add_tool(t)
         self._warn_in_memory = in_memory
         self.dry_run = dry_run
+        self._replay = replay
         self._plans: list[Plan] = []
         #: Grants must carry this HMAC to be used (``DAR_APPROVAL_SECRET``).
         self.approval_secret = os.environ.get("DAR_APPROVAL_SECRET") or None
@@ -73,6 +75,13 @@ class RuntimeBase:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         # Keys seen completed lately: only picks the cheaper statement for a likely hit.
         self._known: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def mode(self) -> str | None:
+        """``"replay"`` or ``"dry run"``: what the executor lets through; None when live."""
+        if self._replay is not None:
+            return "replay"
+        return "dry run" if self.dry_run else None
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -129,12 +138,14 @@ class RuntimeBase:
             raise ConfigurationError(
                 f"correlation_id must be a str, not {type(correlation_id).__name__}"
             )
+        if correlation_id is not None:
+            check_correlation_id(correlation_id)
         parent = current_call.get()
         if correlation_id is None:
             correlation_id = parent.correlation_id if parent else current_session.get()
         return correlation_id, None if parent is None else parent.event_id
 
-    def _call_plan(
+    def _call_ops(
         self,
         tool: Tool[Any],
         input: Any,
@@ -142,11 +153,13 @@ class RuntimeBase:
         key: str | None,
         wait_for_approval: float,
         events_reader: Callable[..., Any],
+        *,
+        own_key: bool = False,
     ) -> Ops[Result]:
-        """The plan of one call; waiting for a person's decision when asked to."""
+        """The decision of one call; waiting for a person's decision when asked to."""
 
         def once() -> Ops[Result]:
-            spec = self._spec(tool, input, correlation_id, key, events_reader)
+            spec = self._spec(tool, input, correlation_id, key, events_reader, own_key=own_key)
             if self.dry_run and tool.effect is not Effect.READ:
                 return self._planned(spec)
             return decide_call(spec)
@@ -155,7 +168,7 @@ class RuntimeBase:
             return once()
         return approval.waiting(once, wait_for_approval, self.clock)
 
-    def _dry_run_plan(
+    def _dry_run_ops(
         self,
         tool: Tool[Any],
         input: Any,
@@ -166,7 +179,7 @@ class RuntimeBase:
     ) -> Ops[Plan]:
         return dryrun.dry_run(self._spec(tool, input, correlation_id, key, events_reader), ttl)
 
-    def _commit_plan(self, plan: Plan, events_reader: Callable[..., Any]) -> Ops[Result]:
+    def _commit_ops(self, plan: Plan, events_reader: Callable[..., Any]) -> Ops[Result]:
         """Commit ``plan``: the registered tool it names runs its arguments once, unless
         the plan is stale."""
         if not isinstance(plan, Plan):
@@ -215,7 +228,7 @@ class RuntimeBase:
         made = yield from dryrun.dry_run(spec)
         return dryrun.as_result(self._keep_plan(made))
 
-    def _decide_plan(
+    def _decide_ops(
         self, approval_id: str, approve: bool, by: str, note: str | None, ttl: float
     ) -> Ops[Approval]:
         return approval.decide(
@@ -228,7 +241,7 @@ class RuntimeBase:
             secret=self.approval_secret,
         )
 
-    def _request_for_plan(self, plan: Plan) -> Ops[str]:
+    def _plan_request_ops(self, plan: Plan) -> Ops[str]:
         """A request bound to exactly what ``plan`` would run, for a person to approve."""
         tool = self._tool_named(plan.tool)
         if not plan.arguments:
@@ -236,7 +249,9 @@ class RuntimeBase:
         if input_digest(tool, plan.arguments) != plan.input_hash:
             raise ConfigurationError(f"plan {plan.plan_id}: its arguments do not match its hash")
         request = Approval(
-            approval_id=new_id(),
+            # One request per plan, ever: approving the same plan again finds this one
+            # (decided) instead of minting a second grant.
+            approval_id=derived_id("approval of plan", plan.plan_id),
             binding=grants.binding(tool.name, plan.input_hash, plan.key, plan.rules_fingerprint),
             tool_name=tool.name,
             effect=tool.effect.value,
@@ -263,7 +278,13 @@ class RuntimeBase:
         opened: str = yield RequestApproval(request, row)
         return opened
 
-    def _list_plan(self, status: str | None, correlation_id: str | None) -> Ops[list[Approval]]:
+    def _recorded_approval_ops(self, approval_id: str | Plan) -> Ops[Approval]:
+        """A decision as the store holds it (a replay decides nothing again)."""
+        if isinstance(approval_id, Plan):
+            approval_id = derived_id("approval of plan", approval_id.plan_id)
+        return approval.recorded(approval_id)
+
+    def _list_ops(self, status: str | None, correlation_id: str | None) -> Ops[list[Approval]]:
         return approval.listing(status, correlation_id, self.clock())
 
     def _unknown(self, name: object, arguments: Any, correlation_id: str | None) -> Ops[Result]:
@@ -271,6 +292,7 @@ class RuntimeBase:
         cid, parent = self._session(correlation_id)
         shown = name if isinstance(name, str) else repr(name)
         shown = shown[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+        shown = shown.replace("\x00", "\\x00")  # no store can hold NUL in a name
         rows = CallRows(new_id(), shown, "unknown", cid, parent, self.clock)
         return unknown_tool(rows, arguments, sorted(self._tools))
 
@@ -281,6 +303,8 @@ class RuntimeBase:
         correlation_id: str | None,
         key: str | None,
         events_reader: Callable[..., Any],
+        *,
+        own_key: bool = False,
     ) -> CallSpec:
         """Everything the core needs for one call; nested calls inherit the session."""
         if not isinstance(tool, Tool):
@@ -306,6 +330,7 @@ class RuntimeBase:
             parent_event_id=parent_id,
             key=key,
             approval_secret=self.approval_secret,
+            own_key=own_key,
         )
 
 

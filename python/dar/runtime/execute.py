@@ -29,10 +29,16 @@ from dar.core.ops import (
     CheckRule,
     DecideApproval,
     Finish,
+    GetApproval,
+    GetClaim,
+    GetSaga,
+    ListApprovals,
+    ListSagas,
     Mark,
     Op,
     Ops,
     Outcome,
+    ReadLog,
     RedactionSalt,
     RequestApproval,
     Resolve,
@@ -42,6 +48,8 @@ from dar.core.ops import (
     UseGrant,
     Wait,
 )
+from dar.effects import Effect
+from dar.errors import ModeError
 from dar.rules import Deny, NeedsApproval, Rule, refusal_of
 from dar.store import Store
 
@@ -61,6 +69,37 @@ WRITES = (
     UseGrant,
     DecideApproval,
 )
+
+#: Store operations that only read: the only ones a replay lets through.
+READS = (GetClaim, ReadLog, RedactionSalt, GetApproval, ListApprovals, GetSaga, ListSagas)
+
+#: Rows a dry run may write: its plans, and the refusals and stale answers it gives.
+DRY_RUN_ROWS = frozenset({"planned", "rejected", "stale"})
+
+
+def refusal_in_mode(mode: str | None, op: Op) -> str | None:
+    """Why ``op`` may not run in ``mode`` (``"replay"`` or ``"dry run"``), or None. Every
+    operation of every decision passes here, so no entry point can forget its mode."""
+    if mode is None or isinstance(op, (*READS, Wait, CheckRule)):
+        return None
+    if mode == "dry run":
+        if isinstance(op, CallSimulate):
+            return None
+        if isinstance(op, CallHandler) and op.tool.effect is Effect.READ:
+            return None  # a dry run reads the world for real
+        if isinstance(op, Append) and (
+            op.event.status in DRY_RUN_ROWS or op.event.effect == Effect.READ.value
+        ):
+            return None
+    what = f"{type(op).__name__} of {op.tool.name}" if hasattr(op, "tool") else type(op).__name__
+    return (
+        f"this runtime is a {mode}: {what} would "
+        + ("run user code" if not isinstance(op, StoreOp) else "write to the store")
+        + "; nothing but the "
+        + ("recorded session" if mode == "replay" else "plan")
+        + " may"
+    )
+
 
 #: Worker threads per async runtime when the store does not say how many connections it has.
 THREADS = 4
@@ -94,6 +133,9 @@ class Executor:
         return drive(gen, self.run)
 
     def run(self, op: Op) -> Any:
+        mode = self.rt.mode
+        if mode is not None and (refused := refusal_in_mode(mode, op)) is not None:
+            raise ModeError(refused)
         if isinstance(op, StoreOp):
             return op.apply(self.rt.store)
         if isinstance(op, Wait):
@@ -109,9 +151,7 @@ class Executor:
         if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
             token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
             try:
-                return self.rt.execute(
-                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
-                )
+                return self.rt._step(op)
             finally:
                 current_call.reset(token)
         if isinstance(op, CallSimulate):
@@ -182,6 +222,9 @@ class AsyncExecutor:
         return value
 
     async def run(self, op: Op) -> Any:
+        mode = self.rt.mode
+        if mode is not None and (refused := refusal_in_mode(mode, op)) is not None:
+            raise ModeError(refused)
         if isinstance(op, RedactionSalt) and self._salt is not None:
             return self._salt  # the database's salt never changes: no thread hop
         if isinstance(op, StoreOp):
@@ -202,9 +245,7 @@ class AsyncExecutor:
         if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
             token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
             try:
-                return await self.rt.execute(
-                    op.tool, op.input, correlation_id=op.correlation_id, key=op.key
-                )
+                return await self.rt._step(op)
             finally:
                 current_call.reset(token)
         if isinstance(op, CallSimulate):

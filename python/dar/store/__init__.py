@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from dar.errors import ConfigurationError
-from dar.store.base import AdminStore, Store
+from dar.store.base import AdminStore, Store, seconds_option
 from dar.store.sqlite import SQLiteStore
 
 __all__ = [
@@ -45,12 +45,12 @@ def open_store(url: str, **kwargs: Any) -> AdminStore:
             from dar.store.postgres import PostgresStore
         except ModuleNotFoundError as exc:
             raise ConfigurationError(
-                f"{url.split('@')[-1]!r} needs psycopg: "
-                "pip install 'durable-agent-runtime[postgres]'"
+                f"{url.split('@')[-1]!r} needs psycopg: pip install 'psycopg[binary]' "
+                "psycopg-pool (or install durable-agent-runtime with its [postgres] extra)"
             ) from exc
         url, options = take_options(url, ("schema", "retry_for"))
         if "retry_for" in options:
-            kwargs.setdefault("retry_for", float(options["retry_for"]))
+            kwargs.setdefault("retry_for", seconds_option(options, "retry_for"))
         return PostgresStore(url, schema=options.get("schema") or "public", **kwargs)
     raise ConfigurationError(
         f"unknown database URL {url!r}: use sqlite:///file.db, sqlite://:memory: "

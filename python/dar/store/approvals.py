@@ -31,7 +31,7 @@ def request(table: str, op: RequestApproval) -> Steps:
     values = ", ".join(f":{c}" for c in APPROVAL_COLUMNS)
     inserted = yield Sql(
         f"INSERT INTO {table} ({COLUMNS}) VALUES ({values})"
-        " ON CONFLICT (binding) WHERE status = 'pending' DO NOTHING RETURNING approval_id",
+        " ON CONFLICT DO NOTHING RETURNING approval_id",
         dict(zip(APPROVAL_COLUMNS, astuple(op.approval), strict=True)),
     )
     if inserted is not None:
@@ -41,7 +41,12 @@ def request(table: str, op: RequestApproval) -> Steps:
         f"SELECT approval_id FROM {table} WHERE binding = :binding AND status = 'pending'",
         {"binding": op.approval.binding},
     )
-    if row is None:  # decided between the two statements: open ours after all
+    if row is None:  # this very request exists (a plan's, asked again), in whatever state
+        row = yield Sql(
+            f"SELECT approval_id FROM {table} WHERE approval_id = :id",
+            {"id": op.approval.approval_id},
+        )
+    if row is None:  # decided between the statements: open ours after all
         return (yield from request(table, op))
     return str(row[0])
 

@@ -14,6 +14,7 @@ not a sync one and an async twin.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,6 +38,7 @@ from dar.core.ops import (
     TakeOrLookup,
     UseGrant,
 )
+from dar.errors import ConfigurationError
 from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
 from dar.store.sql import SessionFilter, SessionRow
 
@@ -172,3 +174,17 @@ class AdminStore(Store, Protocol):
         with each chain's last purged hash, and append ``event``. Returns the number of
         rows removed and the checkpoints."""
         ...
+
+
+def seconds_option(options: dict[str, str], name: str) -> float:
+    """A URL's query option given in seconds (``?busy_timeout=2.5``): a finite number >= 0."""
+    text = options[name]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(
+            f"the database URL's option {name}={text!r} must be a number of seconds >= 0"
+        )
+    return value

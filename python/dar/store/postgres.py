@@ -95,8 +95,15 @@ class _Retry:
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             raise StoreError(
                 f"Postgres refused this role: {exc.diag.message_primary or exc}. Grant it "
-                "(the README lists the least-privilege grants), or run `dar migrate` "
+                "(docs/postgres.md lists the least-privilege grants), or run `dar migrate` "
                 "as the schema's owner if the schema is not migrated"
+            ) from exc
+        if isinstance(exc, psycopg.Error) and not _transient(exc):
+            # Bad input is refused before it gets here: what Postgres refuses now is a fault
+            # of the store (a value it cannot hold, a limit), reported as one.
+            what = exc.diag.message_primary if isinstance(exc, psycopg.DatabaseError) else None
+            raise StoreError(
+                f"Postgres refused the statement ({type(exc).__name__}): {what or exc}"
             ) from exc
         if not _transient(exc):
             raise exc

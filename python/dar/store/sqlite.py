@@ -51,6 +51,7 @@ from dar.core.verdict import is_hit
 from dar.errors import ConfigurationError, StoreError
 from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, SagaRecord
 from dar.store import approvals, sagas, steps
+from dar.store.base import seconds_option
 from dar.store.flusher import Flusher
 from dar.store.migrate import migration_files
 from dar.store.sql import (
@@ -173,9 +174,9 @@ class SQLiteStore:
         if "synchronous" in options:
             kwargs.setdefault("synchronous", options["synchronous"])
         if "busy_timeout" in options:
-            kwargs.setdefault("busy_timeout", float(options["busy_timeout"]))
+            kwargs.setdefault("busy_timeout", seconds_option(options, "busy_timeout"))
         if "hit_flush" in options:
-            kwargs.setdefault("hit_flush", float(options["hit_flush"]))
+            kwargs.setdefault("hit_flush", seconds_option(options, "hit_flush"))
         return cls(path, **kwargs)
 
     @contextmanager
