@@ -91,3 +91,14 @@ def test_the_images_of_the_views_are_linked() -> None:
     for image in ("view.svg", "report.png", "ui.png", "ui-sessions.png"):
         assert (ROOT / "docs" / image).exists()
         assert f"]({image})" in views, image
+
+
+@pytest.mark.parametrize("page", [*PAGES, ROOT / "CONTRIBUTING.md"], ids=name)
+def test_the_test_files_named_exist(page: Path) -> None:
+    """Pages name test files without their folder (they move between folders as the suite is
+    refiled); each must exist somewhere under tests/, and a named test function in it."""
+    files = {p.name: p for p in (ROOT / "tests").rglob("test*.py")}
+    for file, _, function in re.findall(r"\b(test_\w+\.py)(::(test_\w+))?", page.read_text()):
+        assert file in files, f"{name(page)}: no {file} under tests/"
+        if function:
+            assert f"def {function}(" in files[file].read_text(), f"{name(page)}: {function}"
