@@ -88,6 +88,8 @@ def matches(expected: list[str], actual: list[str]) -> str | None:
     end unless a `...` stands there."""
     want = [mask(line) for line in expected]
     got = [mask(line) for line in actual]
+    if not want and got:
+        return "the page shows no output (a `...` line skips it on purpose)"
     runs: list[list[str]] = [[]]
     for line in want:
         if line == SKIP:
@@ -118,6 +120,8 @@ def test_a_masked_line_matches_itself_only_where_it_should() -> None:
     assert matches(["a", "c"], ["a", "b", "c"]) is not None  # no skip: contiguous
     assert matches(["b"], ["a", "b"]) is not None  # anchored at the start
     assert matches([SKIP, "b"], ["a", "b", "c"]) is not None  # ... and at the end
+    assert matches([], ["a"]) is not None  # output the page does not show
+    assert matches([SKIP], ["a"]) is None
     assert mask("10:38:55.629 x EXECUTED 0.1 ms key a:key:0142fc") == mask(
         "23:01:02.003 x EXECUTED 12.5 ms key a:key:99"
     )
