@@ -1,5 +1,6 @@
-# The README's "Use it from an agent" loop (OPENAI_BASE_URL / OPENAI_API_KEY from the
-# environment; the tests point it at a local model server).
+# docs/agents.md's loop with the OpenAI SDK and nothing in between (OPENAI_BASE_URL and
+# OPENAI_API_KEY from the environment; the tests point it at a local model server). The tool
+# and the rule are the quick start's (importing it runs it).
 from quickstart import courier_must_cover_zone, dispatch_order
 
 from openai import OpenAI

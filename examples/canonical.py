@@ -1,4 +1,4 @@
-# The README's canonical JSON examples, run.
+# docs/canonical-json.md's examples, run.
 import datetime
 import dar
 dar.canonical_json({"b": [1.0, -0.0, 1e21], "a": "é"})   # b'{"a":"\xc3\xa9","b":[1,0,1e+21]}'

@@ -1,4 +1,4 @@
-# The README's Postgres example (DAR_DATABASE_URL names the server).
+# docs/postgres.md's example (DAR_DATABASE_URL names the server).
 import os
 from psycopg_pool import ConnectionPool
 from dar import Runtime

@@ -1,4 +1,5 @@
-# The README's saga example, run.
+# docs/sagas.md, run.
+from pathlib import Path
 from dar import Effect, Runtime, tool
 
 @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -18,7 +19,8 @@ def refund(charge_id: str) -> str:
 def charge_advance(order_id: str, amount_cents: int) -> dict:
     raise RuntimeError("card declined")
 
-with Runtime("sqlite:///agent.db", tools=[book_courier, charge_advance]) as rt:
+Path("saga.db").unlink(missing_ok=True)  # a fresh log on every run
+with Runtime("sqlite:///saga.db", tools=[book_courier, charge_advance]) as rt:
     with rt.saga("checkout-ORD-1", correlation_id="conv-1") as saga:
         saga.call("book_courier", {"order_id": "ORD-1", "zone": "puno"})
         saga.call("charge_advance", {"order_id": "ORD-1", "amount_cents": 4000})

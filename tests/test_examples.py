@@ -1,5 +1,6 @@
-"""The README is a contract: every Python block in it has a runnable copy under
-`examples/`, and these tests run them (each in a fresh folder, as a newcomer would)."""
+"""The README and the manual are a contract: every Python block in `README.md` and `docs/*.md`
+has a runnable copy under `examples/`, and these tests run them (each in a fresh folder, as a
+newcomer would). `tests/docs/` checks the rest of the pages (transcripts, links)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from dar import Runtime
+from tests.docs.pages import PAGES
+from tests.docs.pages import name as page_name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -21,22 +24,27 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 NEEDS_SERVER = {"agent_loop_openai.py", "postgres.py"}
 
 
-def readme_blocks() -> list[str]:
-    return BLOCK.findall((ROOT / "README.md").read_text())
+def python_blocks(page: Path) -> list[str]:
+    return BLOCK.findall(page.read_text())
 
 
 def example_texts() -> dict[Path, str]:
     return {p: p.read_text() for p in sorted(EXAMPLES.rglob("*.py"))}
 
 
-def test_every_readme_block_has_a_runnable_copy() -> None:
+@pytest.mark.parametrize("page", PAGES, ids=page_name)
+def test_every_python_block_has_a_runnable_copy(page: Path) -> None:
     texts = example_texts()
-    missing = [b for b in readme_blocks() if not any(b in text for text in texts.values())]
-    assert not missing, "README blocks with no copy under examples/:\n" + "\n---\n".join(missing)
+    missing = [b for b in python_blocks(page) if not any(b in text for text in texts.values())]
+    assert not missing, (
+        f"{page_name(page)}: blocks with no copy under examples/:\n" + "\n---\n".join(missing)
+    )
 
 
 def run_example(path: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "PYTHONPATH": str(path.parent), **env}
+    # The example's folder first (examples import each other), then whatever the suite runs on.
+    paths = [str(path.parent), str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), **env}
     return subprocess.run(
         [sys.executable, str(path)], cwd=cwd, env=environ, capture_output=True, text=True,
         timeout=120,
@@ -52,13 +60,17 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_quickstart_prints_what_the_readme_says(tmp_path: Path) -> None:
-    out = run_example(EXAMPLES / "quickstart.py", tmp_path).stdout.splitlines()
-    assert out[0] == "executed"
-    assert out[2].startswith("Refused by the rule courier_must_cover_zone")
-    again = run_example(EXAMPLES / "quickstart.py", tmp_path).stdout.splitlines()
-    assert again[0] == "cached"  # the same output, the same key: it ran once
-    assert again[1].rsplit(" ", 1)[0] == out[1].rsplit(" ", 1)[0]
+def test_quickstart_prints_the_same_thing_every_run(tmp_path: Path) -> None:
+    """The README's quick start, as pasted, twice in one folder: its own fresh log each time,
+    so the second run prints what the first did (tests/docs checks it against the README)."""
+    first = run_example(EXAMPLES / "quickstart.py", tmp_path)
+    assert first.returncode == 0, first.stderr
+    out = first.stdout.splitlines()
+    assert out[0] == "executed cached {'order_id': 'ORD-123', 'tracking': 'SHALOM-ORD-123'}"
+    assert out[1].startswith("Refused by the rule courier_must_cover_zone")
+    again = run_example(EXAMPLES / "quickstart.py", tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
 
 
 def test_postgres_example(pg_base_url: str, tmp_path: Path) -> None:
@@ -67,8 +79,8 @@ def test_postgres_example(pg_base_url: str, tmp_path: Path) -> None:
 
 
 def test_agent_loop_example_against_a_local_model(tmp_path: Path) -> None:
-    """The "Use it from an agent" loop with the real OpenAI client and a scripted model: a
-    duplicate call in one turn runs once, the refusal reaches the model as text."""
+    """docs/agents.md's loop with the real OpenAI client and a scripted model: a duplicate
+    call in one turn runs once, the refusal reaches the model as text."""
     from dar.demo.scripted_model import ModelServer, ToolCall
 
     ship = '{"order_id": "ORD-7", "courier": "shalom", "zone": "puno"}'
