@@ -40,7 +40,15 @@ from dar import __version__
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
-from dar.mcp_proxy.policy import Decision, Hints, Policy, PolicyError, load_policy, signature
+from dar.mcp_proxy.policy import (
+    Decision,
+    Hints,
+    Policy,
+    PolicyError,
+    load_policy,
+    lookup,
+    signature,
+)
 from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
@@ -129,7 +137,9 @@ class Proxy:
             self.policy = load_policy(self.policy_path)
 
     def build(self, policy: Policy) -> State:
-        """A runtime registering every upstream tool under ``policy``."""
+        """A runtime registering every upstream tool under ``policy``, everything it would
+        otherwise compile at a tool's first call compiled now: an unusable policy raises
+        `PolicyError` here, before it is put in force."""
         server = self.upstream.name
         decisions = {
             t.name: policy.decide(t.name, hints_of(t), server) for t in self.upstream.tools
@@ -142,7 +152,11 @@ class Proxy:
         }
         rules = [*policy.rules, unruled_rule(unruled)] if unruled else list(policy.rules)
         tools = [self._tool(t, decisions[t.name], policy) for t in self.upstream.tools]
-        rt = AsyncRuntime(self.store, tools=tools, rules=rules)
+        where = policy.path or "the policy"
+        try:
+            rt = AsyncRuntime(self.store, tools=tools, rules=rules)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            raise PolicyError(f"{where}: {exc}") from exc
         return State(rt, list(self.upstream.tools), decisions, policy, self.upstream.generation)
 
     def _tool(self, upstream: MCPTool, decision: Decision, policy: Policy) -> Tool[Any]:
@@ -152,7 +166,7 @@ class Proxy:
             return await self._call_upstream(name, arguments)
 
         named, window = policy.window_for(name)
-        return Tool(
+        tool: Tool[Any] = Tool(
             name=name,
             handler=handler,
             effect=decision.effect,
@@ -161,6 +175,13 @@ class Proxy:
             redact=policy.redact_for(name),
             description=upstream.description,
         )
+        try:
+            tool.redactor  # noqa: B018 -- compiled at the first call otherwise
+        except Exception as exc:
+            found = lookup(policy.redact, name)
+            entry = f"redact[{found[0]!r}]" if found is not None else "redact"
+            raise PolicyError(f"{policy.path or 'the policy'}: {entry}: {exc}") from exc
+        return tool
 
     async def _call_upstream(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         try:
