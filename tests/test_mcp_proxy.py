@@ -15,14 +15,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
+import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp_types import CallToolResult
 
 from dar import Runtime
-from dar.mcp_proxy.policy import load_policy
+from dar.mcp_proxy.policy import PolicyError, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "mcp_servers" / "effects_server.py"
@@ -106,6 +107,11 @@ BASE_POLICY = """
 
     rules = [never_main]
 """
+
+
+def with_line(line: str) -> str:
+    """`BASE_POLICY` with one more line at the end."""
+    return textwrap.dedent(BASE_POLICY) + line + "\n"
 
 
 # --- the proxy over stdio ------------------------------------------------------------------
@@ -246,6 +252,65 @@ def test_policy_hot_reload_and_a_broken_policy(tmp_path: Path) -> None:
     assert "policy not reloaded" in err and "syntax error" in err
 
 
+def test_reload_keeps_the_policy_when_redact_is_invalid(tmp_path: Path) -> None:
+    """An edit whose ``redact`` entry cannot be used (a string where a list of paths goes) is
+    refused at reload, like a syntax error: the previous policy stays in force, every tool
+    keeps working, and the operator reads which entry of which file is wrong."""
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    policy = tmp_path / "policy.py"
+    write_policy(policy, BASE_POLICY)
+    eff = tmp_path / "effects.txt"
+
+    async def main() -> None:
+        async with proxied(tmp_path, db, policy) as agent:
+            assert status(await agent.call_tool("charge", {"amount": 1})) == "executed"
+            write_policy(policy, with_line('redact = {"charge": "note"}'))
+            kept = await agent.call_tool("charge", {"amount": 2})
+            assert status(kept) == "executed" and text(kept) == "charged 2"
+            refused = await agent.call_tool("delete_repo", {"name": "main"})
+            assert status(refused) == "rejected"  # the rules of the policy in force
+            # A usable edit is taken again.
+            write_policy(policy, with_line('redact = {"charge": ["amount"]}'))
+            assert status(await agent.call_tool("charge", {"amount": 3})) == "executed"
+
+    run(main)
+    assert effects(eff) == ["charge 1", "charge 2", "charge 3"]
+    said = [x for x in (tmp_path / "proxy.err").read_text().splitlines() if "reloaded" in x]
+    assert len(said) == 2, said
+    assert "policy not reloaded" in said[0]
+    assert f"{policy}: redact['charge']" in said[0] and "list of paths" in said[0]
+    assert said[1].endswith(f"policy reloaded from {policy}")
+    with Runtime(db) as rt:
+        done = [e for e in rt.events(tool="charge") if e.status == "executed"]
+        assert [e.input for e in done][:2] == [{"amount": 1}, {"amount": 2}]
+        assert str(done[2].input["amount"]).startswith("redacted:")
+
+
+UNUSABLE = [
+    ('redact = {"charge": "note"}', "redact['charge']"),
+    ('redact = {"charge": ["to", 3]}', "redact['charge']"),
+    ('redact = {"charge": {"to": 1}}', "redact['charge']"),
+    ('redact = {"char*": [""]}', "redact['char*']"),
+    ('keys = {"charge": lambda: "k"}', "keys['charge']"),
+    ('keys = {"charge": lambda a, b: "k"}', "keys['charge']"),
+    ("rules = [never_main, never_main]", "never_main"),
+]
+
+
+def test_policy_with_an_unusable_entry_does_not_load(tmp_path: Path) -> None:
+    """Every entry the proxy would only use later (a redact spec compiled at the first
+    call, a key function called at each) is checked when the file is loaded."""
+    policy = tmp_path / "policy.py"
+    for line, entry in UNUSABLE:
+        write_policy(policy, with_line(line))
+        with pytest.raises(PolicyError) as caught:
+            load_policy(policy)
+        assert str(caught.value).startswith(f"{policy}: "), line
+        assert entry in str(caught.value), line
+    write_policy(policy, with_line('redact = {"charge": ["amount", "output.result"]}'))
+    assert load_policy(policy).redact_for("charge") == ["amount", "output.result"]
+
+
 def test_upstream_dies_mid_call(tmp_path: Path) -> None:
     """The upstream is killed while it charges a card: the call is indeterminate, never run
     again silently; the proxy restarts the upstream and serves on; once an operator says
@@ -295,6 +360,100 @@ def test_upstream_dies_mid_call(tmp_path: Path) -> None:
         kinds = [e.status for e in rt.events(key=key[0])]
         assert kinds[:3] == ["started", "cancelled", "indeterminate"]
         assert kinds[-2:] == ["resolved", "cached"]
+
+
+async def lose(agent: ClientSession, eff: Path, tool: str, args: dict[str, Any]) -> str:
+    """Call ``tool`` and kill the upstream while it acts: the call's key, indeterminate."""
+    line = f"{tool} {next(iter(args.values()))}"
+
+    async def killer() -> None:
+        while line not in effects(eff):
+            await anyio.sleep(0.02)
+        os.kill(pids(eff)[-1], signal.SIGKILL)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(killer)
+        lost = await agent.call_tool(tool, {**args, "wait": 30})
+    assert lost.is_error and status(lost) == "indeterminate"
+    assert lost.meta is not None
+    return str(lost.meta["dar/key"])
+
+
+def resolve(db: str, eff: Path, key: str, output: object) -> None:
+    """What an operator runs: ``dar resolve KEY --executed --output JSON``."""
+    done = subprocess.run(
+        [PY, "-m", "dar", "--db", db, "resolve", key, "--executed",
+         "--output", json.dumps(output)],
+        env=environ(eff), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_resolved_output_answers_with_structured_content_that_fits_the_schema(
+    tmp_path: Path,
+) -> None:
+    """A tool with an ``outputSchema``, resolved by an operator after it was lost mid-call:
+    the next identical call answers the recorded output as structured content the official
+    client accepts, whether the operator wrote the object itself or a tool result whose
+    text is that object as JSON (the README's form)."""
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    eff = tmp_path / "effects.txt"
+
+    async def main() -> None:
+        async with proxied(tmp_path, db) as agent:
+            listed = {t.name: t for t in (await agent.list_tools()).tools}
+            assert listed["transfer"].output_schema is not None
+            plain = await lose(agent, eff, "transfer", {"amount": 5})
+            shaped = await lose(agent, eff, "transfer", {"amount": 6})
+            resolve(db, eff, plain, {"id": "TR-5", "amount": 5})
+            as_text = json.dumps({"id": "TR-6", "amount": 6})
+            resolve(db, eff, shaped, {"content": [{"type": "text", "text": as_text}]})
+
+            first = await agent.call_tool("transfer", {"amount": 5, "wait": 30})
+            assert status(first) == "cached" and not first.is_error
+            assert first.structured_content == {"id": "TR-5", "amount": 5}
+            assert json.loads(text(first)) == {"id": "TR-5", "amount": 5}
+            second = await agent.call_tool("transfer", {"amount": 6, "wait": 30})
+            assert status(second) == "cached" and not second.is_error
+            assert second.structured_content == {"id": "TR-6", "amount": 6}
+            assert text(second) == as_text
+
+    run(main)
+    assert effects(eff) == ["transfer 5", "transfer 6"]
+
+
+def test_resolved_output_that_does_not_fit_the_schema_answers_an_error(tmp_path: Path) -> None:
+    """A resolved output the tool's ``outputSchema`` rejects is never sent as a success the
+    client would choke on: the answer is ``isError`` and says what does not fit. A tool
+    without an output schema answers its record as before."""
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    eff = tmp_path / "effects.txt"
+
+    async def main() -> None:
+        async with proxied(tmp_path, db) as agent:
+            wrong = await lose(agent, eff, "transfer", {"amount": 7})
+            prose = await lose(agent, eff, "transfer", {"amount": 8})
+            note = await lose(agent, eff, "post_note", {"text": "hello"})
+            resolve(db, eff, wrong, {"id": "TR-7", "amount": "seven"})
+            said = "moved 8 (per the bank)"
+            resolve(db, eff, prose, {"content": [{"type": "text", "text": said}]})
+            resolve(db, eff, note, {"content": [{"type": "text", "text": "posted hello"}]})
+
+            typed = await agent.call_tool("transfer", {"amount": 7, "wait": 30})
+            assert typed.is_error and status(typed) == "cached"
+            assert typed.structured_content is None
+            assert "outputSchema" in text(typed) and "$.amount" in text(typed)
+            assert "'seven' is not of type 'integer'" in text(typed)
+            untyped = await agent.call_tool("transfer", {"amount": 8, "wait": 30})
+            assert untyped.is_error and status(untyped) == "cached"
+            assert "outputSchema" in text(untyped) and "not JSON" in text(untyped)
+            assert said in text(untyped)
+            plain = await agent.call_tool("post_note", {"text": "hello", "wait": 30})
+            assert status(plain) == "cached" and not plain.is_error
+            assert text(plain) == "posted hello" and plain.structured_content is None
+
+    run(main)
+    assert effects(eff) == ["transfer 7", "transfer 8", "post_note hello"]
 
 
 def test_check_lists_effects_and_rules(tmp_path: Path) -> None:

@@ -69,6 +69,27 @@ def charge(amount: int, wait: float = 0.0) -> str:
     return f"charged {amount}"
 
 
+class Transfer(BaseModel):
+    id: str
+    amount: int
+
+
+@server.tool(annotations=ToolAnnotations(destructiveHint=False))
+def transfer(amount: int, wait: float = 0.0) -> Transfer:
+    """Move money; ``wait`` seconds pass between the transfer and the answer."""
+    touch(f"transfer {amount}")
+    time.sleep(wait)
+    return Transfer(id=f"TR-{amount}", amount=amount)
+
+
+@server.tool(annotations=ToolAnnotations(destructiveHint=False), structured_output=False)
+def post_note(text: str, wait: float = 0.0) -> str:
+    """Post a note (no output schema); ``wait`` seconds pass between posting and the answer."""
+    touch(f"post_note {text}")
+    time.sleep(wait)
+    return f"posted {text}"
+
+
 @server.tool(annotations=ToolAnnotations(destructiveHint=False))
 def flaky(x: int) -> str:
     """Always fails, as the upstream reports it."""

@@ -18,6 +18,7 @@ name wins, else the first pattern that matches, in the file's order.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import os
 import runpy
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 
 from dar.effects import Effect
 from dar.errors import ConfigurationError
-from dar.redact import RedactSpec
+from dar.redact import Redactor, RedactSpec
 from dar.rules import Rule
 
 T = TypeVar("T")
@@ -36,6 +37,8 @@ KeyFn = Callable[[Mapping[str, Any]], str]
 
 #: The names a policy file may define; anything else in it is the file's own business.
 NAMES = ("effects", "rules", "keys", "windows", "redact", "trust_annotations")
+#: Rule names the proxy keeps for its own rules.
+RESERVED = "dar-proxy:"
 
 
 class PolicyError(ConfigurationError):
@@ -140,7 +143,10 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_from(namespace: Mapping[str, Any], path: str | None = None) -> Policy:
-    """A `Policy` from the names a policy file defined."""
+    """A `Policy` from the names a policy file defined. Every entry is checked here, also
+    what the proxy only uses later (a redact spec compiled at a tool's first call, a key
+    function called at each), so that an edit that cannot work is refused at reload and the
+    policy in force stays, instead of every call of one tool failing."""
     where = path or "the policy"
     return Policy(
         effects={
@@ -156,7 +162,10 @@ def policy_from(namespace: Mapping[str, Any], path: str | None = None) -> Policy
             name: _window(where, name, value)
             for name, value in _table(namespace, "windows", where).items()
         },
-        redact=dict(_table(namespace, "redact", where)),
+        redact={
+            name: _redact(where, name, spec)
+            for name, spec in _table(namespace, "redact", where).items()
+        },
         trust_annotations=_trust(namespace.get("trust_annotations", False), where),
         path=path,
     )
@@ -180,17 +189,83 @@ def _effect(where: str, name: str, value: Any) -> Effect:
 def _rules(value: Any, where: str) -> tuple[Rule, ...]:
     if not isinstance(value, (list, tuple)):
         raise PolicyError(f"{where}: rules must be a list of @rule functions")
+    seen: set[str] = set()
     for r in value:
         if not isinstance(r, Rule):
             raise PolicyError(f"{where}: rules holds {r!r}, not a @rule function")
+        if r.name in seen:
+            raise PolicyError(f"{where}: rules holds two rules named {r.name!r}")
+        if r.name.startswith(RESERVED):
+            raise PolicyError(f"{where}: rule names starting {RESERVED!r} are the proxy's own")
+        if not _takes(r.check, 2):
+            raise PolicyError(
+                f"{where}: the check of rule {r.name!r} must take (args, ctx), not "
+                f"{_shown(r.check)}"
+            )
+        seen.add(r.name)
     return tuple(value)
 
 
 def _callable(where: str, table: str, name: str, fn: Any) -> KeyFn:
     if not callable(fn):
         raise PolicyError(f"{where}: {table}[{name!r}] must be a function of the arguments")
+    if not _takes(fn, 1):
+        raise PolicyError(
+            f"{where}: {table}[{name!r}] must take one argument, the call's arguments, not "
+            f"{_shown(fn)}"
+        )
     key: KeyFn = fn
     return key
+
+
+def _takes(fn: Any, count: int) -> bool:
+    """Whether ``fn`` can be called with ``count`` positional arguments (True when its
+    signature cannot be read, as for some builtins)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        sig.bind(*range(count))
+    except TypeError:
+        return False
+    return True
+
+
+def _shown(fn: Any) -> str:
+    try:
+        return f"{getattr(fn, '__name__', 'a function')}{inspect.signature(fn)}"
+    except (TypeError, ValueError):
+        return repr(fn)
+
+
+def _redact(where: str, name: str, spec: Any) -> RedactSpec:
+    """A ``redact`` entry: a list of paths into the input (``"to"``, ``"items.*.name"``) or
+    the output (``"output.email"``), or a function returning a redacted copy."""
+    entry = f"{where}: redact[{name!r}]"
+    if spec is None or callable(spec):
+        kept: RedactSpec = spec
+        return kept
+    if isinstance(spec, str):
+        raise PolicyError(
+            f"{entry} is {spec!r}: it takes a list of paths (e.g. [{spec!r}]) or a function, "
+            "not one string"
+        )
+    if not isinstance(spec, (list, tuple)):
+        raise PolicyError(
+            f"{entry} must be a list of paths or a function, not {type(spec).__name__}"
+        )
+    for path in spec:
+        if not isinstance(path, str):
+            raise PolicyError(f"{entry} holds {path!r}: a list of paths holds only strings")
+        if "" in path.replace("[*]", ".*").split("."):
+            raise PolicyError(f"{entry} holds {path!r}: a path has no empty part")
+    paths = list(spec)
+    try:
+        Redactor(paths)  # what each call will compile
+    except Exception as exc:
+        raise PolicyError(f"{entry} cannot be used: {exc}") from exc
+    return paths
 
 
 def _window(where: str, name: str, value: Any) -> float | None:

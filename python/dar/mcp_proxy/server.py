@@ -10,10 +10,12 @@ resources pass through untouched.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +42,15 @@ from dar import __version__
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
-from dar.mcp_proxy.policy import Decision, Hints, Policy, PolicyError, load_policy, signature
+from dar.mcp_proxy.policy import (
+    Decision,
+    Hints,
+    Policy,
+    PolicyError,
+    load_policy,
+    lookup,
+    signature,
+)
 from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
@@ -65,6 +75,10 @@ class State:
     decisions: dict[str, Decision]
     policy: Policy
     generation: int
+
+    def output_schema(self, tool: str) -> dict[str, Any] | None:
+        """The ``outputSchema`` the agent was shown for ``tool`` (None: it has none)."""
+        return next((t.output_schema for t in self.listing if t.name == tool), None)
 
 
 @dataclass
@@ -129,7 +143,9 @@ class Proxy:
             self.policy = load_policy(self.policy_path)
 
     def build(self, policy: Policy) -> State:
-        """A runtime registering every upstream tool under ``policy``."""
+        """A runtime registering every upstream tool under ``policy``, everything it would
+        otherwise compile at a tool's first call compiled now: an unusable policy raises
+        `PolicyError` here, before it is put in force."""
         server = self.upstream.name
         decisions = {
             t.name: policy.decide(t.name, hints_of(t), server) for t in self.upstream.tools
@@ -142,7 +158,11 @@ class Proxy:
         }
         rules = [*policy.rules, unruled_rule(unruled)] if unruled else list(policy.rules)
         tools = [self._tool(t, decisions[t.name], policy) for t in self.upstream.tools]
-        rt = AsyncRuntime(self.store, tools=tools, rules=rules)
+        where = policy.path or "the policy"
+        try:
+            rt = AsyncRuntime(self.store, tools=tools, rules=rules)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            raise PolicyError(f"{where}: {exc}") from exc
         return State(rt, list(self.upstream.tools), decisions, policy, self.upstream.generation)
 
     def _tool(self, upstream: MCPTool, decision: Decision, policy: Policy) -> Tool[Any]:
@@ -152,7 +172,7 @@ class Proxy:
             return await self._call_upstream(name, arguments)
 
         named, window = policy.window_for(name)
-        return Tool(
+        tool: Tool[Any] = Tool(
             name=name,
             handler=handler,
             effect=decision.effect,
@@ -161,6 +181,13 @@ class Proxy:
             redact=policy.redact_for(name),
             description=upstream.description,
         )
+        try:
+            tool.redactor  # noqa: B018 -- compiled at the first call otherwise
+        except Exception as exc:
+            found = lookup(policy.redact, name)
+            entry = f"redact[{found[0]!r}]" if found is not None else "redact"
+            raise PolicyError(f"{policy.path or 'the policy'}: {entry}: {exc}") from exc
+        return tool
 
     async def _call_upstream(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -229,7 +256,7 @@ class Proxy:
             return await self._lost(state, params.name, cid, str(lost))
         finally:
             _failure.reset(token)
-        return reply(result, box.result)
+        return reply(result, box.result, state.output_schema(params.name))
 
     async def _lost(self, state: State, name: str, cid: str, why: str) -> CallToolResult:
         """The upstream died mid-call: the log holds the call as cancelled, and an external
@@ -296,10 +323,21 @@ class Proxy:
         return server
 
 
-def reply(result: Result, upstream_error: CallToolResult | None) -> CallToolResult:
+def reply(
+    result: Result,
+    upstream_error: CallToolResult | None,
+    output_schema: dict[str, Any] | None = None,
+) -> CallToolResult:
     """The agent's answer: the upstream's own result when the tool ran (now or earlier),
-    its own error when it failed, else what dar says about the call."""
+    its own error when it failed, else what dar says about the call.
+
+    A tool listed with an ``outputSchema`` answers structured content that fits it (the
+    official client rejects anything else), also when the answer comes from a record an
+    operator wrote (``dar resolve KEY --executed --output JSON``); a record that cannot be
+    made to fit is answered as an error saying why, never as an invalid result."""
     meta: dict[str, Any] = {"dar/status": str(result.status), "dar/key": result.key}
+    if result.ok and output_schema is not None:
+        return typed_reply(result, output_schema, meta)
     if result.ok and isinstance(result.output, dict):
         try:
             rebuilt = CallToolResult.model_validate(result.output)
@@ -311,6 +349,116 @@ def reply(result: Result, upstream_error: CallToolResult | None) -> CallToolResu
         return upstream_error.model_copy(update={"meta": {**(upstream_error.meta or {}), **meta}})
     said = result.for_model()
     return _text(said.text, meta, is_error=said.is_error)
+
+
+def typed_reply(result: Result, schema: dict[str, Any], meta: dict[str, Any]) -> CallToolResult:
+    """The recorded output as a result whose structured content fits ``schema``, else an
+    ``isError`` result saying what does not fit."""
+    rebuilt, why = structured(result.output)
+    if rebuilt is not None:
+        unfit = None if rebuilt.is_error else misfit(rebuilt.structured_content, schema)
+        if unfit is None:
+            return rebuilt.model_copy(update={"meta": {**(rebuilt.meta or {}), **meta}})
+        why = unfit
+    recorded = json.dumps(result.output, ensure_ascii=False, default=str)
+    if len(recorded) > SHOWN:
+        recorded = recorded[: SHOWN - 1] + "…"
+    text = (
+        f"The tool ran (status {result.status}: calling again answers the same record, it "
+        f"does not run again), but its recorded output does not fit this tool's "
+        f"outputSchema: {why}. The recorded output: {recorded}"
+    )
+    return _text(text, meta)
+
+
+#: How much of a recorded output an error answer quotes.
+SHOWN = 2000
+
+
+def structured(output: Any) -> tuple[CallToolResult | None, str]:
+    """A tool result with structured content made from a recorded output, or why none can
+    be made. A record may be a tool result (``content`` and maybe ``structuredContent``;
+    without it, its text must be JSON), a bare JSON text, or the structured value itself."""
+    if output is None:
+        return None, "the record holds no output (dar resolve --executed --output JSON)"
+    if isinstance(output, dict) and "content" in output:
+        try:
+            record = CallToolResult.model_validate(output)
+        except ValidationError:
+            record = None  # an object of the tool's own that has a "content" member
+        if record is not None:
+            if record.structured_content is not None or record.is_error:
+                return record, ""  # (an error result is not checked against the schema)
+            said = "".join(c.text for c in record.content if isinstance(c, TextContent))
+            parsed, why = _json_of(
+                said, "the recorded result has no structuredContent, and its text"
+            )
+            if why:
+                return None, why
+            return record.model_copy(update={"structured_content": parsed}), ""
+    if isinstance(output, str):
+        parsed, why = _json_of(output, "the recorded output (a text)")
+        if why:
+            return None, why
+        return _with(output, parsed), ""
+    return _with(json.dumps(output, ensure_ascii=False), output), ""
+
+
+def _json_of(text: str, what: str) -> tuple[Any, str]:
+    """``text`` parsed as JSON, or why it is not (``what`` names the text)."""
+    if not text.strip():
+        return None, f"{what} is empty"
+    try:
+        return json.loads(text), ""
+    except ValueError:
+        return None, f"{what} is not JSON"
+
+
+def _with(text: str, value: Any) -> CallToolResult:
+    return CallToolResult.model_validate(
+        {"content": [TextContent(type="text", text=text)], "structuredContent": value}
+    )
+
+
+def misfit(value: Any, schema: dict[str, Any]) -> str | None:
+    """Why ``value`` does not fit the JSON Schema ``schema`` (its first error, where, and
+    the schema path that fails), or None when it fits."""
+    first_error = _checker(json.dumps(schema, sort_keys=True))
+    if isinstance(first_error, str):
+        return first_error
+    from referencing.exceptions import Unresolvable
+
+    try:
+        error = first_error(value)
+    except Unresolvable as exc:
+        return f"the outputSchema has a $ref that does not resolve: {exc}"
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.schema_path) or "(the root)"
+    return f"at {error.json_path}: {error.message} (outputSchema path {where})"
+
+
+@lru_cache(maxsize=256)
+def _checker(schema_text: str) -> Callable[[Any], Any] | str:
+    """The first error (as the official client picks it) of a value against a schema,
+    compiled once (compiling costs far more than validating), or why the schema is not
+    one. ``$ref``s resolve only within the schema, as in the client."""
+    from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import-untyped]
+    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from referencing import Registry
+
+    schema = json.loads(schema_text)
+    cls = validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        return f"the outputSchema is not a valid JSON Schema: {exc.message}"
+    validator = cls(schema, registry=Registry())
+
+    def first_error(value: Any) -> Any:
+        return best_match(validator.iter_errors(value))
+
+    return first_error
 
 
 def _text(text: str, meta: dict[str, Any], *, is_error: bool = True) -> CallToolResult:
