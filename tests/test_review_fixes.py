@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dar import ConfigurationError, Effect, Plan, Runtime, Status, rule, tool
-from dar.core.decide import CallSpec, plan
+from dar.core.decide import CallSpec, decide_call
 from dar.core.grants import fingerprint
 from dar.core.ops import UseGrant
 from dar.rules import Rule
@@ -57,7 +57,7 @@ def test_a_grant_used_by_a_call_that_died_is_asked_again_after_a_lease(clock: Cl
             tool=wire, input={"amount": 5}, rules=rt.rules, owner="dead", clock=clock,
             wait=0, events_reader=rt.events,
         )  # fmt: skip
-        gen = plan(spec)
+        gen = decide_call(spec)
         op = next(gen)
         while not isinstance(op, UseGrant):
             op = gen.send(rt._run(op))

@@ -81,7 +81,7 @@ def abandon_claim(
     rt: Runtime, t: Any, inp: dict[str, Any], correlation_id: str | None = None
 ) -> None:
     """Take the claim as a worker would, then 'die' before the outcome is recorded."""
-    from dar.core.decide import CallSpec, plan
+    from dar.core.decide import CallSpec, decide_call
     from dar.core.ops import CallHandler
 
     spec = CallSpec(
@@ -94,7 +94,7 @@ def abandon_claim(
         events_reader=rt.events,
         correlation_id=correlation_id,
     )
-    gen = plan(spec)
+    gen = decide_call(spec)
     op = next(gen)
     while not isinstance(op, CallHandler):
         op = gen.send(rt._run(op))

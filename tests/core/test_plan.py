@@ -1,4 +1,4 @@
-"""The decision core driven by hand: each operation `plan` yields is answered by the test,
+"""The decision core driven by hand: each operation `decide_call` yields is answered by the test,
 so every path is checked with no database, no driver and no clock but the test's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dar import Deny, Effect, Status, rule, tool
-from dar.core.decide import CallSpec, plan
+from dar.core.decide import CallSpec, decide_call
 from dar.core.ops import (
     Append,
     CallHandler,
@@ -51,7 +51,7 @@ def anything(inp: dict[str, Any], ctx: Any) -> bool:
 
 
 class Script:
-    """Drives a plan: ``answer(op)`` gives each operation's answer; every op is kept."""
+    """Drives a decision: ``answer(op)`` gives each operation's answer; every op is kept."""
 
     def __init__(self, gen: Generator[Op, Any, Result]) -> None:
         self.gen, self.ops = gen, []
@@ -86,7 +86,7 @@ def held(state: str, h: str, lease: float | None = None) -> Claim:
 
 
 def test_a_fresh_call_with_no_rule_takes_the_key_in_one_step() -> None:
-    s = Script(plan(spec(ship)))
+    s = Script(decide_call(spec(ship)))
     assert isinstance(s.op, TakeOrLookup) and s.op.take.expect_version is None
     assert isinstance(s.send((True, None)), CallHandler)
     assert isinstance(s.send(Outcome(True, {"shipped": "A"})), Finish)
@@ -96,7 +96,7 @@ def test_a_fresh_call_with_no_rule_takes_the_key_in_one_step() -> None:
 
 
 def test_rules_run_between_the_lookup_and_the_claim() -> None:
-    s = Script(plan(spec(ship, rules=(anything,))))
+    s = Script(decide_call(spec(ship, rules=(anything,))))
     assert isinstance(s.op, Lookup)
     assert isinstance(s.send((None, False)), CheckRule)
     assert isinstance(s.send(None), Take)
@@ -104,7 +104,7 @@ def test_rules_run_between_the_lookup_and_the_claim() -> None:
 
 
 def test_a_refusal_is_logged_and_nothing_is_claimed() -> None:
-    s = Script(plan(spec(ship, rules=(anything,))))
+    s = Script(decide_call(spec(ship, rules=(anything,))))
     s.send((None, False))
     op = s.send(Deny("no"))
     assert isinstance(op, Append) and op.event.status == "rejected"
@@ -114,7 +114,7 @@ def test_a_refusal_is_logged_and_nothing_is_claimed() -> None:
 
 
 def test_a_hit_answers_from_the_record_and_writes_nothing_more() -> None:
-    s = Script(plan(spec(ship)))
+    s = Script(decide_call(spec(ship)))
     h = s.op.take.input_hash  # type: ignore[union-attr]
     result = s.send((False, held("done", h)))
     assert isinstance(result, Result) and result.status is Status.CACHED
@@ -122,7 +122,7 @@ def test_a_hit_answers_from_the_record_and_writes_nothing_more() -> None:
 
 
 def test_a_duplicate_waits_then_answers_in_progress() -> None:
-    s = Script(plan(spec(ship, wait=0.004)))
+    s = Script(decide_call(spec(ship, wait=0.004)))
     h = s.op.take.input_hash  # type: ignore[union-attr]
     op = s.send((False, held("running", h, lease=200.0)))
     assert isinstance(op, Wait) and op.seconds == pytest.approx(0.002)
@@ -135,7 +135,7 @@ def test_a_duplicate_waits_then_answers_in_progress() -> None:
 
 
 def test_a_dead_workers_external_call_becomes_indeterminate() -> None:
-    s = Script(plan(spec(ship)))
+    s = Script(decide_call(spec(ship)))
     h = s.op.take.input_hash  # type: ignore[union-attr]
     op = s.send((False, held("running", h, lease=50.0)))
     assert isinstance(op, Mark) and op.state is ClaimState.INDETERMINATE
@@ -144,7 +144,7 @@ def test_a_dead_workers_external_call_becomes_indeterminate() -> None:
 
 
 def test_reconcile_says_not_executed_and_the_call_runs() -> None:
-    s = Script(plan(spec(ship_checked)))
+    s = Script(decide_call(spec(ship_checked)))
     h = s.op.take.input_hash  # type: ignore[union-attr]
     op = s.send((False, held("running", h, lease=50.0)))
     assert isinstance(op, Take) and op.expect_version == 1  # taken over, then asked
@@ -153,7 +153,7 @@ def test_reconcile_says_not_executed_and_the_call_runs() -> None:
 
 
 def test_reads_take_no_claim() -> None:
-    s = Script(plan(spec(look)))
+    s = Script(decide_call(spec(look)))
     assert isinstance(s.op, CallHandler)
     op = s.send(Outcome(True, "A"))
     assert isinstance(op, Append) and op.event.idempotency_key is None
@@ -162,4 +162,4 @@ def test_reads_take_no_claim() -> None:
 def test_an_irreversible_tool_needs_a_rule() -> None:
     t = tool(effect=Effect.IRREVERSIBLE)(lambda order: None)
     with pytest.raises(ConfigurationError):
-        Script(plan(spec(t)))
+        Script(decide_call(spec(t)))
