@@ -171,7 +171,7 @@ def test_item_12_disk_full_during_the_handler_never_runs_it_twice(tmp_path: Path
 
 CARD = 2**53 - 1  # the largest integer canonical JSON accepts
 BACKUP = 4111111111111111.0  # a card number that arrives as a float
-PHONE = "+51-987-654-321"
+MOBILE = "+51-987-654-321"
 CODE = "Ωж"  # two characters
 NAME = "Muñoz-Ærø"
 ALIAS = 'O\'Brien "Bob"'
@@ -183,7 +183,7 @@ def leaked_forms() -> dict[str, list[str]]:
     return {
         "card (int)": [str(CARD)],
         "backup card (float)": ["4111111111111111"],
-        "phone (also a dict key)": [PHONE],
+        "phone (also a dict key)": [MOBILE],
         "short code": [CODE],
         "name": [NAME, json.dumps(NAME)[1:-1]],
         "alias": [ALIAS, repr(ALIAS)[1:-1], json.dumps(ALIAS)[1:-1]],
@@ -267,11 +267,11 @@ def test_item_17_redacted_values_appear_nowhere_in_the_database(shared_url: str)
     base = {
         "card": CARD,
         "backup": BACKUP,
-        "phone": PHONE,
+        "phone": MOBILE,
         "code": CODE,
         "name": NAME,
         "alias": ALIAS,
-        "notes": {PHONE: "call after 6pm"},
+        "notes": {MOBILE: "call after 6pm"},
     }
     with Runtime(shared_url) as rt:
         assert rt.execute(pay, {**base, "fail": False}, correlation_id="pii").ok

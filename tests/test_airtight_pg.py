@@ -23,13 +23,13 @@ import pytest
 from dar import ConfigurationError, Effect, Runtime, Status, StoreError, tool
 from dar.store.postgres import PostgresStore
 
-from .conftest import fresh_schema
+from tests.conftest import fresh_schema
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@tool(effect=Effect.MUTATE_LOCAL, key=lambda i: f"charge:{i['order']}")
-def charge(order: str) -> dict[str, str]:
+@tool(name="charge", effect=Effect.MUTATE_LOCAL, key=lambda i: f"charge:{i['order']}")
+def charge_once(order: str) -> dict[str, str]:
     return {"charged": order}
 
 
@@ -126,8 +126,8 @@ def test_item_13_the_readme_one_liner_works_for_a_least_privilege_role(pg_base_u
     schema = fresh_schema()
     app = app_role(pg_base_url, schema)
     with Runtime(f"{app}?schema={schema}") as rt:
-        assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
-        assert rt.execute(charge, {"order": "A"}).status == Status.CACHED
+        assert rt.execute(charge_once, {"order": "A"}).status == Status.EXECUTED
+        assert rt.execute(charge_once, {"order": "A"}).status == Status.CACHED
 
 
 def test_item_13_an_unmigrated_schema_says_to_run_dar_migrate(pg_base_url: str) -> None:
@@ -148,7 +148,7 @@ def test_item_13_commands_with_least_privilege_work_or_name_the_grant(
     schema = fresh_schema()
     app = app_role(pg_base_url, schema)
     with Runtime(PostgresStore(pg_base_url, schema=schema)) as rt:
-        rt.execute(charge, {"order": "A"}, correlation_id="s13")
+        rt.execute(charge_once, {"order": "A"}, correlation_id="s13")
     out = subprocess.run(
         [sys.executable, "-m", "dar.cli", command, "--db", f"{app}?schema={schema}"],
         capture_output=True,
@@ -182,7 +182,7 @@ def test_item_14_libpq_options_with_a_space_pass_through(pg_base_url: str, optio
     schema = fresh_schema()
     url = f"{pg_base_url}?application_name=dar%20airtight%2014&options={options}&schema={schema}"
     with Runtime(url) as rt:
-        assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
+        assert rt.execute(charge_once, {"order": "A"}).status == Status.EXECUTED
         with psycopg.connect(pg_base_url) as conn:
             names = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
@@ -206,7 +206,7 @@ def test_item_14_a_unix_socket_url_with_an_empty_host_works(pg_base_url: str) ->
         f"&user={user}&schema={schema}"
     )
     with Runtime(url) as rt:
-        assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
+        assert rt.execute(charge_once, {"order": "A"}).status == Status.EXECUTED
     assert "agent_tool_claims" in tables_in(pg_base_url, schema)
 
 
@@ -216,7 +216,7 @@ def test_item_14_a_unix_socket_url_with_an_empty_host_works(pg_base_url: str) ->
 def test_item_15_the_postgres_retry_budget_is_configurable() -> None:
     """15. The retry window: README says 15 s, a connection-slot exhaustion gave up after
     30 s. One documented, configurable budget."""
-    from tests.pg import start_server
+    from tests.support.pg import start_server
 
     server = start_server()
     rt = None
@@ -225,11 +225,11 @@ def test_item_15_the_postgres_retry_budget_is_configurable() -> None:
             pytest.fail("this test needs local Postgres binaries to stop the server")
         store = PostgresStore(server.url, schema=fresh_schema(), retry_for=2.0)
         rt = Runtime(store)
-        assert rt.execute(charge, {"order": "A"}).status == Status.EXECUTED
+        assert rt.execute(charge_once, {"order": "A"}).status == Status.EXECUTED
         server.stop("immediate")
         started = time.monotonic()
         with pytest.raises(StoreError):
-            rt.execute(charge, {"order": "B"})
+            rt.execute(charge_once, {"order": "B"})
         elapsed = time.monotonic() - started
         assert 1.5 <= elapsed <= 8.0, f"gave up after {elapsed:.1f}s, not about 2 s"
     finally:
@@ -249,7 +249,7 @@ from dar import AsyncRuntime, Effect, tool
 server = None
 url = os.environ.get("DAR_TEST_POSTGRES_URL")
 if not url:
-    from tests.pg import start_server
+    from tests.support.pg import start_server
     server = start_server()
     url = server.url
     print("DATADIR", getattr(server, "data", ""), flush=True)

@@ -25,9 +25,9 @@ from hypothesis.stateful import (
 
 from dar import Effect, Plan, Status, tool
 
-from .conftest import Clock
-from .runtimes import RUNTIME_KINDS
-from .runtimes import make as make_kind
+from tests.conftest import Clock
+from tests.support.runtimes import RUNTIME_KINDS
+from tests.support.runtimes import make as make_kind
 
 VALUES = st.integers(1, 3)
 TTL = 100.0

@@ -14,8 +14,8 @@ import dar
 from dar import ConfigurationError, Effect, NeedsApproval, Runtime, Status, rule, tool
 from dar.audit.postmortem import verify
 
-from .conftest import Clock
-from .runtimes import make as make_kind
+from tests.conftest import Clock
+from tests.support.runtimes import make as make_kind
 
 MakeRuntime = Callable[..., Runtime]
 ran: Counter[str] = Counter()

@@ -29,7 +29,7 @@ from dar import (
     input_hashes_from_texts,
 )
 
-from .conftest import DATA
+from tests.conftest import DATA
 
 JCS = DATA / "jcs"
 SAFE = 2**53 - 1

@@ -58,7 +58,7 @@ def test_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def ship(o: str) -> str:
         return "shipped"
 
-    from tests.test_runtime import abandon_claim
+    from tests.support.calls import abandon_claim
 
     rt = Runtime(url, clock=lambda: now[0], wait=0)
     abandon_claim(rt, ship, {"o": "A"})

@@ -86,7 +86,7 @@ def test_resolve_row_joins_the_call_it_decides(
     def ship(o: str) -> str:
         return "shipped"
 
-    from tests.test_runtime import abandon_claim
+    from tests.support.calls import abandon_claim
 
     rt = Runtime(url, clock=lambda: now[0], wait=0)
     abandon_claim(rt, ship, {"o": "A"}, correlation_id="conv-9")

@@ -16,8 +16,8 @@ import pytest
 
 from dar import Effect, Runtime, Status, rule
 
-from . import workers
-from .runtimes import make as make_kind
+from tests.support import workers
+from tests.support.runtimes import make as make_kind
 
 SPAWN = mp.get_context("spawn")
 

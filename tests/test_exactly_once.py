@@ -1,7 +1,7 @@
 """Exactly once, shown for the interleavings nobody thought of.
 
 A Hypothesis state machine drives the real runtime (on a SQLite file and on Postgres) and
-the reference model in `tests/model.py` side by side: calls from several workers across all
+the reference model in `tests/support/model.py` side by side: calls from several workers across all
 four effects, inputs from a small pool so keys collide, explicit keys with other inputs,
 bursts of concurrent duplicates in threads, failing handlers, workers killed with SIGKILL at
 a chosen point, the clock moving past windows and leases, rules added and removed, reconcile
@@ -38,9 +38,9 @@ from dar.core.decide import given_key
 from dar.core.ops import GetClaim, Resolve
 from dar.core.rows import resolved_row
 
-from .conftest import fresh_schema
-from .coverage import STATS
-from .exactly_once_tools import (
+from tests.conftest import fresh_schema
+from tests.support.coverage import STATS
+from tests.support.exactly_once_tools import (
     POINTS,
     SPECS,
     allow_irreversible,
@@ -48,12 +48,12 @@ from .exactly_once_tools import (
     count_runs,
     deny_rule,
 )
-from .model import Model, effect_id
-from .runtimes import RUNTIME_KINDS
-from .runtimes import make as make_runtime
+from tests.support.model import Model, effect_id
+from tests.support.runtimes import RUNTIME_KINDS
+from tests.support.runtimes import make as make_runtime
 
 CTX = mp.get_context("forkserver")
-CTX.set_forkserver_preload(["dar", "tests.exactly_once_tools"])
+CTX.set_forkserver_preload(["dar", "tests.support.exactly_once_tools"])
 
 VALUES = st.integers(0, 2)
 BURST_MAX = 8 if os.environ.get("HYPOTHESIS_PROFILE") == "soak" else 4
@@ -398,13 +398,13 @@ def _burst_call(
     irreversible_rule: bool,
     kind: str,
 ) -> None:
-    from tests.exactly_once_tools import burst_call
+    from tests.support.exactly_once_tools import burst_call
 
     out.put(burst_call(url, marks, name, v, now, barrier, denied, irreversible_rule, kind))
 
 
 def _crash_call(*args: Any) -> None:
-    from tests.exactly_once_tools import crash_call
+    from tests.support.exactly_once_tools import crash_call
 
     crash_call(*args)
 

@@ -21,8 +21,8 @@ import pytest
 from dar import Effect, Runtime, Status, StoreError, tool
 from dar.store.sqlite import SQLiteStore
 
-from .coverage import STATS
-from .runtimes import make as make_kind
+from tests.support.coverage import STATS
+from tests.support.runtimes import make as make_kind
 
 
 def hold_write_lock(path: Path, seconds: float, ready: threading.Event) -> None:
@@ -179,7 +179,7 @@ def test_what_a_crash_can_lose_is_only_buffered_hit_rows(tmp_path: Path, marks: 
     import os
     import signal
 
-    from . import workers
+    from tests.support import workers
 
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     ctx = mp.get_context("spawn")

@@ -24,8 +24,8 @@ from mcp_types import CallToolResult
 from dar import Runtime
 from dar.mcp_proxy.policy import load_policy
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "tests" / "mcp_servers" / "effects_server.py"
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "tests" / "support" / "mcp_servers" / "effects_server.py"
 PY = sys.executable
 LIMIT = 40.0  # seconds any one test may take, whatever hangs
 
@@ -325,7 +325,7 @@ def test_readme_policy_example_loads() -> None:
 def test_serve_lists_annotations_and_runs_once(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'agent.db'}"
     eff = tmp_path / "effects.txt"
-    served = ROOT / "tests" / "mcp_servers" / "served.py"
+    served = ROOT / "tests" / "support" / "mcp_servers" / "served.py"
     params = StdioServerParameters(command=PY, args=[str(served), db], env=environ(eff))
 
     async def main() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import dar
 from dar import Deny, Effect, NeedsApproval, Plan, Runtime, Status, rule, tool
 
-from .conftest import Clock
+from tests.conftest import Clock
 
 MakeRuntime = Callable[..., Runtime]
 ran: Counter[str] = Counter()

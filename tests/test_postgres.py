@@ -22,8 +22,8 @@ from dar.store import open_store, split_schema
 from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
 
-from .conftest import fresh_schema
-from .coverage import STATS
+from tests.conftest import fresh_schema
+from tests.support.coverage import STATS
 
 
 @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -253,7 +253,7 @@ def test_async_store_with_an_application_pool(pg_base_url: str) -> None:
 def test_server_restart_mid_run(marks: Any) -> None:
     """Calls keep going through an immediate (crash-like) server restart: each either
     completes or fails with a clear StoreError; none runs twice, no outcome is lost."""
-    from tests.pg import start_server
+    from tests.support.pg import start_server
 
     server = start_server()
     if not hasattr(server, "restart"):

@@ -28,8 +28,8 @@ from dar.audit.postmortem import call_tree, stats, verify
 from dar.cli.main import main
 from dar.core.ops import GetClaim
 
-from .conftest import Clock
-from .test_runtime import abandon_claim
+from tests.conftest import Clock
+from tests.support.calls import abandon_claim
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -424,7 +424,7 @@ def test_purge_keeps_the_rest_verifiable(make_runtime: MakeRuntime, clock: Clock
 
 
 def tamper_free_delete(rt: Runtime) -> None:
-    from .conftest import execute_sql
+    from tests.conftest import execute_sql
 
     execute_sql(rt.store, "DELETE FROM agent_tool_events")
 
@@ -440,7 +440,7 @@ def test_purge_command_needs_yes(shared_url: str, capsys: pytest.CaptureFixture[
 
 
 def test_app_role_cannot_purge(pg_base_url: str) -> None:
-    from .conftest import fresh_schema
+    from tests.conftest import fresh_schema
 
     schema = fresh_schema()
     rt = Runtime(f"{pg_base_url}?schema={schema}")

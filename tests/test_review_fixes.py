@@ -15,7 +15,7 @@ from dar.core.grants import fingerprint
 from dar.core.ops import UseGrant
 from dar.rules import Rule
 
-from .conftest import Clock
+from tests.conftest import Clock
 
 runs: Counter[str] = Counter()
 
@@ -33,7 +33,7 @@ def wire(amount: int) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> None:
+def _reset_runs() -> None:
     runs.clear()
 
 

@@ -29,7 +29,7 @@ from dar.core.ops import GetClaim, Resolve
 from dar.core.rows import resolved_row
 from dar.records import NewEvent
 
-from .conftest import Clock, execute_sql
+from tests.conftest import Clock, execute_sql
 
 
 def _run_sync(coro: Any) -> Any:

@@ -20,7 +20,7 @@ from dar import Effect, Reconciled, Runtime, tool
 from dar.core.saga import COMPENSATED, COMPLETED, UNFINISHED, SagaAborted
 from dar.store import open_store
 
-from .conftest import Clock
+from tests.conftest import Clock
 
 WRITES = {"take", "take_or_lookup", "finish", "mark", "resolve", "append", "save_saga"}
 acted: Counter[int] = Counter()

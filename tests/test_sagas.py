@@ -12,7 +12,7 @@ import pytest
 from dar import ConfigurationError, Deny, Effect, Reconciled, Runtime, Status, rule, tool
 from dar.core.saga import SagaAborted
 
-from .conftest import Clock
+from tests.conftest import Clock
 
 MakeRuntime = Callable[..., Runtime]
 world: Counter[str] = Counter()
@@ -91,7 +91,7 @@ def rt(make_runtime: MakeRuntime, clock: Clock) -> Runtime:
 
 
 def app(url: str) -> Runtime:
-    """What `dar sagas resume --app tests.test_sagas:app` builds."""
+    """What `dar sagas resume --app tests.runtime.test_sagas:app` builds."""
     return Runtime(url, tools=TOOLS, rules=[only_paid])
 
 
@@ -271,7 +271,7 @@ def test_cli_lists_and_resumes_sagas(
     assert "checkout-ORD-9" in out and "compensation_failed" in out
     fail.clear()
     assert main(["sagas", "resume", "--db", url]) == 2  # the tools are code: name them
-    args = ["sagas", "resume", "--app", "tests.test_sagas:app", "--db", url]
+    args = ["sagas", "resume", "--app", "tests.runtime.test_sagas:app", "--db", url]
     assert main(args) == 0
     assert "resumed 1 sagas: checkout-ORD-9" in capsys.readouterr().out
     assert main(["sagas", "--state", "compensated", "--db", url]) == 0

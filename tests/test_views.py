@@ -15,8 +15,8 @@ from dar.store import AdminStore, open_store
 from dar.store.sql import SessionFilter
 from dar.views.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
 
-from .views_data import SCREENSHOTS as SHOTS
-from .views_data import SCRIPT, build
+from tests.support.views_data import SCREENSHOTS as SHOTS
+from tests.support.views_data import SCRIPT, build
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_view_pilot(tmp_path: Path) -> None:
         console.print(detail(screen.current))
         return console.export_text()
 
-    from .views_data import runtime
+    from tests.support.views_data import runtime
 
     db = tmp_path / "tui.db"
     build(db)
@@ -201,7 +201,7 @@ def test_view_pilot(tmp_path: Path) -> None:
 def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
     from dar import Runtime
 
-    from .views_data import RULES, TOOLS, diff_sessions, full_session
+    from tests.support.views_data import RULES, TOOLS, diff_sessions, full_session
 
     with Runtime(pg_url, tools=TOOLS, rules=RULES) as rt:
         full_session(rt)

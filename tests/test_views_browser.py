@@ -11,8 +11,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dar.cli.main import main
 
-from .views_data import SCREENSHOTS as DOCS
-from .views_data import SCRIPT, build
+from tests.support.views_data import SCREENSHOTS as DOCS
+from tests.support.views_data import SCRIPT, build
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
 
@@ -155,7 +155,7 @@ def test_ui_api_is_read_only_json(server: str) -> None:
 
 
 def test_ui_in_the_browser_live(db: Path, server: str, browser: Browser) -> None:
-    from .views_data import runtime
+    from tests.support.views_data import runtime
 
     page, errors = open_page(browser, server + "/")
     rows = page.locator("tr.session-row")

@@ -14,7 +14,7 @@ from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import anthropic as dar_anthropic
 
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     calls_per_run,

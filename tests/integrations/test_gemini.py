@@ -15,7 +15,7 @@ from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import gemini as dar_gemini
 
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     calls_per_run,

@@ -14,7 +14,7 @@ from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai as dar_openai
 
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     Shop,

@@ -38,7 +38,7 @@ import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations.pydantic_ai import DarToolset
 
-from .shop import missing_sdk_error
+from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -207,7 +207,7 @@ class McpStdio(AbstractToolset[Any]):
     def __init__(self, calls_file: Path) -> None:
         self.params = StdioServerParameters(
             command=sys.executable,
-            args=[str(HERE / "mcp_echo_server.py")],
+            args=[str(ROOT / "tests" / "support" / "mcp_servers" / "echo_server.py")],
             env={"DAR_MCP_CALLS": str(calls_file)},
         )
         self.stack: AsyncExitStack | None = None

@@ -126,7 +126,7 @@ def build(db: Path) -> None:
 #: Where the tests save their screenshots: the README's docs/ only when asked
 #: (DAR_UPDATE_SCREENSHOTS=1), so a test run leaves the checkout as it found it.
 SCREENSHOTS = (
-    Path(__file__).resolve().parent.parent / "docs"
+    Path(__file__).resolve().parents[2] / "docs"
     if os.environ.get("DAR_UPDATE_SCREENSHOTS")
     else Path(tempfile.mkdtemp(prefix="dar-screenshots-"))
 )

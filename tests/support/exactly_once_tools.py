@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dar import Allow, Deny, Effect, Reconciled, rule, tool
-from tests.model import ToolSpec, effect_id
-from tests.runtimes import make as make_runtime
+from tests.support.model import ToolSpec, effect_id
+from tests.support.runtimes import make as make_runtime
 
 SPECS = {
     "t_read": ToolSpec("t_read", Effect.READ, None, 30),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .shop import ROOT
+from tests.support.shop import ROOT
 
 #: Each SDK's README section, and the example its snippets are cut from (None: any).
 SECTIONS = {

@@ -13,7 +13,7 @@ import pytest
 
 from dar import Runtime
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
