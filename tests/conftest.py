@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from dar import Runtime
-
 from tests.support.runtimes import RUNTIME_KINDS
 from tests.support.runtimes import make as make_kind
 

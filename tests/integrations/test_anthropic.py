@@ -13,7 +13,6 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import anthropic as dar_anthropic
-
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,

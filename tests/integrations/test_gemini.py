@@ -14,7 +14,6 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import gemini as dar_gemini
-
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,

@@ -33,7 +33,6 @@ import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
-
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent

@@ -13,7 +13,6 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai as dar_openai
-
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,

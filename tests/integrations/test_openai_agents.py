@@ -15,7 +15,6 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai_agents
-
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,

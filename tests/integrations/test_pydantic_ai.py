@@ -37,7 +37,6 @@ from pydantic_core import SchemaValidator, core_schema
 import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations.pydantic_ai import DarToolset
-
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
