@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dar.cli.main import build_parser, main
-from tests.support.cli import dar_cmd
+from tests.support.cli import cli, dar_cmd
 
 
 @pytest.fixture(autouse=True)
