@@ -48,6 +48,7 @@ def _crash(url: str, tmp_path: Any, corr: str) -> None:
     try:
         wait_until(lambda: (tmp_path / "started").exists(), 60)
     finally:
+        assert proc.pid is not None  # started
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
 

@@ -64,7 +64,7 @@ def owner_sql(url: str, statements: Sequence[tuple[str, Sequence[Any]]]) -> list
         pg.execute(f'SET LOCAL search_path TO "{schema}"')
         pg.execute("ALTER TABLE agent_tool_events DISABLE TRIGGER USER")
         for sql, params in statements:
-            cur = pg.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
+            cur = pg.execute(sql.replace("?", "%s"), tuple(params))
             rows = cur.fetchall() if cur.description else []
         pg.execute("ALTER TABLE agent_tool_events ENABLE TRIGGER USER")
     return rows
@@ -115,6 +115,7 @@ def tamper_case(url: str, case: str) -> None:
         )
         seq, row_hash = first[-1]
         points = f'{{"s-1": {{"seq": {seq}, "row_hash": "{row_hash}"}}}}'
+        insert: tuple[str, tuple[Any, ...]]
         if url.startswith("sqlite:"):
             insert = (
                 "INSERT INTO agent_tool_purges (purged_at, before, rows, checkpoints)"

@@ -89,8 +89,9 @@ def test_a_fresh_call_with_no_rule_takes_the_key_in_one_step() -> None:
     s = Script(decide_call(spec(ship)))
     assert isinstance(s.op, TakeOrLookup) and s.op.take.expect_version is None
     assert isinstance(s.send((True, None)), CallHandler)
-    assert isinstance(s.send(Outcome(True, {"shipped": "A"})), Finish)
-    assert s.op.state is ClaimState.DONE and s.op.output == '{"shipped":"A"}'
+    finish = s.send(Outcome(True, {"shipped": "A"}))
+    assert isinstance(finish, Finish)
+    assert finish.state is ClaimState.DONE and finish.output == '{"shipped":"A"}'
     result = s.send(True)
     assert isinstance(result, Result) and result.status is Status.EXECUTED
 

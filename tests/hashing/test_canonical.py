@@ -234,7 +234,7 @@ class Weird(str):
         return self is other
 
 
-REFUSALS: list[tuple[str, Any, str, str]] = [
+REFUSALS: list[tuple[str, Any, str | None, str]] = [
     ("nan", {"items": [{"price": math.nan}]}, "$.items[0].price", "NaN"),
     ("inf", [1, math.inf], "$[1]", "Infinity"),
     ("-inf", {"x": -math.inf}, "$.x", "-Infinity"),

@@ -64,7 +64,7 @@ def test_same_keys_in_another_insertion_order() -> None:
 
 def test_freed_keys_whose_memory_is_reused() -> None:
     for i in range(3000):
-        d = {fresh(f"k{i % 7}"): i, fresh(f"v{i % 5}"): [i]}
+        d: dict[str, Any] = {fresh(f"k{i % 7}"): i, fresh(f"v{i % 5}"): [i]}
         expected = rfc8785.dumps(d)
         assert canonical_json(d) == expected
         assert canonical_json(d) == expected
@@ -73,7 +73,9 @@ def test_freed_keys_whose_memory_is_reused() -> None:
 
 def test_more_key_sets_than_the_cache_holds_nested_in_one_that_is_cached() -> None:
     outer_a, outer_b = fresh("inner"), fresh("nth")
-    docs = [{outer_a: {fresh(f"x{i}"): i, fresh(f"y{i}"): -i}, outer_b: i} for i in range(5000)]
+    docs: list[dict[str, Any]] = [
+        {outer_a: {fresh(f"x{i}"): i, fresh(f"y{i}"): -i}, outer_b: i} for i in range(5000)
+    ]
     for _ in range(3):
         assert canonical_json(docs) == rfc8785.dumps(docs)
 

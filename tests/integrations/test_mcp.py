@@ -68,8 +68,8 @@ def test_serve_lists_annotations_and_runs_once(tmp_path: Path) -> None:
             assert invoice.annotations is not None
             assert invoice.annotations.idempotent_hint and invoice.annotations.open_world_hint
             assert not invoice.annotations.read_only_hint
-            read = listed["balance"].annotations
-            assert read is not None and read.read_only_hint
+            balance = listed["balance"].annotations
+            assert balance is not None and balance.read_only_hint
             args = {"customer": "acme", "cents": 900}
             first = await agent.call_tool("send_invoice", args)
             again = await agent.call_tool("send_invoice", args)

@@ -15,11 +15,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, RequestParamsMeta
 
 from dar import Runtime
 from dar.mcp_proxy.policy import load_policy
@@ -157,7 +157,10 @@ def test_list_call_dedupe_refuse_and_log(tmp_path: Path) -> None:
 
             # The client's own session id, when it sends one.
             named = await agent.call_tool(
-                "create_ticket", {"title": "named"}, meta={"dar/correlation_id": "conv-7"}
+                "create_ticket",
+                {"title": "named"},
+                # The MCP types declare no other keys: dar reads its own from the request.
+                meta=cast("RequestParamsMeta", {"dar/correlation_id": "conv-7"}),
             )
             assert status(named) == "executed"
 
@@ -317,9 +320,6 @@ def test_check_lists_effects_and_rules(tmp_path: Path) -> None:
 def test_readme_policy_example_loads() -> None:
     policy = load_policy(ROOT / "examples" / "mcp_policy.py")
     assert policy.rules and policy.effects
-
-
-# --- dar.integrations.mcp.serve: a runtime's own tools as an MCP server --------------------
 
 
 # --- streamable HTTP, both sides ------------------------------------------------------------

@@ -99,7 +99,8 @@ def test_async_nesting_and_bad_input(store_url: str) -> None:
 
             @tool(effect=Effect.MUTATE_LOCAL)
             async def outer(x: int) -> int:
-                return (await rt.execute(inner, {"x": x})).output + 1
+                inner_out: int = (await rt.execute(inner, {"x": x})).output
+                return inner_out + 1
 
             res = await rt.execute(outer, {"x": 20}, correlation_id="c")
             bad = await rt.execute(outer, {"x": float("inf")}, correlation_id="c")

@@ -93,6 +93,7 @@ def kill_inside_handler(url: str, marks: Path, effect: str, lease: float) -> Non
         assert time.monotonic() < deadline, "the handler never started"
         assert proc.is_alive(), "the worker died before its handler started"
         time.sleep(0.01)
+    assert proc.pid is not None  # started
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     assert proc.exitcode == -signal.SIGKILL

@@ -29,7 +29,7 @@ from tests.support.calls import Calls, MakeRuntime, make_tool, statuses
 
 def test_effect_is_required() -> None:
     with pytest.raises(TypeError, match="effect"):
-        tool()(lambda: None)  # type: ignore[call-overload]
+        tool()(lambda: None)  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         tool(effect="teleport")(lambda: None)
 

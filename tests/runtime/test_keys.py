@@ -209,7 +209,7 @@ def rt(make_runtime: MakeRuntime) -> Runtime:
     return make_runtime(tools=TOOLS, rules=[covers_zone])
 
 
-texts = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8)
+texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8)
 
 
 def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -265,7 +265,7 @@ def test_the_same_key_in_two_tools_runs_both(make_runtime: MakeRuntime, how: str
         return {"via": "sms"}
 
     rt = make_runtime()
-    key = {"key": "notify:A"} if how == "explicit_key" else {}
+    key: dict[str, Any] = {"key": "notify:A"} if how == "explicit_key" else {}
     email = rt.execute(send_email, {"order": "A"}, **key)
     sms = rt.execute(send_sms, {"order": "A"}, **key)
     assert (email.status, email.output) == (Status.EXECUTED, {"via": "email"})
@@ -323,7 +323,7 @@ def test_a_deploy_that_changes_redact_keeps_the_key(make_runtime: MakeRuntime, h
     """Found by the airtight review: a deploy that adds `redact=` changes the idempotency key."""
     ran: list[str] = []
     keyfn = (lambda i: f"pay:{i['order']}") if how == "key_function" else None
-    explicit = {"key": "pay:A"} if how == "explicit_key" else {}
+    explicit: dict[str, Any] = {"key": "pay:A"} if how == "explicit_key" else {}
 
     def version(redact: Any) -> Any:
         @tool(name="pay", effect=Effect.MUTATE_EXTERNAL, key=keyfn, redact=redact)

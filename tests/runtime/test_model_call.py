@@ -1,6 +1,7 @@
 """The model's tool call, end to end: registered tools, validation against the handler's
-signature, dispatch by name from JSON text, answers the model can read, cancellation,
-session scope. Every test runs on SQLite (memory and file) and Postgres, sync and async."""
+signature, dispatch by name from JSON text, outputs typed back, schemas, answers the model
+can read, session scope. Every test runs on SQLite (memory and file) and Postgres, sync and
+async."""
 
 from __future__ import annotations
 
@@ -173,6 +174,7 @@ def test_blank_or_missing_arguments_mean_no_arguments(make_runtime: MakeRuntime)
         return "pong"
 
     rt = make_runtime(tools=[ping])
+    arguments: str | dict[str, Any] | None
     for arguments in ("", "  ", None, "{}", {}):
         assert rt.call("ping", arguments).output == "pong"
 
@@ -288,9 +290,6 @@ def test_types_defined_in_the_enclosing_function_resolve() -> None:
         assert first.output == again.output == Local(n=1)
 
 
-# --- registration -------------------------------------------------------------------------------
-
-
 # --- schemas ------------------------------------------------------------------------------------
 
 
@@ -359,6 +358,7 @@ def test_for_model_wording_per_status(rt: Runtime) -> None:
     ]
     assert conflict[1].status == Status.CONFLICT
     assert "$.b differ" in conflict[1].for_model().text
+    assert conflict[1].input_hash is not None  # (narrowed for the type checker)
     assert conflict[1].input_hash not in conflict[1].for_model().text
 
 
@@ -409,10 +409,7 @@ def test_in_memory_runtime_warns_once() -> None:
     rt.close()
 
 
-# --- cancellation -------------------------------------------------------------------------------
-
-
-# --- one hash, one key, however the arguments arrive --------------------------------------------
+# --- coercion -----------------------------------------------------------------------------------
 
 
 def test_a_coerced_value_with_no_json_form_is_refused_not_raised() -> None:

@@ -13,7 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dar
-from dar import ConfigurationError, Deny, Effect, NeedsApproval, Plan, Runtime, Status, rule, tool
+from dar import (
+    ConfigurationError,
+    Deny,
+    Effect,
+    NeedsApproval,
+    Plan,
+    Runtime,
+    Status,
+    Tool,
+    rule,
+    tool,
+)
 from tests.conftest import Clock
 
 MakeRuntime = Callable[..., Runtime]
@@ -55,7 +66,7 @@ def covered(inp: dict[str, Any], ctx: Any) -> Any:
     return Deny(f"no courier for {inp['zone']}") if inp["zone"] == "yunguyo" else True
 
 
-TOOLS = [book_courier, note, stock, charge]
+TOOLS: list[Tool[Any]] = [book_courier, note, stock, charge]
 BOOK = {"order_id": "ORD-1", "zone": "puno"}
 
 

@@ -95,7 +95,7 @@ def run_once(url: str, store_kind: str, fails: list[bool], at: int, after: bool)
     clock = Clock()
     inner = open_store(url)
     worker = Runtime(
-        DyingStore(inner, at, after, crash_points[store_kind]),  # type: ignore[arg-type]
+        DyingStore(inner, at, after, crash_points[store_kind]),
         tools=[act], clock=clock, owner="w1", wait=0,
     )  # fmt: skip
     died = False

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dar import ConfigurationError, Deny, Effect, Reconciled, Runtime, Status, rule, tool
+from dar import ConfigurationError, Deny, Effect, Reconciled, Runtime, Status, Tool, rule, tool
 from dar.core.saga import SagaAborted
 from tests.conftest import Clock
 
@@ -75,7 +75,7 @@ class Died(BaseException):
     """The worker process dies here (as SIGKILL would: no outcome recorded by the caller)."""
 
 
-TOOLS = [book_courier, charge, send_confirmation, quote, scribble]
+TOOLS: list[Tool[Any]] = [book_courier, charge, send_confirmation, quote, scribble]
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""Faults: a SQLite file locked past the busy timeout, a Postgres connection cut mid-call.
+"""Faults: a SQLite file locked past the busy timeout, corrupt, read-only or full; a Postgres
+connection cut mid-call or a server gone past the retry budget.
 
 The outcome is an error or a retry: never a second execution, never a lost record.
 """

@@ -87,6 +87,7 @@ def test_what_a_crash_can_lose_is_only_buffered_hit_rows(tmp_path: Path, marks: 
     proc = ctx.Process(target=workers.hits_then_die, args=(url, ready))
     proc.start()
     assert ready.wait(60)
+    assert proc.pid is not None  # started
     os.kill(proc.pid, signal.SIGKILL)
     STATS["faults: SIGKILL after buffered hits"] += 1
     proc.join()

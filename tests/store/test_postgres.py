@@ -1,4 +1,5 @@
-"""What only Postgres has to prove: many workers, least privilege, round trips, faults."""
+"""What only Postgres has to prove: many workers, schemas and libpq URLs passed through,
+round trips, in-doubt commits, LISTEN/NOTIFY, restarts, and what a missing extra says."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +23,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 import dar
-from dar import AsyncRuntime, Effect, Runtime, Status, StoreError, rule, tool
+from dar import AsyncRuntime, Effect, Result, Runtime, Status, StoreError, rule, tool
 from dar.core.ids import new_id
 from dar.core.ops import Finish, LogFilter, Lookup, Take
 from dar.core.states import ClaimState
@@ -133,13 +135,14 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
             conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
         peek = tool(name="peek", effect=Effect.READ)(lambda q: q)
         counts = {}
-        for label, call in (
+        steps: list[tuple[str, Callable[[], Result]]] = [
             ("fresh, no rule applies", lambda: rt.execute(charge, {"order": "RT"})),
             ("hit", lambda: rt.execute(charge, {"order": "RT"})),
             ("read, carrying the hit row", lambda: rt.execute(peek, {"q": 1})),
             ("fresh, judged by a rule", lambda: rt.execute(judged, {"n": 1})),
             ("hit, judged tool", lambda: rt.execute(judged, {"n": 1})),
-        ):
+        ]
+        for label, call in steps:
             before = trips.count()
             res = call()
             counts[label] = (res.status, trips.count() - before)

@@ -94,7 +94,7 @@ def crash_call(
     """Worker process: claim a call and die at ``point`` (never returns normally)."""
     rt = make_runtime(kind, url, clock=lambda: now, wait=0, rules=[allow_irreversible])
     if point == "before_outcome":
-        rt.store.finish = lambda op: die()  # type: ignore[method-assign]
+        rt.store.finish = lambda op: die()
     tools = build_tools(Path(marks), crash_at=point)
     rt.execute(tools[name], {"v": v}, key=key)
     raise SystemExit(f"the call returned instead of crashing at {point}")
@@ -102,9 +102,11 @@ def crash_call(
 
 def deny_rule(name: str, v: int) -> Any:
     """A rule on one tool that refuses one input value."""
-    return rule(applies_to=name, name=f"deny_{name}_{v}")(
-        lambda inp, ctx, _v=v: Deny(f"v={_v} refused") if inp["v"] == _v else True
-    )
+
+    def check(inp: dict[str, Any], ctx: Any, _v: int = v) -> Deny | bool:
+        return Deny(f"v={_v} refused") if inp["v"] == _v else True
+
+    return rule(applies_to=name, name=f"deny_{name}_{v}")(check)
 
 
 def burst_call(

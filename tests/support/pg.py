@@ -123,10 +123,10 @@ class PgServerWheel:
     """The ``pgserver`` package: a Postgres build shipped in a wheel."""
 
     def __init__(self) -> None:
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         self.dir = tempfile.mkdtemp(prefix="dar-pgserver-")
-        self.server = pgserver.get_server(self.dir, cleanup_mode="stop")
+        self.server = get_server(self.dir, cleanup_mode="stop")
         self.url = self.server.get_uri()
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dar import Deny, Effect, NeedsApproval, RuleContext, Runtime, rule, tool
+from dar import Deny, Effect, NeedsApproval, RuleContext, Runtime, Tool, rule, tool
 
 #: A tool input that would run if any view put it into the page as HTML.
 SCRIPT = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
@@ -58,7 +58,7 @@ def big_payments(inp: dict[str, Any], ctx: RuleContext) -> NeedsApproval | bool:
     return NeedsApproval("over 1000 PEN") if inp["cents"] > 1000 else True
 
 
-TOOLS = [lookup, send, flaky, pay, book, charge, cancel_booking]
+TOOLS: list[Tool[Any]] = [lookup, send, flaky, pay, book, charge, cancel_booking]
 RULES = [no_yunguyo, big_payments]
 
 

@@ -1,4 +1,4 @@
-"""The report and the web UI in a real headless browser (Debian's chromium-headless-shell,
+"""`dar report`: the report in a real headless browser (Debian's chromium-headless-shell,
 driven by playwright; no browser is downloaded)."""
 
 from __future__ import annotations
@@ -71,6 +71,3 @@ def test_a_tampered_row_turns_red(db: Path, tmp_path: Path, browser: Browser) ->
     assert "content or order changed" in (page.locator("#detail").text_content() or "")
     assert page.locator(".call .badge.unverified").count() == 2
     assert errors == []
-
-
-# --- dar ui -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The views of a session: the shared model, `dar diff`, `dar report`, `dar ui`, `dar view`.
+"""The sessions model every view shares: sessions listed and filtered in SQL, a session's
+calls and rows, tampered rows marked (on SQLite and on Postgres).
 
 Real sessions in a real SQLite file (built once per module), no mocks."""
 
@@ -97,10 +98,7 @@ def test_a_tampered_row_is_broken_and_the_rest_unverified(db: Path) -> None:
     assert view.calls[0].rows[0].note == "content or order changed"
 
 
-# --- diff -------------------------------------------------------------------------------------
-
-
-# --- dar view (Textual pilot) -----------------------------------------------------------------
+# --- on Postgres ------------------------------------------------------------------------------
 
 
 def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
