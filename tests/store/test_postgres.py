@@ -284,7 +284,7 @@ def test_a_bad_url_fails_at_once_with_the_reason(pg_base_url: str) -> None:
         AsyncRuntime("postgresql://nobody@127.0.0.1:1/none")
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @tool(name="charge", effect=Effect.MUTATE_LOCAL, key=lambda i: f"charge:{i['order']}")
