@@ -89,6 +89,11 @@ def rt(make_runtime: MakeRuntime, clock: Clock) -> Runtime:
     return make_runtime(tools=TOOLS, rules=[only_paid], clock=clock)
 
 
+def app(url: str) -> Runtime:
+    """What `dar sagas resume --app tests.runtime.test_sagas:app` builds."""
+    return Runtime(url, tools=TOOLS, rules=[only_paid])
+
+
 def checkout(rt: Runtime, order: str, amount: int, *, confirm: str | None = None) -> Any:
     with rt.saga(f"checkout-{order}", correlation_id=f"conv-{order}") as saga:
         saga.call("quote", {"zone": "puno"})
