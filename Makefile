@@ -56,8 +56,8 @@ test-abi3: $(STAMP)
 		pytest pytest-timeout hypothesis rfc8785
 	cd $(ABI3) && DAR_EXPECT_BUILD=abi3 venv/bin/python -m pytest -p no:cacheprovider \
 		-c $(CURDIR)/pyproject.toml --rootdir $(CURDIR) -q \
-		$(CURDIR)/tests/test_canonical.py $(CURDIR)/tests/test_hostile_input.py \
-		$(CURDIR)/tests/test_key_shapes.py $(CURDIR)/tests/test_hash_pipeline.py
+		$(CURDIR)/tests/hashing/test_canonical.py $(CURDIR)/tests/hashing/test_hostile_input.py \
+		$(CURDIR)/tests/hashing/test_key_shapes.py $(CURDIR)/tests/hashing/test_hash_pipeline.py
 
 lint: build
 	cargo fmt --check
@@ -81,8 +81,9 @@ fmt: unasync
 
 # Before a release: the long Hypothesis profile (more examples, longer runs, bigger bursts).
 soak: build
-	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -o timeout=0 tests/test_exactly_once.py \
-		tests/test_faults.py tests/test_postgres.py tests/test_canonical.py tests/test_hostile_input.py
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -o timeout=0 tests/runtime/test_exactly_once.py \
+		tests/store/test_faults.py tests/store/test_postgres.py tests/hashing/test_canonical.py \
+		tests/hashing/test_hostile_input.py
 
 bench: build
 	$(BIN)/python benches/bench_hash.py

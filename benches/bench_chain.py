@@ -62,7 +62,7 @@ def main() -> None:
     url = os.environ.get("DAR_BENCH_POSTGRES_URL")
     server = None
     if not url:
-        from tests.pg import start_server
+        from tests.support.pg import start_server
 
         server = start_server()
         url = server.url

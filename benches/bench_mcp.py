@@ -119,7 +119,7 @@ def postgres_url() -> tuple[str, object | None]:
     given = os.environ.get("DAR_BENCH_POSTGRES_URL")
     if given:
         return given, None
-    from tests.pg import start_server
+    from tests.support.pg import start_server
 
     server = start_server()
     return server.url, server

@@ -113,7 +113,7 @@ def main() -> None:
     pg_url = os.environ.get("DAR_BENCH_POSTGRES_URL")
     server = None
     if not pg_url:
-        from tests.pg import start_server
+        from tests.support.pg import start_server
 
         server = start_server()
         pg_url = server.url

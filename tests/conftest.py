@@ -13,9 +13,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from dar import Runtime
-
-from .runtimes import RUNTIME_KINDS
-from .runtimes import make as make_kind
+from tests.support.runtimes import RUNTIME_KINDS
+from tests.support.runtimes import make as make_kind
 
 DATA = Path(__file__).parent / "data"
 
@@ -39,7 +38,7 @@ def pg_base_url() -> Iterator[str]:
     if given:
         yield given
         return
-    from tests.pg import start_server
+    from tests.support.pg import start_server
 
     server = start_server()
     try:
@@ -64,9 +63,9 @@ def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "marks"
     folder.mkdir()
     monkeypatch.setenv("DAR_TEST_MARKS", str(folder))
-    import tests.workers
+    import tests.support.workers
 
-    monkeypatch.setattr(tests.workers, "MARKS", folder)
+    monkeypatch.setattr(tests.support.workers, "MARKS", folder)
     return folder
 
 
@@ -160,7 +159,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say what the exactly-once state machine and the fault tests covered in this run."""
-    from tests.coverage import STATS as stats
+    from tests.support.coverage import STATS as stats
 
     if stats:
         terminalreporter.section("exactly-once coverage")

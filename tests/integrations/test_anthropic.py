@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import pytest
+from anthropic.types import ToolParam
 
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import anthropic as dar_anthropic
-
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     calls_per_run,
@@ -36,7 +36,10 @@ def loop(client: anthropic.Anthropic, rt: Runtime) -> str:
     messages: list[Any] = [USER]
     while True:
         message = client.messages.create(
-            model="test-model", max_tokens=256, messages=messages, tools=dar_anthropic.tools(rt)
+            model="test-model",
+            max_tokens=256,
+            messages=messages,
+            tools=cast("list[ToolParam]", dar_anthropic.tools(rt)),
         )
         if message.stop_reason != "tool_use":
             return "".join(b.text for b in message.content if b.type == "text")
@@ -48,7 +51,10 @@ async def aloop(client: anthropic.AsyncAnthropic, rt: AsyncRuntime) -> str:
     messages: list[Any] = [USER]
     while True:
         message = await client.messages.create(
-            model="test-model", max_tokens=256, messages=messages, tools=dar_anthropic.tools(rt)
+            model="test-model",
+            max_tokens=256,
+            messages=messages,
+            tools=cast("list[ToolParam]", dar_anthropic.tools(rt)),
         )
         if message.stop_reason != "tool_use":
             return "".join(b.text for b in message.content if b.type == "text")

@@ -14,8 +14,7 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import gemini as dar_gemini
-
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     calls_per_run,

@@ -33,8 +33,7 @@ import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
-
-from .shop import missing_sdk_error
+from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

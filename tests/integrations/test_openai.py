@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionUserMessageParam
+from openai.types.responses import FunctionToolParam
 
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai as dar_openai
-
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     Shop,
@@ -28,11 +29,14 @@ from .shop import (
     script,
 )
 
-USER = {"role": "user", "content": "Order 2 tea, 50 gold and a coffee."}
+USER: ChatCompletionUserMessageParam = {
+    "role": "user",
+    "content": "Order 2 tea, 50 gold and a coffee.",
+}
 
 
 def chat_loop(client: openai.OpenAI, rt: Runtime, *, stream: bool = False) -> str | None:
-    tools = dar_openai.tools(rt, api="chat")
+    tools = cast("list[ChatCompletionFunctionToolParam]", dar_openai.tools(rt, api="chat"))
     messages: list[Any] = [USER]
     while True:
         if stream:
@@ -51,7 +55,7 @@ def chat_loop(client: openai.OpenAI, rt: Runtime, *, stream: bool = False) -> st
 
 
 def responses_loop(client: openai.OpenAI, rt: Runtime) -> str:
-    tools = dar_openai.tools(rt, api="responses")
+    tools = cast("list[FunctionToolParam]", dar_openai.tools(rt, api="responses"))
     items: list[Any] = [USER]
     while True:
         response = client.responses.create(model="test-model", input=items, tools=tools)
@@ -62,7 +66,7 @@ def responses_loop(client: openai.OpenAI, rt: Runtime) -> str:
 
 
 async def achat_loop(client: openai.AsyncOpenAI, rt: AsyncRuntime) -> str | None:
-    tools = dar_openai.tools(rt, api="chat")
+    tools = cast("list[ChatCompletionFunctionToolParam]", dar_openai.tools(rt, api="chat"))
     messages: list[Any] = [USER]
     while True:
         completion = await client.chat.completions.create(
@@ -76,7 +80,7 @@ async def achat_loop(client: openai.AsyncOpenAI, rt: AsyncRuntime) -> str | None
 
 
 async def aresponses_loop(client: openai.AsyncOpenAI, rt: AsyncRuntime) -> str:
-    tools = dar_openai.tools(rt, api="responses")
+    tools = cast("list[FunctionToolParam]", dar_openai.tools(rt, api="responses"))
     items: list[Any] = [USER]
     while True:
         response = await client.responses.create(model="test-model", input=items, tools=tools)

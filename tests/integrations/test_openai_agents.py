@@ -15,8 +15,7 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai_agents
-
-from .shop import (
+from tests.support.shop import (
     ANSWER,
     CONVERSATION,
     UNKNOWN,

@@ -37,8 +37,7 @@ from pydantic_core import SchemaValidator, core_schema
 import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.integrations.pydantic_ai import DarToolset
-
-from .shop import missing_sdk_error
+from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -110,8 +109,8 @@ def check_told(told: list[Any]) -> None:
     assert answers["c2"].content == answers["c1"].content
     refused = answers["c3"]
     assert isinstance(refused, ToolReturnPart) and refused.outcome == "failed"
-    assert "Refused by the rule courier_serves_zone" in refused.content
-    assert "slowpoke does not serve this zone" in refused.content
+    assert "Refused by the rule courier_serves_zone" in str(refused.content)
+    assert "slowpoke does not serve this zone" in str(refused.content)
     assert answers["c4"].outcome == "failed" and "$.order_id" in answers["c4"].content
     assert answers["c5"].content == '"noted"'
     unknown = answers["c6"]  # Pydantic AI answers an unknown name itself; it never reaches dar
@@ -207,7 +206,7 @@ class McpStdio(AbstractToolset[Any]):
     def __init__(self, calls_file: Path) -> None:
         self.params = StdioServerParameters(
             command=sys.executable,
-            args=[str(HERE / "mcp_echo_server.py")],
+            args=[str(ROOT / "tests" / "support" / "mcp_servers" / "echo_server.py")],
             env={"DAR_MCP_CALLS": str(calls_file)},
         )
         self.stack: AsyncExitStack | None = None

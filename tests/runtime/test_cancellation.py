@@ -1,0 +1,213 @@
+"""Cancellation: a handler interrupted by asyncio cancellation, a timeout or Ctrl-C is logged
+at once, and an interrupted outcome write never loses the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import enum
+import threading
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+import psycopg
+import pytest
+from pydantic import BaseModel, Field
+
+import dar
+from dar import (
+    Allow,
+    AsyncRuntime,
+    Deny,
+    Effect,
+    Runtime,
+    Status,
+    rule,
+    tool,
+)
+from tests.support.calls import MakeRuntime
+
+
+class Courier(str, enum.Enum):
+    SHALOM = "shalom"
+    OLVA = "olva"
+
+
+class Item(BaseModel):
+    sku: str
+    qty: Annotated[int, Field(gt=0)]
+
+
+class Shipment(BaseModel):
+    order_id: str
+    courier: Courier
+    eta: dt.date
+
+
+@dataclasses.dataclass
+class Receipt:
+    id: str
+    at: dt.datetime
+
+
+runs: Counter[str] = Counter()
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL)
+def dispatch_order(order_id: str, courier: Courier, zone: str, items: list[Item]) -> Shipment:
+    """Dispatch an order with a courier.
+
+    Args:
+        order_id: the shop's order number, like ORD-1
+        courier: who carries it
+        zone: the delivery town
+        items: what is in the parcel
+    """
+    runs["dispatch_order"] += 1
+    return Shipment(order_id=order_id, courier=courier, eta=dt.date(2026, 12, 1))
+
+
+@tool(effect=Effect.MUTATE_LOCAL)
+def add(a: int, b: int) -> int:
+    runs["add"] += 1
+    return a + b
+
+
+@tool(effect=Effect.MUTATE_LOCAL, coerce=True)
+def reserve(sku: str, qty: int) -> dict[str, Any]:
+    runs["reserve"] += 1
+    return {"sku": sku, "qty": qty}
+
+
+@tool(effect=Effect.READ)
+def get_order(order_id: str, when: dt.date | None = None) -> Receipt:
+    runs["get_order"] += 1
+    return Receipt(id=order_id, at=dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc))
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL, scope="session")
+def send_whatsapp(to: str, text: str, brand: Literal["Alpaca Textiles"]) -> dict[str, str]:
+    runs["send_whatsapp"] += 1
+    return {"sent": text}
+
+
+@rule(applies_to="dispatch_order")
+def covers_zone(inp: dict[str, Any], ctx: Any) -> Allow | Deny:
+    if inp["zone"] != "puno":
+        return Deny(f"{inp['courier']} does not deliver to {inp['zone']}")
+    return Allow()
+
+
+TOOLS = [dispatch_order, add, reserve, get_order, send_whatsapp]
+
+
+@pytest.fixture(autouse=True)
+def _reset_runs() -> None:
+    runs.clear()
+
+
+@pytest.fixture
+def rt(make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime(tools=TOOLS, rules=[covers_zone])
+
+
+@pytest.mark.parametrize(
+    ("effect", "after"),
+    [(Effect.MUTATE_LOCAL, Status.EXECUTED), (Effect.MUTATE_EXTERNAL, Status.INDETERMINATE)],
+)
+def test_asyncio_cancellation_is_logged_at_once(
+    store_url: str, effect: Effect, after: Status
+) -> None:
+    started = asyncio.Event()
+
+    @tool(name="slow", effect=effect, lease=3600)
+    async def slow(n: int) -> int:
+        started.set()
+        await asyncio.sleep(0 if runs["slow"] else 30)
+        runs["slow"] += 1
+        return n
+
+    async def scenario() -> None:
+        async with dar.AsyncRuntime(store_url, tools=[slow], wait=0.2) as art:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(art.call("slow", {"n": 1}, correlation_id="c"), 0.2)
+            assert started.is_set()
+            [row] = await art.events(status="cancelled")
+            assert row.correlation_id == "c" and "CancelledError" in (row.rejection_reason or "")
+            runs["slow"] = 1  # the next run returns at once
+            # Not `in_progress` for the whole lease: released, or indeterminate now.
+            assert (await art.call("slow", {"n": 1})).status == after
+
+    asyncio.run(scenario())
+
+
+def test_keyboard_interrupt_in_a_handler_is_logged_then_raised(store_url: str) -> None:
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def interrupted(n: int) -> int:
+        if not runs["interrupted"]:
+            runs["interrupted"] += 1
+            raise KeyboardInterrupt
+        return n
+
+    with Runtime(store_url, tools=[interrupted]) as rt:
+        with pytest.raises(KeyboardInterrupt):
+            rt.call("interrupted", {"n": 1})
+        assert [e.status for e in rt.events()] == ["started", "cancelled"]
+        assert rt.call("interrupted", {"n": 1}).status == Status.EXECUTED
+
+
+def hold_log_lock(url: str, seconds: float) -> None:
+    """From another connection, block every write to the log for ``seconds``."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        conn = sqlite3.connect(
+            url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+        )
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        from dar.store import split_schema
+
+        base, schema = split_schema(url)
+        conn = psycopg.connect(base)  # type: ignore[assignment]
+        conn.execute(f'LOCK TABLE "{schema}".agent_tool_events IN EXCLUSIVE MODE')
+
+    def release() -> None:
+        conn.rollback() if not url.startswith("sqlite:") else conn.execute("ROLLBACK")
+        conn.close()
+
+    threading.Timer(seconds, release).start()
+
+
+@pytest.mark.parametrize("effect", [Effect.MUTATE_LOCAL, Effect.MUTATE_EXTERNAL])
+def test_a_timeout_during_the_outcome_write_does_not_lose_the_outcome(
+    shared_url: str, effect: Effect
+) -> None:
+    """Found by the airtight review: cancellation during the outcome write loses the outcome."""
+    ran: list[int] = []
+
+    @tool(name="book", effect=effect, lease=2)
+    async def book(n: int) -> dict[str, int]:
+        ran.append(n)
+        hold_log_lock(shared_url, 1.5)  # the outcome write now waits ~1.5 s
+        return {"booked": n}
+
+    async def main() -> tuple[Any, Any]:
+        rt = AsyncRuntime(shared_url, wait=1)
+        try:
+            first: Any
+            try:
+                first = await asyncio.wait_for(rt.execute(book, {"n": 1}), 0.5)
+            except asyncio.TimeoutError:
+                first = "timed out"
+            await asyncio.sleep(3.0)  # lock released, lease (2 s) expired
+            again = await rt.execute(book, {"n": 1})
+            return first, again
+        finally:
+            await rt.close()
+
+    first, again = asyncio.run(main())
+    assert first == "timed out"  # the timeout did fire during the outcome write
+    assert again.status == Status.CACHED, f"outcome lost: {again.status}"
+    assert again.output == {"booked": 1} and ran == [1]
