@@ -87,7 +87,7 @@ def test_agent_loop_example_against_a_local_model(tmp_path: Path) -> None:
     same = '{"zone": "puno", "order_id": "ORD-7", "courier": "shalom"}'
     far = '{"order_id": "ORD-8", "courier": "shalom", "zone": "yunguyo"}'
     calls = [ToolCall("dispatch_order", a) for a in (ship, same, far)]
-    turns = [calls, "ORD-7 is on its way; ORD-8 cannot go."]
+    turns: list[list[ToolCall] | str] = [calls, "ORD-7 is on its way; ORD-8 cannot go."]
     with ModelServer(turns) as server:
         env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "test"}
         done = run_example(EXAMPLES / "agent_loop_openai.py", tmp_path, **env)

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 
 from .pages import ROOT
 
@@ -52,7 +53,6 @@ def test_every_job_is_a_top_level_key_of_jobs() -> None:
 
 @pytest.fixture(scope="module")
 def workflow() -> dict[Any, Any]:
-    yaml = pytest.importorskip("yaml")
     loaded = yaml.safe_load(WORKFLOW.read_text())
     assert isinstance(loaded, dict)
     return loaded
@@ -64,6 +64,7 @@ def steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
 
 def test_it_runs_on_version_tags(workflow: dict[Any, Any]) -> None:
     on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert isinstance(on, dict)
     assert on["push"]["tags"] == ["v*"]
     assert "workflow_dispatch" in on
     assert workflow["permissions"] == {"contents": "read"}
