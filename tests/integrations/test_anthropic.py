@@ -130,7 +130,9 @@ def test_tools_and_wrong_objects(tmp_path: Path) -> None:
 def test_missing_sdk_names_the_extra() -> None:
     said = missing_sdk_error("anthropic", "anthropic")
     assert said == (
-        "this integration needs anthropic: pip install 'durable-agent-runtime[anthropic]'"
+        "this integration needs anthropic: pip install anthropic (or install "
+        "durable-agent-runtime with its [anthropic] extra: pip install '.[anthropic]' "
+        "in a checkout)"
     )
 
 

@@ -127,7 +127,9 @@ def test_wrong_objects(tmp_path: Path) -> None:
 def test_missing_sdk_names_the_extra() -> None:
     said = missing_sdk_error("google.genai", "gemini")
     assert said == (
-        "this integration needs google-genai: pip install 'durable-agent-runtime[gemini]'"
+        "this integration needs google-genai: pip install google-genai (or install "
+        "durable-agent-runtime with its [gemini] extra: pip install '.[gemini]' "
+        "in a checkout)"
     )
 
 

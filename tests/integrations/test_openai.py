@@ -216,7 +216,10 @@ def test_tools_and_wrong_objects(tmp_path: Path) -> None:
 
 def test_missing_sdk_names_the_extra() -> None:
     said = missing_sdk_error("openai", "openai")
-    assert said == ("this integration needs openai: pip install 'durable-agent-runtime[openai]'")
+    assert said == (
+        "this integration needs openai: pip install openai (or install "
+        "durable-agent-runtime with its [openai] extra: pip install '.[openai]' in a checkout)"
+    )
 
 
 def test_example_runs(tmp_path: Path) -> None:

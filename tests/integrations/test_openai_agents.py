@@ -137,7 +137,9 @@ def test_function_tools_describe_the_runtime_tools(tmp_path: Path) -> None:
 def test_missing_sdk_names_the_extra() -> None:
     said = missing_sdk_error("agents", "openai_agents")
     assert said == (
-        "this integration needs agents: pip install 'durable-agent-runtime[openai-agents]'"
+        "this integration needs openai-agents: pip install openai-agents (or install "
+        "durable-agent-runtime with its [openai-agents] extra: pip install '.[openai-agents]' "
+        "in a checkout)"
     )
 
 

@@ -312,7 +312,7 @@ def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
 
 def test_missing_sdk_names_the_extra() -> None:
     said = missing_sdk_error("pydantic_ai", "pydantic_ai")
-    assert "durable-agent-runtime[pydantic-ai]" in said
+    assert "pip install pydantic-ai-slim " in said and "its [pydantic-ai] extra" in said
 
 
 def test_example_runs() -> None:

@@ -421,4 +421,4 @@ def test_postgres_url_without_the_extra_names_it() -> None:
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'durable-agent-runtime[postgres]'" in out.stdout
+    assert "pip install 'psycopg[binary]' psycopg-pool" in out.stdout
