@@ -18,4 +18,8 @@ with Runtime("sqlite:///plans.db", tools=[book_courier]) as rt:
 
 with Runtime("sqlite:///plans.db", tools=[book_courier], dry_run=True) as rehearsal:
     print(rehearsal.call("book_courier", {"order_id": "ORD-9", "zone": "cusco"}).status)  # planned
-    print([p.preview for p in rehearsal.plans()])   # review, then rehearsal.commit_all()
+    reviewed = rehearsal.plans()
+    print([p.preview for p in reviewed])   # review them; a dry run itself never commits
+
+with Runtime("sqlite:///plans.db", tools=[book_courier]) as live:
+    print([str(r.status) for r in live.commit_all(reviewed)])   # ['executed']: once each

@@ -25,7 +25,9 @@ from dar import (
     rule,
     tool,
 )
+from dar.errors import ModeError
 from tests.conftest import Clock
+from tests.support.trip import trip_tools
 
 MakeRuntime = Callable[..., Runtime]
 ran: Counter[str] = Counter()
@@ -156,8 +158,13 @@ def test_dry_run_runtime(make_runtime: MakeRuntime) -> None:
     assert not res.for_model().is_error and "Dry run" in res.for_model().text
     rt.call("note", {"text": "hi"}, correlation_id="s3")
     assert ran["book_courier"] == ran["note"] == 0 and ran["stock"] == 1
-    assert [p.tool for p in rt.plans("s3")] == ["book_courier", "note"]
-    results = rt.commit_all("s3")
+    reviewed = rt.plans("s3")
+    assert [p.tool for p in reviewed] == ["book_courier", "note"]
+    rehearsed = rt.commit_all("s3")  # a dry run commits nothing: the rehearsal goes on
+    assert [r.status for r in rehearsed] == [Status.PLANNED, Status.PLANNED]
+    assert ran["book_courier"] == ran["note"] == 0
+    live = make_runtime(tools=TOOLS, rules=[covered], store=rt.store)
+    results = live.commit_all(reviewed)
     assert [r.status for r in results] == [Status.EXECUTED, Status.EXECUTED]
     assert ran["book_courier"] == ran["note"] == 1 and rt.plans("s3") == []
 
@@ -221,3 +228,35 @@ def test_an_edited_plan_is_refused() -> None:
         wired = rt.plan("wire", {"amount": 5})
         with pytest.raises(ConfigurationError, match="do not match"):
             rt.approve(Plan.from_json(wired.to_json().replace("5}", "5000}")), by="alice")
+
+
+def test_a_dry_run_saga_is_a_group_of_plans_and_leaves_the_real_saga_free(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # A dry-run saga once wrote its rows and a compensated record, so the real one was
+    # refused ("exists and is compensated") and only its first step could be planned.
+    runs: list[tuple[str, str]] = []
+    dry = make_runtime(tools=trip_tools(runs), dry_run=True)
+    with dry.saga("trip-8", correlation_id="s2") as saga:
+        first = saga.call("book_car", {"car": "c2"})
+        second = saga.call("refund", {"order": "C", "amount": 3})
+    assert (str(first.status), str(second.status), saga.result) == ("planned", "planned", "planned")
+    assert runs == [] and dry.sagas() == []
+    assert {e.status for e in dry.events(correlation_id="s2")} == {"planned"}
+    live = make_runtime(tools=trip_tools(runs))
+    with live.saga("trip-8", correlation_id="s2") as saga:
+        saga.call("book_car", {"car": "c2"})
+    assert saga.result == "completed" and runs == [("book_car", "c2")]
+
+
+def test_a_dry_run_commits_approves_and_recovers_nothing(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runs: list[tuple[str, str]] = []
+    dry = make_runtime(tools=trip_tools(runs), dry_run=True)
+    plan = dry.plan("refund", {"order": "D", "amount": 2})
+    assert str(dry.commit(plan).status) == "planned"
+    with pytest.raises(ModeError, match="dry run"):
+        dry.approve(plan, by="alice")
+    assert dry.recover_sagas() == [] and runs == []
+    assert {e.status for e in dry.events()} == {"planned"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dar.audit.replay import Replayer, load_replay
@@ -179,9 +179,11 @@ class AsyncRuntime(RuntimeBase):
             self._plans.remove(plan)
         return remember(self, result)
 
-    async def commit_all(self, correlation_id: str | None = None) -> list[Result]:
-        """Commit the session's plans (all when None), in the order they were made."""
-        return [await self.commit(p) for p in self.plans(correlation_id)]
+    async def commit_all(self, plans: str | Sequence[Plan] | None = None) -> list[Result]:
+        """Commit plans in order: a session's (by correlation id; all of this runtime's when
+        None), or a list of plans, such as a dry run's (``live.commit_all(dry.plans())``)."""
+        chosen = self.plans(plans) if plans is None or isinstance(plans, str) else list(plans)
+        return [await self.commit(p) for p in chosen]
 
     def saga(
         self, saga_id: str, *, correlation_id: str | None = None, lease: float = saga.LEASE
