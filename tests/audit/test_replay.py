@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from dar import (
     tool,
 )
 from dar.cli.main import main
+from dar.errors import ModeError
 from tests.support.calls import MakeRuntime, allow_all, wait_until
 from tests.support.sessions import covered, record_session, send_message
+from tests.support.trip import trip_agent, trip_tools
 
 
 def crash_in_handler(url: str, folder: str, corr: str) -> None:
@@ -154,3 +157,36 @@ def test_async_replay(store_url: str) -> None:
 
     live, again = asyncio.run(main_())
     assert [r.output for r in live] == [r.output for r in again]
+
+
+# --- plans, commits and sagas in a replay ----------------------------------------------------
+
+
+def test_a_replay_serves_plans_commits_and_sagas_from_the_record(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # A replay once ran the real handler of a committed plan and could not replay a saga.
+    runs: list[tuple[str, str]] = []
+    live = make_runtime(tools=trip_tools(runs))
+    answered = trip_agent(live)
+    assert answered == ["execute", "executed", "executed", "completed", "executed"]
+    rows = len(live.events())
+    runs.clear()
+    replay = make_runtime(tools=trip_tools(runs), replay="trip")
+    assert trip_agent(replay) == answered
+    assert runs == []
+    assert len(live.events()) == rows
+
+
+def test_a_replay_refuses_what_would_write_whichever_method_is_called(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runs: list[tuple[str, str]] = []
+    live = make_runtime(tools=trip_tools(runs))
+    trip_agent(live)
+    rows = len(live.events())
+    replay = make_runtime(tools=trip_tools(runs), replay="trip")
+    with pytest.raises(ModeError, match="replay"):
+        replay.call("no_such_tool", {}, correlation_id="trip")  # would log a refusal
+    assert replay.recover_sagas() == []
+    assert len(live.events()) == rows

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dar import Effect, Runtime, tool
 from dar.cli.main import build_parser, main
 from tests.support.cli import cli, dar_cmd
 
@@ -86,3 +87,41 @@ def test_env_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DAR_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     assert main(["migrate"]) == 0
     assert (tmp_path / "env.db").exists()
+
+
+def test_a_bad_number_in_the_database_url_is_one_line(tmp_path: Path) -> None:
+    # `--db 'sqlite:///x.db?busy_timeout=abc'` once raised a bare ValueError.
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    Runtime(url).close()
+    done = dar_cmd("events", "--db", f"{url}?busy_timeout=abc")
+    said = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in said
+    assert "busy_timeout='abc' must be a number of seconds" in said
+
+
+def test_a_negative_limit_is_refused_before_the_database_sees_it(pg_url: str) -> None:
+    # `dar events --limit -1` on Postgres once ended in a traceback.
+    Runtime(pg_url).close()
+    done = dar_cmd("events", "--limit", "-1", "--db", pg_url)
+    said = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in said
+    assert "expected a whole number >= 0, got '-1'" in said
+
+
+def test_approve_refuses_an_infinite_ttl_before_writing(tmp_path: Path) -> None:
+    # `dar approve --ttl inf` once wrote a grant that never expired, then crashed.
+    url = f"sqlite:///{tmp_path / 'ttl.db'}"
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, approval=True)
+    def pay(amount: int) -> int:
+        return amount
+
+    rt = Runtime(url, tools=[pay])
+    asked = rt.call("pay", {"amount": 1})
+    assert asked.approval_id is not None
+    done = dar_cmd("approve", asked.approval_id, "--by", "a", "--ttl", "inf", "--db", url)
+    said = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in said
+    assert "ttl must be positive seconds" in said
+    assert [x.status for x in rt.approvals()] == ["pending"]
+    rt.close()

@@ -45,3 +45,16 @@ def test_log_contents_cannot_drive_the_terminal(tmp_path: Path) -> None:
         assert b"boom" in out.stdout or b"s16" in out.stdout or b"t" in out.stdout
         for control in (b"\x1b", b"\x07"):
             assert control not in out.stdout, f"`dar {args[0]}` printed a raw {control!r}"
+
+
+def test_trace_escapes_the_session_id_in_its_title(tmp_path: Path) -> None:
+    # The tree's title once printed the argument raw: an OSC sequence reached the terminal.
+    url = f"sqlite:///{tmp_path / 'esc.db'}"
+    hostile = "s\x1b]0;owned\x07\x1b[2J"
+    rt = Runtime(url)
+    rt.call("nothing", {}, correlation_id=hostile)
+    rt.close()
+    done = dar_cmd("trace", hostile, "--db", url)
+    out = done.stdout.decode()
+    assert done.returncode == 0 and "\x1b" not in out and "\x07" not in out
+    assert "session s\\x1b]0;owned" in out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -312,3 +313,68 @@ def test_a_grant_used_by_a_call_that_died_is_asked_again_after_a_lease(clock: Cl
         clock.advance(61)
         assert rt.call("wire", {"amount": 5}).status == Status.AWAITING_APPROVAL
         assert runs["wire"] == 0
+
+
+def test_a_plan_approved_twice_mints_one_grant(make_runtime: Callable[..., Runtime]) -> None:
+    # Approving one plan twice once minted two grants: a commit ran twice.
+    runs: list[int] = []
+
+    @tool(effect=Effect.READ, approval=True)
+    def balance(account: int) -> int:
+        runs.append(account)
+        return 100
+
+    rt = make_runtime(tools=[balance])
+    plan = rt.plan("balance", {"account": 7})
+    assert rt.approve(plan, by="alice").status == "approved"
+    with pytest.raises(ConfigurationError, match="not pending"):
+        rt.approve(plan, by="bob")
+    assert len([a for a in rt.approvals() if a.call_id == plan.plan_id]) == 1
+    assert rt.commit(plan).status == Status.EXECUTED
+    assert rt.commit(plan).status == Status.AWAITING_APPROVAL
+    assert runs == [7]
+
+
+def test_a_refused_unsigned_grant_leaves_the_call_askable(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A grant refused for its signature was once consumed first: every later call waited
+    # (`in_progress`) for the tool's lease and no person was asked again.
+    monkeypatch.setenv("DAR_APPROVAL_SECRET", "s3cret")
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, approval=True)
+    def pay(amount: int) -> int:
+        return amount
+
+    rt = make_runtime(tools=[pay])
+    asked = rt.call("pay", {"amount": 5})
+    assert asked.approval_id is not None
+    monkeypatch.delenv("DAR_APPROVAL_SECRET")
+    forger = make_runtime(tools=[pay], store=rt.store)
+    forger.approve(asked.approval_id, by="mallory")  # written without the secret
+    refused = rt.call("pay", {"amount": 5})
+    assert refused.status == Status.REJECTED and "not signed" in (refused.reason or "")
+    again = rt.call("pay", {"amount": 5})
+    assert again.status == Status.AWAITING_APPROVAL
+    assert again.approval_id is not None and again.approval_id != asked.approval_id
+    monkeypatch.setenv("DAR_APPROVAL_SECRET", "s3cret")
+    signer = make_runtime(tools=[pay], store=rt.store)
+    signer.approve(again.approval_id, by="alice")
+    assert rt.call("pay", {"amount": 5}).status == Status.EXECUTED
+
+
+@pytest.mark.parametrize("ttl", [math.inf, 1e300, 400 * 24 * 3600, 0, -1, math.nan])
+def test_a_grant_lifetime_beyond_a_year_or_not_a_number_is_refused_before_writing(
+    make_runtime: Callable[..., Runtime], ttl: float
+) -> None:
+    # ttl=inf was once accepted, wrote a grant that never expired, then crashed.
+    @tool(effect=Effect.MUTATE_EXTERNAL, approval=True)
+    def pay(amount: int) -> int:
+        return amount
+
+    rt = make_runtime(tools=[pay])
+    asked = rt.call("pay", {"amount": 5})
+    assert asked.approval_id is not None
+    with pytest.raises(ConfigurationError, match="ttl must be positive seconds"):
+        rt.approve(asked.approval_id, by="alice", ttl=ttl)
+    assert [a.status for a in rt.approvals()] == ["pending"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import dar
 from dar import (
+    ConfigurationError,
     Effect,
+    Runtime,
     Status,
     rule,
     tool,
@@ -132,3 +134,49 @@ def test_a_lying_dict_subclass_runs_the_handler_on_what_was_hashed(
     assert res.input_hash == dar.input_hash({"to": "alice", "amount": 5})
     assert seen == [{"to": "alice", "amount": 5}], "handler saw other values than were hashed"
     assert rt.events(correlation_id="i1b", status="executed")[0].input == seen[0]
+
+
+def test_a_tool_name_no_log_can_store_is_a_configuration_error_naming_it() -> None:
+    # Python's "type name must not contain null characters" once came out instead.
+    for name in ("ship\x00it", "\x00", "ship\ud800"):
+        with pytest.raises(ConfigurationError, match="tool name") as caught:
+            tool(name, effect=Effect.READ)(lambda: 1)
+        assert repr(name) in str(caught.value)
+
+
+def test_bad_correlation_ids_are_refused_before_anything_is_written(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # On Postgres these once escaped as DataError / ProgramLimitExceeded.
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def note(text: str) -> str:
+        return text
+
+    rt = make_runtime(tools=[note])
+    for cid in ("a\x00b", "x" * 3000):
+        with pytest.raises(ConfigurationError, match="correlation id"):
+            rt.call("note", {"text": "t"}, correlation_id=cid)
+        with pytest.raises(ConfigurationError, match="correlation id"):
+            rt.execute(note, {"text": "t"}, correlation_id=cid)
+    assert rt.events() == []
+
+
+def test_a_tool_name_with_nul_from_a_model_is_refused_and_logged(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    rt = make_runtime()
+    res = rt.call("a\x00b", {})
+    assert res.status == Status.REJECTED and "unknown tool" in (res.reason or "")
+    (row,) = rt.events()
+    assert row.status == "rejected" and "\x00" not in row.tool_name
+
+
+def test_a_nul_character_is_refused_with_its_path(make_runtime: Callable[..., Runtime]) -> None:
+    @tool(effect=Effect.MUTATE_LOCAL)
+    def echo(**kwargs: Any) -> str:
+        return "ran"
+
+    rt = make_runtime()
+    res = rt.execute(echo, {"a": [1, {"b": "x\x00"}]})
+    assert res.status == Status.REJECTED
+    assert (res.reason or "").startswith("at $.a[1].b: the input contains a NUL character")

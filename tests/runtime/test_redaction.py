@@ -8,6 +8,7 @@ import datetime as dt
 import enum
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -354,3 +355,21 @@ def dump_database(url: str) -> str:
             rows = conn.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t')
             out += [r[0] for r in rows]
     return "\n".join(out)
+
+
+def test_a_redacted_value_refused_before_redaction_is_not_in_the_reason(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # The refusal of {"card": 41111111111111111} once stored the number in its reason.
+    @tool(effect=Effect.MUTATE_EXTERNAL, redact=["card"])
+    def pay(card: int, amount: int) -> str:
+        return "paid"
+
+    rt = make_runtime(tools=[pay])
+    card = {"card": 41111111111111111, "amount": 5}
+    for given in (card, '{"card": 41111111111111111, "amount": 5}'):
+        res = rt.call("pay", given)
+        assert res.status == Status.REJECTED and (res.reason or "").startswith("at $.card")
+        assert "41111111111111111" not in (res.reason or "")
+    assert all("41111111111111111" not in (e.rejection_reason or "") for e in rt.events())
+    assert all("41111111111111111" not in (e.input or "") for e in rt.events())

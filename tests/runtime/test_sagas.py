@@ -319,3 +319,65 @@ def test_a_step_that_redacts_is_refused_in_a_saga() -> None:
         assert saga.result == "compensated" and runs["send"] == 0
         [rec] = rt.sagas()
         assert "+51951234567" not in rec.steps
+
+
+def test_a_given_key_that_spells_a_step_key_never_answers_the_step(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    # A customer reference reading "saga:trip-7:0", through a tool keyed by that field,
+    # once made the saga's own step answer `conflict`: the runtime's keys are its own.
+    runs: list[str] = []
+
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def unreserve(ref: str, seat: str) -> str:
+        return "released"
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, key=lambda i: i["ref"], compensate=unreserve)
+    def reserve(ref: str, seat: str) -> str:
+        runs.append(f"{ref}/{seat}")
+        return "reserved"
+
+    rt = make_runtime(tools=[reserve, unreserve])
+    assert rt.call("reserve", {"ref": "saga:trip-7:0", "seat": "1A"}).status == Status.EXECUTED
+    with rt.saga("trip-7") as saga:
+        step = saga.call("reserve", {"ref": "R-1", "seat": "2B"})
+    assert step.status == Status.EXECUTED and saga.result == "completed"
+    assert runs == ["saga:trip-7:0/1A", "R-1/2B"]
+
+
+def test_one_broken_saga_does_not_stop_the_recovery_of_the_others(
+    make_runtime: Callable[..., Runtime], clock: Clock
+) -> None:
+    # One saga whose compensate_input raised once made every recover_sagas() raise.
+    undone: list[str] = []
+
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    def release(room: str) -> str:
+        undone.append(room)
+        return "released"
+
+    def broken(args: Any, output: Any) -> Any:
+        raise ValueError("no undo for this one")
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, compensate=release, compensate_input=broken)
+    def hold_bad(room: str) -> str:
+        return "held"
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, compensate=release)
+    def hold(room: str) -> str:
+        return "held"
+
+    tools = [hold_bad, hold, release]
+    crashed = make_runtime(tools=tools, clock=clock)
+    for saga_id, name in (("a-broken", "hold_bad"), ("b-fine", "hold")):
+        scope = crashed.saga(saga_id, lease=5)
+        scope.__enter__()
+        scope.call(name, {"room": saga_id})  # the worker dies here: no __exit__
+    clock.advance(10)
+    recovering = make_runtime(tools=tools, clock=clock)
+    assert sorted(recovering.recover_sagas()) == ["a-broken", "b-fine"]
+    states = {s.saga_id: (s.state, s.error) for s in recovering.sagas()}
+    assert states["b-fine"] == ("compensated", None)
+    assert states["a-broken"][0] == "needs_operator"
+    assert "ValueError: no undo for this one" in (states["a-broken"][1] or "")
+    assert undone == ["b-fine"]
