@@ -569,3 +569,30 @@ def two_http_agents(url: str) -> list[CallToolResult]:
 
     run(main)
     return results
+
+
+def test_an_upstream_tool_no_log_can_store_is_left_out_and_the_others_served(
+    tmp_path: Path,
+) -> None:
+    # One tool name with a NUL in the upstream's listing once took every tool down.
+    hostile = ROOT / "tests" / "support" / "mcp_servers" / "hostile_listing_server.py"
+    args = ["-m", "dar", "mcp-proxy", "--db", f"sqlite:///{tmp_path / 'p.db'}", "--", PY]
+    params = StdioServerParameters(
+        command=PY, args=[*args, str(hostile)], env=environ(tmp_path / "effects.txt")
+    )
+
+    async def main() -> None:
+        with (tmp_path / "proxy.err").open("w") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as agent,
+            ):
+                await agent.initialize()
+                listed = [t.name for t in (await agent.list_tools()).tools]
+                assert listed == ["lookup"]
+                answer = await agent.call_tool("lookup", {"order_id": "A1"})
+                assert status(answer) == "rejected"  # irreversible with no rule: refused, logged
+
+    run(main)
+    said = (tmp_path / "proxy.err").read_text()
+    assert "upstream tool left out: tool name 'wipe\\x00everything'" in said

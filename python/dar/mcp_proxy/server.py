@@ -56,7 +56,7 @@ from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
 from dar.runtime.aio import AsyncRuntime
 from dar.store import Store
-from dar.tools import Tool, default_window
+from dar.tools import Tool, check_tool_name, default_window
 
 #: Where a client names its session: ``_meta["dar/correlation_id"]`` on the request.
 META_KEY = "dar/correlation_id"
@@ -89,6 +89,24 @@ class _Failure:
 
 
 _failure: ContextVar[_Failure | None] = ContextVar("dar_proxy_failure", default=None)
+
+
+def usable(listing: list[MCPTool]) -> list[MCPTool]:
+    """The upstream's tools the proxy can serve. A name no log can hold (a NUL), or one
+    listed twice, is left out with a line on stderr: one bad entry in a listing never takes
+    the other tools down."""
+    kept: dict[str, MCPTool] = {}
+    for t in listing:
+        try:
+            check_tool_name(t.name)
+        except ConfigurationError as exc:
+            log(f"upstream tool left out: {exc}")
+            continue
+        if t.name in kept:
+            log(f"upstream tool left out: {t.name!r} is listed twice")
+            continue
+        kept[t.name] = t
+    return list(kept.values())
 
 
 def hints_of(tool: MCPTool) -> Hints:
@@ -147,9 +165,8 @@ class Proxy:
         otherwise compile at a tool's first call compiled now: an unusable policy raises
         `PolicyError` here, before it is put in force."""
         server = self.upstream.name
-        decisions = {
-            t.name: policy.decide(t.name, hints_of(t), server) for t in self.upstream.tools
-        }
+        listing = usable(self.upstream.tools)
+        decisions = {t.name: policy.decide(t.name, hints_of(t), server) for t in listing}
         unruled = {
             name: unruled_reason(name, d, policy)
             for name, d in decisions.items()
@@ -157,13 +174,13 @@ class Proxy:
             and not any(r.applies(name, d.effect) for r in policy.rules)
         }
         rules = [*policy.rules, unruled_rule(unruled)] if unruled else list(policy.rules)
-        tools = [self._tool(t, decisions[t.name], policy) for t in self.upstream.tools]
+        tools = [self._tool(t, decisions[t.name], policy) for t in listing]
         where = policy.path or "the policy"
         try:
             rt = AsyncRuntime(self.store, tools=tools, rules=rules)
         except (ConfigurationError, TypeError, ValueError) as exc:
             raise PolicyError(f"{where}: {exc}") from exc
-        return State(rt, list(self.upstream.tools), decisions, policy, self.upstream.generation)
+        return State(rt, listing, decisions, policy, self.upstream.generation)
 
     def _tool(self, upstream: MCPTool, decision: Decision, policy: Policy) -> Tool[Any]:
         name = upstream.name
