@@ -34,6 +34,7 @@ WORDS = [
     ("AsyncRuntime", "Runtime"),
     ("AsyncSagaScope", "SagaScope"),
     ("AsyncExecutor", "Executor"),
+    ("acall_agent", "call_agent"),
     ("__aenter__", "__enter__"),
     ("__aexit__", "__exit__"),
 ]

@@ -11,6 +11,7 @@ from dar._core import (
     input_hashes,
     input_hashes_from_texts,
 )
+from dar.agents import agent
 from dar.context import session
 from dar.core.dryrun import Plan
 from dar.effects import Effect, Status
@@ -21,10 +22,11 @@ from dar.errors import (
     ReplayDivergence,
     StoreError,
 )
-from dar.records import Approval, Event, Result
+from dar.records import Approval, Event, Result, RunRecord, RunResult
 from dar.reply import ModelReply
 from dar.rules import Allow, Deny, NeedsApproval, Rule, RuleContext, rule
 from dar.runtime.aio import AsyncRuntime
+from dar.runtime.journal import step
 from dar.runtime.sync import Runtime
 from dar.store import SQLiteStore, Store
 from dar.tools import Reconciled, Tool, tool
@@ -50,6 +52,8 @@ __all__ = [
     "Result",
     "Rule",
     "RuleContext",
+    "RunRecord",
+    "RunResult",
     "Runtime",
     "SQLiteStore",
     "Status",
@@ -57,6 +61,7 @@ __all__ = [
     "StoreError",
     "Tool",
     "__version__",
+    "agent",
     "canonical_json",
     "canonical_json_from_text",
     "input_hash",
@@ -65,5 +70,6 @@ __all__ = [
     "input_hashes_from_texts",
     "rule",
     "session",
+    "step",
     "tool",
 ]

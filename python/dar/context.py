@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from dar.errors import ConfigurationError
 
@@ -26,6 +27,9 @@ class CurrentCall:
 current_call: ContextVar[CurrentCall | None] = ContextVar("dar_current_call", default=None)
 
 current_session: ContextVar[str | None] = ContextVar("dar_session", default=None)
+
+#: The durable run the code is part of (a `dar.runtime.journal.Run`), if any.
+current_run: ContextVar[Any] = ContextVar("dar_run", default=None)
 
 
 @contextmanager

@@ -59,3 +59,16 @@ class ReplayDivergence(DarError):
                 f"the record has {expected.input_hash}"
             )
         super().__init__(f"replay diverged: {what}")
+
+    @classmethod
+    def of_step(cls, index: int, recorded: str, asked: str) -> ReplayDivergence:
+        """A durable run's step ``index`` was recorded with one request and is asked now
+        with another: the agent's code changed between the crash and the resume."""
+        made = cls.__new__(cls)
+        made.index, made.expected, made.tool, made.input_hash = index, None, asked, None
+        DarError.__init__(
+            made,
+            f"replay diverged at step {index} of the run: the journal has {recorded[:300]}; "
+            f"asked now: {asked[:300]}",
+        )
+        return made

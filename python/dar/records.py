@@ -169,6 +169,48 @@ SAGA_COLUMNS = tuple(SagaRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One durable run of an agent as the store holds it (`agent_tool_runs`).
+
+    ``state`` is ``running`` (a worker holds it until ``lease_until``), ``suspended`` (a
+    call waits for the person deciding ``approval_id``), ``finished`` or ``failed``.
+    ``steps`` counts the journaled steps, ``tokens`` the model tokens spent live and
+    ``tokens_saved`` those a resume answered from the journal instead of asking again."""
+
+    session_id: str
+    agent: str
+    state: str
+    steps: int = 0
+    tokens: int = 0
+    error: str | None = None
+    approval_id: str | None = None
+    arguments: str = "[]"  # the agent's arguments, as JSON
+    output: str | None = None  # what the agent returned, as JSON
+    tokens_saved: int = 0
+    owner: str | None = None
+    lease_until: float | None = None
+    version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+RUN_COLUMNS = tuple(RunRecord.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What `Runtime.start` and `Runtime.resume` return for one run: ``status`` is
+    ``finished`` (``output`` is what the agent returned), ``suspended`` (a call waits for
+    the person deciding ``approval_id``) or ``failed`` (``error`` says why)."""
+
+    session_id: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What `Runtime.execute` returns. It never raises for a refusal or a failing handler."""
 

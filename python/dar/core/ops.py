@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dar.core.states import ClaimState
 from dar.errors import ConfigurationError
-from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
+from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 
 if TYPE_CHECKING:
     from dar.rules import Rule, RuleContext
@@ -289,6 +289,38 @@ class ListSagas:
         return store.sagas(self)
 
 
+@dataclass(frozen=True, slots=True)
+class SaveRun:
+    """Insert ``run`` (``expect_version`` None: only when no run has its session id) or
+    move it from ``expect_version`` to ``run.version``. Answer: whether it was written."""
+
+    run: RunRecord
+    expect_version: int | None
+
+    def apply(self, store: Store) -> bool:
+        return store.save_run(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GetRun:
+    """One run by session id. Answer: ``RunRecord | None``."""
+
+    session_id: str
+
+    def apply(self, store: Store) -> RunRecord | None:
+        return store.get_run(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRuns:
+    """Runs in these states (all when empty), oldest first. Answer: ``list[RunRecord]``."""
+
+    states: tuple[str, ...] = ()
+
+    def apply(self, store: Store) -> list[RunRecord]:
+        return store.runs(self)
+
+
 StoreOp = (
     GetClaim
     | Lookup
@@ -308,6 +340,9 @@ StoreOp = (
     | SaveSaga
     | GetSaga
     | ListSagas
+    | SaveRun
+    | GetRun
+    | ListRuns
 )
 
 

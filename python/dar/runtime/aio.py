@@ -11,19 +11,25 @@ run in worker threads, so a busy database never blocks the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from dar._core import canonical_json
+from dar.agents import agent_of, registered
 from dar.audit.replay import Replayer, load_replay
-from dar.core import dryrun, saga
+from dar.context import check_correlation_id, current_call, current_run, session
+from dar.core import dryrun, runs, saga
 from dar.core.dryrun import Plan
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
+from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Status
-from dar.records import Approval, Event, Result, SagaRecord
+from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
 from dar.rules import Rule
 from dar.runtime.base import RuntimeBase, remember
-from dar.runtime.execute import AsyncExecutor
+from dar.runtime.execute import AsyncExecutor, acall_agent
+from dar.runtime.journal import Run, result_from, result_response, running, tool_request
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -101,6 +107,26 @@ class AsyncRuntime(RuntimeBase):
         ``input`` is a dict, or JSON text as a model sends it. A handler interrupted while
         it runs (Ctrl-C, or the cancellation of this call) is logged ``cancelled`` and the
         interruption re-raised."""
+        run = running()
+        if run is not None and run.rt is self and current_call.get() is None:
+            journaled: Result = await self._journaled(
+                run,
+                tool.name,
+                input,
+                lambda: self._execute(tool, input, correlation_id, key, wait_for_approval),
+                tool.signature.load_output,
+            )
+            return journaled
+        return await self._execute(tool, input, correlation_id, key, wait_for_approval)
+
+    async def _execute(
+        self,
+        tool: Tool[Any],
+        input: Any,
+        correlation_id: str | None,
+        key: str | None,
+        wait_for_approval: float,
+    ) -> Result:
         replayer = await self._replaying()
         if replayer is not None:
             return replayer.next(tool, input)
@@ -131,6 +157,16 @@ class AsyncRuntime(RuntimeBase):
         that do not fit the tool's signature are refused (``REJECTED``) and logged."""
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
+            run = running()
+            if run is not None and run.rt is self and current_call.get() is None:
+                refused: Result = await self._journaled(
+                    run,
+                    str(name),
+                    arguments,
+                    lambda: self._drive(self._unknown(name, arguments, correlation_id)),
+                    None,
+                )
+                return refused
             result: Result = await self._drive(self._unknown(name, arguments, correlation_id))
             return result
         return await self.execute(
@@ -254,6 +290,94 @@ class AsyncRuntime(RuntimeBase):
         read = ReadLog(LogFilter(correlation_id, tool, status, key, since, limit))
         events: list[Event] = await self._executor.store(read.apply)
         return events
+
+    async def start(
+        self, agent: Callable[..., Any], session_id: str, *args: Any, lease: float = runs.LEASE
+    ) -> RunResult:
+        """Run ``agent(*args)`` (declared with ``@dar.agent``) as the durable run
+        ``session_id``: every model call, tool call and `dar.step` inside it is journaled,
+        so a crash or a person's decision resumes it (``resume()``) without asking the
+        model again. A run that already ended answers as it ended; one another worker
+        holds answers ``running``. A call that needs approval suspends the run."""
+        name = agent_of(agent)
+        check_correlation_id(session_id)
+        arguments = canonical_json(list(args)).decode("utf-8")
+        record, mine = await self._drive(
+            runs.start(session_id, name, arguments, self.owner, self.clock(), lease)
+        )
+        if not mine:
+            return runs.result_of(record)
+        return await self._run_agent(record, agent, list(args), lease)
+
+    async def resume(self, *, lease: float = runs.LEASE) -> list[RunResult]:
+        """Run again, from its journal, every run that crashed (its worker's lease ran out)
+        or that is suspended on an approval a person has now decided. Runs of agents this
+        process has not imported, and runs another worker takes first, are left alone."""
+        done = []
+        for record in await self._drive(runs.due(self.clock())):
+            agent = registered(record.agent)
+            if agent is None:
+                continue
+            taken = await self._drive(runs.take_over(record, self.owner, self.clock(), lease))
+            if taken is None:
+                continue
+            done.append(await self._run_agent(taken, agent, json.loads(taken.arguments), lease))
+        return done
+
+    async def runs(self, state: str | None = None) -> list[RunRecord]:
+        """Durable runs, oldest first, in one state (``running``, ``suspended``,
+        ``finished``, ``failed``) or all."""
+        found: list[RunRecord] = await self._drive(runs.listing(state))
+        return found
+
+    async def _run_agent(
+        self, record: RunRecord, agent: Callable[..., Any], args: list[Any], lease: float
+    ) -> RunResult:
+        journal = await self._drive(runs.journal(record.session_id))
+        run = Run(self, record, journal, lease)
+        token = current_run.set(run)
+        try:
+            with session(record.session_id):
+                output = await acall_agent(agent, args)
+        except RunSuspended as suspended:
+            await self._drive(
+                runs.suspend(run.record, suspended.approval_id, journal.tokens_saved, self.clock())
+            )
+            return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
+        except RunLost:
+            return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            await self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
+            return RunResult(record.session_id, runs.FAILED, None, error)
+        finally:
+            current_run.reset(token)
+        await self._drive(runs.finish(run.record, output, journal.tokens_saved, self.clock()))
+        return RunResult(record.session_id, runs.FINISHED, output)
+
+    async def _journaled(
+        self,
+        run: Run,
+        name: str,
+        arguments: Any,
+        live: Callable[[], Any],
+        load: Callable[[Any], Any] | None,
+    ) -> Result:
+        """A tool call inside a run: from the journal when it was recorded, else live and
+        then recorded. A call that waits for a person suspends the run (it is not
+        recorded: the resumed run asks again, and then it runs)."""
+        index, text, digest, recorded = run.journal.next(
+            "tool", name, tool_request(name, arguments)
+        )
+        if recorded is not None:
+            return result_from(recorded.response, load)
+        started = time.perf_counter()
+        result: Result = await live()
+        if result.status is Status.AWAITING_APPROVAL:
+            raise RunSuspended(result.approval_id)
+        step = (index, "tool", name, text, digest)
+        run.record = await self._drive(run.step_ops(step, result_response(result), 0, started))
+        return result
 
     async def close(self) -> None:
         """Write buffered rows and close the store."""

@@ -296,6 +296,22 @@ class AsyncExecutor:
         self._threads.shutdown(wait=False)
 
 
+def call_agent(agent: Callable[..., Any], args: list[Any]) -> Any:
+    """Call a durable agent in a blocking run; a coroutine function needs `AsyncRuntime`."""
+    value = agent(*args)
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise TypeError(f"{getattr(agent, '__qualname__', agent)} is async: use AsyncRuntime")
+    return value
+
+
+async def acall_agent(agent: Callable[..., Any], args: list[Any]) -> Any:
+    """Call a durable agent, awaiting it when it is a coroutine function."""
+    value = agent(*args)
+    return await value if inspect.isawaitable(value) else value
+
+
 def call_user(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
     """Call a handler, ``simulate`` or ``reconcile``; a coroutine function is refused."""
     started = time.perf_counter()

@@ -24,22 +24,25 @@ from dar.core.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetRun,
     GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListRuns,
     ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveRun,
     SaveSaga,
     Take,
     TakeOrLookup,
     UseGrant,
 )
 from dar.errors import ConfigurationError
-from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
+from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store.sql import SessionFilter, SessionRow
 
 
@@ -121,6 +124,18 @@ class Store(Protocol):
 
     def sagas(self, op: ListSagas) -> list[SagaRecord]:
         """See `dar.core.ops.ListSagas`."""
+        ...
+
+    def save_run(self, op: SaveRun) -> bool:
+        """See `dar.core.ops.SaveRun`."""
+        ...
+
+    def get_run(self, op: GetRun) -> RunRecord | None:
+        """See `dar.core.ops.GetRun`."""
+        ...
+
+    def runs(self, op: ListRuns) -> list[RunRecord]:
+        """See `dar.core.ops.ListRuns`."""
         ...
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

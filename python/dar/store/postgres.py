@@ -28,15 +28,18 @@ from dar.core.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetRun,
     GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListRuns,
     ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveRun,
     SaveSaga,
     Take,
     TakeOrLookup,
@@ -44,9 +47,10 @@ from dar.core.ops import (
 )
 from dar.core.verdict import is_hit
 from dar.errors import StoreError
-from dar.records import Approval, Claim, Event, NewEvent, SagaRecord
+from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store import approvals, sagas
 from dar.store import postgres_sql as q
+from dar.store import runs as run_rows
 from dar.store.flusher import Flusher
 from dar.store.listener import Listener
 from dar.store.sql import SessionFilter, SessionRow
@@ -354,6 +358,18 @@ class PostgresStore:
 
     def sagas(self, op: ListSagas) -> list[SagaRecord]:
         answer: list[SagaRecord] = self._shared(sagas.listing, "sagas", op)
+        return answer
+
+    def save_run(self, op: SaveRun) -> bool:
+        answer: bool = self._shared(run_rows.save, "runs", op)
+        return answer
+
+    def get_run(self, op: GetRun) -> RunRecord | None:
+        answer: RunRecord | None = self._shared(run_rows.get, "runs", op)
+        return answer
+
+    def runs(self, op: ListRuns) -> list[RunRecord]:
+        answer: list[RunRecord] = self._shared(run_rows.listing, "runs", op)
         return answer
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

@@ -186,6 +186,7 @@ class Statements:
         self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
         self.approvals = f"{s}.agent_tool_approvals"
         self.sagas = f"{s}.agent_tool_sagas"
+        self.runs = f"{s}.agent_tool_runs"
 
 
 def event_params(event: NewEvent) -> dict[str, Any]:

@@ -33,15 +33,18 @@ from dar.core.ops import (
     Finish,
     GetApproval,
     GetClaim,
+    GetRun,
     GetSaga,
     GrantAnswer,
     ListApprovals,
+    ListRuns,
     ListSagas,
     LogFilter,
     Lookup,
     Mark,
     RequestApproval,
     Resolve,
+    SaveRun,
     SaveSaga,
     Take,
     TakeOrLookup,
@@ -49,8 +52,9 @@ from dar.core.ops import (
 )
 from dar.core.verdict import is_hit
 from dar.errors import ConfigurationError, StoreError
-from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, SagaRecord
+from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store import approvals, sagas, steps
+from dar.store import runs as run_rows
 from dar.store.base import seconds_option
 from dar.store.flusher import Flusher
 from dar.store.migrate import migration_files
@@ -73,6 +77,7 @@ _SELECT_CLAIM = (
 )
 APPROVALS = "agent_tool_approvals"
 SAGAS = "agent_tool_sagas"
+RUNS = "agent_tool_runs"
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -484,6 +489,18 @@ class SQLiteStore:
 
     def sagas(self, op: ListSagas) -> list[SagaRecord]:
         answer: list[SagaRecord] = self._shared(sagas.listing(SAGAS, op))
+        return answer
+
+    def save_run(self, op: SaveRun) -> bool:
+        answer: bool = self._shared(run_rows.save(RUNS, op))
+        return answer
+
+    def get_run(self, op: GetRun) -> RunRecord | None:
+        answer: RunRecord | None = self._shared(run_rows.get(RUNS, op))
+        return answer
+
+    def runs(self, op: ListRuns) -> list[RunRecord]:
+        answer: list[RunRecord] = self._shared(run_rows.listing(RUNS, op))
         return answer
 
     def chain_heads(self) -> dict[str, str]:

@@ -1,0 +1,290 @@
+"""Durable runs: the decisions that start a run, journal its steps, suspend it on a person's
+decision, end it, and let another worker take it over.
+
+A run is an agent's whole loop under one session id. Every non-deterministic step inside
+it (a model call, a tool call, a value `dar.step` journals) is numbered in order and written
+to the event log as a ``run_step`` row: its request's canonical hash and its response. A
+re-run walks the same numbers: a step whose request matches its record answers from the
+record without running; the first unrecorded step and everything after it run live; a step
+recorded with another request stops the run with `ReplayDivergence`. One worker drives a
+run at a time: the run's row moves by compare-and-set, and a worker that loses it stops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dar._core import canonical_json
+from dar.core.ids import derived_id, new_id
+from dar.core.ops import Append, GetApproval, GetRun, ListRuns, LogFilter, Ops, ReadLog, SaveRun
+from dar.core.rows import when
+from dar.core.states import EventKind
+from dar.errors import ConfigurationError, DarError, ReplayDivergence
+from dar.records import Approval, NewEvent, RunRecord, RunResult
+
+RUNNING, SUSPENDED, FINISHED, FAILED = "running", "suspended", "finished", "failed"
+STATES = (RUNNING, SUSPENDED, FINISHED, FAILED)
+
+#: Seconds a worker holds a run between two steps before another may take it over.
+LEASE = 60.0
+
+
+class RunSuspended(BaseException):
+    """A call inside a run waits for a person: the run stops here and resumes once they
+    decide. A BaseException, so the SDKs' tool loops (which catch Exception from a tool)
+    let it through to the run."""
+
+    def __init__(self, approval_id: str | None) -> None:
+        super().__init__(f"the run waits for approval {approval_id}")
+        self.approval_id = approval_id
+
+
+class RunLost(BaseException):
+    """Another worker took the run over (this one outlived its lease): stop at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One journaled step as recorded."""
+
+    index: int
+    kind: str  # model | tool | step
+    name: str
+    request_hash: str
+    request: str  # the request's canonical JSON, to say what was recorded
+    response: Any  # the response's JSON value
+    tokens: int
+
+
+class Journal:
+    """A run's recorded steps and how far the re-run has walked them. No I/O."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.cursor = 0
+        self.tokens_saved = 0
+
+    def next(self, kind: str, name: str, request: Any) -> tuple[int, str, str, Step | None]:
+        """Number the next step: ``(index, request JSON, its hash, the record or None)``.
+        A recorded step asked with another request raises `ReplayDivergence`."""
+        text = canonical_json(request).decode("utf-8")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        index = self.cursor
+        self.cursor += 1
+        if index >= len(self.steps):
+            return index, text, digest, None
+        recorded = self.steps[index]
+        if (recorded.kind, recorded.name, recorded.request_hash) != (kind, name, digest):
+            raise ReplayDivergence.of_step(
+                index,
+                f"{recorded.kind} {recorded.name} {recorded.request}",
+                f"{kind} {name} {text}",
+            )
+        self.tokens_saved += recorded.tokens
+        return index, text, digest, recorded
+
+
+def run_call_id(session_id: str) -> str:
+    """The call id every row of a run's own is written under: the run is one group."""
+    return derived_id("durable run", session_id)
+
+
+def _row(
+    record: RunRecord, kind: EventKind, now: float, *, said: str | None = None, **fields: Any
+) -> NewEvent:
+    return NewEvent(
+        event_id=new_id(),
+        call_id=run_call_id(record.session_id),
+        tool_name=fields.pop("tool_name", record.agent),
+        effect=fields.pop("effect", "run"),
+        status=kind.value,
+        created_at=when(now),
+        correlation_id=record.session_id,
+        rejection_reason=said,
+        **fields,
+    )
+
+
+def start(
+    session_id: str, agent: str, arguments: str, owner: str, now: float, lease: float
+) -> Ops[tuple[RunRecord, bool]]:
+    """Open the run, or find it: ``(record, whether this worker drives it now)``. A run
+    that ended, or that another worker holds, is not driven again; one that was suspended
+    or whose worker died is taken over."""
+    if not lease > 0:
+        raise ConfigurationError("lease must be positive seconds")
+    fresh = RunRecord(
+        session_id, agent, RUNNING, arguments=arguments, owner=owner,
+        lease_until=now + lease, version=1, created_at=now, updated_at=now,
+    )  # fmt: skip
+    if (yield SaveRun(fresh, None)):
+        return fresh, True
+    found: RunRecord | None = yield GetRun(session_id)
+    if found is None:  # removed between the two statements: open it after all
+        return (yield from start(session_id, agent, arguments, owner, now, lease))
+    if found.agent != agent:
+        raise ConfigurationError(
+            f"session {session_id!r} is a run of {found.agent}, not of {agent}"
+        )
+    if found.state in (FINISHED, FAILED) or (
+        found.state == RUNNING and (found.lease_until or 0) > now
+    ):
+        return found, False
+    taken = yield from take_over(found, owner, now, lease)
+    return (found, False) if taken is None else (taken, True)
+
+
+def take_over(record: RunRecord, owner: str, now: float, lease: float) -> Ops[RunRecord | None]:
+    """Hold ``record`` for ``owner`` (its last worker is gone, or it was suspended); None
+    when another worker was quicker."""
+    taken = replace(
+        record, state=RUNNING, owner=owner, lease_until=now + lease, approval_id=None,
+        version=record.version + 1, updated_at=now,
+    )  # fmt: skip
+    if not (yield SaveRun(taken, record.version)):
+        return None
+    return taken
+
+
+def journal(session_id: str) -> Ops[Journal]:
+    """The run's recorded steps, in order."""
+    rows = yield ReadLog(LogFilter(correlation_id=session_id, status=EventKind.RUN_STEP.value))
+    steps: dict[int, Step] = {}
+    for row in rows:
+        index = row.attempt if row.attempt is not None else -1
+        if index < 0 or index in steps:  # a step is recorded once; the first record wins
+            continue
+        response, tokens = _read_response(row.output)
+        request = row.input if isinstance(row.input, str) else canonical_json(row.input).decode()
+        steps[index] = Step(
+            index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens
+        )
+    ordered = [steps[i] for i in sorted(steps)]
+    if [s.index for s in ordered] != list(range(len(ordered))):
+        raise DarError(f"the journal of run {session_id!r} has a gap: it cannot be resumed")
+    return Journal(ordered)
+
+
+def _read_response(value: Any) -> tuple[Any, int]:
+    """A step row's output, as the log reads it back (JSON text or its value)."""
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        return None, 0
+    return value.get("response"), int(value.get("tokens") or 0)
+
+
+def record_step(
+    record: RunRecord,
+    step: tuple[int, str, str, str, str],
+    response: Any,
+    tokens: int,
+    now: float,
+    lease: float,
+    duration_ms: float | None = None,
+) -> Ops[RunRecord]:
+    """Write one live step: the run's lease moves on first (a worker that lost the run
+    writes nothing), then the step's row. ``step`` is ``(index, kind, name, request JSON,
+    request hash)``. Returns the run as now held."""
+    index, kind, name, text, digest = step
+    moved = replace(
+        record, steps=max(record.steps, index + 1), tokens=record.tokens + tokens,
+        lease_until=now + lease, version=record.version + 1, updated_at=now,
+    )  # fmt: skip
+    if not (yield SaveRun(moved, record.version)):
+        raise RunLost(f"run {record.session_id} was taken over by another worker")
+    body = canonical_json({"response": response, "tokens": tokens}).decode("utf-8")
+    yield Append(
+        _row(
+            record,
+            EventKind.RUN_STEP,
+            now,
+            tool_name=name,
+            effect=kind,
+            attempt=index,
+            input=text,
+            input_hash=digest,
+            output=body,
+            duration_ms=duration_ms,
+        )
+    )
+    return moved
+
+
+def suspend(record: RunRecord, approval_id: str | None, saved: int, now: float) -> Ops[RunRecord]:
+    """The run waits for a person's decision on ``approval_id``; nothing after runs."""
+    return (
+        yield from _end(
+            record,
+            SUSPENDED,
+            EventKind.RUN_SUSPENDED,
+            f"waits for approval {approval_id}",
+            saved,
+            now,
+            approval_id=approval_id,
+        )
+    )
+
+
+def finish(record: RunRecord, output: Any, saved: int, now: float) -> Ops[RunRecord]:
+    """The agent returned ``output`` (recorded as JSON; a value with no JSON form fails)."""
+    text = canonical_json(output).decode("utf-8")
+    return (
+        yield from _end(record, FINISHED, EventKind.RUN_ENDED, "finished", saved, now, output=text)
+    )
+
+
+def fail(record: RunRecord, error: str, saved: int, now: float) -> Ops[RunRecord]:
+    """The agent raised: the run is failed with the error (a retry starts a new run)."""
+    return (
+        yield from _end(
+            record, FAILED, EventKind.RUN_ENDED, f"failed: {error}", saved, now, error=error
+        )
+    )
+
+
+def _end(
+    record: RunRecord, state: str, kind: EventKind, said: str, saved: int, now: float, **fields: Any
+) -> Ops[RunRecord]:
+    ended = replace(
+        record, state=state, owner=None, lease_until=None, version=record.version + 1,
+        updated_at=now, tokens_saved=record.tokens_saved + saved, **fields,
+    )  # fmt: skip
+    if not (yield SaveRun(ended, record.version)):
+        raise RunLost(f"run {record.session_id} was taken over by another worker")
+    yield Append(_row(record, kind, now, said=said))
+    return ended
+
+
+def due(now: float) -> Ops[list[RunRecord]]:
+    """Runs to resume: those whose worker's lease ran out, and those suspended on an
+    approval a person has now decided (or that expired)."""
+    found: list[RunRecord] = yield ListRuns((RUNNING, SUSPENDED))
+    ready = []
+    for record in found:
+        if record.state == RUNNING:
+            if (record.lease_until or 0) <= now:
+                ready.append(record)
+            continue
+        decided: Approval | None = (
+            None if record.approval_id is None else (yield GetApproval(record.approval_id))
+        )
+        if decided is None or decided.state(now) != "pending":
+            ready.append(record)
+    return ready
+
+
+def listing(state: str | None) -> Ops[list[RunRecord]]:
+    if state is not None and state not in STATES:
+        raise ConfigurationError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    found: list[RunRecord] = yield ListRuns(() if state is None else (state,))
+    return found
+
+
+def result_of(record: RunRecord) -> RunResult:
+    """What `start` answers for a run it does not drive: how it stands."""
+    output = None if record.output is None else json.loads(record.output)
+    return RunResult(record.session_id, record.state, output, record.error, record.approval_id)

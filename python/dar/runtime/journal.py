@@ -1,0 +1,177 @@
+"""The journal of a durable run, as the code inside the run meets it.
+
+`journaled` (and `ajournaled` on an `AsyncRuntime`) wraps one non-deterministic step:
+outside a run it only calls it; inside a run it numbers the step, answers it from the
+journal when it was recorded with the same request, and otherwise runs it and records its
+response before returning it. The integrations' ``durable(...)`` wrappers journal model
+calls through it, the runtimes journal tool calls, and `step` journals any other value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dar._core import canonical_json
+from dar.context import current_run
+from dar.core import runs
+from dar.core.decide import canonical_input
+from dar.core.ops import Ops
+from dar.core.runs import Journal
+from dar.effects import Status
+from dar.errors import CanonicalizationError
+from dar.records import Result, RunRecord
+
+#: ``encode(value) -> (JSON value, tokens)`` and ``decode(JSON value) -> value``.
+Encode = Callable[[Any], tuple[Any, int]]
+Decode = Callable[[Any], Any]
+
+
+class Run:
+    """A run in progress in this process: the runtime driving it, its record (moved on by
+    every step) and its journal."""
+
+    def __init__(self, rt: Any, record: RunRecord, journal: Journal, lease: float) -> None:
+        self.rt, self.record, self.journal, self.lease = rt, record, journal, lease
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.rt.execute)
+
+    def step_ops(
+        self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
+    ) -> Ops[RunRecord]:
+        ms = (time.perf_counter() - started) * 1000.0
+        return runs.record_step(
+            self.record, step, response, tokens, self.rt.clock(), self.lease, ms
+        )
+
+
+def running() -> Run | None:
+    """The run the calling code is part of, if any."""
+    found = current_run.get()
+    return found if isinstance(found, Run) else None
+
+
+def journaled(
+    kind: str, name: str, request: Any, call: Callable[[], Any], encode: Encode, decode: Decode
+) -> Any:
+    """``call()``, journaled as step ``kind name`` of the current run (see the module)."""
+    run = running()
+    if run is None:
+        return call()
+    if run.is_async:
+        raise TypeError(f"{kind} {name}: a blocking call inside an AsyncRuntime run: await it")
+    index, text, digest, recorded = run.journal.next(kind, name, request)
+    if recorded is not None:
+        return decode(recorded.response)
+    started = time.perf_counter()
+    value = call()
+    response, tokens = encode(value)
+    run.record = run.rt._drive(
+        run.step_ops((index, kind, name, text, digest), response, tokens, started)
+    )
+    return value
+
+
+async def ajournaled(
+    kind: str, name: str, request: Any, call: Callable[[], Any], encode: Encode, decode: Decode
+) -> Any:
+    """`journaled` for a run on an `AsyncRuntime`: ``call()`` may return an awaitable."""
+    run = running()
+    if run is None or not run.is_async:
+        if run is not None:
+            raise TypeError(f"{kind} {name}: an async call inside a blocking Runtime run")
+        value = call()
+        return await value if inspect.isawaitable(value) else value
+    index, text, digest, recorded = run.journal.next(kind, name, request)
+    if recorded is not None:
+        return decode(recorded.response)
+    started = time.perf_counter()
+    value = call()
+    if inspect.isawaitable(value):
+        value = await value
+    response, tokens = encode(value)
+    run.record = await run.rt._drive(
+        run.step_ops((index, kind, name, text, digest), response, tokens, started)
+    )
+    return value
+
+
+def step(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Journal a non-deterministic value inside a run (the time, a new id, an HTTP GET):
+    the first run calls ``fn(*args)`` and records what it returned; a resumed run gets the
+    recorded value back without calling it. The value must have a JSON form, and a
+    resumed run receives it as JSON (a tuple comes back as a list). Outside a run it only
+    calls ``fn``. In a run on an `AsyncRuntime`, ``await dar.step(...)``."""
+    request = {"step": name, "args": list(args)}
+    run = running()
+    if run is not None and run.is_async:
+        return ajournaled("step", name, request, lambda: fn(*args), _value(name), _same)
+    return journaled("step", name, request, lambda: fn(*args), _value(name), _same)
+
+
+def _value(name: str) -> Encode:
+    def encode(value: Any) -> tuple[Any, int]:
+        try:
+            canonical_json(value)
+        except CanonicalizationError as exc:
+            raise TypeError(f"dar.step({name!r}): the value has no JSON form: {exc}") from exc
+        return value, 0
+
+    return encode
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def tool_request(name: str, arguments: Any) -> dict[str, Any]:
+    """A tool call's request as the journal compares it: the name and the canonical input
+    (the text as given when it is not JSON: the runtime refuses it the same way)."""
+    try:
+        return {"tool": name, "input": canonical_input(arguments).decode("utf-8")}
+    except Exception:
+        return {"tool": name, "raw": repr(arguments)[:10_000]}
+
+
+def result_response(result: Result) -> dict[str, Any]:
+    """A tool call's `Result` as the journal records it."""
+    return {
+        "status": result.status.value,
+        "output_json": result.output_json,
+        "reason": result.reason,
+        "rule": result.rule,
+        "error": result.error,
+        "event_id": result.event_id,
+        "key": result.key,
+        "input_hash": result.input_hash,
+        "retryable": result.retryable,
+        "approval_id": result.approval_id,
+    }
+
+
+def result_from(response: dict[str, Any], load: Callable[[Any], Any] | None) -> Result:
+    """The `Result` a journaled tool call answered with, rebuilt (its output through the
+    tool's return type, as a cached answer is)."""
+    text = response.get("output_json")
+    output = None if text is None else json.loads(text)
+    if output is not None and load is not None:
+        output = load(output)
+    return Result(
+        Status(response["status"]),
+        output=output,
+        output_json=text,
+        reason=response.get("reason"),
+        rule=response.get("rule"),
+        error=response.get("error"),
+        event_id=response.get("event_id"),
+        key=response.get("key"),
+        input_hash=response.get("input_hash"),
+        retryable=bool(response.get("retryable")),
+        approval_id=response.get("approval_id"),
+        extra={"journaled": True},
+    )
