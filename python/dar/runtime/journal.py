@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from dar._core import canonical_json
@@ -175,3 +175,76 @@ def result_from(response: dict[str, Any], load: Callable[[Any], Any] | None) -> 
         approval_id=response.get("approval_id"),
         extra={"journaled": True},
     )
+
+
+def journaled_stream(
+    kind: str,
+    name: str,
+    request: Any,
+    open_stream: Callable[[], Iterable[Any]],
+    encode: Callable[[Any], Any],
+    decode: Decode,
+    tokens: Callable[[list[Any]], int] = lambda chunks: 0,
+) -> Iterator[Any]:
+    """A streamed response, journaled: inside a run, the chunks are passed on as they
+    arrive and recorded (``encode`` each) once the stream ends; a resumed run gets the
+    recorded chunks (``decode`` each) without asking again. A stream cut short (a crash,
+    or the caller stopping early) records nothing, so a resume asks again."""
+    run = running()
+    if run is None:
+        yield from open_stream()
+        return
+    if run.is_async:
+        raise TypeError(f"{kind} {name}: a blocking stream inside an AsyncRuntime run")
+    index, text, digest, recorded = run.journal.next(kind, name, request)
+    if recorded is not None:
+        for chunk in recorded.response:
+            yield decode(chunk)
+        return
+    started = time.perf_counter()
+    chunks = []
+    for chunk in open_stream():
+        chunks.append(chunk)
+        yield chunk
+    response = [encode(c) for c in chunks]
+    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
+    run.record = run.rt._drive(ops)
+
+
+async def ajournaled_stream(
+    kind: str,
+    name: str,
+    request: Any,
+    open_stream: Callable[[], Any],
+    encode: Callable[[Any], Any],
+    decode: Decode,
+    tokens: Callable[[list[Any]], int] = lambda chunks: 0,
+) -> AsyncIterator[Any]:
+    """`journaled_stream` on an `AsyncRuntime`: ``open_stream()`` returns an async iterable
+    (or an awaitable of one)."""
+    run = running()
+    if run is None:
+        async for chunk in await _opened(open_stream):
+            yield chunk
+        return
+    if not run.is_async:
+        raise TypeError(f"{kind} {name}: an async stream inside a blocking Runtime run")
+    index, text, digest, recorded = run.journal.next(kind, name, request)
+    if recorded is not None:
+        for chunk in recorded.response:
+            yield decode(chunk)
+        return
+    started = time.perf_counter()
+    stream = await _opened(open_stream)
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        yield chunk
+    response = [encode(c) for c in chunks]
+    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
+    run.record = await run.rt._drive(ops)
+
+
+async def _opened(open_stream: Callable[[], Any]) -> Any:
+    stream = open_stream()
+    return await stream if inspect.isawaitable(stream) else stream
