@@ -189,7 +189,34 @@ def _short(value: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _run_label(node: CallNode) -> Text:
+    """A durable run: how it stands, then its journal, one line a step."""
+    out = node.outcome
+    label = Text()
+    label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
+    label.append(
+        f"run {out.tool_name if out.effect == 'run' else node.first.tool_name}", style="bold"
+    )
+    kind = event_kind(out.status)
+    label.append(" " + out.status.upper(), style="" if kind is None else STATUS_STYLE[kind])
+    if out.rejection_reason and out.effect == "run":
+        label.append(f"  {out.rejection_reason}", style="dim")
+    for row in node.rows:
+        if row.status != EventKind.RUN_STEP.value:
+            continue
+        response = row.output if isinstance(row.output, dict) else {}
+        tokens = response.get("tokens") or 0
+        spent = f", {tokens} tokens" if tokens else ""
+        ms = f", {row.duration_ms:.1f} ms" if row.duration_ms is not None else ""
+        label.append(
+            f"\n  step {row.attempt}: {row.effect} {row.tool_name}{spent}{ms}", style="dim"
+        )
+    return label
+
+
 def _node_label(node: CallNode) -> Text:
+    if any(r.status == EventKind.RUN_STEP.value or r.effect == "run" for r in node.rows):
+        return _run_label(node)
     out = node.outcome
     label = Text()
     label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
