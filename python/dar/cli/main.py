@@ -174,6 +174,7 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.SAGA_STARTED: "bold blue",
     EventKind.SAGA_COMPENSATING: "bold yellow",
     EventKind.SAGA_ENDED: "bold blue",
+    EventKind.RUN_STARTED: "bold blue",
     EventKind.RUN_STEP: "dim blue",
     EventKind.RUN_SUSPENDED: "bold yellow",
     EventKind.RUN_ENDED: "bold blue",
@@ -194,9 +195,7 @@ def _run_label(node: CallNode) -> Text:
     out = node.outcome
     label = Text()
     label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
-    label.append(
-        f"run {out.tool_name if out.effect == 'run' else node.first.tool_name}", style="bold"
-    )
+    label.append(f"run {node.first.tool_name}", style="bold")
     kind = event_kind(out.status)
     label.append(" " + out.status.upper(), style="" if kind is None else STATUS_STYLE[kind])
     if out.rejection_reason and out.effect == "run":

@@ -121,6 +121,7 @@ def start(
         lease_until=now + lease, version=1, created_at=now, updated_at=now,
     )  # fmt: skip
     if (yield SaveRun(fresh, None)):
+        yield Append(_row(fresh, EventKind.RUN_STARTED, now, said=f"started by {owner}"))
         return fresh, True
     found: RunRecord | None = yield GetRun(session_id)
     if found is None:  # removed between the two statements: open it after all
@@ -146,6 +147,7 @@ def take_over(record: RunRecord, owner: str, now: float, lease: float) -> Ops[Ru
     )  # fmt: skip
     if not (yield SaveRun(taken, record.version)):
         return None
+    yield Append(_row(taken, EventKind.RUN_STARTED, now, said=f"resumed by {owner}"))
     return taken
 
 

@@ -46,6 +46,7 @@ class EventKind(str, enum.Enum):
     SAGA_STARTED = "saga_started"  # a saga began: its calls are nested under this row
     SAGA_COMPENSATING = "saga_compensating"  # a step did not complete: undoing the others
     SAGA_ENDED = "saga_ended"  # completed, compensated, or waiting for an operator (reason)
+    RUN_STARTED = "run_started"  # a durable run began, or a worker took it over (reason)
     RUN_STEP = "run_step"  # a durable run's journaled step: a model turn, a tool call, a value
     RUN_SUSPENDED = "run_suspended"  # a run waits for a person's decision on one call
     RUN_ENDED = "run_ended"  # a run finished or failed (reason)
@@ -82,6 +83,7 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.SAGA_STARTED: None,  # a group of calls, not a call
     EventKind.SAGA_COMPENSATING: None,
     EventKind.SAGA_ENDED: None,
+    EventKind.RUN_STARTED: None,
     EventKind.RUN_STEP: None,  # the journal of a run, not a call
     EventKind.RUN_SUSPENDED: None,
     EventKind.RUN_ENDED: None,

@@ -135,6 +135,20 @@ class CallView:
     def is_saga(self) -> bool:
         return any(r.status.startswith("saga_") for r in self.rows)
 
+    @property
+    def is_run(self) -> bool:
+        """A durable run: its journal (model turns, tool calls, steps) is its rows."""
+        return any(r.status.startswith("run_") for r in self.rows)
+
+    @property
+    def label(self) -> str:
+        """How a list names it: the tool, or the saga or run it is."""
+        if self.is_saga:
+            return "saga " + (self.key or "").removeprefix("saga:")
+        if self.is_run:
+            return "run " + self.tool
+        return self.tool
+
     def walk(self) -> Iterator[CallView]:
         yield self
         for child in self.children:
@@ -143,6 +157,8 @@ class CallView:
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("rows", "children", "origin")}
         out["saga"] = self.is_saga
+        out["run"] = self.is_run
+        out["label"] = self.label
         out["rows"] = [r.as_dict() for r in self.rows]
         out["origin"] = None if self.origin is None else self.origin.as_dict()
         out["children"] = [c.as_dict() for c in self.children]
@@ -264,7 +280,7 @@ class _Builder:
         reasoned = next((r for r in reversed(node.rows) if r.rejection_reason), None)
         view = CallView(
             call_id=node.call_id,
-            tool=out.tool_name,
+            tool=first.tool_name if first.effect == "run" else out.tool_name,
             effect=out.effect,
             status=out.status,
             started_at=first.created_at.isoformat(),

@@ -165,7 +165,7 @@ class SessionScreen(Screen[None]):
         table.clear()
         self.shown = [c for c in self.view.walk() if matches(c, words)]
         for call in self.shown:
-            name = "saga " + (call.key or "").removeprefix("saga:") if call.is_saga else call.tool
+            name = call.label
             ms = "" if call.duration_ms is None else f"{call.duration_ms:.1f}"
             table.add_row(
                 Text("  " * call.depth + safe(name)),

@@ -56,7 +56,7 @@
     row.dataset.callId = call.call_id;
     row.dataset.text = (call.tool + " " + call.status + " " + JSON.stringify(call.input) + " " +
       (call.reason || "") + " " + (call.error || "")).toLowerCase();
-    const name = call.saga ? "saga " + (call.key || "").replace(/^saga:/, "") : call.tool;
+    const name = call.label;
     const tool = el("span", "tool", name);
     tool.style.paddingLeft = (call.depth * 1.2) + "em";
     tool.title = call.tool;
