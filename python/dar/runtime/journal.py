@@ -25,6 +25,9 @@ from dar.effects import Status
 from dar.errors import CanonicalizationError
 from dar.records import Result, RunRecord
 
+#: What a step's row holds instead of its request where the runtime redacts.
+WITHHELD = '{"withheld":"the runtime redacts personal fields: only the hash is kept"}'
+
 #: ``encode(value) -> (JSON value, tokens)`` and ``decode(JSON value) -> value``.
 Encode = Callable[[Any], tuple[Any, int]]
 Decode = Callable[[Any], Any]
@@ -36,6 +39,9 @@ class Run:
 
     def __init__(self, rt: Any, record: RunRecord, journal: Journal, lease: float) -> None:
         self.rt, self.record, self.journal, self.lease = rt, record, journal, lease
+        # A request holds the conversation so far, tool outputs included: where a tool
+        # redacts personal fields, the journal keeps only the request's hash.
+        self.withhold = any(t.redactor is not None for t in rt.tools)
 
     @property
     def is_async(self) -> bool:
@@ -45,6 +51,9 @@ class Run:
         self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
     ) -> Ops[RunRecord]:
         ms = (time.perf_counter() - started) * 1000.0
+        if self.withhold:
+            index, kind, name, _text, digest = step
+            step = (index, kind, name, WITHHELD, digest)
         return runs.record_step(
             self.record, step, response, tokens, self.rt.clock(), self.lease, ms
         )
