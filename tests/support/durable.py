@@ -31,11 +31,15 @@ TOKENS_PER_TURN = 2
 @dataclass
 class World:
     """What a durable agent's loop uses: the (durable) client and the runtime; the model it
-    asks for; when it "crashes"; and every model turn it got (a stream: its chunks)."""
+    asks for and the transport options it passes (``timeout``, headers: the resumed
+    process passes ``after_crash`` instead, which must not make it diverge); when it
+    "crashes"; and every model turn it got (a stream: its chunks)."""
 
     client: Any
     rt: Runtime | AsyncRuntime
     model: str = "test-model"
+    transport: dict[str, Any] = field(default_factory=dict)
+    after_crash: dict[str, Any] = field(default_factory=dict)
     crash_after: int | None = None
     turns: list[Any] = field(default_factory=list)
 
@@ -45,6 +49,7 @@ class World:
         self.turns.append(turn)
         if self.crash_after is not None and len(self.turns) >= self.crash_after:
             self.crash_after = None
+            self.transport = self.after_crash
             raise KeyboardInterrupt
 
 

@@ -41,9 +41,11 @@ class Model:
     name: str  # the steps' name: "openai.chat.completions"
     request: Callable[[dict[str, Any]], Any]  # the keyword arguments -> the compared JSON
     encode: Callable[[Any], Any]  # a response, or one chunk of a stream -> JSON
-    response: Callable[[Any], Any]  # JSON -> the SDK's response type
+    #: (JSON, the call's keyword arguments) -> the SDK's response type, as the SDK makes it
+    response: Callable[[Any, dict[str, Any]], Any]
     tokens: Callable[[Any], int]  # the tokens a response used
-    chunk: Callable[[Any], Any] = lambda value: value  # JSON -> the SDK's chunk type
+    #: (JSON, the call's keyword arguments) -> the SDK's chunk type
+    chunk: Callable[[Any, dict[str, Any]], Any] = lambda value, kwargs: value
     stream_tokens: Callable[[list[Any]], int] = lambda chunks: 0  # the tokens a stream used
 
     def recorded(self, value: Any) -> tuple[Any, int]:
@@ -132,11 +134,11 @@ def model_method(model: Model, method: Callable[..., Any], streams: Streams) -> 
             request = model.request(kwargs)
             if streams == "lazy" or (streams == "flag" and kwargs.get("stream")):
                 return await AsyncStream.open(
-                    model, request, lambda: method(**kwargs), primed=streams == "flag"
+                    model, request, kwargs, lambda: method(**kwargs), primed=streams == "flag"
                 )
             return await ajournaled(
                 "model", model.name, request, lambda: method(**kwargs), model.recorded,
-                model.response,
+                lambda value: model.response(value, kwargs),
             )  # fmt: skip
 
         return acall
@@ -149,11 +151,12 @@ def model_method(model: Model, method: Callable[..., Any], streams: Streams) -> 
         request = model.request(kwargs)
         if streams == "lazy" or (streams == "flag" and kwargs.get("stream")):
             return SyncStream.open(
-                model, request, lambda: method(**kwargs), primed=streams == "flag"
+                model, request, kwargs, lambda: method(**kwargs), primed=streams == "flag"
             )
         return journaled(
-            "model", model.name, request, lambda: method(**kwargs), model.recorded, model.response
-        )
+            "model", model.name, request, lambda: method(**kwargs), model.recorded,
+            lambda value: model.response(value, kwargs),
+        )  # fmt: skip
 
     return call
 
@@ -169,7 +172,13 @@ class SyncStream:
 
     @classmethod
     def open(
-        cls, model: Model, request: Any, open_stream: Callable[[], Any], *, primed: bool
+        cls,
+        model: Model,
+        request: Any,
+        kwargs: dict[str, Any],
+        open_stream: Callable[[], Any],
+        *,
+        primed: bool,
     ) -> SyncStream:
         """``primed``: ask now (for the first chunk), as the SDK's call does; otherwise at
         the first chunk, as the SDK's generator does."""
@@ -180,8 +189,9 @@ class SyncStream:
             return live[-1]
 
         chunks = journaled_stream(
-            "model", model.name, request, opened, model.encode, model.chunk, model.stream_tokens
-        )
+            "model", model.name, request, opened, model.encode,
+            lambda value: model.chunk(value, kwargs), model.stream_tokens,
+        )  # fmt: skip
         made = cls(cast("Generator[Any, None, None]", chunks), live)
         if primed:
             made._first.extend(_first(made._chunks))
@@ -224,7 +234,13 @@ class AsyncStream:
 
     @classmethod
     async def open(
-        cls, model: Model, request: Any, open_stream: Callable[[], Any], *, primed: bool
+        cls,
+        model: Model,
+        request: Any,
+        kwargs: dict[str, Any],
+        open_stream: Callable[[], Any],
+        *,
+        primed: bool,
     ) -> AsyncStream:
         live: list[Any] = []
 
@@ -234,8 +250,9 @@ class AsyncStream:
             return live[-1]
 
         chunks = ajournaled_stream(
-            "model", model.name, request, opened, model.encode, model.chunk, model.stream_tokens
-        )
+            "model", model.name, request, opened, model.encode,
+            lambda value: model.chunk(value, kwargs), model.stream_tokens,
+        )  # fmt: skip
         made = cls(cast("AsyncGenerator[Any, None]", chunks), live)
         if primed:
             with contextlib.suppress(StopAsyncIteration):

@@ -165,7 +165,7 @@ def _streamed(stream: Callable[..., Any], asynchronous: bool) -> Callable[..., A
                 return (await stream(**kwargs).__aenter__())._raw_stream
 
             return _streaming.AsyncMessageStreamManager(
-                AsyncStream.open(_MESSAGES, request, araw, primed=True),
+                AsyncStream.open(_MESSAGES, request, kwargs, araw, primed=True),
                 output_format=output_format,
             )
 
@@ -173,7 +173,7 @@ def _streamed(stream: Callable[..., Any], asynchronous: bool) -> Callable[..., A
             return stream(**kwargs).__enter__()._raw_stream
 
         return _streaming.MessageStreamManager(
-            lambda: SyncStream.open(_MESSAGES, request, raw, primed=True),
+            lambda: SyncStream.open(_MESSAGES, request, kwargs, raw, primed=True),
             output_format=output_format,
         )
 
@@ -223,8 +223,8 @@ _MESSAGES = Model(
     name="anthropic.messages",
     request=_request,
     encode=_json,
-    response=lambda value: _construct(type_=_types.Message, value=value),
+    response=lambda value, kwargs: _construct(type_=_types.Message, value=value),
     tokens=lambda message: usage_sum(message.usage, *TOKENS),
-    chunk=lambda value: _construct(type_=_types.RawMessageStreamEvent, value=value),
+    chunk=lambda value, kwargs: _construct(type_=_types.RawMessageStreamEvent, value=value),
     stream_tokens=_stream_usage,
 )

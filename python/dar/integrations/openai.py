@@ -203,9 +203,9 @@ _CHAT = Model(
     name="openai.chat.completions",
     request=_request,
     encode=_json,
-    response=lambda value: _construct(type_=_chat.ChatCompletion, value=value),
+    response=lambda value, kwargs: _construct(type_=_chat.ChatCompletion, value=value),
     tokens=lambda completion: usage_sum(completion.usage, "total_tokens"),
-    chunk=lambda value: _construct(type_=_chat.ChatCompletionChunk, value=value),
+    chunk=lambda value, kwargs: _construct(type_=_chat.ChatCompletionChunk, value=value),
     stream_tokens=_last_usage,
 )
 
@@ -213,8 +213,8 @@ _RESPONSES = Model(
     name="openai.responses",
     request=_request,
     encode=_json,
-    response=lambda value: _construct(type_=_responses.Response, value=value),
+    response=lambda value, kwargs: _construct(type_=_responses.Response, value=value),
     tokens=lambda response: usage_sum(response.usage, "total_tokens"),
-    chunk=lambda value: _construct(type_=_responses.ResponseStreamEvent, value=value),
+    chunk=lambda value, kwargs: _construct(type_=_responses.ResponseStreamEvent, value=value),
     stream_tokens=_stream_usage,
 )
