@@ -174,6 +174,8 @@ def test_example_runs(tmp_path: Path) -> None:
 
 #: How the loop asks the model: ``messages.create``, ``create(stream=True)``, ``stream()``.
 MODES = ["create", "create-stream", "stream"]
+#: What the resumed process passes that the crashed one did not: how the request travels.
+TRANSPORT = {"timeout": 30.0, "extra_headers": {"x-attempt": "2"}, "extra_query": {"a": "2"}}
 
 
 def durable_client(server: ModelServer) -> Any:
@@ -190,7 +192,7 @@ def adurable_client(server: ModelServer) -> Any:
 
 def asked(w: World, history: list[Any]) -> dict[str, Any]:
     tools = dar_anthropic.tools(w.rt)
-    return {"model": w.model, "max_tokens": 256, "messages": history, "tools": tools}
+    return {"model": w.model, "max_tokens": 256, "messages": history, "tools": tools, **w.transport}
 
 
 def whole_message(events: list[Any]) -> Message:
@@ -298,7 +300,9 @@ def test_a_crashed_durable_run_resumes_without_asking_the_model_again(
     with (
         ModelServer(script(text_arguments=False)) as server,
         Runtime(f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules) as rt,
-        world(durable_client(server), rt, crash_after=CRASH_AFTER) as crashed,
+        world(
+            durable_client(server), rt, crash_after=CRASH_AFTER, after_crash=TRANSPORT
+        ) as crashed,
     ):
         resumed = crash_and_resume(rt, durable_shop, mode)
         (run,) = rt.runs()
@@ -324,7 +328,9 @@ def test_a_crashed_async_durable_run_resumes_without_asking_the_model_again(
         async with AsyncRuntime(
             f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules
         ) as rt:
-            with world(adurable_client(server), rt, crash_after=CRASH_AFTER) as w:
+            with world(
+                adurable_client(server), rt, crash_after=CRASH_AFTER, after_crash=TRANSPORT
+            ) as w:
                 resumed = await acrash_and_resume(rt, adurable_shop, mode)
                 (run,) = await rt.runs()
                 return resumed, run, w

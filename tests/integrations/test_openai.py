@@ -262,6 +262,8 @@ def test_example_runs(tmp_path: Path) -> None:
 
 STREAMS = [("chat", False), ("chat", True), ("responses", False), ("responses", True)]
 STREAM_IDS = ["chat", "chat-stream", "responses", "responses-stream"]
+#: What the resumed process passes that the crashed one did not: how the request travels.
+TRANSPORT = {"timeout": 30.0, "extra_headers": {"x-attempt": "2"}, "extra_query": {"a": "2"}}
 
 
 def durable_client(server: ModelServer) -> Any:
@@ -284,7 +286,7 @@ def asked(w: World, api: str, stream: bool, history: list[Any]) -> dict[str, Any
         said |= {"stream": True, "stream_options": {"include_usage": True}}
     elif stream:
         said |= {"stream": True}
-    return {"model": w.model, "tools": tools, **said}
+    return {"model": w.model, "tools": tools, **said, **w.transport}
 
 
 def whole_turn(api: str, chunks: list[Any]) -> Any:
@@ -383,7 +385,9 @@ def test_a_crashed_durable_run_resumes_without_asking_the_model_again(
     with (
         ModelServer(script(text_arguments=True)) as server,
         Runtime(f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules) as rt,
-        world(durable_client(server), rt, crash_after=CRASH_AFTER) as crashed,
+        world(
+            durable_client(server), rt, crash_after=CRASH_AFTER, after_crash=TRANSPORT
+        ) as crashed,
     ):
         resumed = crash_and_resume(rt, durable_shop, api, stream)
         (run,) = rt.runs()
@@ -409,7 +413,9 @@ def test_a_crashed_async_durable_run_resumes_without_asking_the_model_again(
         async with AsyncRuntime(
             f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules
         ) as rt:
-            with world(adurable_client(server), rt, crash_after=CRASH_AFTER) as w:
+            with world(
+                adurable_client(server), rt, crash_after=CRASH_AFTER, after_crash=TRANSPORT
+            ) as w:
                 resumed = await acrash_and_resume(rt, adurable_shop, api, stream)
                 (run,) = await rt.runs()
                 return resumed, run, w
