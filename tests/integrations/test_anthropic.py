@@ -450,3 +450,37 @@ def test_outside_a_run_the_durable_async_client_is_the_client() -> None:
     bodies = [r.body for r in server.requests]
     assert len(bodies) == 6
     assert bodies[0::2] == bodies[1::2]
+
+
+@dar.agent
+def leaves_each_stream_at_its_end() -> str:
+    """Reads each ``create(stream=True)`` only up to its ``message_stop``, as loops often do."""
+    w = WORLD.get()
+    rt = cast("Runtime", w.rt)
+    history: list[Any] = [USER]
+    while True:
+        got = []
+        with w.client.messages.create(**asked(w, history), stream=True) as events:
+            for event in events:
+                got.append(event)
+                if event.type == "message_stop":
+                    break
+        message = whole_message(got)
+        w.turned(message)
+        if message.stop_reason != "tool_use":
+            return text_of(message)
+        reply = dar_anthropic.run_tool_uses(rt, message, correlation_id=CONVERSATION)
+        history += [{"role": "assistant", "content": message.content}, reply]
+
+
+def test_a_stream_left_at_the_event_that_completes_it_is_recorded(tmp_path: Path) -> None:
+    shop = make_shop()
+    with (
+        ModelServer(script(text_arguments=False)) as server,
+        Runtime(f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules) as rt,
+        world(durable_client(server), rt, crash_after=CRASH_AFTER),
+    ):
+        resumed = crash_and_resume(rt, leaves_each_stream_at_its_end)
+    assert (resumed.status, resumed.output) == ("finished", ANSWER)
+    assert len(server.requests) == 3
+    check_handler_ran_once(shop)

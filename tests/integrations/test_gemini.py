@@ -374,3 +374,36 @@ def test_outside_a_run_the_durable_client_is_the_client() -> None:
     bodies = [r.body for r in server.requests]
     assert len(bodies) == 8
     assert bodies[0::2] == bodies[1::2]
+
+
+@dar.agent
+def leaves_each_stream_at_its_end() -> str | None:
+    """Reads each stream only up to the chunk with a finish reason, as loops often do."""
+    w = WORLD.get()
+    rt = cast("Runtime", w.rt)
+    contents: list[Any] = [types.Content(role="user", parts=[types.Part(text=REQUEST)])]
+    while True:
+        got = []
+        for chunk in w.client.models.generate_content_stream(contents=contents, **asked(w)):
+            got.append(chunk)
+            if chunk.candidates and chunk.candidates[0].finish_reason:
+                break
+        response = whole_response(got)
+        w.turned(response)
+        if not response.function_calls:
+            return response.text
+        answers = dar_gemini.run_function_calls(rt, response, correlation_id=CONVERSATION)
+        contents += [response.candidates[0].content, answers]  # type: ignore[index]
+
+
+def test_a_stream_left_at_the_chunk_that_completes_it_is_recorded(tmp_path: Path) -> None:
+    shop = make_shop()
+    with (
+        ModelServer(script(text_arguments=False)) as server,
+        Runtime(f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules) as rt,
+        world(durable_client(server), rt, crash_after=CRASH_AFTER),
+    ):
+        resumed = crash_and_resume(rt, leaves_each_stream_at_its_end)
+    assert (resumed.status, resumed.output) == ("finished", ANSWER)
+    assert len(server.requests) == 3
+    check_handler_ran_once(shop)

@@ -589,3 +589,95 @@ def test_a_client_of_the_other_kind_than_the_run_is_a_type_error(tmp_path: Path)
         "await it"
     )
     assert not server.requests
+
+
+def completed(api: str, chunks: Any) -> Any:
+    """Read a stream only up to the chunk that completes the turn, as loops often do."""
+    if api == "responses":
+        return next(e.response for e in chunks if e.type == "response.completed")
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+    for chunk in chunks:
+        state.handle_chunk(chunk)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            break  # the usage chunk that follows is never read
+    return state.get_final_completion()
+
+
+@dar.agent
+def leaves_each_stream_at_its_end(api: str) -> str | None:
+    w = WORLD.get()
+    rt = cast("Runtime", w.rt)
+    history: list[Any] = [USER]
+    while True:
+        create = w.client.chat.completions.create if api == "chat" else w.client.responses.create
+        with create(**asked(w, api, True, history)) as chunks:
+            turn = completed(api, chunks)
+        w.turned(turn)
+        replies = dar_openai.run_tool_calls(rt, turn, correlation_id=CONVERSATION)
+        if not replies:
+            return answer(turn)
+        history += [*said_back(turn), *replies]
+
+
+@dar.agent
+async def aleaves_each_stream_at_its_end(api: str) -> str | None:
+    w = WORLD.get()
+    rt = cast("AsyncRuntime", w.rt)
+    history: list[Any] = [USER]
+    while True:
+        create = w.client.chat.completions.create if api == "chat" else w.client.responses.create
+        async with await create(**asked(w, api, True, history)) as chunks:
+            got = []
+            async for chunk in chunks:
+                got.append(chunk)
+                if (
+                    chunk.type == "response.completed"
+                    if api == "responses"
+                    else (chunk.choices and chunk.choices[0].finish_reason)
+                ):
+                    break
+        turn = completed(api, got)
+        w.turned(turn)
+        replies = await dar_openai.arun_tool_calls(rt, turn, correlation_id=CONVERSATION)
+        if not replies:
+            return answer(turn)
+        history += [*said_back(turn), *replies]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_stream_left_at_the_chunk_that_completes_it_is_recorded(tmp_path: Path, api: str) -> None:
+    shop = make_shop()
+    with (
+        ModelServer(script(text_arguments=True)) as server,
+        Runtime(f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules) as rt,
+        world(durable_client(server), rt, crash_after=CRASH_AFTER),
+    ):
+        resumed = crash_and_resume(rt, leaves_each_stream_at_its_end, api)
+        (run,) = rt.runs()
+    assert (resumed.status, resumed.output) == ("finished", ANSWER)
+    assert len(server.requests) == 3
+    check_handler_ran_once(shop)
+    assert (run.tokens, run.tokens_saved) == (6, 4)  # the usage chunk read ahead counts
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_an_async_stream_left_at_the_chunk_that_completes_it_is_recorded(
+    tmp_path: Path, api: str
+) -> None:
+    shop = make_shop(asynchronous=True)
+
+    async def main(server: ModelServer) -> tuple[dar.RunResult, dar.RunRecord]:
+        async with AsyncRuntime(
+            f"sqlite:///{tmp_path / 'x.db'}", tools=shop.tools, rules=shop.rules
+        ) as rt:
+            with world(adurable_client(server), rt, crash_after=CRASH_AFTER):
+                resumed = await acrash_and_resume(rt, aleaves_each_stream_at_its_end, api)
+                (run,) = await rt.runs()
+                return resumed, run
+
+    with ModelServer(script(text_arguments=True)) as server:
+        resumed, run = asyncio.run(main(server))
+    assert (resumed.status, resumed.output) == ("finished", ANSWER)
+    assert len(server.requests) == 3
+    check_handler_ran_once(shop)
+    assert (run.tokens, run.tokens_saved) == (6, 4)

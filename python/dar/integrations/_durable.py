@@ -8,9 +8,10 @@ asking again. The request the journal compares is the call's keyword arguments a
 less the transport-only ones. Outside a run the methods are the SDK's, called as they are.
 
 A streamed call is journaled by `journaled_stream`: its chunks pass on as they arrive and
-are recorded once the stream has been read to its end; a resumed run gets the recorded
-chunks back, as the SDK's chunk types, from an object used the way the SDK's stream is
-(iterated, in a ``with`` block, closed).
+are recorded once the stream has been read to its end (or to the chunk that completes the
+response: see `SyncStream`); a resumed run gets the recorded chunks back, as the SDK's
+chunk types, from an object used the way the SDK's stream is (iterated, in a ``with``
+block, closed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import datetime as dt
 import enum
 import functools
 import inspect
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -47,6 +49,8 @@ class Model:
     #: (JSON, the call's keyword arguments) -> the SDK's chunk type
     chunk: Callable[[Any, dict[str, Any]], Any] = lambda value, kwargs: value
     stream_tokens: Callable[[list[Any]], int] = lambda chunks: 0  # the tokens a stream used
+    #: Whether a chunk completes the response (what may follow it is no more than usage)
+    last: Callable[[Any], bool] = lambda chunk: False
 
     def recorded(self, value: Any) -> tuple[Any, int]:
         return self.encode(value), self.tokens(value)
@@ -164,11 +168,19 @@ def model_method(model: Model, method: Callable[..., Any], streams: Streams) -> 
 class SyncStream:
     """A model's stream inside a run: live chunks as they arrive (recorded at its end), or
     the recorded ones on a resume, as the SDK's chunk types. Iterate it, use it in a
-    ``with`` block, ``close()`` it; while live, other attributes are the SDK stream's."""
+    ``with`` block, ``close()`` it; while live, other attributes are the SDK stream's.
 
-    def __init__(self, chunks: Generator[Any, None, None], live: list[Any]) -> None:
-        self._chunks, self._live = chunks, live
-        self._first: list[Any] = []
+    A stream is recorded once it has been read to its end, and a caller often stops at the
+    chunk that completes the response (``response.completed``, ``message_stop``) without
+    reading on. So on that chunk (``Model.last``) the rest is read at once (nothing, or a
+    usage chunk) and kept for the caller: the step is recorded whether or not it reads on.
+    """
+
+    def __init__(
+        self, chunks: Generator[Any, None, None], live: list[Any], last: Callable[[Any], bool]
+    ) -> None:
+        self._chunks, self._live, self._last = chunks, live, last
+        self._ahead: deque[Any] = deque()
 
     @classmethod
     def open(
@@ -192,18 +204,23 @@ class SyncStream:
             "model", model.name, request, opened, model.encode,
             lambda value: model.chunk(value, kwargs), model.stream_tokens,
         )  # fmt: skip
-        made = cls(cast("Generator[Any, None, None]", chunks), live)
+        made = cls(cast("Generator[Any, None, None]", chunks), live, model.last)
         if primed:
-            made._first.extend(_first(made._chunks))
+            with contextlib.suppress(StopIteration):
+                made._ahead.appendleft(made._pull())
         return made
+
+    def _pull(self) -> Any:
+        chunk = next(self._chunks)
+        if self._last(chunk):
+            self._ahead.extend(self._chunks)
+        return chunk
 
     def __iter__(self) -> SyncStream:
         return self
 
     def __next__(self) -> Any:
-        if self._first:
-            return self._first.pop()
-        return next(self._chunks)
+        return self._ahead.popleft() if self._ahead else self._pull()
 
     def __enter__(self) -> SyncStream:
         return self
@@ -212,8 +229,8 @@ class SyncStream:
         self.close()
 
     def close(self) -> None:
-        """Stop here: a stream not read to its end is not recorded (a resume asks again)."""
-        self._first.clear()
+        """Stop here: a stream cut short before its last chunk is not recorded."""
+        self._ahead.clear()
         self._chunks.close()
         for stream in self._live:
             end = getattr(stream, "close", None)
@@ -228,9 +245,11 @@ class AsyncStream:
     """`SyncStream` for the async clients: ``async for``, ``async with``, ``await close()``
     (and ``aclose()``, as on the async generators some SDKs return)."""
 
-    def __init__(self, chunks: AsyncGenerator[Any, None], live: list[Any]) -> None:
-        self._chunks, self._live = chunks, live
-        self._first: list[Any] = []
+    def __init__(
+        self, chunks: AsyncGenerator[Any, None], live: list[Any], last: Callable[[Any], bool]
+    ) -> None:
+        self._chunks, self._live, self._last = chunks, live, last
+        self._ahead: deque[Any] = deque()
 
     @classmethod
     async def open(
@@ -253,19 +272,23 @@ class AsyncStream:
             "model", model.name, request, opened, model.encode,
             lambda value: model.chunk(value, kwargs), model.stream_tokens,
         )  # fmt: skip
-        made = cls(cast("AsyncGenerator[Any, None]", chunks), live)
+        made = cls(cast("AsyncGenerator[Any, None]", chunks), live, model.last)
         if primed:
             with contextlib.suppress(StopAsyncIteration):
-                made._first.append(await made._chunks.__anext__())
+                made._ahead.appendleft(await made._pull())
         return made
+
+    async def _pull(self) -> Any:
+        chunk = await self._chunks.__anext__()
+        if self._last(chunk):
+            self._ahead.extend([rest async for rest in self._chunks])
+        return chunk
 
     def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
-        if self._first:
-            return self._first.pop()
-        return await self._chunks.__anext__()
+        return self._ahead.popleft() if self._ahead else await self._pull()
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -274,8 +297,8 @@ class AsyncStream:
         await self.close()
 
     async def close(self) -> None:
-        """Stop here: a stream not read to its end is not recorded (a resume asks again)."""
-        self._first.clear()
+        """Stop here: a stream cut short before its last chunk is not recorded."""
+        self._ahead.clear()
         await self._chunks.aclose()
         for stream in self._live:
             end = getattr(stream, "close", None) or getattr(stream, "aclose", None)
@@ -288,13 +311,6 @@ class AsyncStream:
 
     def __getattr__(self, name: str) -> Any:
         return _live_attribute(self.__dict__.get("_live"), name)
-
-
-def _first(chunks: Generator[Any, None, None]) -> list[Any]:
-    try:
-        return [next(chunks)]
-    except StopIteration:
-        return []
 
 
 def _live_attribute(live: list[Any] | None, name: str) -> Any:

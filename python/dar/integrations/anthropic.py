@@ -227,4 +227,5 @@ _MESSAGES = Model(
     tokens=lambda message: usage_sum(message.usage, *TOKENS),
     chunk=lambda value, kwargs: _construct(type_=_types.RawMessageStreamEvent, value=value),
     stream_tokens=_stream_usage,
+    last=lambda event: event.type == "message_stop",
 )

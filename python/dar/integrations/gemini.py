@@ -188,4 +188,5 @@ _GENERATE_STREAM = Model(
     tokens=lambda response: usage_sum(response.usage_metadata, "total_token_count"),
     chunk=_rebuilt,
     stream_tokens=_last_usage,
+    last=lambda chunk: any(c.finish_reason is not None for c in chunk.candidates or []),
 )

@@ -199,6 +199,9 @@ def _stream_usage(events: list[Any]) -> int:
     return 0
 
 
+#: The events that end a Responses stream.
+_ENDED = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 _CHAT = Model(
     name="openai.chat.completions",
     request=_request,
@@ -207,6 +210,11 @@ _CHAT = Model(
     tokens=lambda completion: usage_sum(completion.usage, "total_tokens"),
     chunk=lambda value, kwargs: _construct(type_=_chat.ChatCompletionChunk, value=value),
     stream_tokens=_last_usage,
+    # The usage chunk, or the finish of every choice (the usage chunk may follow).
+    last=lambda chunk: (
+        chunk.usage is not None
+        or (bool(chunk.choices) and all(c.finish_reason is not None for c in chunk.choices))
+    ),
 )
 
 _RESPONSES = Model(
@@ -217,4 +225,5 @@ _RESPONSES = Model(
     tokens=lambda response: usage_sum(response.usage, "total_tokens"),
     chunk=lambda value, kwargs: _construct(type_=_responses.ResponseStreamEvent, value=value),
     stream_tokens=_stream_usage,
+    last=lambda event: event.type in _ENDED,
 )
