@@ -40,9 +40,14 @@ among them as the SDK sends it), less ``extra_headers``, ``extra_query`` and ``t
 which change how the request travels, not what the model is asked (``extra_body`` counts).
 Retries are the client's (``max_retries``), never an argument. A step's tokens are the
 message's input, output and cache tokens (of a stream: as its ``message_start`` and last
-``message_delta`` give them). Outside a run the client is the SDK's, and so is everything
-else on it: ``client.beta.messages``, ``messages.parse()``, ``count_tokens`` and the batches
-are not journaled. ``with_options()`` and ``copy()`` return a durable client.
+``message_delta`` give them). A stream is recorded once read to its ``message_stop``; one
+closed before that is not, and a resume asks again. A replayed object is the one received
+but for its ``_request_id``, which only a live answer has.
+
+Outside a run the durable client is the client. Inside one, only ``messages.create`` and
+``messages.stream`` are journaled: ``client.beta.messages``, ``messages.parse()``,
+``count_tokens`` and the batches are the SDK's own, live every time. ``with_options()``
+and ``copy()`` return a durable client.
 """
 
 from __future__ import annotations

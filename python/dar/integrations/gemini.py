@@ -39,9 +39,12 @@ does a class given as ``response_schema``; the calls the SDK makes for it belong
 one journaled step, so a resumed run does not call those functions again. A response is
 rebuilt as the SDK builds it, ``parsed`` included (read again from its text against the
 ``response_schema`` of the call). A step's tokens are ``usage_metadata.total_token_count``
-(of a stream: its last chunk's). Outside a run the client is the SDK's, and so is
-everything else on it: ``client.chats``, ``count_tokens``, the live API and the other
-endpoints are not journaled.
+(of a stream: its last chunk's). A stream is recorded once read to its end, or to the
+chunk with a finish reason; one left before that is not, and a resume asks again.
+
+Outside a run the durable client is the client. Inside one, only those methods are
+journaled: ``client.chats``, ``count_tokens``, the live API and the other endpoints are
+the SDK's own, live every time.
 """
 
 from __future__ import annotations

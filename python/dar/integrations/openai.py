@@ -33,9 +33,14 @@ among them as the SDK sends it), less ``extra_headers``, ``extra_query`` and ``t
 which change how the request travels, not what the model is asked (``extra_body`` counts).
 Retries are the client's (``max_retries``), never an argument. A step's tokens are the
 response's ``usage.total_tokens`` (a Chat Completions stream has usage only with
-``stream_options={"include_usage": True}``). Outside a run the client is the SDK's, and so
-is everything else on it: the ``stream()`` and ``parse()`` helpers, ``with_raw_response``
-and the other endpoints are not journaled. ``with_options()`` and ``copy()`` return a
+``stream_options={"include_usage": True}``). A stream is recorded once read to its end, or
+to the chunk that completes it; one closed before that is not, and a resume asks again. A
+replayed object is the one received but for its ``_request_id``, which only a live answer
+has.
+
+Outside a run the durable client is the client. Inside one, only those two methods are
+journaled: the ``stream()`` and ``parse()`` helpers, ``with_raw_response`` and the other
+endpoints are the SDK's own, live every time. ``with_options()`` and ``copy()`` return a
 durable client.
 """
 
