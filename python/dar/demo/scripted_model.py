@@ -1,9 +1,12 @@
 """A scripted stand-in for the model providers, so the real SDK clients run offline: in the
 tests of `dar.integrations` and in `dar demo --agent`.
 
-It speaks just enough of four wire protocols for the official clients to parse its answers:
-OpenAI Chat Completions (also streamed, as SSE chunks with tool-call deltas), OpenAI
-Responses, Anthropic Messages and Gemini ``generateContent``. The model's side of the
+It speaks just enough of four wire protocols for the official clients to parse its answers,
+each also streamed as the real API streams it (server-sent events): OpenAI Chat Completions
+(chunks with tool-call deltas, and a usage chunk when ``stream_options`` asks for one),
+OpenAI Responses (typed events ending in ``response.completed``), Anthropic Messages
+(``message_start`` ... ``message_stop``, tool input as JSON deltas) and Gemini
+``generateContent`` (``streamGenerateContent``). The model's side of the
 conversation is a script: a list of turns, each either tool calls or a final text. Every
 request is answered with the next turn, and the script starts over when it runs out, so a
 conversation can be run twice. Every request body is recorded, so a test can read back
@@ -114,14 +117,21 @@ def render(path: str, body: dict[str, Any], number: int, turn: Turn) -> tuple[st
     """A turn in the wire format of the endpoint that asked for it."""
     if path.endswith("/chat/completions"):
         if body.get("stream"):
-            return "text/event-stream", _sse(chat_chunks(number, turn))
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return "text/event-stream", _sse(chat_chunks(number, turn, usage=usage))
         return "application/json", _json(chat_completion(number, turn))
     if path.endswith("/responses"):
+        if body.get("stream"):
+            return "text/event-stream", _sse(response_events(number, turn), named=True, done=False)
         return "application/json", _json(response(number, turn))
     if path.endswith("/messages"):
+        if body.get("stream"):
+            return "text/event-stream", _sse(anthropic_events(number, turn), named=True, done=False)
         return "application/json", _json(anthropic_message(number, turn))
     if re.search(r"/models/[^/]+:generateContent$", path):
         return "application/json", _json(gemini_response(number, turn))
+    if re.search(r"/models/[^/]+:streamGenerateContent$", path):
+        return "text/event-stream", _sse(gemini_chunks(number, turn), done=False)
     raise ValueError(f"no such endpoint: {path}")
 
 
@@ -151,13 +161,16 @@ def chat_completion(number: int, turn: Turn) -> dict[str, Any]:
         "created": int(time.time()),
         "model": "test-model",
         "choices": [{"index": 0, "message": message, "finish_reason": _finish(turn, "tool_calls")}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": _USAGE,
     }
 
 
-def chat_chunks(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
+_USAGE = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+
+
+def chat_chunks(number: int, turn: Turn, *, usage: bool = False) -> Iterator[dict[str, Any]]:
     """The turn as a stream: a tool call's id and name first, then its arguments in pieces,
-    as the real API splits them."""
+    as the real API splits them; with ``usage``, a last chunk with no choices carries it."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -179,6 +192,8 @@ def chat_chunks(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
             for piece in _pieces(c.arguments, 7):
                 yield chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
     yield chunk({}, _finish(turn, "tool_calls"))
+    if usage:
+        yield {**chunk({}), "choices": [], "usage": _USAGE}
 
 
 # --- OpenAI Responses --------------------------------------------------------------------------
@@ -227,6 +242,80 @@ def response(number: int, turn: Turn) -> dict[str, Any]:
     }
 
 
+def response_events(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The turn as Responses stream events: the response created, each output item added,
+    its text or arguments in deltas, the item done, and the response completed."""
+    done = response(number, turn)
+    started = {**done, "status": "in_progress", "output": [], "usage": None}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": started}]
+    for i, item in enumerate(done["output"]):
+        at = {"item_id": item["id"], "output_index": i}
+        if item["type"] == "function_call":
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": i,
+                    "item": {**item, "arguments": "", "status": "in_progress"},
+                }
+            )
+            for piece in _pieces(item["arguments"], 7):
+                events.append(
+                    {"type": "response.function_call_arguments.delta", **at, "delta": piece}
+                )
+            events.append(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **at,
+                    "name": item["name"],
+                    "arguments": item["arguments"],
+                }
+            )
+        else:
+            text = item["content"][0]["text"]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": i,
+                    "item": {**item, "content": [], "status": "in_progress"},
+                }
+            )
+            events.append(
+                {"type": "response.content_part.added", **at, "content_index": 0, "part": part}
+            )
+            for word in re.findall(r"\S+\s*", text):
+                events.append(
+                    {
+                        "type": "response.output_text.delta",
+                        **at,
+                        "content_index": 0,
+                        "delta": word,
+                        "logprobs": [],
+                    }
+                )
+            events.append(
+                {
+                    "type": "response.output_text.done",
+                    **at,
+                    "content_index": 0,
+                    "text": text,
+                    "logprobs": [],
+                }
+            )
+            events.append(
+                {
+                    "type": "response.content_part.done",
+                    **at,
+                    "content_index": 0,
+                    "part": {**part, "text": text},
+                }
+            )
+        events.append({"type": "response.output_item.done", "output_index": i, "item": item})
+    events.append({"type": "response.completed", "response": done})
+    for n, event in enumerate(events):
+        yield {**event, "sequence_number": n}
+
+
 # --- Anthropic Messages ------------------------------------------------------------------------
 
 
@@ -250,6 +339,45 @@ def anthropic_message(number: int, turn: Turn) -> dict[str, Any]:
     }
 
 
+def anthropic_events(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The turn as Messages stream events: the message started, each content block with its
+    text or its input as JSON in deltas, the stop reason and the usage, the message stopped."""
+    done = anthropic_message(number, turn)
+    started = {
+        **done,
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 1, "output_tokens": 0},
+    }
+    yield {"type": "message_start", "message": started}
+    for i, block in enumerate(done["content"]):
+        if block["type"] == "text":
+            yield {
+                "type": "content_block_start",
+                "index": i,
+                "content_block": {"type": "text", "text": ""},
+            }
+            for word in re.findall(r"\S+\s*", block["text"]):
+                delta = {"type": "text_delta", "text": word}
+                yield {"type": "content_block_delta", "index": i, "delta": delta}
+        else:
+            yield {
+                "type": "content_block_start",
+                "index": i,
+                "content_block": {**block, "input": {}},
+            }
+            for piece in _pieces(json.dumps(block["input"]), 7):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield {"type": "content_block_delta", "index": i, "delta": delta}
+        yield {"type": "content_block_stop", "index": i}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": done["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": 1},
+    }
+    yield {"type": "message_stop"}
+
+
 # --- Gemini generateContent --------------------------------------------------------------------
 
 
@@ -270,6 +398,22 @@ def gemini_response(number: int, turn: Turn) -> dict[str, Any]:
     }
 
 
+def gemini_chunks(number: int, turn: Turn) -> Iterator[dict[str, Any]]:
+    """The turn as ``streamGenerateContent`` chunks: a text word by word, function calls in
+    one chunk (as the API sends them whole); the last chunk has the finish reason."""
+    whole = gemini_response(number, turn)
+    parts = whole["candidates"][0]["content"]["parts"]
+    if isinstance(turn, str):
+        pieces = [[{"text": word}] for word in re.findall(r"\S+\s*", turn)] or [[{"text": ""}]]
+    else:
+        pieces = [parts]
+    for n, piece in enumerate(pieces):
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": piece}, "index": 0}
+        if n == len(pieces) - 1:
+            candidate["finishReason"] = "STOP"
+        yield {**whole, "candidates": [candidate]}
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -285,9 +429,13 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _sse(chunks: Iterator[dict[str, Any]]) -> bytes:
-    events = [f"data: {json.dumps(c)}\n\n" for c in chunks]
-    return ("".join(events) + "data: [DONE]\n\n").encode()
+def _sse(chunks: Iterator[dict[str, Any]], *, named: bool = False, done: bool = True) -> bytes:
+    """Server-sent events; ``named`` gives each its ``event:`` line (its type), as the
+    Responses and Messages APIs do; ``done`` ends them with ``[DONE]`` (Chat Completions)."""
+    events = [
+        (f"event: {c['type']}\n" if named else "") + f"data: {json.dumps(c)}\n\n" for c in chunks
+    ]
+    return ("".join(events) + ("data: [DONE]\n\n" if done else "")).encode()
 
 
 if __name__ == "__main__":  # pragma: no cover - for trying an example by hand

@@ -1,8 +1,10 @@
 """Where agents are built: one thin module per SDK, each an optional extra.
 
 Every module sits on `Runtime.call` and `Result.for_model()`; none holds any logic of its
-own beyond translating the SDK's objects. Importing a module whose SDK is missing raises a
-`ConfigurationError` naming the extra to install.
+own beyond translating the SDK's objects. The modules of the model SDKs (``openai``,
+``anthropic``, ``gemini``) also have ``durable(client)``, which journals the client's model
+calls in a durable run (what they share is in ``_durable``). Importing a module whose SDK
+is missing raises a `ConfigurationError` naming the extra to install.
 """
 
 from __future__ import annotations

@@ -1,27 +1,81 @@
 """OpenAI Chat Completions and Responses: the model's tool calls in, the messages to send back
-out.
+out, and a client whose model calls a durable run journals.
 
 The user keeps their own loop and their own client; this module only reads the tool calls
 off the SDK's objects and turns each `Result` into the message the API expects next. The
 arguments go to the runtime as the JSON text the model wrote, so broken JSON or a wrong type
 is refused and logged like any other call, and the model reads why.
+
+`durable(client)` (an ``OpenAI`` or an ``AsyncOpenAI``) journals, inside a run of
+``@dar.agent``, every ``client.chat.completions.create(...)`` and
+``client.responses.create(...)``, streamed (``stream=True``) or not: a resumed run gets the
+recorded ``ChatCompletion`` / ``Response`` (or the recorded chunks, as
+``ChatCompletionChunk`` / Responses events) back without asking the model again::
+
+    client = dar_openai.durable(openai.OpenAI())
+
+    @dar.agent
+    def shop(request: str) -> str | None:
+        messages = [{"role": "user", "content": request}]
+        while True:
+            completion = client.chat.completions.create(
+                model="gpt-5", messages=messages, tools=dar_openai.tools(rt)
+            )
+            replies = dar_openai.run_tool_calls(rt, completion)
+            if not replies:
+                return completion.choices[0].message.content
+            messages += [completion.choices[0].message, *replies]
+
+    rt.start(shop, "conv-1", "Order 2 tea")  # after a crash: rt.resume()
+
+The request the journal compares is the call's keyword arguments as JSON (an SDK object
+among them as the SDK sends it), less ``extra_headers``, ``extra_query`` and ``timeout``,
+which change how the request travels, not what the model is asked (``extra_body`` counts).
+Retries are the client's (``max_retries``), never an argument. A step's tokens are the
+response's ``usage.total_tokens`` (a Chat Completions stream has usage only with
+``stream_options={"include_usage": True}``). A stream is recorded once read to its end, or
+to the chunk that completes it; one closed before that is not, and a resume asks again. A
+replayed object is the one received but for its ``_request_id``, which only a live answer
+has.
+
+Outside a run the durable client is the client. Inside one, only those two methods are
+journaled: the ``stream()`` and ``parse()`` helpers, ``with_raw_response`` and the other
+endpoints are the SDK's own, live every time. ``with_options()`` and ``copy()`` return a
+durable client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from dar.integrations import require
+from dar.integrations._durable import (
+    Model,
+    Wrapper,
+    model_method,
+    request_of,
+    rewrapping,
+    usage_sum,
+    wrapped,
+)
 from dar.integrations._turn import Call, arun_calls, run_calls
 from dar.reply import ModelReply
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
 
+_openai = require("openai", "openai")
 _chat = require("openai.types.chat", "openai")
 _responses = require("openai.types.responses", "openai")
+# How the SDK itself builds its objects from the JSON it receives: leniently, as it accepts
+# them live (``model_validate`` would refuse a response that lacks a field it requires).
+_construct = require("openai._models", "openai").construct_type
 
 Api = Literal["chat", "responses"]
+Client = TypeVar("Client")
+
+#: Keyword arguments that change how a request travels, not what the model is asked.
+TRANSPORT = frozenset({"extra_headers", "extra_query", "timeout"})
 
 
 def tools(rt: Runtime | AsyncRuntime, api: Api = "chat") -> list[dict[str, Any]]:
@@ -87,3 +141,94 @@ def _replies(api: Api, ids: Sequence[str], replies: Sequence[ModelReply]) -> lis
         {"role": "tool", "tool_call_id": i, "content": r.text}
         for i, r in zip(ids, replies, strict=True)
     ]
+
+
+def durable(client: Client) -> Client:
+    """``client`` (an ``OpenAI`` or ``AsyncOpenAI``), with its model calls journaled in a
+    durable run (see the module). It passes for the client (``isinstance``), and outside a
+    run it is the client."""
+    if wrapped(client):
+        return client
+    completions = {"create": lambda create: model_method(_CHAT, create, "flag")}
+    return cast(
+        "Client",
+        Wrapper(
+            client,
+            {
+                "chat": lambda chat: Wrapper(
+                    chat, {"completions": lambda c: Wrapper(c, completions)}
+                ),
+                "responses": lambda responses: Wrapper(
+                    responses, {"create": lambda create: model_method(_RESPONSES, create, "flag")}
+                ),
+                "with_options": rewrapping(durable),
+                "copy": rewrapping(durable),
+            },
+        ),
+    )
+
+
+def _request(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return request_of(
+        kwargs, ignored=TRANSPORT, omitted=(_openai.NotGiven, _openai.Omit), dump=_sent
+    )
+
+
+def _sent(model: Any) -> Any:
+    """An SDK object in a request, as the SDK sends it (the fields it was given)."""
+    return model.model_dump(
+        mode="python",
+        exclude_unset=True,
+        by_alias=True,
+        exclude=getattr(model, "__api_exclude__", None),
+        warnings=False,
+    )
+
+
+def _json(value: Any) -> Any:
+    # The fields the API sent, by their API names: rebuilt, the object is the one received.
+    return value.to_dict(mode="json", warnings=False)
+
+
+def _last_usage(chunks: list[Any]) -> int:
+    """A Chat Completions stream's tokens: the usage its last chunk carries, if asked for."""
+    return next((usage_sum(c.usage, "total_tokens") for c in reversed(chunks) if c.usage), 0)
+
+
+def _stream_usage(events: list[Any]) -> int:
+    """A Responses stream's tokens: the usage of the response its last event completes."""
+    for event in reversed(events):
+        response = getattr(event, "response", None)
+        if response is not None and response.usage is not None:
+            return usage_sum(response.usage, "total_tokens")
+    return 0
+
+
+#: The events that end a Responses stream.
+_ENDED = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+_CHAT = Model(
+    name="openai.chat.completions",
+    request=_request,
+    encode=_json,
+    response=lambda value, kwargs: _construct(type_=_chat.ChatCompletion, value=value),
+    tokens=lambda completion: usage_sum(completion.usage, "total_tokens"),
+    chunk=lambda value, kwargs: _construct(type_=_chat.ChatCompletionChunk, value=value),
+    stream_tokens=_last_usage,
+    # The usage chunk, or the finish of every choice (the usage chunk may follow).
+    last=lambda chunk: (
+        chunk.usage is not None
+        or (bool(chunk.choices) and all(c.finish_reason is not None for c in chunk.choices))
+    ),
+)
+
+_RESPONSES = Model(
+    name="openai.responses",
+    request=_request,
+    encode=_json,
+    response=lambda value, kwargs: _construct(type_=_responses.Response, value=value),
+    tokens=lambda response: usage_sum(response.usage, "total_tokens"),
+    chunk=lambda value, kwargs: _construct(type_=_responses.ResponseStreamEvent, value=value),
+    stream_tokens=_stream_usage,
+    last=lambda event: event.type in _ENDED,
+)

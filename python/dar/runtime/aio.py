@@ -375,8 +375,7 @@ class AsyncRuntime(RuntimeBase):
         result: Result = await live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
-        step = (index, "tool", name, text, digest)
-        run.record = await self._drive(run.step_ops(step, result_response(result), 0, started))
+        await run.write((index, "tool", name, text, digest), result_response(result), 0, started)
         return result
 
     async def close(self) -> None:

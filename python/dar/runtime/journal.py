@@ -9,6 +9,7 @@ calls through it, the runtimes journal tool calls, and `step` journals any other
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -42,6 +43,7 @@ class Run:
         # A request holds the conversation so far, tool outputs included: where a tool
         # redacts personal fields, the journal keeps only the request's hash.
         self.withhold = any(t.redactor is not None for t in rt.tools)
+        self._writing = asyncio.Lock()
 
     @property
     def is_async(self) -> bool:
@@ -57,6 +59,24 @@ class Run:
         return runs.record_step(
             self.record, step, response, tokens, self.rt.clock(), self.lease, ms
         )
+
+    def write(
+        self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
+    ) -> Any:
+        """Record a live step and move the run's record on; on an `AsyncRuntime`, an
+        awaitable. Steps that end together (an async turn's tool calls run concurrently)
+        are written one at a time, each from the record the previous one left: written at
+        once, all but the first would lose the compare-and-set and stop the run."""
+        if self.is_async:
+            return self._awrite(step, response, tokens, started)
+        self.record = self.rt._drive(self.step_ops(step, response, tokens, started))
+        return None
+
+    async def _awrite(
+        self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
+    ) -> None:
+        async with self._writing:
+            self.record = await self.rt._drive(self.step_ops(step, response, tokens, started))
 
 
 def running() -> Run | None:
@@ -80,9 +100,7 @@ def journaled(
     started = time.perf_counter()
     value = call()
     response, tokens = encode(value)
-    run.record = run.rt._drive(
-        run.step_ops((index, kind, name, text, digest), response, tokens, started)
-    )
+    run.write((index, kind, name, text, digest), response, tokens, started)
     return value
 
 
@@ -104,9 +122,7 @@ async def ajournaled(
     if inspect.isawaitable(value):
         value = await value
     response, tokens = encode(value)
-    run.record = await run.rt._drive(
-        run.step_ops((index, kind, name, text, digest), response, tokens, started)
-    )
+    await run.write((index, kind, name, text, digest), response, tokens, started)
     return value
 
 
@@ -216,8 +232,7 @@ def journaled_stream(
         chunks.append(chunk)
         yield chunk
     response = [encode(c) for c in chunks]
-    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
-    run.record = run.rt._drive(ops)
+    run.write((index, kind, name, text, digest), response, tokens(chunks), started)
 
 
 async def ajournaled_stream(
@@ -250,8 +265,7 @@ async def ajournaled_stream(
         chunks.append(chunk)
         yield chunk
     response = [encode(c) for c in chunks]
-    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
-    run.record = await run.rt._drive(ops)
+    await run.write((index, kind, name, text, digest), response, tokens(chunks), started)
 
 
 async def _opened(open_stream: Callable[[], Any]) -> Any:

@@ -373,8 +373,7 @@ class Runtime(RuntimeBase):
         result: Result = live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
-        step = (index, "tool", name, text, digest)
-        run.record = self._drive(run.step_ops(step, result_response(result), 0, started))
+        run.write((index, "tool", name, text, digest), result_response(result), 0, started)
         return result
 
     def close(self) -> None:
