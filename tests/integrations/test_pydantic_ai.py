@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -33,6 +34,7 @@ from pydantic_ai.messages import (
     ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
@@ -446,6 +448,43 @@ def test_resume_with_other_instructions_diverges_at_the_first_model_turn(tmp_pat
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.startswith("ReplayDivergence") and "Order twice" in failed.error
     assert crash.asked == 1  # the recorded turn was not asked again
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_model_request_cut_off_by_its_timeout_is_cancelled_and_not_recorded(
+    tmp_path: Path, kind: str
+) -> None:
+    seen: list[str] = []
+
+    async def slow(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("answered")
+        return ModelResponse(parts=[TextPart("too late")])
+
+    h = runs.Harness(kind, f"sqlite:///{tmp_path / 'runs.db'}")
+
+    def build() -> Agent[None, str]:
+        settings: ModelSettings = {"request_timeout": 0.2}
+        return Agent(durable(FunctionModel(slow)), model_settings=settings)
+
+    @dar.agent
+    def impatient(request: str) -> str:
+        return build().run_sync(request).output
+
+    @dar.agent
+    async def impatient_async(request: str) -> str:
+        return (await build().run(request)).output
+
+    started = time.monotonic()
+    failed = h.start(impatient if kind == "sync" else impatient_async, "conv-1", "hi")
+    assert failed.status == "failed" and "timed out" in (failed.error or "")
+    assert time.monotonic() - started < 3  # the run did not wait for the model's answer
+    time.sleep(0.1)
+    assert seen == ["cancelled"] and h.steps("conv-1") == []
 
 
 def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:

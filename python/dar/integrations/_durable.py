@@ -19,6 +19,7 @@ SDK started them, and lets none start once one has suspended the run.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -85,13 +86,48 @@ async def model_call(
         answered: T = await ajournaled(KIND, name, request(), call, encode, decode)
         return answered
     loop = asyncio.get_running_loop()
+    call_off = _CallOff()
 
     def blocking() -> T:
-        return asyncio.run_coroutine_threadsafe(_awaited(call), loop).result()
+        started: concurrent.futures.Future[T] = call_off.start(
+            lambda: asyncio.run_coroutine_threadsafe(_awaited(call), loop)
+        )
+        return started.result()
 
-    # to_thread copies the context: the worker sees the run.
-    done: T = await asyncio.to_thread(journaled, KIND, name, request(), blocking, encode, decode)
+    try:
+        # to_thread copies the context: the worker sees the run.
+        done: T = await asyncio.to_thread(
+            journaled, KIND, name, request(), blocking, encode, decode
+        )
+    except asyncio.CancelledError:
+        call_off.cancel()  # the model's call is cancelled too (and nothing recorded)
+        raise
     return done
+
+
+class _CallOff:
+    """A call started from a worker thread that the awaiting task may cancel, before it
+    starts or while it runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._future: concurrent.futures.Future[Any] | None = None
+        self._cancelled = False
+
+    def start(
+        self, submit: Callable[[], concurrent.futures.Future[T]]
+    ) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._cancelled:
+                raise concurrent.futures.CancelledError
+            future = self._future = submit()
+            return future
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._future is not None:
+                self._future.cancel()
 
 
 async def _awaited(call: Callable[[], Awaitable[T]]) -> T:
