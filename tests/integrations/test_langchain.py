@@ -36,7 +36,7 @@ from dar.demo.scripted_model import Turn
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
 from dar.records import RunResult
-from tests.support import runs
+from tests.support import durable_loops as loops
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
@@ -330,11 +330,11 @@ def test_session_comes_before_the_thread(tmp_path: Path) -> None:
 
 
 class Asking(BaseChatModel):
-    """The model's side of a `runs` script: each turn once, counted (a `runs.Crash`
+    """The model's side of a `loops` script: each turn once, counted (a `loops.Crash`
     happens where it is asked), with the usage a provider reports."""
 
     turns: list[Any]
-    crash: Any  # runs.Crash
+    crash: Any  # loops.Crash
 
     @property
     def _llm_type(self) -> str:
@@ -391,17 +391,17 @@ SHOP_EFFECTS = {"get_price": "read", "place_order": "mutate-external"}
 INSTRUCTIONS = "Order what is asked."
 
 
-def harness(kind: str, tools: str, db: str) -> runs.Harness:
+def harness(kind: str, tools: str, db: str) -> loops.Harness:
     """``dar-tools``: the shop's dar tools, ``tools(rt)``; ``own-tools``: the agent's own
     tools, registered in the runtime by the middleware (the runtime has only the rule)."""
-    shop = runs.make_shop()
+    shop = loops.make_shop()
     if tools == "own-tools":
-        shop = runs.Shop(shop.ran, [], shop.rules)
-    return runs.Harness(kind, db, shop)
+        shop = loops.Shop(shop.ran, [], shop.rules)
+    return loops.Harness(kind, db, shop)
 
 
 def shopper(
-    h: runs.Harness, model: Asking, tools: str, instructions: str = INSTRUCTIONS
+    h: loops.Harness, model: Asking, tools: str, instructions: str = INSTRUCTIONS
 ) -> Callable[..., Any]:
     """A durable agent whose loop is a ``create_agent`` agent with DarMiddleware (which
     journals its model calls) over the runtime ``h`` drives the run with."""
@@ -440,8 +440,8 @@ RUN_CASES = [
 
 def scripts(kind: str) -> tuple[list[Turn], list[Turn]]:
     if kind == "async":
-        return runs.SCRIPT, runs.APPROVAL
-    return runs.ONE_A_TURN, runs.APPROVAL_ONE_A_TURN
+        return loops.SCRIPT, loops.APPROVAL
+    return loops.ONE_A_TURN, loops.APPROVAL_ONE_A_TURN
 
 
 @pytest.mark.parametrize(("kind", "tools"), RUN_CASES)
@@ -449,16 +449,16 @@ def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
     tmp_path: Path, kind: str, tools: str
 ) -> None:
     script, _ = scripts(kind)
-    whole = harness(kind, tools, f"sqlite:///{tmp_path / 'whole.db'}"), runs.Crash()
+    whole = harness(kind, tools, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
     agent = shopper(whole[0], Asking(turns=script, crash=whole[1]), tools)
     assert whole[0].start(agent, "whole", "order tea") == RunResult(
-        "whole", "finished", runs.ANSWER
+        "whole", "finished", loops.ANSWER
     )
-    crashed = harness(kind, tools, f"sqlite:///{tmp_path / 'crashed.db'}"), runs.Crash(at=2)
+    crashed = harness(kind, tools, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
     agent = shopper(crashed[0], Asking(turns=script, crash=crashed[1]), tools)
-    resumed = runs.crash_and_resume(crashed[0], agent, "crashed")
-    assert resumed == RunResult("crashed", "finished", runs.ANSWER)
-    runs.check_whole_and_crashed(whole, crashed, turns=len(script))
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=len(script))
     record = crashed[0].run("crashed")
     assert (record.tokens, record.tokens_saved) == (2 * len(script), 4)
     assert [kind for kind, _ in crashed[0].steps("crashed")].count("model") == len(script)
@@ -469,29 +469,29 @@ def test_call_waiting_for_approval_suspends_the_run_until_approved(
     tmp_path: Path, kind: str, tools: str
 ) -> None:
     _, script = scripts(kind)
-    h, crash = harness(kind, tools, f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash()
+    h, crash = harness(kind, tools, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
     agent = shopper(h, Asking(turns=script, crash=crash), tools)
     suspended = h.start(agent, "conv-1", "order caviar")
     assert suspended.status == "suspended" and suspended.approval_id is not None
     # Nothing after the caviar ran: not the coffee (queued behind it in the same turn, or
     # in the next), and the model was not asked again.
     asked = len(script) - 1 - (1 if kind == "sync" else 0)
-    assert crash.asked == asked and h.shop.ran == runs.RAN_BEFORE_APPROVAL
+    assert crash.asked == asked and h.shop.ran == loops.RAN_BEFORE_APPROVAL
     with Runtime(h.db) as rt:
         (pending,) = rt.approvals("pending")
-    assert pending.approval_id == suspended.approval_id and pending.reason == runs.WAITS
+    assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
     assert h.resume() == []  # undecided: nothing to resume
     (done,) = h.resume(approve=suspended.approval_id)
-    assert done == RunResult("conv-1", "finished", runs.APPROVED)
-    assert crash.asked == len(script) and h.shop.ran == runs.RAN_APPROVED
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == len(script) and h.shop.ran == loops.RAN_APPROVED
 
 
 def test_resume_with_another_system_prompt_diverges_at_the_first_model_turn(
     tmp_path: Path,
 ) -> None:
-    h, crash = harness("sync", "dar-tools", f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash(at=1)
-    model = Asking(turns=runs.ONE_A_TURN, crash=crash)
-    runs.start_and_crash(h, shopper(h, model, "dar-tools"), "conv-1")
+    h, crash = harness("sync", "dar-tools", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    model = Asking(turns=loops.ONE_A_TURN, crash=crash)
+    loops.start_and_crash(h, shopper(h, model, "dar-tools"), "conv-1")
     shopper(h, model, "dar-tools", instructions="Order twice what is asked.")
     (failed,) = h.resume()
     assert failed.status == "failed" and failed.error is not None
@@ -499,7 +499,7 @@ def test_resume_with_another_system_prompt_diverges_at_the_first_model_turn(
     assert crash.asked == 1  # the recorded turn was not asked again
 
 
-def hand_loop(h: runs.Harness, model: Asking) -> Callable[..., Any]:
+def hand_loop(h: loops.Harness, model: Asking) -> Callable[..., Any]:
     """A durable agent whose loop is one's own: ``durable(model)`` with the runtime's tools
     bound, each tool call made by hand (``rt.call``), one after another."""
 
@@ -520,26 +520,26 @@ def hand_loop(h: runs.Harness, model: Asking) -> Callable[..., Any]:
 
 
 def test_durable_chat_model_in_a_loop_of_ones_own(tmp_path: Path) -> None:
-    whole = runs.Harness("sync", f"sqlite:///{tmp_path / 'whole.db'}"), runs.Crash()
-    agent = hand_loop(whole[0], Asking(turns=runs.SCRIPT, crash=whole[1]))
+    whole = loops.Harness("sync", f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    agent = hand_loop(whole[0], Asking(turns=loops.SCRIPT, crash=whole[1]))
     assert whole[0].start(agent, "whole", "order tea") == RunResult(
-        "whole", "finished", runs.ANSWER
+        "whole", "finished", loops.ANSWER
     )
-    crashed = runs.Harness("sync", f"sqlite:///{tmp_path / 'crashed.db'}"), runs.Crash(at=2)
-    agent = hand_loop(crashed[0], Asking(turns=runs.SCRIPT, crash=crashed[1]))
-    resumed = runs.crash_and_resume(crashed[0], agent, "crashed")
-    assert resumed == RunResult("crashed", "finished", runs.ANSWER)
-    runs.check_whole_and_crashed(whole, crashed, turns=3)
+    crashed = loops.Harness("sync", f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    agent = hand_loop(crashed[0], Asking(turns=loops.SCRIPT, crash=crashed[1]))
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
     assert crashed[0].steps("crashed")[0] == ("model", "Asking")
 
-    h, crash = runs.Harness("sync", f"sqlite:///{tmp_path / 'approval.db'}"), runs.Crash()
-    agent = hand_loop(h, Asking(turns=runs.APPROVAL, crash=crash))
+    h, crash = loops.Harness("sync", f"sqlite:///{tmp_path / 'approval.db'}"), loops.Crash()
+    agent = hand_loop(h, Asking(turns=loops.APPROVAL, crash=crash))
     suspended = h.start(agent, "conv-1", "order caviar")
     assert suspended.status == "suspended" and suspended.approval_id is not None
-    assert crash.asked == 2 and h.shop.ran == runs.RAN_BEFORE_APPROVAL
+    assert crash.asked == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
     (done,) = h.resume(approve=suspended.approval_id)
-    assert done == RunResult("conv-1", "finished", runs.APPROVED)
-    assert crash.asked == 3 and h.shop.ran == runs.RAN_APPROVED
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == 3 and h.shop.ran == loops.RAN_APPROVED
 
 
 def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:

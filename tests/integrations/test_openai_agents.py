@@ -17,7 +17,7 @@ from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai_agents
 from dar.records import RunResult
-from tests.support import runs
+from tests.support import durable_loops as loops
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,
@@ -172,9 +172,9 @@ def test_example_runs(tmp_path: Path) -> None:
 
 class Asking(agents.Model):
     """The scripted server's model, counting each time it is really asked (the crash of a
-    `runs.Crash` happens there, before the request is sent)."""
+    `loops.Crash` happens there, before the request is sent)."""
 
-    def __init__(self, live: agents.Model, crash: runs.Crash) -> None:
+    def __init__(self, live: agents.Model, crash: loops.Crash) -> None:
         self.live, self.crash = live, crash
         self.model = "test-model"  # the name its steps are journaled under
 
@@ -191,7 +191,7 @@ class Asking(agents.Model):
 class AskingProvider(agents.ModelProvider):
     """A provider of `Asking` chat models, for ``durable(provider)``."""
 
-    def __init__(self, client: openai.AsyncOpenAI, crash: runs.Crash) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, crash: loops.Crash) -> None:
         self.client, self.crash = client, crash
 
     def get_model(self, model_name: str | None) -> agents.Model:
@@ -203,9 +203,9 @@ INSTRUCTIONS = "Order what is asked."
 
 
 def shopper(
-    h: runs.Harness,
+    h: loops.Harness,
     server: ModelServer,
-    crash: runs.Crash,
+    crash: loops.Crash,
     api: str,
     instructions: str = INSTRUCTIONS,
 ) -> Callable[..., Any]:
@@ -227,17 +227,7 @@ def shopper(
         agent = agents.Agent(name="shop", instructions=instructions, model=model, tools=tools)
         return agent, config
 
-    if h.kind == "sync":
-
-        @dar.agent
-        def shop_agent(request: str) -> str:
-            agent, config = build()
-            return str(agents.Runner.run_sync(agent, request, run_config=config).final_output)
-
-        return shop_agent
-
-    @dar.agent
-    async def shop_agent_async(request: str) -> str:
+    async def run(request: str) -> str:
         agent, config = build()
         if api == "chat-stream":
             streamed = agents.Runner.run_streamed(agent, request, run_config=config)
@@ -247,6 +237,21 @@ def shopper(
         result = await agents.Runner.run(agent, request, run_config=config)
         return str(result.final_output)
 
+    if h.kind == "sync":
+
+        @dar.agent
+        def shop_agent(request: str) -> str:
+            if api == "chat-stream":  # the streamed loop on an event loop of its own
+                return asyncio.run(run(request))
+            agent, config = build()
+            return str(agents.Runner.run_sync(agent, request, run_config=config).final_output)
+
+        return shop_agent
+
+    @dar.agent
+    async def shop_agent_async(request: str) -> str:
+        return await run(request)
+
     return shop_agent_async
 
 
@@ -255,6 +260,7 @@ RUN_CASES = [
     ("async", "responses"),
     ("async", "chat-stream"),
     ("sync", "provider"),
+    ("sync", "chat-stream"),
 ]
 
 
@@ -262,19 +268,19 @@ RUN_CASES = [
 def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
     tmp_path: Path, kind: str, api: str
 ) -> None:
-    whole = runs.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), runs.Crash()
-    with ModelServer(runs.SCRIPT) as server:
+    whole = loops.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    with ModelServer(loops.SCRIPT) as server:
         done = whole[0].start(shopper(whole[0], server, whole[1], api), "whole", "order tea")
-        assert done == RunResult("whole", "finished", runs.ANSWER)
+        assert done == RunResult("whole", "finished", loops.ANSWER)
         assert len(server.requests) == 3
-    crashed = runs.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), runs.Crash(at=2)
-    with ModelServer(runs.SCRIPT) as server:
-        resumed = runs.crash_and_resume(
+    crashed = loops.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    with ModelServer(loops.SCRIPT) as server:
+        resumed = loops.crash_and_resume(
             crashed[0], shopper(crashed[0], server, crashed[1], api), "crashed"
         )
-        assert resumed == RunResult("crashed", "finished", runs.ANSWER)
+        assert resumed == RunResult("crashed", "finished", loops.ANSWER)
         assert len(server.requests) == 3  # two turns before the crash, one after
-    runs.check_whole_and_crashed(whole, crashed, turns=3)
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
     if api != "chat-stream":  # the server reports 2 tokens a call (not in a stream)
         record = crashed[0].run("crashed")
         assert (record.tokens, record.tokens_saved) == (6, 4)
@@ -292,28 +298,28 @@ def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
 def test_call_waiting_for_approval_suspends_the_run_until_approved(
     tmp_path: Path, kind: str, api: str
 ) -> None:
-    h, crash = runs.Harness(kind, f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash()
-    with ModelServer(runs.APPROVAL) as server:
+    h, crash = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
+    with ModelServer(loops.APPROVAL) as server:
         agent = shopper(h, server, crash, api)
         suspended = h.start(agent, "conv-1", "order caviar")
         assert suspended.status == "suspended" and suspended.approval_id is not None
         # Nothing after the caviar ran: the coffee queued behind it in the same turn did not
         # start, and the model was not asked again.
-        assert len(server.requests) == 2 and h.shop.ran == runs.RAN_BEFORE_APPROVAL
+        assert len(server.requests) == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
         assert h.steps("conv-1")[-1] == ("tool", "place_order")  # the tea, before the caviar
         with Runtime(h.db) as rt:
             (pending,) = rt.approvals("pending")
-        assert pending.approval_id == suspended.approval_id and pending.reason == runs.WAITS
+        assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
         assert h.resume() == []  # undecided: nothing to resume
         (done,) = h.resume(approve=suspended.approval_id)
-        assert done == RunResult("conv-1", "finished", runs.APPROVED)
-        assert len(server.requests) == 3 and h.shop.ran == runs.RAN_APPROVED
+        assert done == RunResult("conv-1", "finished", loops.APPROVED)
+        assert len(server.requests) == 3 and h.shop.ran == loops.RAN_APPROVED
 
 
 def test_resume_with_other_instructions_diverges_at_the_first_model_turn(tmp_path: Path) -> None:
-    h, crash = runs.Harness("async", f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash(at=1)
-    with ModelServer(runs.SCRIPT) as server:
-        runs.start_and_crash(h, shopper(h, server, crash, "chat"), "conv-1")
+    h, crash = loops.Harness("async", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    with ModelServer(loops.SCRIPT) as server:
+        loops.start_and_crash(h, shopper(h, server, crash, "chat"), "conv-1")
         shopper(h, server, crash, "chat", instructions="Order twice what is asked.")
         (failed,) = h.resume()
         assert failed.status == "failed" and failed.error is not None

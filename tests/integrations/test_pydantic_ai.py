@@ -43,7 +43,7 @@ from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
 from dar.demo.scripted_model import Turn
 from dar.integrations.pydantic_ai import DarToolset, durable
 from dar.records import RunResult
-from tests.support import runs
+from tests.support import durable_loops as loops
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
@@ -318,10 +318,10 @@ def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
 
 
 class Asking:
-    """The model's side of a `runs` script, for ``FunctionModel``: each turn once, counted
-    (a `runs.Crash` happens where it is asked), whole or streamed."""
+    """The model's side of a `loops` script, for ``FunctionModel``: each turn once, counted
+    (a `loops.Crash` happens where it is asked), whole or streamed."""
 
-    def __init__(self, turns: list[Turn], crash: runs.Crash) -> None:
+    def __init__(self, turns: list[Turn], crash: loops.Crash) -> None:
         self.turns, self.crash = turns, crash
         self.streamed = 0  # the turns answered as a stream
 
@@ -360,7 +360,7 @@ INSTRUCTIONS = "Order what is asked."
 
 
 def shopper(
-    h: runs.Harness, asking: Asking, mode: str, instructions: str = INSTRUCTIONS
+    h: loops.Harness, asking: Asking, mode: str, instructions: str = INSTRUCTIONS
 ) -> Callable[..., Any]:
     """A durable agent whose loop is a Pydantic AI ``Agent`` with the durable model and
     ``DarToolset`` over the runtime ``h`` drives the run with."""
@@ -369,47 +369,47 @@ def shopper(
         toolsets = [DarToolset(h.rt)]
         return Agent(durable(asking.model()), instructions=instructions, toolsets=toolsets)
 
+    async def handle(ctx: RunContext[None], events: AsyncIterable[Any]) -> None:
+        async for _ in events:
+            pass
+
+    # With an event stream handler every model request is streamed.
+    handler = handle if mode == "stream" else None
+
     if h.kind == "sync":
 
         @dar.agent
         def shop_agent(request: str) -> str:
-            return build().run_sync(request).output
+            return build().run_sync(request, event_stream_handler=handler).output
 
         return shop_agent
 
     @dar.agent
     async def shop_agent_async(request: str) -> str:
-        if mode == "stream":  # every model request streamed, the events handled
-
-            async def handle(ctx: RunContext[None], events: AsyncIterable[Any]) -> None:
-                async for _ in events:
-                    pass
-
-            return (await build().run(request, event_stream_handler=handle)).output
-        return (await build().run(request)).output
+        return (await build().run(request, event_stream_handler=handler)).output
 
     return shop_agent_async
 
 
-RUN_CASES = [("async", "plain"), ("async", "stream"), ("sync", "plain")]
+RUN_CASES = [("async", "plain"), ("async", "stream"), ("sync", "plain"), ("sync", "stream")]
 
 
 @pytest.mark.parametrize(("kind", "mode"), RUN_CASES)
 def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
     tmp_path: Path, kind: str, mode: str
 ) -> None:
-    whole = runs.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), runs.Crash()
-    asking = Asking(runs.SCRIPT, whole[1])
+    whole = loops.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    asking = Asking(loops.SCRIPT, whole[1])
     agent = shopper(whole[0], asking, mode)
     assert whole[0].start(agent, "whole", "order tea") == RunResult(
-        "whole", "finished", runs.ANSWER
+        "whole", "finished", loops.ANSWER
     )
     assert asking.streamed == (3 if mode == "stream" else 0)
-    crashed = runs.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), runs.Crash(at=2)
-    agent = shopper(crashed[0], Asking(runs.SCRIPT, crashed[1]), mode)
-    resumed = runs.crash_and_resume(crashed[0], agent, "crashed")
-    assert resumed == RunResult("crashed", "finished", runs.ANSWER)
-    runs.check_whole_and_crashed(whole, crashed, turns=3)
+    crashed = loops.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    agent = shopper(crashed[0], Asking(loops.SCRIPT, crashed[1]), mode)
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
     model = "function:answer:stream"
     assert crashed[0].steps("crashed") == [
         ("model", model), ("tool", "get_price"),
@@ -422,27 +422,27 @@ def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
 def test_call_waiting_for_approval_suspends_the_run_until_approved(
     tmp_path: Path, kind: str, mode: str
 ) -> None:
-    h, crash = runs.Harness(kind, f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash()
-    agent = shopper(h, Asking(runs.APPROVAL, crash), mode)
+    h, crash = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
+    agent = shopper(h, Asking(loops.APPROVAL, crash), mode)
     suspended = h.start(agent, "conv-1", "order caviar")
     assert suspended.status == "suspended" and suspended.approval_id is not None
     # Nothing after the caviar ran: the coffee queued behind it in the same turn did not
     # start, and the model was not asked again.
-    assert crash.asked == 2 and h.shop.ran == runs.RAN_BEFORE_APPROVAL
+    assert crash.asked == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
     assert h.steps("conv-1")[-1] == ("tool", "place_order")  # the tea, before the caviar
     with Runtime(h.db) as rt:
         (pending,) = rt.approvals("pending")
-    assert pending.approval_id == suspended.approval_id and pending.reason == runs.WAITS
+    assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
     assert h.resume() == []  # undecided: nothing to resume
     (done,) = h.resume(approve=suspended.approval_id)
-    assert done == RunResult("conv-1", "finished", runs.APPROVED)
-    assert crash.asked == 3 and h.shop.ran == runs.RAN_APPROVED
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == 3 and h.shop.ran == loops.RAN_APPROVED
 
 
 def test_resume_with_other_instructions_diverges_at_the_first_model_turn(tmp_path: Path) -> None:
-    h, crash = runs.Harness("async", f"sqlite:///{tmp_path / 'runs.db'}"), runs.Crash(at=1)
-    asking = Asking(runs.SCRIPT, crash)
-    runs.start_and_crash(h, shopper(h, asking, "plain"), "conv-1")
+    h, crash = loops.Harness("async", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    asking = Asking(loops.SCRIPT, crash)
+    loops.start_and_crash(h, shopper(h, asking, "plain"), "conv-1")
     shopper(h, asking, "plain", instructions="Order twice what is asked.")
     (failed,) = h.resume()
     assert failed.status == "failed" and failed.error is not None
@@ -465,7 +465,7 @@ def test_model_request_cut_off_by_its_timeout_is_cancelled_and_not_recorded(
         seen.append("answered")
         return ModelResponse(parts=[TextPart("too late")])
 
-    h = runs.Harness(kind, f"sqlite:///{tmp_path / 'runs.db'}")
+    h = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}")
 
     def build() -> Agent[None, str]:
         settings: ModelSettings = {"request_timeout": 0.2}
