@@ -13,9 +13,10 @@ the LangGraph ``thread_id``.
 In a durable run (``rt.start``) the middleware also journals the agent's model calls: a
 resumed run gets each recorded answer (its messages, rebuilt with ``messages_from_dict``)
 back without asking the model again. ``durable(chat_model)`` does the same for a chat model
-used in a loop of one's own. A tool call that waits for a person raises `RunSuspended`; the
-tool node catches ``Exception`` only, so it ends ``invoke`` and reaches ``rt.start``, which
-answers ``suspended``.
+used in a loop of one's own. A tool call that waits for a person raises `RunSuspended`: the
+tools and the tool node handle ``Exception`` only, and LangGraph re-raises anything else
+from its tool tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends
+``invoke`` and reaches ``rt.start``, which answers ``suspended``.
 """
 
 from __future__ import annotations

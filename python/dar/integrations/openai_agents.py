@@ -11,9 +11,13 @@ A call to a tool the agent does not have never reaches these tools: the SDK hand
 
 ``durable(model)`` (or ``durable(provider)``) journals the agent's model calls in a durable
 run (``rt.start``): a resumed run gets each recorded ``ModelResponse`` back, rebuilt as the
-SDK's types, without asking the model again. A tool call that waits for a person raises
-`RunSuspended` out of the tool; the SDK's tool loop catches ``Exception`` only, so it ends
-``Runner.run`` and reaches ``rt.start``, which answers ``suspended``.
+SDK's types, without asking the model again. Inside a run the turn's tool calls take
+turns, in the order the SDK started them, so each is one numbered step. A tool call that
+waits for a person raises `RunSuspended` out of the tool: the SDK catches ``Exception``
+from a tool and re-raises anything else from its tool tasks (cancelling the turn's other
+calls; a call queued behind it raises it too, without running), so it ends ``Runner.run``
+(or ``stream_events()`` of ``Runner.run_streamed``) and reaches ``rt.start``, which answers
+``suspended``.
 """
 
 from __future__ import annotations

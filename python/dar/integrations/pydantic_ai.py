@@ -11,10 +11,13 @@ failed tool result (``ToolFailed``): the run goes on and no retry budget is spen
 
 ``durable(model)`` journals the agent's model requests in a durable run (``rt.start``): a
 resumed run gets each recorded ``ModelResponse`` back, rebuilt by Pydantic AI's own message
-serialization, without asking the model again. A tool call that waits for a person raises
-`RunSuspended` out of ``call_tool``; Pydantic AI runs a turn's calls as asyncio tasks and
-re-raises a task's ``BaseException`` as it is (cancelling the turn's other calls), so it
-ends ``agent.run`` and reaches ``rt.start``, which answers ``suspended``.
+serialization, without asking the model again. Inside a run the turn's tool calls take
+turns, in the order Pydantic AI started them, so each is one numbered step. A tool call
+that waits for a person raises `RunSuspended` out of ``call_tool``: Pydantic AI runs a
+turn's calls as asyncio tasks and re-raises a task's ``BaseException`` as it is (no
+exception group; the turn's other calls are cancelled, and a call queued behind it raises
+it too, without running), so it ends ``agent.run`` and reaches ``rt.start``, which answers
+``suspended``.
 """
 
 from __future__ import annotations
