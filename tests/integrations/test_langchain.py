@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import StructuredTool
 from langchain_core.tools import tool as lc_tool
@@ -31,8 +32,11 @@ from pydantic import Field
 
 import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
+from dar.demo.scripted_model import Turn
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
+from dar.records import RunResult
+from tests.support import durable_loops as loops
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
@@ -320,6 +324,242 @@ def test_session_comes_before_the_thread(tmp_path: Path) -> None:
             agent.invoke({"messages": [("user", "go")]}, config("th-ignored"))
         assert rt.events(correlation_id="from-session")
         assert not rt.events(correlation_id="th-ignored")
+
+
+# --- durable runs: the model journaled, suspension through the tool loop ----------------------
+
+
+class Asking(BaseChatModel):
+    """The model's side of a `loops` script: each turn once, counted (a `loops.Crash`
+    happens where it is asked), with the usage a provider reports."""
+
+    turns: list[Any]
+    crash: Any  # loops.Crash
+
+    @property
+    def _llm_type(self) -> str:
+        return "asking"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Asking:
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        number = self.crash.before_asking()
+        turn = self.turns[number]
+        usage: UsageMetadata = {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "total_tokens": 2,
+            "input_token_details": {},
+            "output_token_details": {},
+        }
+        if isinstance(turn, str):
+            reply = AIMessage(content=turn, usage_metadata=usage)
+        else:
+            calls = [
+                call(c.name, c.args(), 0) | {"id": f"c{number}_{i}"} for i, c in enumerate(turn)
+            ]
+            reply = AIMessage(content="", tool_calls=calls, usage_metadata=usage)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def own_tools(ran: Counter[str]) -> list[Any]:
+    """The shop's tools as the agent's own LangChain tools, for DarMiddleware to route."""
+
+    @lc_tool
+    def get_price(item: str) -> str:
+        """The price of one unit."""
+        ran[f"price {item}"] += 1
+        return json.dumps({"item": item, "price": 3})
+
+    @lc_tool
+    def place_order(item: str, quantity: int) -> str:
+        """Order goods from the supplier."""
+        ran[f"order {quantity} {item}"] += 1
+        return json.dumps({"order": f"{quantity} x {item}", "status": "placed"})
+
+    return [get_price, place_order]
+
+
+SHOP_EFFECTS = {"get_price": "read", "place_order": "mutate-external"}
+INSTRUCTIONS = "Order what is asked."
+
+
+def harness(kind: str, tools: str, db: str) -> loops.Harness:
+    """``dar-tools``: the shop's dar tools, ``tools(rt)``; ``own-tools``: the agent's own
+    tools, registered in the runtime by the middleware (the runtime has only the rule)."""
+    shop = loops.make_shop()
+    if tools == "own-tools":
+        shop = loops.Shop(shop.ran, [], shop.rules)
+    return loops.Harness(kind, db, shop)
+
+
+def shopper(
+    h: loops.Harness, model: Asking, tools: str, instructions: str = INSTRUCTIONS
+) -> Callable[..., Any]:
+    """A durable agent whose loop is a ``create_agent`` agent with DarMiddleware (which
+    journals its model calls) over the runtime ``h`` drives the run with."""
+
+    def build() -> Any:
+        middleware = DarMiddleware(h.rt, effects=SHOP_EFFECTS)
+        given = dar_langchain.tools(h.rt) if tools == "dar-tools" else own_tools(h.shop.ran)
+        return create_agent(model, given, middleware=[middleware], system_prompt=instructions)
+
+    if h.kind == "sync":
+
+        @dar.agent
+        def shop_agent(request: str) -> str:
+            out = build().invoke({"messages": [("user", request)]})
+            return str(out["messages"][-1].content)
+
+        return shop_agent
+
+    @dar.agent
+    async def shop_agent_async(request: str) -> str:
+        out = await build().ainvoke({"messages": [("user", request)]})
+        return str(out["messages"][-1].content)
+
+    return shop_agent_async
+
+
+# A sync agent runs a turn's calls in threads, whose order differs from run to run: its
+# scripts make one call a turn (see DarMiddleware).
+RUN_CASES = [
+    ("async", "dar-tools"),
+    ("async", "own-tools"),
+    ("sync", "dar-tools"),
+    ("sync", "own-tools"),
+]
+
+
+def scripts(kind: str) -> tuple[list[Turn], list[Turn]]:
+    if kind == "async":
+        return loops.SCRIPT, loops.APPROVAL
+    return loops.ONE_A_TURN, loops.APPROVAL_ONE_A_TURN
+
+
+@pytest.mark.parametrize(("kind", "tools"), RUN_CASES)
+def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
+    tmp_path: Path, kind: str, tools: str
+) -> None:
+    script, _ = scripts(kind)
+    whole = harness(kind, tools, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    agent = shopper(whole[0], Asking(turns=script, crash=whole[1]), tools)
+    assert whole[0].start(agent, "whole", "order tea") == RunResult(
+        "whole", "finished", loops.ANSWER
+    )
+    crashed = harness(kind, tools, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    agent = shopper(crashed[0], Asking(turns=script, crash=crashed[1]), tools)
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=len(script))
+    record = crashed[0].run("crashed")
+    assert (record.tokens, record.tokens_saved) == (2 * len(script), 4)
+    assert [kind for kind, _ in crashed[0].steps("crashed")].count("model") == len(script)
+
+
+@pytest.mark.parametrize(("kind", "tools"), RUN_CASES)
+def test_call_waiting_for_approval_suspends_the_run_until_approved(
+    tmp_path: Path, kind: str, tools: str
+) -> None:
+    _, script = scripts(kind)
+    h, crash = harness(kind, tools, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
+    agent = shopper(h, Asking(turns=script, crash=crash), tools)
+    suspended = h.start(agent, "conv-1", "order caviar")
+    assert suspended.status == "suspended" and suspended.approval_id is not None
+    # Nothing after the caviar ran: not the coffee (queued behind it in the same turn, or
+    # in the next), and the model was not asked again.
+    asked = len(script) - 1 - (1 if kind == "sync" else 0)
+    assert crash.asked == asked and h.shop.ran == loops.RAN_BEFORE_APPROVAL
+    with Runtime(h.db) as rt:
+        (pending,) = rt.approvals("pending")
+    assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
+    assert h.resume() == []  # undecided: nothing to resume
+    (done,) = h.resume(approve=suspended.approval_id)
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == len(script) and h.shop.ran == loops.RAN_APPROVED
+
+
+def test_resume_with_another_system_prompt_diverges_at_the_first_model_turn(
+    tmp_path: Path,
+) -> None:
+    h, crash = harness("sync", "dar-tools", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    model = Asking(turns=loops.ONE_A_TURN, crash=crash)
+    loops.start_and_crash(h, shopper(h, model, "dar-tools"), "conv-1")
+    shopper(h, model, "dar-tools", instructions="Order twice what is asked.")
+    (failed,) = h.resume()
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.startswith("ReplayDivergence") and "Order twice" in failed.error
+    assert crash.asked == 1  # the recorded turn was not asked again
+
+
+def hand_loop(h: loops.Harness, model: Asking) -> Callable[..., Any]:
+    """A durable agent whose loop is one's own: ``durable(model)`` with the runtime's tools
+    bound, each tool call made by hand (``rt.call``), one after another."""
+
+    @dar.agent
+    def loop_agent(request: str) -> str:
+        bound = dar_langchain.durable(model).bind_tools(dar_langchain.tools(h.rt))
+        messages: list[BaseMessage] = [HumanMessage(request)]
+        while True:
+            reply = bound.invoke(messages)
+            messages.append(reply)
+            if not reply.tool_calls:
+                return str(reply.content)
+            for c in reply.tool_calls:
+                done = h.rt.call(c["name"], c["args"])  # a call waiting for a person suspends
+                messages.append(ToolMessage(done.for_model().text, tool_call_id=c["id"]))
+
+    return loop_agent
+
+
+def test_durable_chat_model_in_a_loop_of_ones_own(tmp_path: Path) -> None:
+    whole = loops.Harness("sync", f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    agent = hand_loop(whole[0], Asking(turns=loops.SCRIPT, crash=whole[1]))
+    assert whole[0].start(agent, "whole", "order tea") == RunResult(
+        "whole", "finished", loops.ANSWER
+    )
+    crashed = loops.Harness("sync", f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    agent = hand_loop(crashed[0], Asking(turns=loops.SCRIPT, crash=crashed[1]))
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
+    assert crashed[0].steps("crashed")[0] == ("model", "Asking")
+
+    h, crash = loops.Harness("sync", f"sqlite:///{tmp_path / 'approval.db'}"), loops.Crash()
+    agent = hand_loop(h, Asking(turns=loops.APPROVAL, crash=crash))
+    suspended = h.start(agent, "conv-1", "order caviar")
+    assert suspended.status == "suspended" and suspended.approval_id is not None
+    assert crash.asked == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
+    (done,) = h.resume(approve=suspended.approval_id)
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == 3 and h.shop.ran == loops.RAN_APPROVED
+
+
+def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    model = Scripted(first=FIRST_TURN)
+    url = f"sqlite:///{tmp_path}/a.db"
+    with Runtime(url, tools=dar_tools(ran), rules=[courier_serves_zone]) as rt:
+        agent = create_agent(
+            dar_langchain.durable(model), dar_langchain.tools(rt), middleware=[DarMiddleware(rt)]
+        )
+        for _ in range(2):  # as test_tools_sync_two_runs_of_one_thread, unwrapped
+            out = agent.invoke({"messages": [("user", "ship A")]}, config("th-1"))
+            assert out["messages"][-1].content == "done"
+        assert ran == {"ship A fast": 1, "note fragile": 1}
+        told = told_after_tools(model)
+        assert len(told) == 2
+        for answers in told:
+            check_told(answers)
+        check_log(rt.events(correlation_id="th-1"), "th-1")
+        assert rt.runs() == [] and not rt.events(status="run_step")
 
 
 def test_missing_sdk_names_the_extra() -> None:

@@ -4,6 +4,7 @@ openai client, against the local model server."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer
 from dar.integrations import openai_agents
+from dar.records import RunResult
+from tests.support import durable_loops as loops
 from tests.support.shop import (
     ANSWER,
     CONVERSATION,
@@ -35,12 +38,14 @@ CALLS = calls_per_run(text_arguments=True)
 agents.set_tracing_disabled(True)
 
 
-def agent_for(client: openai.AsyncOpenAI, tools: list[Any], api: str) -> agents.Agent[Any]:
-    model: agents.Model
+def model_for(client: openai.AsyncOpenAI, api: str) -> agents.Model:
     if api == "chat":
-        model = agents.OpenAIChatCompletionsModel(model="test-model", openai_client=client)
-    else:
-        model = agents.OpenAIResponsesModel(model="test-model", openai_client=client)
+        return agents.OpenAIChatCompletionsModel(model="test-model", openai_client=client)
+    return agents.OpenAIResponsesModel(model="test-model", openai_client=client)
+
+
+def agent_for(client: openai.AsyncOpenAI, tools: list[Any], api: str) -> agents.Agent[Any]:
+    model = model_for(client, api)
     return agents.Agent(name="shop", instructions="Order what is asked.", model=model, tools=tools)
 
 
@@ -160,3 +165,178 @@ def test_example_runs(tmp_path: Path) -> None:
     with Runtime(f"sqlite:///{db}") as rt:
         executed = rt.events(status="executed")
     assert sorted(e.input["item"] for e in executed) == ["coffee", "tea"]
+
+
+# --- durable runs: the model journaled, suspension through the tool loop ----------------------
+
+
+class Asking(agents.Model):
+    """The scripted server's model, counting each time it is really asked (the crash of a
+    `loops.Crash` happens there, before the request is sent)."""
+
+    def __init__(self, live: agents.Model, crash: loops.Crash) -> None:
+        self.live, self.crash = live, crash
+        self.model = "test-model"  # the name its steps are journaled under
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> agents.ModelResponse:
+        self.crash.before_asking()
+        return await self.live.get_response(*args, **kwargs)
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.crash.before_asking()
+        async for event in self.live.stream_response(*args, **kwargs):
+            yield event
+
+
+class AskingProvider(agents.ModelProvider):
+    """A provider of `Asking` chat models, for ``durable(provider)``."""
+
+    def __init__(self, client: openai.AsyncOpenAI, crash: loops.Crash) -> None:
+        self.client, self.crash = client, crash
+
+    def get_model(self, model_name: str | None) -> agents.Model:
+        chat = agents.OpenAIChatCompletionsModel(model=model_name or "", openai_client=self.client)
+        return Asking(chat, self.crash)
+
+
+INSTRUCTIONS = "Order what is asked."
+
+
+def shopper(
+    h: loops.Harness,
+    server: ModelServer,
+    crash: loops.Crash,
+    api: str,
+    instructions: str = INSTRUCTIONS,
+) -> Callable[..., Any]:
+    """A durable agent whose loop is the Agents SDK's ``Runner`` with the durable model (or
+    provider) and dar's tools, on the runtime ``h`` drives the run with."""
+
+    def build() -> tuple[agents.Agent[Any], agents.RunConfig]:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        config = agents.RunConfig()
+        if api == "provider":
+            config = agents.RunConfig(
+                model_provider=openai_agents.durable(AskingProvider(client, crash))
+            )
+            model: agents.Model | str = "test-model"
+        else:
+            live = model_for(client, "chat" if api == "chat-stream" else api)
+            model = openai_agents.durable(Asking(live, crash))
+        tools = openai_agents.function_tools(h.rt)
+        agent = agents.Agent(name="shop", instructions=instructions, model=model, tools=tools)
+        return agent, config
+
+    async def run(request: str) -> str:
+        agent, config = build()
+        if api == "chat-stream":
+            streamed = agents.Runner.run_streamed(agent, request, run_config=config)
+            async for _ in streamed.stream_events():
+                pass
+            return str(streamed.final_output)
+        result = await agents.Runner.run(agent, request, run_config=config)
+        return str(result.final_output)
+
+    if h.kind == "sync":
+
+        @dar.agent
+        def shop_agent(request: str) -> str:
+            if api == "chat-stream":  # the streamed loop on an event loop of its own
+                return asyncio.run(run(request))
+            agent, config = build()
+            return str(agents.Runner.run_sync(agent, request, run_config=config).final_output)
+
+        return shop_agent
+
+    @dar.agent
+    async def shop_agent_async(request: str) -> str:
+        return await run(request)
+
+    return shop_agent_async
+
+
+RUN_CASES = [
+    ("async", "chat"),
+    ("async", "responses"),
+    ("async", "chat-stream"),
+    ("sync", "provider"),
+    ("sync", "chat-stream"),
+]
+
+
+@pytest.mark.parametrize(("kind", "api"), RUN_CASES)
+def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
+    tmp_path: Path, kind: str, api: str
+) -> None:
+    whole = loops.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    with ModelServer(loops.SCRIPT) as server:
+        done = whole[0].start(shopper(whole[0], server, whole[1], api), "whole", "order tea")
+        assert done == RunResult("whole", "finished", loops.ANSWER)
+        assert len(server.requests) == 3
+    crashed = loops.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    with ModelServer(loops.SCRIPT) as server:
+        resumed = loops.crash_and_resume(
+            crashed[0], shopper(crashed[0], server, crashed[1], api), "crashed"
+        )
+        assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+        assert len(server.requests) == 3  # two turns before the crash, one after
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
+    if api != "chat-stream":  # the server reports 2 tokens a call (not in a stream)
+        record = crashed[0].run("crashed")
+        assert (record.tokens, record.tokens_saved) == (6, 4)
+    model = "test-model"
+    assert crashed[0].steps("crashed") == [
+        ("model", model), ("tool", "get_price"),
+        ("model", model), ("tool", "place_order"), ("tool", "place_order"),
+        ("model", model),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "api"), [("async", "chat"), ("async", "chat-stream"), ("sync", "chat")]
+)
+def test_call_waiting_for_approval_suspends_the_run_until_approved(
+    tmp_path: Path, kind: str, api: str
+) -> None:
+    h, crash = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
+    with ModelServer(loops.APPROVAL) as server:
+        agent = shopper(h, server, crash, api)
+        suspended = h.start(agent, "conv-1", "order caviar")
+        assert suspended.status == "suspended" and suspended.approval_id is not None
+        # Nothing after the caviar ran: the coffee queued behind it in the same turn did not
+        # start, and the model was not asked again.
+        assert len(server.requests) == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
+        assert h.steps("conv-1")[-1] == ("tool", "place_order")  # the tea, before the caviar
+        with Runtime(h.db) as rt:
+            (pending,) = rt.approvals("pending")
+        assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
+        assert h.resume() == []  # undecided: nothing to resume
+        (done,) = h.resume(approve=suspended.approval_id)
+        assert done == RunResult("conv-1", "finished", loops.APPROVED)
+        assert len(server.requests) == 3 and h.shop.ran == loops.RAN_APPROVED
+
+
+def test_resume_with_other_instructions_diverges_at_the_first_model_turn(tmp_path: Path) -> None:
+    h, crash = loops.Harness("async", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    with ModelServer(loops.SCRIPT) as server:
+        loops.start_and_crash(h, shopper(h, server, crash, "chat"), "conv-1")
+        shopper(h, server, crash, "chat", instructions="Order twice what is asked.")
+        (failed,) = h.resume()
+        assert failed.status == "failed" and failed.error is not None
+        assert failed.error.startswith("ReplayDivergence") and "Order twice" in failed.error
+        assert len(server.requests) == 1  # the recorded turn was not asked again
+
+
+def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:
+    shop, db = make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
+    with ModelServer(script(text_arguments=True)) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
+            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+            agent.model = openai_agents.durable(model_for(client, "chat"))
+            for _ in range(2):  # as test_sync_runtime_in_a_session does without durable()
+                with dar.session(CONVERSATION):
+                    result = agents.Runner.run_sync(agent, REQUEST, run_config=CONFIG)
+                assert result.final_output == ANSWER
+            assert rt.runs() == [] and not rt.events(status="run_step")
+    check_conversation(server, db, shop, "chat")

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -30,13 +33,17 @@ from pydantic_ai.messages import (
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from pydantic_ai.settings import ModelSettings
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
 import dar
 from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
-from dar.integrations.pydantic_ai import DarToolset
+from dar.demo.scripted_model import Turn
+from dar.integrations.pydantic_ai import DarToolset, durable
+from dar.records import RunResult
+from tests.support import durable_loops as loops
 from tests.support.shop import missing_sdk_error
 
 HERE = Path(__file__).parent
@@ -305,6 +312,195 @@ def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
     # Refused and logged, with the rule that fails closed for an undeclared effect.
     wiped = [(e.status, e.rule_name) for e in events if e.tool_name == "wipe_inventory"]
     assert wiped and set(wiped) == {("rejected", "dar:undeclared:wipe_inventory")}
+
+
+# --- durable runs: the model journaled, suspension through the tool loop ----------------------
+
+
+class Asking:
+    """The model's side of a `loops` script, for ``FunctionModel``: each turn once, counted
+    (a `loops.Crash` happens where it is asked), whole or streamed."""
+
+    def __init__(self, turns: list[Turn], crash: loops.Crash) -> None:
+        self.turns, self.crash = turns, crash
+        self.streamed = 0  # the turns answered as a stream
+
+    def model(self) -> FunctionModel:
+        return FunctionModel(self.answer, stream_function=self.stream)
+
+    async def answer(self, messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        number = self.crash.before_asking()
+        turn = self.turns[number]
+        if isinstance(turn, str):
+            return ModelResponse(parts=[TextPart(turn)])
+        return ModelResponse(
+            parts=[
+                ToolCallPart(tool_name=c.name, args=c.arguments, tool_call_id=f"c{number}_{i}")
+                for i, c in enumerate(turn)
+            ]
+        )
+
+    async def stream(
+        self, messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaToolCalls]:
+        number = self.crash.before_asking()
+        self.streamed += 1
+        turn = self.turns[number]
+        if isinstance(turn, str):
+            for word in re.findall(r"\S+\s*", turn):
+                yield word
+            return
+        for i, c in enumerate(turn):
+            yield {i: DeltaToolCall(name=c.name, tool_call_id=f"c{number}_{i}")}
+            for piece in (c.arguments[:9], c.arguments[9:]):
+                yield {i: DeltaToolCall(json_args=piece)}
+
+
+INSTRUCTIONS = "Order what is asked."
+
+
+def shopper(
+    h: loops.Harness, asking: Asking, mode: str, instructions: str = INSTRUCTIONS
+) -> Callable[..., Any]:
+    """A durable agent whose loop is a Pydantic AI ``Agent`` with the durable model and
+    ``DarToolset`` over the runtime ``h`` drives the run with."""
+
+    def build() -> Agent[None, str]:
+        toolsets = [DarToolset(h.rt)]
+        return Agent(durable(asking.model()), instructions=instructions, toolsets=toolsets)
+
+    async def handle(ctx: RunContext[None], events: AsyncIterable[Any]) -> None:
+        async for _ in events:
+            pass
+
+    # With an event stream handler every model request is streamed.
+    handler = handle if mode == "stream" else None
+
+    if h.kind == "sync":
+
+        @dar.agent
+        def shop_agent(request: str) -> str:
+            return build().run_sync(request, event_stream_handler=handler).output
+
+        return shop_agent
+
+    @dar.agent
+    async def shop_agent_async(request: str) -> str:
+        return (await build().run(request, event_stream_handler=handler)).output
+
+    return shop_agent_async
+
+
+RUN_CASES = [("async", "plain"), ("async", "stream"), ("sync", "plain"), ("sync", "stream")]
+
+
+@pytest.mark.parametrize(("kind", "mode"), RUN_CASES)
+def test_durable_run_resumed_after_a_crash_asks_each_model_turn_once(
+    tmp_path: Path, kind: str, mode: str
+) -> None:
+    whole = loops.Harness(kind, f"sqlite:///{tmp_path / 'whole.db'}"), loops.Crash()
+    asking = Asking(loops.SCRIPT, whole[1])
+    agent = shopper(whole[0], asking, mode)
+    assert whole[0].start(agent, "whole", "order tea") == RunResult(
+        "whole", "finished", loops.ANSWER
+    )
+    assert asking.streamed == (3 if mode == "stream" else 0)
+    crashed = loops.Harness(kind, f"sqlite:///{tmp_path / 'crashed.db'}"), loops.Crash(at=2)
+    agent = shopper(crashed[0], Asking(loops.SCRIPT, crashed[1]), mode)
+    resumed = loops.crash_and_resume(crashed[0], agent, "crashed")
+    assert resumed == RunResult("crashed", "finished", loops.ANSWER)
+    loops.check_whole_and_crashed(whole, crashed, turns=3)
+    model = "function:answer:stream"
+    assert crashed[0].steps("crashed") == [
+        ("model", model), ("tool", "get_price"),
+        ("model", model), ("tool", "place_order"), ("tool", "place_order"),
+        ("model", model),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "mode"), RUN_CASES)
+def test_call_waiting_for_approval_suspends_the_run_until_approved(
+    tmp_path: Path, kind: str, mode: str
+) -> None:
+    h, crash = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash()
+    agent = shopper(h, Asking(loops.APPROVAL, crash), mode)
+    suspended = h.start(agent, "conv-1", "order caviar")
+    assert suspended.status == "suspended" and suspended.approval_id is not None
+    # Nothing after the caviar ran: the coffee queued behind it in the same turn did not
+    # start, and the model was not asked again.
+    assert crash.asked == 2 and h.shop.ran == loops.RAN_BEFORE_APPROVAL
+    assert h.steps("conv-1")[-1] == ("tool", "place_order")  # the tea, before the caviar
+    with Runtime(h.db) as rt:
+        (pending,) = rt.approvals("pending")
+    assert pending.approval_id == suspended.approval_id and pending.reason == loops.WAITS
+    assert h.resume() == []  # undecided: nothing to resume
+    (done,) = h.resume(approve=suspended.approval_id)
+    assert done == RunResult("conv-1", "finished", loops.APPROVED)
+    assert crash.asked == 3 and h.shop.ran == loops.RAN_APPROVED
+
+
+def test_resume_with_other_instructions_diverges_at_the_first_model_turn(tmp_path: Path) -> None:
+    h, crash = loops.Harness("async", f"sqlite:///{tmp_path / 'loops.db'}"), loops.Crash(at=1)
+    asking = Asking(loops.SCRIPT, crash)
+    loops.start_and_crash(h, shopper(h, asking, "plain"), "conv-1")
+    shopper(h, asking, "plain", instructions="Order twice what is asked.")
+    (failed,) = h.resume()
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.startswith("ReplayDivergence") and "Order twice" in failed.error
+    assert crash.asked == 1  # the recorded turn was not asked again
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_model_request_cut_off_by_its_timeout_is_cancelled_and_not_recorded(
+    tmp_path: Path, kind: str
+) -> None:
+    seen: list[str] = []
+
+    async def slow(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("answered")
+        return ModelResponse(parts=[TextPart("too late")])
+
+    h = loops.Harness(kind, f"sqlite:///{tmp_path / 'loops.db'}")
+
+    def build() -> Agent[None, str]:
+        settings: ModelSettings = {"request_timeout": 0.2}
+        return Agent(durable(FunctionModel(slow)), model_settings=settings)
+
+    @dar.agent
+    def impatient(request: str) -> str:
+        return build().run_sync(request).output
+
+    @dar.agent
+    async def impatient_async(request: str) -> str:
+        return (await build().run(request)).output
+
+    started = time.monotonic()
+    failed = h.start(impatient if kind == "sync" else impatient_async, "conv-1", "hi")
+    assert failed.status == "failed" and "timed out" in (failed.error or "")
+    assert time.monotonic() - started < 3  # the run did not wait for the model's answer
+    time.sleep(0.1)
+    assert seen == ["cancelled"] and h.steps("conv-1") == []
+
+
+def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    script = Script(FIRST_TURN)
+    with Runtime(
+        f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[courier_serves_zone]
+    ) as rt:
+        agent = Agent(durable(FunctionModel(script)), toolsets=[DarToolset(rt)])
+        for _ in range(2):  # as test_sync_runtime_two_runs_of_one_conversation, unwrapped
+            assert agent.run_sync("ship A", conversation_id="conv-pai").output == "done"
+        assert ran == {"ship A fast": 1, "note fragile": 1}
+        for told in script.told:
+            check_told(told)
+        check_log(rt.events(correlation_id="conv-pai"), "conv-pai")
+        assert rt.runs() == [] and not rt.events(status="run_step")
 
 
 # --- the extra is named when the SDK is missing -------------------------------------------

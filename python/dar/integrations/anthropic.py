@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from dar.integrations import require
-from dar.integrations._durable import (
+from dar.integrations._durable_clients import (
     AsyncStream,
     Model,
     SyncStream,

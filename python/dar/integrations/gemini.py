@@ -54,7 +54,14 @@ from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from dar.integrations import require
-from dar.integrations._durable import Model, Wrapper, model_method, request_of, usage_sum, wrapped
+from dar.integrations._durable_clients import (
+    Model,
+    Wrapper,
+    model_method,
+    request_of,
+    usage_sum,
+    wrapped,
+)
 from dar.integrations._turn import Call, arun_calls, run_calls
 from dar.reply import ModelReply
 from dar.runtime.aio import AsyncRuntime

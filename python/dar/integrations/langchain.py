@@ -9,24 +9,59 @@ runs the agent's own tool call, so rules, idempotency and the log apply to it to
 A refusal or failure is a ``ToolMessage`` with ``status="error"`` that the model reads; the
 run goes on. The session is the explicit ``correlation_id``, else ``dar.session()``, else
 the LangGraph ``thread_id``.
+
+In a durable run (``rt.start``) the middleware also journals the agent's model calls: a
+resumed run gets each recorded answer (its messages, rebuilt with ``messages_from_dict``)
+back without asking the model again. ``durable(chat_model)`` does the same for a chat model
+used in a loop of one's own. A tool call that waits for a person raises `RunSuspended`: the
+tools and the tool node handle ``Exception`` only, and LangGraph re-raises anything else
+from its tool tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends
+``invoke`` and reaches ``rt.start``, which answers ``suspended``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from dar.integrations import require
 
 require("langchain.agents", "langchain")
 
-from langchain.agents.middleware import AgentMiddleware, ToolCallRequest  # noqa: E402
-from langchain_core.messages import ToolMessage  # noqa: E402
-from langchain_core.runnables import RunnableConfig  # noqa: E402
+from langchain.agents.middleware import (  # noqa: E402
+    AgentMiddleware,
+    ModelRequest,
+    ModelResponse,
+    ToolCallRequest,
+)
+from langchain_core.callbacks import (  # noqa: E402
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput  # noqa: E402
+from langchain_core.messages import (  # noqa: E402
+    AIMessage,
+    BaseMessage,
+    ToolMessage,
+    messages_from_dict,
+    messages_to_dict,
+)
+from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig  # noqa: E402
 from langchain_core.tools import BaseTool, StructuredTool, ToolException  # noqa: E402
+from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
+from pydantic import TypeAdapter  # noqa: E402
 
 from dar.errors import ConfigurationError  # noqa: E402
+from dar.integrations._durable_frameworks import (  # noqa: E402
+    KIND,
+    blocking_one_tool_call_at_a_time,
+    jsonable,
+    model_call,
+    one_tool_call_at_a_time,
+    without,
+)
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
     correlation,
@@ -38,10 +73,11 @@ from dar.integrations._forward import (  # noqa: E402
 )
 from dar.records import Result  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
+from dar.runtime.journal import journaled, running  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
 from dar.tools import Tool  # noqa: E402
 
-__all__ = ["DarMiddleware", "tools"]
+__all__ = ["DarMiddleware", "DurableChatModel", "durable", "tools"]
 
 #: Marks the tools ``tools()`` built: they go through dar already, so the middleware lets
 #: them pass.
@@ -64,12 +100,14 @@ def _structured(rt: Runtime | AsyncRuntime, tool: Tool[Any], explicit: str | Non
     def run(dar_config: RunnableConfig, **arguments: Any) -> str:
         cid = correlation(explicit, thread_id(dar_config))
         assert isinstance(rt, Runtime)
-        return _content(rt.call(name, arguments, correlation_id=cid))
+        with blocking_one_tool_call_at_a_time():
+            return _content(rt.call(name, arguments, correlation_id=cid))
 
     async def arun(dar_config: RunnableConfig, **arguments: Any) -> str:
         cid = correlation(explicit, thread_id(dar_config))
         assert isinstance(rt, AsyncRuntime)
-        return _content(await rt.call(name, arguments, correlation_id=cid))
+        async with one_tool_call_at_a_time():
+            return _content(await rt.call(name, arguments, correlation_id=cid))
 
     sync = isinstance(rt, Runtime)
     return StructuredTool(
@@ -103,6 +141,15 @@ class DarMiddleware(AgentMiddleware):
     ``effects`` classifies the agent's tools by name or glob (``{"ship_*":
     "mutate-external"}``); a tool it does not name is ``irreversible``: refused unless a
     rule applies to it. Tools made by ``tools(rt)`` pass through (they call dar already).
+
+    In a durable run it also journals each model call (``wrap_model_call``): the request is
+    the system message, the messages without their ids and transport metadata, the tools,
+    the tool choice, the response format and the settings; a resume gets the recorded
+    messages (and structured response) back without asking the model. List it first, so
+    the middleware it wraps (retries, fallbacks) runs inside one journaled step. Inside a
+    run the tool calls of a turn take turns; ``invoke`` runs them in threads, in an order
+    that may differ between a run and its resume (a turn of several calls may then not
+    replay: ``ainvoke`` keeps the order).
     """
 
     def __init__(
@@ -129,7 +176,8 @@ class DarMiddleware(AgentMiddleware):
         name, args, cid = self._call(request)
         token = invoking(lambda: _recorded(handler(request)))
         try:
-            result = rt.call(name, args, correlation_id=cid)
+            with blocking_one_tool_call_at_a_time():
+                result = rt.call(name, args, correlation_id=cid)
         finally:
             done_invoking(token)
         return _message(request, result)
@@ -143,13 +191,44 @@ class DarMiddleware(AgentMiddleware):
         name, args, cid = self._call(request)
         token = invoking(_forward(self.rt, request, handler))
         try:
-            if isinstance(self.rt, AsyncRuntime):
-                result = await self.rt.call(name, args, correlation_id=cid)
-            else:  # a sync runtime blocks: in a thread, so the turn's other calls go on
-                result = await asyncio.to_thread(self.rt.call, name, args, correlation_id=cid)
+            async with one_tool_call_at_a_time():
+                if isinstance(self.rt, AsyncRuntime):
+                    result = await self.rt.call(name, args, correlation_id=cid)
+                else:  # a sync runtime blocks: in a thread, so the turn's other calls go on
+                    result = await asyncio.to_thread(self.rt.call, name, args, correlation_id=cid)
         finally:
             done_invoking(token)
         return _message(request, result)
+
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
+        """The agent's model call; inside a durable run, journaled (see the module)."""
+        if running() is None or isinstance(request.model, DurableChatModel):
+            return handler(request)
+        answered: ModelResponse = journaled(
+            KIND,
+            model_name(request.model),
+            model_request(request),
+            lambda: handler(request),
+            _encode_response,
+            _response_decoder(request),
+        )
+        return answered
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
+    ) -> ModelResponse:
+        if running() is None or isinstance(request.model, DurableChatModel):
+            return await handler(request)
+        answered: ModelResponse = await model_call(
+            model_name(request.model),
+            lambda: model_request(request),
+            lambda: handler(request),
+            _encode_response,
+            _response_decoder(request),
+        )
+        return answered
 
     def _call(self, request: ToolCallRequest) -> tuple[str, Any, str | None]:
         call = request.tool_call
@@ -218,4 +297,208 @@ def _message(request: ToolCallRequest, result: Result) -> ToolMessage:
         tool_call_id=request.tool_call["id"],
         name=request.tool_call["name"],
         status="error" if reply.is_error else "success",
+    )
+
+
+# --- durable model calls ---------------------------------------------------------------------
+
+#: What a message holds of one run (its id, transport metadata), not of the conversation.
+_MESSAGE_BOOKKEEPING = ("id", "response_metadata", "usage_metadata")
+#: Settings that change how a request travels, not what the model answers.
+_TRANSPORT = ("timeout", "request_timeout", "max_retries", "extra_headers", "default_headers")
+
+
+def model_name(model: Any) -> str:
+    """The name a model's steps are journaled under: its model name, else its class."""
+    for attribute in ("model_name", "model"):
+        named = getattr(model, attribute, None)
+        if isinstance(named, str) and named:
+            return named
+    return type(model).__name__
+
+
+def model_request(request: ModelRequest) -> Any:
+    """An agent's model call as the journal compares it: the system message, the messages
+    (without ids and transport metadata), the tools, the tool choice, the response format
+    and the settings (without transport options)."""
+    system = request.system_message
+    return jsonable(
+        {
+            "system": None if system is None else _message_json(system),
+            "messages": [_message_json(m) for m in request.messages],
+            "tools": [_tool_spec(t) for t in request.tools],
+            "tool_choice": request.tool_choice,
+            "response_format": _format_spec(request.response_format),
+            "settings": without(dict(request.model_settings or {}), _TRANSPORT),
+        }
+    )
+
+
+def _message_json(message: BaseMessage) -> Any:
+    return without(jsonable(message), _MESSAGE_BOOKKEEPING)
+
+
+def _tool_spec(tool: Any) -> Any:
+    try:
+        return convert_to_openai_tool(tool)
+    except Exception:  # a provider's own tool dict: as given
+        return jsonable(tool)
+
+
+def _format_spec(response_format: Any) -> Any:
+    if response_format is None:
+        return None
+    schema = getattr(response_format, "schema", response_format)
+    described: Any = schema if isinstance(schema, dict) else _schema_of(schema)
+    return {"strategy": type(response_format).__name__, "schema": described}
+
+
+def _schema_of(schema: Any) -> Any:
+    try:
+        return TypeAdapter(schema).json_schema()
+    except Exception:
+        return getattr(schema, "__qualname__", type(schema).__name__)
+
+
+def _tokens(messages: Sequence[BaseMessage]) -> int:
+    total = 0
+    for m in messages:
+        usage = getattr(m, "usage_metadata", None)
+        if isinstance(usage, dict):
+            total += int(usage.get("total_tokens") or 0)
+    return total
+
+
+def _encode_response(response: ModelResponse) -> tuple[Any, int]:
+    recorded = {
+        "messages": messages_to_dict(response.result),
+        "structured_response": jsonable(response.structured_response),
+    }
+    return recorded, _tokens(response.result)
+
+
+def _response_decoder(request: ModelRequest) -> Callable[[Any], ModelResponse]:
+    """Rebuild a recorded answer: its messages, and its structured response through the
+    response format's schema (a dict schema's answer stays a dict)."""
+    schema = getattr(request.response_format, "schema", None)
+
+    def decode(recorded: Any) -> ModelResponse:
+        structured = recorded.get("structured_response")
+        if structured is not None and schema is not None and not isinstance(schema, dict):
+            structured = TypeAdapter(schema).validate_python(structured)
+        return ModelResponse(
+            result=messages_from_dict(recorded["messages"]), structured_response=structured
+        )
+
+    return decode
+
+
+def durable(chat_model: BaseChatModel) -> DurableChatModel:
+    """A chat model whose calls are journaled in a durable run, for a loop of one's own
+    (``durable(model).bind_tools(tools).invoke(messages)``); ``DarMiddleware`` does this for
+    ``create_agent`` agents already (it leaves a durable model's calls to the model).
+
+    Inside a run each call is a step whose request is the messages (without ids and
+    transport metadata), the stop words and the options bound to the call (the tools, the
+    tool choice); a recorded answer comes back as its ``ChatResult`` (messages, generation
+    info, ``llm_output``). The wrapped model generates inside this model's call (its
+    callbacks and traces are this model's; give a cache or a rate limiter to the durable
+    model). Streaming gives the answer as one chunk. Outside a run the wrapped model
+    answers as it would without dar."""
+    if isinstance(chat_model, DurableChatModel):
+        return chat_model
+    return DurableChatModel(wrapped=chat_model)
+
+
+class DurableChatModel(BaseChatModel):
+    """A chat model whose calls are journaled in a durable run (see `durable`)."""
+
+    wrapped: BaseChatModel
+
+    @property
+    def _llm_type(self) -> str:
+        return f"durable-{self.wrapped._llm_type}"
+
+    @property
+    def model_name(self) -> str:
+        return model_name(self.wrapped)
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        # The wrapped model formats the tools; its bound options then reach _generate.
+        bound = self.wrapped.bind_tools(tools, **kwargs)
+        if isinstance(bound, RunnableBinding) and bound.bound is self.wrapped:
+            return self.bind(**bound.kwargs)
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        def call() -> ChatResult:
+            return self.wrapped._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        answered: ChatResult = journaled(
+            KIND, self.model_name, self._request(messages, stop, kwargs), call, _encode_result,
+            _decode_result,
+        )  # fmt: skip
+        return answered
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        def call() -> Awaitable[ChatResult]:
+            return self.wrapped._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+        answered: ChatResult = await model_call(
+            self.model_name,
+            lambda: self._request(messages, stop, kwargs),
+            call,
+            _encode_result,
+            _decode_result,
+        )
+        return answered
+
+    def _request(
+        self, messages: list[BaseMessage], stop: list[str] | None, options: dict[str, Any]
+    ) -> Any:
+        if running() is None:
+            return None
+        return jsonable(
+            {
+                "messages": [_message_json(m) for m in messages],
+                "stop": stop,
+                "options": without(options, _TRANSPORT),
+            }
+        )
+
+
+def _encode_result(result: ChatResult) -> tuple[Any, int]:
+    messages = [g.message for g in result.generations]
+    recorded = {
+        "messages": messages_to_dict(messages),
+        "generation_info": [jsonable(g.generation_info) for g in result.generations],
+        "llm_output": jsonable(result.llm_output),
+    }
+    return recorded, _tokens(messages)
+
+
+def _decode_result(recorded: Any) -> ChatResult:
+    messages = messages_from_dict(recorded["messages"])
+    return ChatResult(
+        generations=[
+            ChatGeneration(message=m, generation_info=info)
+            for m, info in zip(messages, recorded["generation_info"], strict=True)
+        ],
+        llm_output=recorded["llm_output"],
     )

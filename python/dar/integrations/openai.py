@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from dar.integrations import require
-from dar.integrations._durable import (
+from dar.integrations._durable_clients import (
     Model,
     Wrapper,
     model_method,

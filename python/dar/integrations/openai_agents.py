@@ -8,12 +8,23 @@ thread so the SDK's event loop never blocks on the database or the handler.
 
 A call to a tool the agent does not have never reaches these tools: the SDK handles it
 (``RunConfig(tool_not_found_behavior="return_error_to_model")`` tells the model).
+
+``durable(model)`` (or ``durable(provider)``) journals the agent's model calls in a durable
+run (``rt.start``): a resumed run gets each recorded ``ModelResponse`` back, rebuilt as the
+SDK's types, without asking the model again. Inside a run the turn's tool calls take
+turns, in the order the SDK started them, so each is one numbered step. A tool call that
+waits for a person raises `RunSuspended` out of the tool: the SDK catches ``Exception``
+from a tool and re-raises anything else from its tool tasks (cancelling the turn's other
+calls; a call queued behind it raises it too, without running), so it ends ``Runner.run``
+(or ``stream_events()`` of ``Runner.run_streamed``) and reaches ``rt.start``, which answers
+``suspended``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, overload
 
 from dar.context import current_session
 from dar.integrations import require
@@ -22,6 +33,33 @@ from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
 
 _agents = require("agents", "openai-agents", "openai-agents")
+
+
+from agents import (  # noqa: E402
+    AgentOutputSchemaBase,
+    FunctionTool,
+    Handoff,
+    Model,
+    ModelProvider,
+    ModelResponse,
+    ModelSettings,
+    ModelTracing,
+    Tool,
+)
+from agents.items import TResponseInputItem, TResponseStreamEvent  # noqa: E402
+from agents.usage import deserialize_usage, serialize_usage  # noqa: E402
+from openai.types.responses import ResponseOutputItem, ResponseStreamEvent  # noqa: E402
+from openai.types.responses.response_prompt_param import ResponsePromptParam  # noqa: E402
+from pydantic import BaseModel, TypeAdapter, ValidationError  # noqa: E402
+
+from dar.integrations._durable_frameworks import (  # noqa: E402
+    in_run,
+    jsonable,
+    model_call,
+    model_stream,
+    one_tool_call_at_a_time,
+    without,
+)
 
 
 def function_tools(rt: Runtime | AsyncRuntime, *, correlation_id: str | None = None) -> list[Any]:
@@ -37,7 +75,8 @@ def _function_tool(rt: Runtime | AsyncRuntime, schema: dict[str, Any], given: st
     name: str = schema["name"]
 
     async def invoke(ctx: Any, arguments: str) -> str:
-        result = await _call(rt, name, arguments, _correlation(ctx, given))
+        async with one_tool_call_at_a_time():
+            result = await _call(rt, name, arguments, _correlation(ctx, given))
         return result.for_model().text
 
     return _agents.FunctionTool(
@@ -68,3 +107,260 @@ def _correlation(ctx: Any, given: str | None) -> str | None:
         return session
     group_id = getattr(getattr(ctx, "run_config", None), "group_id", None)
     return group_id if isinstance(group_id, str) and group_id else None
+
+
+# --- durable model calls -------------------------------------------------------------------
+
+_OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+_STREAM_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+#: Settings that change how a request travels, not what the model answers.
+_TRANSPORT = ("extra_headers", "extra_query", "retry", "timeout")
+#: A cache hint the SDK may make up per ``Runner.run``: not the model's input.
+_CACHE_KEY = ("prompt_cache_key",)
+
+
+@overload
+def durable(model_or_provider: Model) -> Model: ...
+@overload
+def durable(model_or_provider: ModelProvider) -> ModelProvider: ...
+def durable(model_or_provider: Model | ModelProvider) -> Model | ModelProvider:
+    """Journal the model calls of an Agents SDK ``Model`` (``get_response`` and
+    ``stream_response``), or of every model a ``ModelProvider`` gives
+    (``RunConfig(model_provider=durable(provider))``).
+
+    Inside a durable run each call is a step: its request (instructions, input items,
+    settings, tools, output schema, handoffs, previous response and conversation ids,
+    prompt) is compared with the record, and a recorded ``ModelResponse`` (output items,
+    usage, response id) comes back rebuilt as the SDK's types, a recorded stream as its
+    events. Outside a run the model is called as it would be without dar."""
+    if isinstance(model_or_provider, (DurableModel, DurableProvider)):
+        return model_or_provider
+    if isinstance(model_or_provider, Model):
+        return DurableModel(model_or_provider)
+    if isinstance(model_or_provider, ModelProvider):
+        return DurableProvider(model_or_provider)
+    raise TypeError(
+        f"durable() takes an agents.Model or agents.ModelProvider, "
+        f"not {type(model_or_provider).__name__}"
+    )
+
+
+class DurableProvider(ModelProvider):
+    """A ``ModelProvider`` whose models are `DurableModel`s."""
+
+    def __init__(self, provider: ModelProvider) -> None:
+        self.wrapped = provider
+
+    def get_model(self, model_name: str | None) -> Model:
+        return DurableModel(self.wrapped.get_model(model_name))
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()
+
+
+class DurableModel(Model):
+    """An Agents SDK ``Model`` whose calls are journaled in a durable run (see `durable`).
+    Anything else is the wrapped model's."""
+
+    def __init__(self, model: Model) -> None:
+        self.wrapped = model
+        named = getattr(model, "model", None)
+        self.name = named if isinstance(named, str) and named else type(model).__name__
+
+    def __getattr__(self, name: str) -> Any:
+        # What the SDK asks a model besides its calls (the prompt-cache support, say).
+        if name == "wrapped":
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> ModelResponse:
+        def call() -> Any:
+            return self.wrapped.get_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                tracing, previous_response_id=previous_response_id,
+                conversation_id=conversation_id, prompt=prompt,
+            )  # fmt: skip
+
+        def request() -> Any:
+            return _request(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                previous_response_id, conversation_id, prompt,
+            )  # fmt: skip
+
+        answered: ModelResponse = await model_call(
+            self.name, request, call, _encode_response, _decode_response
+        )
+        return answered
+
+    async def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        def open_stream() -> AsyncIterator[Any]:
+            return self.wrapped.stream_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                tracing, previous_response_id=previous_response_id,
+                conversation_id=conversation_id, prompt=prompt,
+            )  # fmt: skip
+
+        if not in_run():
+            async for event in open_stream():
+                yield event
+            return
+
+        def request() -> Any:
+            return _request(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                previous_response_id, conversation_id, prompt,
+            )  # fmt: skip
+
+        async for event in model_stream(
+            self.name, request, open_stream, _dump, _decode_event, _stream_tokens
+        ):
+            yield event
+
+    async def close(self) -> None:
+        await self.wrapped.close()
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.wrapped._cleanup_on_run_end(owner)
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.wrapped.get_retry_advice(request)
+
+
+def _request(
+    instructions: str | None,
+    input: Any,
+    settings: ModelSettings,
+    tools: list[Tool],
+    output_schema: AgentOutputSchemaBase | None,
+    handoffs: list[Handoff],
+    previous_response_id: str | None,
+    conversation_id: str | None,
+    prompt: Any,
+) -> Any:
+    """The model's input as the journal compares it (the tracing setting and transport
+    options left out)."""
+    given = {k: v for k, v in settings.to_json_dict().items() if v is not None}
+    given = without(given, _TRANSPORT)
+    for extra in ("extra_args", "extra_body"):
+        given[extra] = without(given.get(extra), _CACHE_KEY)
+    output = None
+    if output_schema is not None and not output_schema.is_plain_text():
+        output = {
+            "name": output_schema.name(),
+            "schema": output_schema.json_schema(),
+            "strict": output_schema.is_strict_json_schema(),
+        }
+    return jsonable(
+        {
+            "instructions": instructions,
+            "input": input,
+            "settings": given,
+            "tools": [_tool(t) for t in tools],
+            "output": output,
+            "handoffs": [
+                {
+                    "name": h.tool_name,
+                    "description": h.tool_description,
+                    "schema": h.input_json_schema,
+                    "strict": h.strict_json_schema,
+                }
+                for h in handoffs
+            ],
+            "previous_response_id": previous_response_id,
+            "conversation_id": conversation_id,
+            "prompt": prompt,
+        }
+    )
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    if isinstance(tool, FunctionTool):
+        return {
+            "type": "function",
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.params_json_schema,
+            "strict": tool.strict_json_schema,
+        }
+    # A hosted tool: its kind, name and configuration (never its callbacks).
+    return {
+        "type": type(tool).__name__,
+        "name": getattr(tool, "name", None),
+        "config": getattr(tool, "tool_config", None),
+    }
+
+
+def _dump(value: Any) -> Any:
+    """An output item or stream event as JSON, as the SDK's types read it back (fields
+    never set are left out, so the rebuilt object dumps as the original did)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return jsonable(value)
+
+
+def _encode_response(response: ModelResponse) -> tuple[Any, int]:
+    recorded = {
+        "output": [_dump(item) for item in response.output],
+        "usage": serialize_usage(response.usage),
+        "response_id": response.response_id,
+        "request_id": response.request_id,
+        "raw_usage": response.raw_usage,
+    }
+    return recorded, response.usage.total_tokens
+
+
+def _decode_response(recorded: Any) -> ModelResponse:
+    return ModelResponse(
+        output=[_rebuilt(_OUTPUT_ITEM, item) for item in recorded["output"]],
+        usage=deserialize_usage(recorded["usage"]),
+        response_id=recorded.get("response_id"),
+        request_id=recorded.get("request_id"),
+        raw_usage=recorded.get("raw_usage"),
+    )
+
+
+def _decode_event(recorded: Any) -> Any:
+    return _rebuilt(_STREAM_EVENT, recorded)
+
+
+def _rebuilt(adapter: TypeAdapter[Any], recorded: Any) -> Any:
+    try:
+        return adapter.validate_python(recorded)
+    except ValidationError:
+        return recorded  # an item the installed openai types do not know: as the SDK keeps it
+
+
+def _stream_tokens(events: list[Any]) -> int:
+    """The tokens a streamed response used, as its completed event reports them."""
+    for event in reversed(events):
+        usage = getattr(getattr(event, "response", None), "usage", None)
+        if usage is not None:
+            return int(getattr(usage, "total_tokens", 0) or 0)
+    return 0
