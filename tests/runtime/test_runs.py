@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import signal
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dar import Runtime
+from dar import ConfigurationError, RunResult, Runtime
 from tests.support import runs as R
+from tests.support.calls import MakeRuntime, wait_until
+from tests.support.cli import cli, dar_cmd
 
 CTX = mp.get_context("forkserver")
 CTX.set_forkserver_preload(["tests.support.runs"])
@@ -83,7 +86,11 @@ def expected_log(reference: list[R.Shape], point: str) -> list[R.Shape]:
 
 @pytest.mark.parametrize("kills", ["boundaries", "middles"])
 def test_a_run_killed_anywhere_resumes_in_another_process_as_if_it_never_died(
-    shared_url: str, runtime_kind: str, tmp_path: Path, kills: str
+    shared_url: str,
+    runtime_kind: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kills: str,
 ) -> None:
     """The refund conversation (6 model turns through the OpenAI client, 2 reads, 2
     effects, a refusal, a `dar.step`) killed with SIGKILL at every point of ``kills``,
@@ -155,4 +162,233 @@ def test_a_run_killed_anywhere_resumes_in_another_process_as_if_it_never_died(
             f"{point:<18} {len(sent):>8} {sum(effects.values()):>7} {orig.tokens:>13} "
             f"{spent:>14} {run.tokens_saved:>6}"
         )
-    print(f"\n{kills} ({runtime_kind}, {shared_url.split(':')[0]}):", *figures, sep="\n")
+    with capsys.disabled():  # the figures, for whoever runs it (-s or not)
+        print(f"\n{kills} ({runtime_kind}, {shared_url.split(':')[0]}):", *figures, sep="\n")
+    with Runtime(shared_url) as rt:
+        assert rt.resume() == []  # nothing left to resume
+    code, said = cli(["verify", "--db", shared_url], capsys)
+    assert code == 0 and "OK" in said, said
+
+
+# --- a person's decision ----------------------------------------------------------------------
+
+REASON = "no refunds over 100 this week: offer a voucher"
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_run_waits_for_a_person_deciding_from_the_cli_then_a_worker_goes_on(
+    shared_url: str,
+    runtime_kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    decision: str,
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(R, "MARKS", marks)
+    monkeypatch.setattr(R, "RUNTIME", None)
+    refunded = "effect.refund.ORD-a1.300"
+    with R.ConversationServer(R.APPROVAL) as model:
+        with R.build(shared_url, runtime_kind) as rt:
+            first = rt.start(R.agent_for(runtime_kind), "a1", model.url, "a1")
+            assert first.status == "suspended" and first.approval_id is not None
+            assert [(r.state, r.approval_id) for r in rt.runs()] == [
+                ("suspended", first.approval_id)
+            ]
+            assert rt.resume() == []  # nobody has decided yet
+            assert R.count(marks, refunded) == 0
+        if decision == "approve":
+            command = ["approve", first.approval_id, "--by", "alice"]
+        else:
+            command = ["deny", first.approval_id, "--by", "bob", "--reason", REASON]
+        decided = dar_cmd(*command, "--db", shared_url)
+        assert decided.returncode == 0, decided.stderr
+        out = tmp_path / "out.json"
+        assert spawn(R.resume_worker, shared_url, runtime_kind, str(marks), str(out)) == 0
+        assert results(out) == {
+            "a1": {"session_id": "a1", "status": "finished", "output": "Done with ORD-a1.",
+                   "error": None, "approval_id": None}
+        }  # fmt: skip
+        # The model was asked its first turn once (the resume read it from the journal),
+        # then read what became of the call.
+        bodies = model.of("a1")
+        assert len(bodies) == 2
+        said = bodies[1]["messages"][-1]
+        assert said["role"] == "tool"
+        if decision == "approve":
+            assert R.count(marks, refunded) == 1
+            assert json.loads(said["content"]) == {"refunded": 300, "order_id": "ORD-a1"}
+        else:
+            assert R.count(marks, refunded) == 0
+            assert REASON in said["content"]
+        with R.build(shared_url, runtime_kind) as rt:
+            assert rt.resume() == []
+            again = rt.start(R.agent_for(runtime_kind), "a1", model.url, "a1")
+            assert (again.status, again.output) == ("finished", "Done with ORD-a1.")
+            statuses = [e.status for e in rt.events(correlation_id="a1")]
+        assert len(model.requests) == 2
+    assert R.count(marks, refunded) == (1 if decision == "approve" else 0)
+    decided_row = "approved" if decision == "approve" else "denied"
+    assert statuses.count("run_suspended") == 1 and decided_row in statuses
+    assert statuses[-1] == "run_ended"
+    code, text = cli(["verify", "--db", shared_url], capsys)
+    assert code == 0, text
+
+
+# --- two workers --------------------------------------------------------------------------------
+
+
+def test_two_workers_racing_to_resume_one_run_only_one_runs_it(
+    shared_url: str, runtime_kind: str, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with R.ConversationServer(R.REFUND) as model:
+        code = spawn(
+            R.crash_worker, shared_url, runtime_kind, str(marks), model.url, "r1", "step:5"
+        )
+        assert code == -signal.SIGKILL
+        barrier = CTX.Barrier(2)
+        outs = [tmp_path / "a.json", tmp_path / "b.json"]
+        procs = [
+            CTX.Process(
+                target=R.resume_worker,
+                args=(shared_url, runtime_kind, str(marks), str(out)),
+                kwargs={"ahead": 3600, "barrier": barrier},
+            )
+            for out in outs
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0]
+        got = sorted((results(out) for out in outs), key=len)
+        assert got[0] == {}  # the other worker found nothing to resume
+        assert got[1]["r1"]["status"] == "finished"
+        assert len(model.of("r1")) == len(R.REFUND)  # no turn asked twice
+    assert R.count(marks, "effect.refund.ORD-r1.50") == 1
+    assert R.count(marks, "effect.send_email.ORD-r1") == 1
+
+
+def test_starting_a_run_another_worker_holds_answers_running(
+    make_runtime: MakeRuntime, runtime_kind: str
+) -> None:
+    gate = f"gate-{runtime_kind}-{id(make_runtime)}"
+    R.GATES[gate] = threading.Event()
+    agent = R.small("gated", runtime_kind)
+    first, second = make_runtime(), make_runtime()
+    holder: list[RunResult] = []
+    worker = threading.Thread(target=lambda: holder.append(first.start(agent, "g1", gate)))
+    worker.start()
+    try:
+        wait_until(lambda: R.CALLED[gate] == 1)
+        assert second.start(agent, "g1", gate) == RunResult("g1", "running")
+        assert second.resume() == []  # its lease is live
+    finally:
+        R.GATES[gate].set()
+        worker.join(30)
+    assert holder == [RunResult("g1", "finished", "through")]
+    assert second.start(agent, "g1", gate) == RunResult("g1", "finished", "through")
+    assert R.CALLED[gate] == 1
+
+
+# --- code that changed --------------------------------------------------------------------------
+
+
+def test_code_that_asks_something_else_after_a_crash_fails_the_run_and_runs_nothing_new(
+    shared_url: str, runtime_kind: str, tmp_path: Path
+) -> None:
+    """The new code e-mails the customer before asking the model anything: step 1 was a
+    model turn in the journal. The run fails naming ReplayDivergence; the e-mail is not
+    sent and the model is not asked."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with R.ConversationServer(R.REFUND) as model:
+        code = spawn(
+            R.crash_worker, shared_url, runtime_kind, str(marks), model.url, "d1", "step:2"
+        )
+        assert code == -signal.SIGKILL
+        out = tmp_path / "out.json"
+        code = spawn(
+            R.resume_worker, shared_url, runtime_kind, str(marks), str(out), ahead=3600,
+            variant="notify-first",
+        )  # fmt: skip
+        assert code == 0
+        assert len(model.of("d1")) == 1
+    res = results(out)["d1"]
+    assert res["status"] == "failed"
+    assert res["error"].startswith("ReplayDivergence: replay diverged at step 1")
+    assert "model openai.chat" in res["error"] and "tool send_email" in res["error"]
+    assert R.count(marks, "effect.send_email.ORD-d1") == 0
+    with Runtime(shared_url) as rt:
+        assert [e.tool_name for e in rt.events(correlation_id="d1", tool="send_email")] == []
+        (run,) = rt.runs()
+        assert (run.state, run.error) == ("failed", res["error"])
+        assert rt.resume() == []  # a failed run stays failed
+
+
+# --- edge cases ---------------------------------------------------------------------------------
+
+
+def test_an_agent_not_declared_with_dar_agent_is_a_configuration_error(
+    make_runtime: MakeRuntime,
+) -> None:
+    rt = make_runtime()
+    with pytest.raises(ConfigurationError, match=r"declare it with @dar.agent"):
+        rt.start(R.undeclared, "u1", "x")
+    assert rt.runs() == [] and rt.events() == []
+
+
+def test_starting_a_finished_run_answers_its_recorded_result_without_running_it(
+    make_runtime: MakeRuntime, runtime_kind: str
+) -> None:
+    rt = make_runtime()
+    name = f"ada-{runtime_kind}-{id(rt)}"
+    agent = R.small("greet", runtime_kind)
+    done = rt.start(agent, "f1", name)
+    assert done == RunResult("f1", "finished", f"hello {name}")
+    rows = len(rt.events())
+    assert rt.start(agent, "f1", name) == done
+    assert rt.start(agent, "f1", "someone else") == done  # the recorded run, whatever is asked
+    assert R.CALLED[name] == 1 and len(rt.events()) == rows
+    (run,) = rt.runs(state="finished")
+    assert (run.steps, run.tokens, run.tokens_saved) == (1, 0, 0)
+
+
+def test_a_step_value_with_no_json_form_is_a_type_error_the_agent_sees(
+    make_runtime: MakeRuntime, runtime_kind: str
+) -> None:
+    rt = make_runtime()
+    agent = R.small("opaque", runtime_kind)
+    caught = rt.start(agent, "o1", True)
+    assert caught.status == "finished"
+    assert caught.output.startswith("refused: dar.step('opaque'): the value has no JSON form")
+    failed = rt.start(agent, "o2", False)
+    assert failed.status == "failed" and (failed.error or "").startswith("TypeError: dar.step")
+    assert [r.state for r in rt.runs()] == ["finished", "failed"]
+    assert rt.events(status="run_step") == []  # nothing was journaled
+
+
+def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(
+    make_runtime: MakeRuntime, runtime_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async integration runs a turn's calls concurrently: each is journaled, in the
+    order the model asked for them, and the run goes on."""
+    monkeypatch.setattr(R, "MARKS", tmp_path)
+    monkeypatch.setattr(R, "RUNTIME", None)
+    rt = make_runtime(tools=R.TOOLS, rules=[R.refund_limit])
+    R.install(rt)
+    with R.ConversationServer(R.PARALLEL) as model:
+        res = rt.start(R.agent_for(runtime_kind), "p1", model.url, "p1")
+        assert (res.status, res.output) == ("finished", "Looked twice at ORD-p1.")
+        steps = [(e.attempt, e.effect, e.tool_name) for e in rt.events(status="run_step")]
+        assert steps == [
+            (0, "step", "ticket"),
+            (1, "model", "openai.chat"),
+            (2, "tool", "lookup_order"),
+            (3, "tool", "refund_status"),
+            (4, "model", "openai.chat"),
+        ]
+        assert len(model.requests) == 2

@@ -24,8 +24,10 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,16 +322,108 @@ def agent_for(kind: str) -> Callable[..., Any]:
     return support if kind == "sync" else asupport
 
 
+# --- small agents for the edge cases ----------------------------------------------------------
+
+#: How often each small agent's body ran in this process, by argument.
+CALLED: Counter[str] = Counter()
+#: Gates a `gated` run waits at, by name.
+GATES: dict[str, threading.Event] = {}
+
+
+@dar.agent
+def greet(name: str) -> str:
+    CALLED[name] += 1
+    dar.step("stamp", time.time)
+    return f"hello {name}"
+
+
+@dar.agent
+async def agreet(name: str) -> str:
+    CALLED[name] += 1
+    await cast(Any, dar.step("stamp", time.time))
+    return f"hello {name}"
+
+
+@dar.agent
+def gated(gate: str) -> str:
+    CALLED[gate] += 1
+    dar.step("gate", lambda: GATES[gate].wait(30))
+    return "through"
+
+
+@dar.agent
+async def agated(gate: str) -> str:
+    CALLED[gate] += 1
+    await cast(Any, dar.step("gate", lambda: asyncio.to_thread(GATES[gate].wait, 30)))
+    return "through"
+
+
+@dar.agent
+def opaque(catch: bool) -> str:
+    """Journals a value with no JSON form: the agent sees a TypeError."""
+    try:
+        dar.step("opaque", object)
+    except TypeError as exc:
+        if not catch:
+            raise
+        return f"refused: {exc}"
+    return "journaled"
+
+
+@dar.agent
+async def aopaque(catch: bool) -> str:
+    try:
+        await cast(Any, dar.step("opaque", object))
+    except TypeError as exc:
+        if not catch:
+            raise
+        return f"refused: {exc}"
+    return "journaled"
+
+
+@dar.agent
+def returns_opaque() -> Any:
+    return object()
+
+
+@dar.agent
+async def areturns_opaque() -> Any:
+    return object()
+
+
+def undeclared(name: str) -> str:
+    return name
+
+
+SMALL: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "greet": (greet, agreet),
+    "gated": (gated, agated),
+    "opaque": (opaque, aopaque),
+    "returns_opaque": (returns_opaque, areturns_opaque),
+}
+
+
+def small(name: str, kind: str) -> Callable[..., Any]:
+    """The small agent ``name`` for a runtime of ``kind``."""
+    sync, async_ = SMALL[name]
+    return sync if kind == "sync" else async_
+
+
 # --- runtimes and workers -----------------------------------------------------------------------
 
 
 def build(url: str, kind: str, clock: Callable[[], float] = time.time, **kwargs: Any) -> Any:
     """A runtime of ``kind`` with the agent's tools and rules, installed as `RUNTIME`
     (for an async one, the `AsyncRuntime` inside the blocking wrapper)."""
-    global RUNTIME
     rt = make_runtime(kind, url, tools=TOOLS, rules=[refund_limit], clock=clock, **kwargs)
-    RUNTIME = rt if kind == "sync" else rt.art
+    install(rt)
     return rt
+
+
+def install(rt: Any) -> None:
+    """Make ``rt`` the runtime the agents call tools through."""
+    global RUNTIME
+    RUNTIME = getattr(rt, "art", rt)
 
 
 def hook_kills(rt: Any) -> None:

@@ -340,15 +340,19 @@ class AsyncRuntime(RuntimeBase):
             with session(record.session_id):
                 output = await acall_agent(agent, args)
         except RunSuspended as suspended:
-            await self._drive(
-                runs.suspend(run.record, suspended.approval_id, journal.tokens_saved, self.clock())
-            )
+            async with run.lock:  # after the step a call running beside it may be recording
+                await self._drive(
+                    runs.suspend(
+                        run.record, suspended.approval_id, journal.tokens_saved, self.clock()
+                    )
+                )
             return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
         except RunLost:
             return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            await self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
+            async with run.lock:
+                await self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
             return RunResult(record.session_id, runs.FAILED, None, error)
         finally:
             current_run.reset(token)
@@ -376,7 +380,8 @@ class AsyncRuntime(RuntimeBase):
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
         step = (index, "tool", name, text, digest)
-        run.record = await self._drive(run.step_ops(step, result_response(result), 0, started))
+        async with run.lock:
+            run.record = await self._drive(run.step_ops(step, result_response(result), 0, started))
         return result
 
     async def close(self) -> None:

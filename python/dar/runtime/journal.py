@@ -9,8 +9,10 @@ calls through it, the runtimes journal tool calls, and `step` journals any other
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -30,12 +32,39 @@ Encode = Callable[[Any], tuple[Any, int]]
 Decode = Callable[[Any], Any]
 
 
+class StepLock:
+    """A run's steps record one at a time, each on the run as the step before left it: the
+    integrations run a model turn's tool calls concurrently (``asyncio.gather``), and two
+    steps moving the run from the same version would make it lose itself (`RunLost`).
+    ``with`` in a blocking run, ``async with`` in an async one."""
+
+    def __init__(self) -> None:
+        self._thread = threading.Lock()
+        self._task: asyncio.Lock | None = None
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.release()
+
+    async def __aenter__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.Lock()
+        await self._task.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.release()
+
+
 class Run:
     """A run in progress in this process: the runtime driving it, its record (moved on by
-    every step) and its journal."""
+    every step, under ``lock``) and its journal."""
 
     def __init__(self, rt: Any, record: RunRecord, journal: Journal, lease: float) -> None:
         self.rt, self.record, self.journal, self.lease = rt, record, journal, lease
+        self.lock = StepLock()
 
     @property
     def is_async(self) -> bool:
@@ -71,9 +100,10 @@ def journaled(
     started = time.perf_counter()
     value = call()
     response, tokens = encode(value)
-    run.record = run.rt._drive(
-        run.step_ops((index, kind, name, text, digest), response, tokens, started)
-    )
+    with run.lock:
+        run.record = run.rt._drive(
+            run.step_ops((index, kind, name, text, digest), response, tokens, started)
+        )
     return value
 
 
@@ -95,9 +125,10 @@ async def ajournaled(
     if inspect.isawaitable(value):
         value = await value
     response, tokens = encode(value)
-    run.record = await run.rt._drive(
-        run.step_ops((index, kind, name, text, digest), response, tokens, started)
-    )
+    async with run.lock:
+        run.record = await run.rt._drive(
+            run.step_ops((index, kind, name, text, digest), response, tokens, started)
+        )
     return value
 
 
@@ -207,8 +238,9 @@ def journaled_stream(
         chunks.append(chunk)
         yield chunk
     response = [encode(c) for c in chunks]
-    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
-    run.record = run.rt._drive(ops)
+    with run.lock:
+        ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
+        run.record = run.rt._drive(ops)
 
 
 async def ajournaled_stream(
@@ -241,8 +273,9 @@ async def ajournaled_stream(
         chunks.append(chunk)
         yield chunk
     response = [encode(c) for c in chunks]
-    ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
-    run.record = await run.rt._drive(ops)
+    async with run.lock:
+        ops = run.step_ops((index, kind, name, text, digest), response, tokens(chunks), started)
+        run.record = await run.rt._drive(ops)
 
 
 async def _opened(open_stream: Callable[[], Any]) -> Any:

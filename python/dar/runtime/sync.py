@@ -338,15 +338,19 @@ class Runtime(RuntimeBase):
             with session(record.session_id):
                 output = call_agent(agent, args)
         except RunSuspended as suspended:
-            self._drive(
-                runs.suspend(run.record, suspended.approval_id, journal.tokens_saved, self.clock())
-            )
+            with run.lock:  # after the step a call running beside it may be recording
+                self._drive(
+                    runs.suspend(
+                        run.record, suspended.approval_id, journal.tokens_saved, self.clock()
+                    )
+                )
             return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
         except RunLost:
             return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
+            with run.lock:
+                self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
             return RunResult(record.session_id, runs.FAILED, None, error)
         finally:
             current_run.reset(token)
@@ -374,7 +378,8 @@ class Runtime(RuntimeBase):
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
         step = (index, "tool", name, text, digest)
-        run.record = self._drive(run.step_ops(step, result_response(result), 0, started))
+        with run.lock:
+            run.record = self._drive(run.step_ops(step, result_response(result), 0, started))
         return result
 
     def close(self) -> None:
