@@ -371,6 +371,18 @@ def test_a_step_value_with_no_json_form_is_a_type_error_the_agent_sees(
     assert rt.events(status="run_step") == []  # nothing was journaled
 
 
+def test_an_agent_returning_a_value_with_no_json_form_fails_its_run(
+    make_runtime: MakeRuntime, runtime_kind: str
+) -> None:
+    rt = make_runtime()
+    res = rt.start(R.small("returns_opaque", runtime_kind), "j1")
+    assert res.status == "failed"
+    assert (res.error or "").startswith("TypeError: the agent returned a value with no JSON form")
+    (run,) = rt.runs()
+    assert (run.state, run.owner, run.lease_until) == ("failed", None, None)
+    assert rt.resume() == []
+
+
 def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(
     make_runtime: MakeRuntime, runtime_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

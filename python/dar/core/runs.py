@@ -22,7 +22,7 @@ from dar.core.ids import derived_id, new_id
 from dar.core.ops import Append, GetApproval, GetRun, ListRuns, LogFilter, Ops, ReadLog, SaveRun
 from dar.core.rows import when
 from dar.core.states import EventKind
-from dar.errors import ConfigurationError, DarError, ReplayDivergence
+from dar.errors import CanonicalizationError, ConfigurationError, DarError, ReplayDivergence
 from dar.records import Approval, NewEvent, RunRecord, RunResult
 
 RUNNING, SUSPENDED, FINISHED, FAILED = "running", "suspended", "finished", "failed"
@@ -229,9 +229,18 @@ def suspend(record: RunRecord, approval_id: str | None, saved: int, now: float) 
     )
 
 
+def output_text(output: Any) -> str:
+    """What the agent returned, as its run records it. A value with no JSON form is a
+    `TypeError`, raised before anything is written: the run fails with it."""
+    try:
+        return canonical_json(output).decode("utf-8")
+    except CanonicalizationError as exc:
+        raise TypeError(f"the agent returned a value with no JSON form: {exc}") from exc
+
+
 def finish(record: RunRecord, output: Any, saved: int, now: float) -> Ops[RunRecord]:
-    """The agent returned ``output`` (recorded as JSON; a value with no JSON form fails)."""
-    text = canonical_json(output).decode("utf-8")
+    """The agent returned ``output`` (recorded as JSON: see `output_text`)."""
+    text = output_text(output)
     return (
         yield from _end(record, FINISHED, EventKind.RUN_ENDED, "finished", saved, now, output=text)
     )

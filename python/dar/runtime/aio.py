@@ -339,6 +339,7 @@ class AsyncRuntime(RuntimeBase):
         try:
             with session(record.session_id):
                 output = await acall_agent(agent, args)
+            runs.output_text(output)  # no JSON form: the run fails here, not stuck running
         except RunSuspended as suspended:
             async with run.lock:  # after the step a call running beside it may be recording
                 await self._drive(

@@ -337,6 +337,7 @@ class Runtime(RuntimeBase):
         try:
             with session(record.session_id):
                 output = call_agent(agent, args)
+            runs.output_text(output)  # no JSON form: the run fails here, not stuck running
         except RunSuspended as suspended:
             with run.lock:  # after the step a call running beside it may be recording
                 self._drive(
