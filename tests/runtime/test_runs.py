@@ -294,6 +294,28 @@ def test_starting_a_run_another_worker_holds_answers_running(
     assert R.CALLED[gate] == 1
 
 
+def test_a_step_recorded_after_one_that_never_was_runs_again_on_resume(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """An async run records a turn's calls as they end: the quick read (step 3) before the
+    slow one (step 2). Killed in between, its journal has a gap; the resume runs both
+    again from the gap on (reads: no effect to repeat) and finishes."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with R.ConversationServer(R.GAP) as model:
+        crash = (shared_url, "async", str(marks), model.url, "h1", "step:3")
+        assert spawn(R.crash_worker, *crash) == -signal.SIGKILL
+        with Runtime(shared_url) as rt:
+            recorded = [e.attempt for e in rt.events(correlation_id="h1", status="run_step")]
+        assert recorded == [0, 1, 3]
+        out = tmp_path / "out.json"
+        assert spawn(R.resume_worker, shared_url, "async", str(marks), str(out), ahead=3600) == 0
+        assert results(out)["h1"]["status"] == "finished"
+        assert len(model.of("h1")) == 2  # the first turn from the journal
+    assert R.count(marks, "read.slow_read.ORD-h1") == 2
+    assert R.count(marks, "read.quick_read.ORD-h1") == 2
+
+
 # --- code that changed --------------------------------------------------------------------------
 
 

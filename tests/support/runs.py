@@ -68,6 +68,15 @@ APPROVAL: list[Turn] = [
     "Done with ORD-{session}.",
 ]
 
+#: Two reads in one turn, the first slow: an async run records the second one first.
+GAP: list[Turn] = [
+    [
+        ToolCall("slow_read", '{"order_id": "ORD-{session}"}'),
+        ToolCall("quick_read", '{"order_id": "ORD-{session}"}'),
+    ],
+    "Read ORD-{session} twice.",
+]
+
 #: Two tool calls in one model turn: the async integration runs them concurrently.
 PARALLEL: list[Turn] = [
     [
@@ -214,6 +223,25 @@ def refund_limit(inp: dict[str, Any], ctx: Any) -> Any:
 
 
 TOOLS = [lookup_order, refund_status, refund, send_email]
+
+
+@tool(effect=Effect.READ)
+async def slow_read(order_id: str) -> dict[str, Any]:
+    """A read that takes its time (an async runtime runs it beside `quick_read`)."""
+    mark(f"read.slow_read.{order_id}")
+    await asyncio.sleep(0.5)
+    return {"order_id": order_id, "slow": True}
+
+
+@tool(effect=Effect.READ)
+async def quick_read(order_id: str) -> dict[str, Any]:
+    """A read that answers at once."""
+    mark(f"read.quick_read.{order_id}")
+    return {"order_id": order_id, "quick": True}
+
+
+#: Tools only an `AsyncRuntime` has (their handlers are coroutine functions).
+ASYNC_TOOLS = [slow_read, quick_read]
 
 
 # --- the agent -----------------------------------------------------------------------------
@@ -415,7 +443,8 @@ def small(name: str, kind: str) -> Callable[..., Any]:
 def build(url: str, kind: str, clock: Callable[[], float] = time.time, **kwargs: Any) -> Any:
     """A runtime of ``kind`` with the agent's tools and rules, installed as `RUNTIME`
     (for an async one, the `AsyncRuntime` inside the blocking wrapper)."""
-    rt = make_runtime(kind, url, tools=TOOLS, rules=[refund_limit], clock=clock, **kwargs)
+    tools = TOOLS if kind == "sync" else [*TOOLS, *ASYNC_TOOLS]
+    rt = make_runtime(kind, url, tools=tools, rules=[refund_limit], clock=clock, **kwargs)
     install(rt)
     return rt
 

@@ -22,7 +22,7 @@ from dar.core.ids import derived_id, new_id
 from dar.core.ops import Append, GetApproval, GetRun, ListRuns, LogFilter, Ops, ReadLog, SaveRun
 from dar.core.rows import when
 from dar.core.states import EventKind
-from dar.errors import CanonicalizationError, ConfigurationError, DarError, ReplayDivergence
+from dar.errors import CanonicalizationError, ConfigurationError, ReplayDivergence
 from dar.records import Approval, NewEvent, RunRecord, RunResult
 
 RUNNING, SUSPENDED, FINISHED, FAILED = "running", "suspended", "finished", "failed"
@@ -162,9 +162,12 @@ def journal(session_id: str) -> Ops[Journal]:
         steps[index] = Step(
             index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens
         )
-    ordered = [steps[i] for i in sorted(steps)]
-    if [s.index for s in ordered] != list(range(len(ordered))):
-        raise DarError(f"the journal of run {session_id!r} has a gap: it cannot be resumed")
+    # Steps that ran together (a turn's tool calls) record as they end: a crash can leave a
+    # later one recorded and an earlier one not. The journal ends at the first gap; the
+    # re-run asks again from there (a step recorded twice: the first record wins).
+    ordered: list[Step] = []
+    while len(ordered) in steps:
+        ordered.append(steps[len(ordered)])
     return Journal(ordered)
 
 
