@@ -8,6 +8,7 @@ import json
 import multiprocessing as mp
 import signal
 import threading
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,7 @@ def test_two_workers_racing_to_resume_one_run_only_one_runs_it(
 def test_starting_a_run_another_worker_holds_answers_running(
     make_runtime: MakeRuntime, runtime_kind: str
 ) -> None:
-    gate = f"gate-{runtime_kind}-{id(make_runtime)}"
+    gate = f"gate-{uuid.uuid4().hex}"
     R.GATES[gate] = threading.Event()
     agent = R.small("gated", runtime_kind)
     first, second = make_runtime(), make_runtime()
@@ -298,22 +299,27 @@ def test_a_step_recorded_after_one_that_never_was_runs_again_on_resume(
     shared_url: str, tmp_path: Path
 ) -> None:
     """An async run records a turn's calls as they end: the quick read (step 3) before the
-    slow one (step 2). Killed in between, its journal has a gap; the resume runs both
-    again from the gap on (reads: no effect to repeat) and finishes."""
+    slow one (step 2). Killed in between, its journal has a gap: the resume asks again
+    from the gap on (reads: no effect to repeat). Killed again later, the next resume
+    answers step 3 with what the second worker read (the turns after it were built on
+    that), not with the first worker's stale record, and finishes."""
     marks = tmp_path / "marks"
     marks.mkdir()
+    out = tmp_path / "out.json"
     with R.ConversationServer(R.GAP) as model:
         crash = (shared_url, "async", str(marks), model.url, "h1", "step:3")
         assert spawn(R.crash_worker, *crash) == -signal.SIGKILL
         with Runtime(shared_url) as rt:
             recorded = [e.attempt for e in rt.events(correlation_id="h1", status="run_step")]
         assert recorded == [0, 1, 3]
-        out = tmp_path / "out.json"
-        assert spawn(R.resume_worker, shared_url, "async", str(marks), str(out), ahead=3600) == 0
-        assert results(out)["h1"]["status"] == "finished"
-        assert len(model.of("h1")) == 2  # the first turn from the journal
+        resume = (shared_url, "async", str(marks), str(out))
+        assert spawn(R.resume_worker, *resume, ahead=3600, kill="step:5") == -signal.SIGKILL
+        assert spawn(R.resume_worker, *resume, ahead=7200) == 0
+        assert results(out)["h1"]["status"] == "finished", results(out)
+        assert len(model.of("h1")) == 3  # each turn once
     assert R.count(marks, "read.slow_read.ORD-h1") == 2
     assert R.count(marks, "read.quick_read.ORD-h1") == 2
+    assert R.count(marks, "read.lookup_order.ORD-h1") == 1
 
 
 # --- code that changed --------------------------------------------------------------------------
@@ -367,7 +373,7 @@ def test_starting_a_finished_run_answers_its_recorded_result_without_running_it(
     make_runtime: MakeRuntime, runtime_kind: str
 ) -> None:
     rt = make_runtime()
-    name = f"ada-{runtime_kind}-{id(rt)}"
+    name = f"ada-{uuid.uuid4().hex}"
     agent = R.small("greet", runtime_kind)
     done = rt.start(agent, "f1", name)
     assert done == RunResult("f1", "finished", f"hello {name}")

@@ -74,7 +74,8 @@ GAP: list[Turn] = [
         ToolCall("slow_read", '{"order_id": "ORD-{session}"}'),
         ToolCall("quick_read", '{"order_id": "ORD-{session}"}'),
     ],
-    "Read ORD-{session} twice.",
+    [ToolCall("lookup_order", '{"order_id": "ORD-{session}"}')],
+    "Read ORD-{session} three times.",
 ]
 
 #: Two tool calls in one model turn: the async integration runs them concurrently.
@@ -237,7 +238,7 @@ async def slow_read(order_id: str) -> dict[str, Any]:
 async def quick_read(order_id: str) -> dict[str, Any]:
     """A read that answers at once."""
     mark(f"read.quick_read.{order_id}")
-    return {"order_id": order_id, "quick": True}
+    return {"order_id": order_id, "reads": count(MARKS, f"read.quick_read.{order_id}")}
 
 
 #: Tools only an `AsyncRuntime` has (their handlers are coroutine functions).
@@ -505,11 +506,13 @@ def resume_worker(
     ahead: float = 0.0,
     variant: str | None = None,
     barrier: Any = None,
+    kill: str | None = None,
 ) -> None:
     """Resume every due run (the clock ``ahead`` seconds in the future: past the dead
-    workers' leases); write the results to ``out``."""
-    configure(marks, variant=variant)
+    workers' leases); write the results to ``out``. With ``kill``, die there instead."""
+    configure(marks, kill, variant)
     rt = build(url, kind, clock=lambda: time.time() + ahead)
+    hook_kills(rt)
     if barrier is not None:
         barrier.wait()
     done = rt.resume()

@@ -150,34 +150,43 @@ def take_over(record: RunRecord, owner: str, now: float, lease: float) -> Ops[Ru
 
 
 def journal(session_id: str) -> Ops[Journal]:
-    """The run's recorded steps, in order."""
+    """The run's recorded steps, in order.
+
+    A step recorded twice is the newest worker's record (the one that took the run last):
+    the steps after it were built on that one. That happens when a worker outlived its
+    lease and wrote a row late, and when a journal has a gap: steps that run together (a
+    turn's tool calls) record as they end, so a crash can leave a later one recorded and an
+    earlier one not. The journal ends at the first gap; the re-run asks again from there.
+    """
     rows = yield ReadLog(LogFilter(correlation_id=session_id, status=EventKind.RUN_STEP.value))
-    steps: dict[int, Step] = {}
+    steps: dict[int, tuple[int, Step]] = {}
     for row in rows:
         index = row.attempt if row.attempt is not None else -1
-        if index < 0 or index in steps:  # a step is recorded once; the first record wins
+        if index < 0:
             continue
-        response, tokens = _read_response(row.output)
+        response, tokens, taken = _read_response(row.output)
+        known = steps.get(index)
+        if known is not None and known[0] >= taken:  # among equals, the first record wins
+            continue
         request = row.input if isinstance(row.input, str) else canonical_json(row.input).decode()
-        steps[index] = Step(
-            index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens
+        steps[index] = (
+            taken,
+            Step(index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens),
         )
-    # Steps that ran together (a turn's tool calls) record as they end: a crash can leave a
-    # later one recorded and an earlier one not. The journal ends at the first gap; the
-    # re-run asks again from there (a step recorded twice: the first record wins).
     ordered: list[Step] = []
     while len(ordered) in steps:
-        ordered.append(steps[len(ordered)])
+        ordered.append(steps[len(ordered)][1])
     return Journal(ordered)
 
 
-def _read_response(value: Any) -> tuple[Any, int]:
-    """A step row's output, as the log reads it back (JSON text or its value)."""
+def _read_response(value: Any) -> tuple[Any, int, int]:
+    """A step row's output, as the log reads it back (JSON text or its value):
+    ``(response, tokens, the run's version when its worker took it)``."""
     if isinstance(value, (str, bytes)):
         value = json.loads(value)
     if not isinstance(value, dict):
-        return None, 0
-    return value.get("response"), int(value.get("tokens") or 0)
+        return None, 0, 0
+    return value.get("response"), int(value.get("tokens") or 0), int(value.get("taken") or 0)
 
 
 def record_step(
@@ -188,10 +197,12 @@ def record_step(
     now: float,
     lease: float,
     duration_ms: float | None = None,
+    taken: int = 0,
 ) -> Ops[RunRecord]:
     """Write one live step: the run's lease moves on first (a worker that lost the run
     writes nothing), then the step's row. ``step`` is ``(index, kind, name, request JSON,
-    request hash)``. Returns the run as now held."""
+    request hash)``; ``taken`` is the run's version when this worker took it (`journal`
+    prefers the newest worker's record of a step). Returns the run as now held."""
     index, kind, name, text, digest = step
     moved = replace(
         record, steps=max(record.steps, index + 1), tokens=record.tokens + tokens,
@@ -199,7 +210,7 @@ def record_step(
     )  # fmt: skip
     if not (yield SaveRun(moved, record.version)):
         raise RunLost(f"run {record.session_id} was taken over by another worker")
-    body = canonical_json({"response": response, "tokens": tokens}).decode("utf-8")
+    body = canonical_json({"response": response, "tokens": tokens, "taken": taken}).decode()
     yield Append(
         _row(
             record,

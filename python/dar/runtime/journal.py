@@ -65,6 +65,7 @@ class Run:
     def __init__(self, rt: Any, record: RunRecord, journal: Journal, lease: float) -> None:
         self.rt, self.record, self.journal, self.lease = rt, record, journal, lease
         self.lock = StepLock()
+        self.taken = record.version  # the run's version when this worker took it
 
     @property
     def is_async(self) -> bool:
@@ -75,7 +76,7 @@ class Run:
     ) -> Ops[RunRecord]:
         ms = (time.perf_counter() - started) * 1000.0
         return runs.record_step(
-            self.record, step, response, tokens, self.rt.clock(), self.lease, ms
+            self.record, step, response, tokens, self.rt.clock(), self.lease, ms, self.taken
         )
 
 
