@@ -4,6 +4,7 @@ by code that changed in between."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from dar import ConfigurationError, RunResult, Runtime
+from dar.core.ops import SaveRun
 from tests.support import runs as R
 from tests.support.calls import MakeRuntime, wait_until
 from tests.support.cli import cli, dar_cmd
@@ -409,6 +411,31 @@ def test_an_agent_returning_a_value_with_no_json_form_fails_its_run(
     (run,) = rt.runs()
     assert (run.state, run.owner, run.lease_until) == ("failed", None, None)
     assert rt.resume() == []
+
+
+def test_a_personal_field_of_a_tool_call_in_a_run_reaches_no_table(
+    make_runtime: MakeRuntime, runtime_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool's ``redact=`` fields are kept out of the journal too: the step's row holds
+    their salted hash; the request it compares still covers the whole input."""
+    rt = make_runtime(tools=[R.charge])
+    monkeypatch.setattr(R, "RUNTIME", None)
+    R.install(rt)
+    agent = R.small("pays", runtime_kind)
+    assert rt.start(agent, "c1", 5) == RunResult("c1", "finished", "executed")
+    (step,) = rt.events(status="run_step")
+    assert R.CARD not in json.dumps(step.input) and "redacted:" in json.dumps(step.input)
+    assert all(R.CARD not in json.dumps(dataclasses.asdict(e), default=str) for e in rt.events())
+    # The journal still tells a changed input: the same run asked with another card fails.
+    monkeypatch.setattr(R, "CARD", "5500-0000-0000-0004")
+    record = rt.runs()[0]
+    again = dataclasses.replace(
+        record, state="running", lease_until=0.0, version=record.version + 1
+    )
+    assert rt.store.save_run(SaveRun(again, record.version))
+    (res,) = rt.resume()
+    assert res.status == "failed" and "ReplayDivergence" in (res.error or "")
+    assert "5500" not in (res.error or "") and R.CARD not in (res.error or "")
 
 
 def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(

@@ -420,6 +420,25 @@ async def areturns_opaque() -> Any:
     return object()
 
 
+CARD = "4111-1111-1111-1111"
+
+
+@tool(effect=Effect.MUTATE_LOCAL, redact=["card"])
+def charge(card: str, amount: int) -> dict[str, Any]:
+    """Charge a card (its number is personal: the log keeps a salted hash)."""
+    return {"charged": amount}
+
+
+@dar.agent
+def pays(amount: int) -> str:
+    return str(RUNTIME.call("charge", {"card": CARD, "amount": amount}).status.value)
+
+
+@dar.agent
+async def apays(amount: int) -> str:
+    return str((await RUNTIME.call("charge", {"card": CARD, "amount": amount})).status.value)
+
+
 def undeclared(name: str) -> str:
     return name
 
@@ -429,6 +448,7 @@ SMALL: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "gated": (gated, agated),
     "opaque": (opaque, aopaque),
     "returns_opaque": (returns_opaque, areturns_opaque),
+    "pays": (pays, apays),
 }
 
 

@@ -19,7 +19,17 @@ from typing import Any
 
 from dar._core import canonical_json
 from dar.core.ids import derived_id, new_id
-from dar.core.ops import Append, GetApproval, GetRun, ListRuns, LogFilter, Ops, ReadLog, SaveRun
+from dar.core.ops import (
+    Append,
+    GetApproval,
+    GetRun,
+    ListRuns,
+    LogFilter,
+    Ops,
+    ReadLog,
+    RedactionSalt,
+    SaveRun,
+)
 from dar.core.rows import when
 from dar.core.states import EventKind
 from dar.errors import CanonicalizationError, ConfigurationError, ReplayDivergence
@@ -67,11 +77,16 @@ class Journal:
         self.cursor = 0
         self.tokens_saved = 0
 
-    def next(self, kind: str, name: str, request: Any) -> tuple[int, str, str, Step | None]:
+    def next(
+        self, kind: str, name: str, request: Any, shown: Any = None
+    ) -> tuple[int, str, str, Step | None]:
         """Number the next step: ``(index, request JSON, its hash, the record or None)``.
-        A recorded step asked with another request raises `ReplayDivergence`."""
-        text = canonical_json(request).decode("utf-8")
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        A recorded step asked with another request raises `ReplayDivergence`. ``shown`` is
+        the request as the log may keep it (a tool's personal fields as salted hashes):
+        the JSON returned and quoted is that one, the hash compared covers ``request``."""
+        full = canonical_json(request)
+        digest = hashlib.sha256(full).hexdigest()
+        text = (full if shown is None else canonical_json(shown)).decode("utf-8")
         index = self.cursor
         self.cursor += 1
         if index >= len(self.steps):
@@ -85,6 +100,12 @@ class Journal:
             )
         self.tokens_saved += recorded.tokens
         return index, text, digest, recorded
+
+
+def salt() -> Ops[str]:
+    """The database's salt for redacted values (a tool call's request, as journaled)."""
+    found: str = yield RedactionSalt()
+    return found
 
 
 def run_call_id(session_id: str) -> str:

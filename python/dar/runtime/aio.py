@@ -26,10 +26,18 @@ from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Status
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
+from dar.redact import Redactor
 from dar.rules import Rule
 from dar.runtime.base import RuntimeBase, remember
 from dar.runtime.execute import AsyncExecutor, acall_agent
-from dar.runtime.journal import Run, result_from, result_response, running, tool_request
+from dar.runtime.journal import (
+    Run,
+    result_from,
+    result_response,
+    running,
+    shown_request,
+    tool_request,
+)
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -115,6 +123,7 @@ class AsyncRuntime(RuntimeBase):
                 input,
                 lambda: self._execute(tool, input, correlation_id, key, wait_for_approval),
                 tool.signature.load_output,
+                tool.redactor,
             )
             return journaled
         return await self._execute(tool, input, correlation_id, key, wait_for_approval)
@@ -367,12 +376,17 @@ class AsyncRuntime(RuntimeBase):
         arguments: Any,
         live: Callable[[], Any],
         load: Callable[[Any], Any] | None,
+        redactor: Redactor | None = None,
     ) -> Result:
         """A tool call inside a run: from the journal when it was recorded, else live and
         then recorded. A call that waits for a person suspends the run (it is not
-        recorded: the resumed run asks again, and then it runs)."""
+        recorded: the resumed run asks again, and then it runs). The tool's personal
+        fields are journaled as salted hashes, as in its own rows."""
+        shown = None
+        if redactor is not None:
+            shown = shown_request(name, arguments, redactor, await self._drive(runs.salt()))
         index, text, digest, recorded = run.journal.next(
-            "tool", name, tool_request(name, arguments)
+            "tool", name, tool_request(name, arguments), shown
         )
         if recorded is not None:
             return result_from(recorded.response, load)

@@ -26,6 +26,7 @@ from dar.core.runs import Journal
 from dar.effects import Status
 from dar.errors import CanonicalizationError
 from dar.records import Result, RunRecord
+from dar.redact import Redactor
 
 #: ``encode(value) -> (JSON value, tokens)`` and ``decode(JSON value) -> value``.
 Encode = Callable[[Any], tuple[Any, int]]
@@ -168,6 +169,17 @@ def tool_request(name: str, arguments: Any) -> dict[str, Any]:
         return {"tool": name, "input": canonical_input(arguments).decode("utf-8")}
     except Exception:
         return {"tool": name, "raw": repr(arguments)[:10_000]}
+
+
+def shown_request(name: str, arguments: Any, redactor: Redactor, salt: str) -> dict[str, Any]:
+    """A tool call's request as its journal row keeps it: `tool_request` with the tool's
+    personal fields as salted hashes, as every other row has them (withheld whole when
+    the input cannot be read)."""
+    try:
+        redacted, _removed = redactor.apply(json.loads(canonical_input(arguments)), salt)
+        return {"tool": name, "input": canonical_json(redacted).decode("utf-8")}
+    except Exception:
+        return {"tool": name, "input": "withheld: the input could not be redacted"}
 
 
 def result_response(result: Result) -> dict[str, Any]:
