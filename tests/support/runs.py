@@ -38,7 +38,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 import dar
-from dar import AsyncRuntime, Effect, NeedsApproval, Reconciled, Runtime, rule, tool
+from dar import AsyncRuntime, Effect, NeedsApproval, Reconciled, Runtime, Tool, rule, tool
 from dar.core.ops import Append, SaveRun
 from dar.demo.scripted_model import ModelServer, Request, ToolCall, Turn
 from dar.integrations import openai as dar_openai
@@ -223,7 +223,7 @@ def refund_limit(inp: dict[str, Any], ctx: Any) -> Any:
     return True
 
 
-TOOLS = [lookup_order, refund_status, refund, send_email]
+TOOLS: list[Tool[Any]] = [lookup_order, refund_status, refund, send_email]
 
 
 @tool(effect=Effect.READ)
@@ -242,7 +242,7 @@ async def quick_read(order_id: str) -> dict[str, Any]:
 
 
 #: Tools only an `AsyncRuntime` has (their handlers are coroutine functions).
-ASYNC_TOOLS = [slow_read, quick_read]
+ASYNC_TOOLS: list[Tool[Any]] = [slow_read, quick_read]
 
 
 # --- the agent -----------------------------------------------------------------------------
@@ -499,12 +499,21 @@ def hook_kills(rt: Any) -> None:
     store.save_run, store.append = saving, appending
 
 
-def crash_worker(url: str, kind: str, marks: str, model_url: str, session: str, kill: str) -> None:
-    """Start the run and die at ``kill`` (never returns normally)."""
+def crash_worker(
+    url: str,
+    kind: str,
+    marks: str,
+    model_url: str,
+    session: str,
+    kill: str,
+    lease: float = 60.0,
+) -> None:
+    """Start the run (holding it ``lease`` seconds between steps) and die at ``kill``
+    (never returns normally)."""
     configure(marks, kill)
     rt = build(url, kind)
     hook_kills(rt)
-    res = rt.start(agent_for(kind), session, model_url, session)
+    res = rt.start(agent_for(kind), session, model_url, session, lease=lease)
     raise SystemExit(f"the run ended ({res.status}) instead of dying at {kill}")
 
 
