@@ -381,10 +381,55 @@ def test_starting_a_finished_run_answers_its_recorded_result_without_running_it(
     assert done == RunResult("f1", "finished", f"hello {name}")
     rows = len(rt.events())
     assert rt.start(agent, "f1", name) == done
-    assert rt.start(agent, "f1", "someone else") == done  # the recorded run, whatever is asked
     assert R.CALLED[name] == 1 and len(rt.events()) == rows
     (run,) = rt.runs(state="finished")
     assert (run.steps, run.tokens, run.tokens_saved) == (1, 0, 0)
+
+
+def test_starting_a_run_again_with_other_arguments_is_refused_and_leaves_it_alone(
+    make_runtime: MakeRuntime, runtime_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session is one run: asked again with other arguments (a retry that lost track
+    of its session ids), it is a configuration error, finished or waiting for a person,
+    and the run is as it was (a waiting one is not replayed into a divergence)."""
+    monkeypatch.setattr(R, "RUNTIME", None)
+    rt = make_runtime(tools=R.TOOLS, rules=[R.refund_limit])
+    R.install(rt)
+    agent = R.agent_for(runtime_kind)
+    with R.ConversationServer(R.APPROVAL) as model:
+        waiting = rt.start(agent, "w1", model.url, "w1")
+        assert waiting.status == "suspended"
+        with pytest.raises(ConfigurationError, match=r"session 'w1' is a run of .* with"):
+            rt.start(agent, "w1", model.url, "w2")
+        (run,) = rt.runs()
+        assert (run.state, run.approval_id, run.error) == ("suspended", waiting.approval_id, None)
+        assert len(model.requests) == 1
+    greet = R.small("greet", runtime_kind)
+    rt.start(greet, "f1", "ada")
+    with pytest.raises(ConfigurationError, match=r'with \["ada"\], not \["bob"\]'):
+        rt.start(greet, "f1", "bob")
+
+
+def test_starting_a_run_that_waits_for_a_person_answers_suspended_without_replaying_it(
+    make_runtime: MakeRuntime, runtime_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(R, "RUNTIME", None)
+    rt = make_runtime(tools=R.TOOLS, rules=[R.refund_limit])
+    R.install(rt)
+    agent = R.agent_for(runtime_kind)
+    with R.ConversationServer(R.APPROVAL) as model:
+        waiting = rt.start(agent, "w1", model.url, "w1")
+        rows = len(rt.events())
+        assert rt.start(agent, "w1", model.url, "w1") == waiting
+        assert len(rt.events()) == rows and len(rt.approvals(status="pending")) == 1
+        (run,) = rt.runs()
+        assert (run.state, run.tokens, run.tokens_saved) == ("suspended", 2, 0)
+        rt.deny(waiting.approval_id or "", by="bob", reason="no")
+        done = rt.start(agent, "w1", model.url, "w1")  # decided: this start goes on
+        assert (done.status, done.output) == ("finished", "Done with ORD-w1.")
+        assert len(model.requests) == 2
+        (run,) = rt.runs()
+        assert (run.tokens, run.tokens_saved) == (4, 2)
 
 
 def test_a_step_value_with_no_json_form_is_a_type_error_the_agent_sees(

@@ -133,8 +133,9 @@ def start(
     session_id: str, agent: str, arguments: str, owner: str, now: float, lease: float
 ) -> Ops[tuple[RunRecord, bool]]:
     """Open the run, or find it: ``(record, whether this worker drives it now)``. A run
-    that ended, or that another worker holds, is not driven again; one that was suspended
-    or whose worker died is taken over."""
+    that ended, that another worker holds, or that waits for a person who has not decided
+    yet is not driven again; one whose worker died, or whose call was decided, is taken
+    over. The same session with another agent or other arguments is refused."""
     if not lease > 0:
         raise ConfigurationError("lease must be positive seconds")
     fresh = RunRecord(
@@ -150,10 +151,19 @@ def start(
         raise ConfigurationError(
             f"session {session_id!r} is a run of {found.agent}, not of {agent}"
         )
+    if found.arguments != arguments:  # the run is its arguments: another is another run
+        raise ConfigurationError(
+            f"session {session_id!r} is a run of {agent} with {found.arguments[:200]}, "
+            f"not {arguments[:200]}"
+        )
     if found.state in (FINISHED, FAILED) or (
         found.state == RUNNING and (found.lease_until or 0) > now
     ):
         return found, False
+    if found.state == SUSPENDED and found.approval_id is not None:
+        decided: Approval | None = yield GetApproval(found.approval_id)
+        if decided is not None and decided.state(now) == "pending":
+            return found, False  # as `due` says: nothing to do until a person decides
     taken = yield from take_over(found, owner, now, lease)
     return (found, False) if taken is None else (taken, True)
 
