@@ -10,6 +10,7 @@ import multiprocessing as mp
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from dar import ConfigurationError, RunResult, Runtime
 from dar.core.ops import SaveRun
+from tests.conftest import Clock
 from tests.support import runs as R
 from tests.support.calls import MakeRuntime, wait_until
 from tests.support.cli import cli, dar_cmd
@@ -324,6 +326,43 @@ def test_a_step_recorded_after_one_that_never_was_runs_again_on_resume(
     assert R.count(marks, "read.lookup_order.ORD-h1") == 1
 
 
+def test_a_worker_that_outlived_its_lease_hands_the_run_over_without_raising(
+    make_runtime: MakeRuntime, runtime_kind: str, clock: Clock
+) -> None:
+    """Worker A is slow after its last step; worker B, its clock past A's lease, takes
+    the run over. Both return: B with the run's end, A with ``running`` (its ending was
+    refused, the run is B's), not with an exception out of `start`."""
+    gate = f"gate-{uuid.uuid4().hex}"
+    R.GATES[gate] = threading.Event()
+    agent = R.small("late", runtime_kind)
+    a = make_runtime(clock=clock)
+    b = make_runtime(clock=lambda: clock.now + 120)
+    got: dict[str, Any] = {}
+
+    def worker(name: str, fn: Callable[[], Any]) -> None:
+        try:
+            got[name] = fn()
+        except BaseException as exc:  # what must not happen: RunLost out of start
+            got[name] = exc
+
+    threads = [
+        threading.Thread(target=worker, args=("a", lambda: a.start(agent, "l1", gate))),
+    ]
+    threads[0].start()
+    try:
+        wait_until(lambda: R.CALLED[gate] == 1)
+        threads.append(threading.Thread(target=worker, args=("b", b.resume)))
+        threads[1].start()
+        wait_until(lambda: R.CALLED[gate] == 2)  # B replayed the step and waits too
+    finally:
+        R.GATES[gate].set()
+        for t in threads:
+            t.join(30)
+    assert got == {"a": RunResult("l1", "running"), "b": [RunResult("l1", "finished", "late")]}
+    (run,) = a.runs()
+    assert (run.state, run.owner, run.tokens_saved) == ("finished", None, 0)
+
+
 # --- code that changed --------------------------------------------------------------------------
 
 
@@ -486,8 +525,9 @@ def test_a_personal_field_of_a_tool_call_in_a_run_reaches_no_table(
 def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(
     make_runtime: MakeRuntime, runtime_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The async integration runs a turn's calls concurrently: each is journaled, in the
-    order the model asked for them, and the run goes on."""
+    """The async integration runs a turn's calls concurrently: each is a step, numbered in
+    the order the model asked for them, and the run goes on (it once lost itself: both
+    calls moved the run from the same version)."""
     monkeypatch.setattr(R, "MARKS", tmp_path)
     monkeypatch.setattr(R, "RUNTIME", None)
     rt = make_runtime(tools=R.TOOLS, rules=[R.refund_limit])
@@ -495,7 +535,8 @@ def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(
     with R.ConversationServer(R.PARALLEL) as model:
         res = rt.start(R.agent_for(runtime_kind), "p1", model.url, "p1")
         assert (res.status, res.output) == ("finished", "Looked twice at ORD-p1.")
-        steps = [(e.attempt, e.effect, e.tool_name) for e in rt.events(status="run_step")]
+        # Numbered in the order the model asked; recorded in the order they ended.
+        steps = sorted((e.attempt, e.effect, e.tool_name) for e in rt.events(status="run_step"))
         assert steps == [
             (0, "step", "ticket"),
             (1, "model", "openai.chat"),

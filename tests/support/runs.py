@@ -388,6 +388,23 @@ async def agated(gate: str) -> str:
 
 
 @dar.agent
+def late(gate: str) -> str:
+    """Slow code after its last step: its worker's lease may run out before it returns."""
+    CALLED[gate] += 1
+    dar.step("first", int)
+    GATES[gate].wait(30)
+    return "late"
+
+
+@dar.agent
+async def alate(gate: str) -> str:
+    CALLED[gate] += 1
+    await cast(Any, dar.step("first", int))
+    await asyncio.to_thread(GATES[gate].wait, 30)
+    return "late"
+
+
+@dar.agent
 def opaque(catch: bool) -> str:
     """Journals a value with no JSON form: the agent sees a TypeError."""
     try:
@@ -446,6 +463,7 @@ def undeclared(name: str) -> str:
 SMALL: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "greet": (greet, agreet),
     "gated": (gated, agated),
+    "late": (late, alate),
     "opaque": (opaque, aopaque),
     "returns_opaque": (returns_opaque, areturns_opaque),
     "pays": (pays, apays),

@@ -274,6 +274,15 @@ def suspend(record: RunRecord, approval_id: str | None, saved: int, now: float) 
     )
 
 
+def end(record: RunRecord, result: RunResult, saved: int, now: float) -> Ops[RunRecord]:
+    """End this stretch of the run as ``result`` says: suspended, failed or finished."""
+    if result.status == SUSPENDED:
+        return (yield from suspend(record, result.approval_id, saved, now))
+    if result.status == FAILED:
+        return (yield from fail(record, result.error or "", saved, now))
+    return (yield from finish(record, result.output, saved, now))
+
+
 def output_text(output: Any) -> str:
     """What the agent returned, as its run records it. A value with no JSON form is a
     `TypeError`, raised before anything is written: the run fails with it."""

@@ -349,25 +349,23 @@ class AsyncRuntime(RuntimeBase):
             with session(record.session_id):
                 output = await acall_agent(agent, args)
             runs.output_text(output)  # no JSON form: the run fails here, not stuck running
+            result = RunResult(record.session_id, runs.FINISHED, output)
         except RunSuspended as suspended:
-            async with run.lock:  # after the step a call running beside it may be recording
-                await self._drive(
-                    runs.suspend(
-                        run.record, suspended.approval_id, journal.tokens_saved, self.clock()
-                    )
-                )
-            return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
+            approval = suspended.approval_id
+            result = RunResult(record.session_id, runs.SUSPENDED, None, None, approval)
         except RunLost:
             return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            async with run.lock:
-                await self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
-            return RunResult(record.session_id, runs.FAILED, None, error)
+            result = RunResult(record.session_id, runs.FAILED, None, error)
         finally:
             current_run.reset(token)
-        await self._drive(runs.finish(run.record, output, journal.tokens_saved, self.clock()))
-        return RunResult(record.session_id, runs.FINISHED, output)
+        try:
+            async with run.lock:  # after the step a call running beside it may be recording
+                await self._drive(runs.end(run.record, result, journal.tokens_saved, self.clock()))
+        except RunLost:  # this worker outlived its lease: the run is another's now
+            return RunResult(record.session_id, runs.RUNNING)
+        return result
 
     async def _journaled(
         self,

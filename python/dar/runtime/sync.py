@@ -347,25 +347,23 @@ class Runtime(RuntimeBase):
             with session(record.session_id):
                 output = call_agent(agent, args)
             runs.output_text(output)  # no JSON form: the run fails here, not stuck running
+            result = RunResult(record.session_id, runs.FINISHED, output)
         except RunSuspended as suspended:
-            with run.lock:  # after the step a call running beside it may be recording
-                self._drive(
-                    runs.suspend(
-                        run.record, suspended.approval_id, journal.tokens_saved, self.clock()
-                    )
-                )
-            return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
+            approval = suspended.approval_id
+            result = RunResult(record.session_id, runs.SUSPENDED, None, None, approval)
         except RunLost:
             return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            with run.lock:
-                self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
-            return RunResult(record.session_id, runs.FAILED, None, error)
+            result = RunResult(record.session_id, runs.FAILED, None, error)
         finally:
             current_run.reset(token)
-        self._drive(runs.finish(run.record, output, journal.tokens_saved, self.clock()))
-        return RunResult(record.session_id, runs.FINISHED, output)
+        try:
+            with run.lock:  # after the step a call running beside it may be recording
+                self._drive(runs.end(run.record, result, journal.tokens_saved, self.clock()))
+        except RunLost:  # this worker outlived its lease: the run is another's now
+            return RunResult(record.session_id, runs.RUNNING)
+        return result
 
     def _journaled(
         self,
