@@ -23,6 +23,7 @@ from tests.conftest import Clock
 from tests.support import runs as R
 from tests.support.calls import MakeRuntime, wait_until
 from tests.support.cli import cli, dar_cmd
+from tests.support.runtimes import make as make_kind
 
 CTX = mp.get_context("forkserver")
 CTX.set_forkserver_preload(["tests.support.runs"])
@@ -361,6 +362,32 @@ def test_a_worker_that_outlived_its_lease_hands_the_run_over_without_raising(
     assert got == {"a": RunResult("l1", "running"), "b": [RunResult("l1", "finished", "late")]}
     (run,) = a.runs()
     assert (run.state, run.owner, run.tokens_saved) == ("finished", None, 0)
+
+
+def test_a_blocking_runtime_leaves_the_runs_of_async_agents_to_an_async_one(
+    store_url: str, clock: Clock
+) -> None:
+    """`resume()` on a `Runtime` cannot run a coroutine agent: it leaves its run alone
+    (it used to take it over and fail it for good) for an `AsyncRuntime` to resume."""
+    gate = f"gate-{uuid.uuid4().hex}"
+    R.GATES[gate] = threading.Event()
+    art = make_kind("async", store_url, clock=clock)
+    blocking = Runtime(art.store, clock=lambda: clock.now + 120)  # past the async run's lease
+    worker = threading.Thread(target=art.start, args=(R.agated, "x1", gate))
+    worker.start()
+    try:
+        wait_until(lambda: R.CALLED[gate] == 1)
+        assert blocking.resume() == []
+        (run,) = blocking.runs()
+        assert (run.state, run.error) == ("running", None)
+    finally:
+        R.GATES[gate].set()
+        worker.join(30)
+    try:
+        (run,) = blocking.runs()
+        assert (run.state, run.output) == ("finished", '"through"')
+    finally:
+        art.close()  # and the store the two share
 
 
 # --- code that changed --------------------------------------------------------------------------

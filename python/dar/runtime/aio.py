@@ -11,6 +11,7 @@ run in worker threads, so a busy database never blocks the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -321,12 +322,15 @@ class AsyncRuntime(RuntimeBase):
     async def resume(self, *, lease: float = runs.LEASE) -> list[RunResult]:
         """Run again, from its journal, every run that crashed (its worker's lease ran out)
         or that is suspended on an approval a person has now decided. Runs of agents this
-        process has not imported, and runs another worker takes first, are left alone."""
+        process has not imported, of coroutine agents on a blocking `Runtime`, and runs
+        another worker takes first, are left alone."""
         done = []
         for record in await self._drive(runs.due(self.clock())):
             agent = registered(record.agent)
-            if agent is None:
-                continue
+            if agent is None or (
+                inspect.iscoroutinefunction(agent) and not inspect.iscoroutinefunction(self.call)
+            ):
+                continue  # not imported here, or async in a blocking runtime: not ours to run
             taken = await self._drive(runs.take_over(record, self.owner, self.clock(), lease))
             if taken is None:
                 continue
