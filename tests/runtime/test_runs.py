@@ -364,6 +364,43 @@ def test_a_worker_that_outlived_its_lease_hands_the_run_over_without_raising(
     assert (run.state, run.owner, run.tokens_saved) == ("finished", None, 0)
 
 
+def test_what_a_tool_does_inside_its_call_is_not_a_step_of_the_run(
+    make_runtime: MakeRuntime, runtime_kind: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler's `dar.step` belongs to its tool call, the run's step: a resume answers
+    the call from the journal without running the handler, so the handler's step must
+    not have taken a number of the run (the resume diverged at the next step)."""
+    gate = f"gate-{uuid.uuid4().hex}"
+    R.GATES[gate] = threading.Event()
+    monkeypatch.setattr(R, "RUNTIME", None)
+    agent = R.small("nested", runtime_kind)
+    a = make_runtime(clock=clock, tools=[R.stamped])
+    b = make_runtime(clock=lambda: clock.now + 120, tools=[R.stamped])
+    R.install(a)
+    got: dict[str, Any] = {}
+    first = threading.Thread(target=lambda: got.update(a=a.start(agent, "n1", gate)))
+    second = threading.Thread(target=lambda: got.update(b=b.resume()))
+    first.start()
+    try:
+        wait_until(lambda: R.CALLED[gate] == 1)
+        steps = [(e.attempt, e.tool_name) for e in a.events(status="run_step")]
+        assert sorted(steps) == [(0, "stamped"), (1, "after")]
+        (step,) = a.events(tool="stamped", status="run_step")
+        answer = json.loads(step.output) if isinstance(step.output, str) else step.output
+        said = answer["response"]
+        assert said["status"] == "executed", said  # the handler's value, not a coroutine
+        assert isinstance(json.loads(said["output_json"])["at"], float)
+        R.install(b)
+        second.start()
+        wait_until(lambda: R.CALLED[gate] == 2)  # B answered both steps from the journal
+    finally:
+        R.GATES[gate].set()
+        first.join(30)
+        if second.ident is not None:
+            second.join(30)
+    assert got == {"a": RunResult("n1", "running"), "b": [RunResult("n1", "finished", "nested")]}
+
+
 def test_a_blocking_runtime_leaves_the_runs_of_async_agents_to_an_async_one(
     store_url: str, clock: Clock
 ) -> None:

@@ -404,6 +404,31 @@ async def alate(gate: str) -> str:
     return "late"
 
 
+@tool(effect=Effect.READ)
+def stamped(order_id: str) -> dict[str, Any]:
+    """A tool whose handler journals a value: inside a tool call it is the call's own."""
+    return {"order_id": order_id, "at": dar.step("stamp", time.time)}
+
+
+@dar.agent
+def nested(gate: str) -> str:
+    """A tool call whose handler uses `dar.step`, a step, then slow code."""
+    CALLED[gate] += 1
+    RUNTIME.call("stamped", {"order_id": "ORD-n"})
+    dar.step("after", int)
+    GATES[gate].wait(30)
+    return "nested"
+
+
+@dar.agent
+async def anested(gate: str) -> str:
+    CALLED[gate] += 1
+    await RUNTIME.call("stamped", {"order_id": "ORD-n"})
+    await cast(Any, dar.step("after", int))
+    await asyncio.to_thread(GATES[gate].wait, 30)
+    return "nested"
+
+
 @dar.agent
 def opaque(catch: bool) -> str:
     """Journals a value with no JSON form: the agent sees a TypeError."""
@@ -464,6 +489,7 @@ SMALL: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "greet": (greet, agreet),
     "gated": (gated, agated),
     "late": (late, alate),
+    "nested": (nested, anested),
     "opaque": (opaque, aopaque),
     "returns_opaque": (returns_opaque, areturns_opaque),
     "pays": (pays, apays),

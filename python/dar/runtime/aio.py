@@ -33,6 +33,7 @@ from dar.runtime.base import RuntimeBase, remember
 from dar.runtime.execute import AsyncExecutor, acall_agent
 from dar.runtime.journal import (
     Run,
+    outside_the_run,
     result_from,
     result_response,
     running,
@@ -393,7 +394,8 @@ class AsyncRuntime(RuntimeBase):
         if recorded is not None:
             return result_from(recorded.response, load)
         started = time.perf_counter()
-        result: Result = await live()
+        with outside_the_run():
+            result: Result = await live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
         step = (index, "tool", name, text, digest)

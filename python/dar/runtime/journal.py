@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dar._core import canonical_json
@@ -81,6 +82,18 @@ class Run:
         )
 
 
+@contextmanager
+def outside_the_run() -> Iterator[None]:
+    """While one step runs live, what it does inside (a tool handler's `dar.step`, a
+    nested model call) is not a step of the run: a resume answers the step from the
+    journal without running it, so nothing inside may take a number of the run."""
+    token = current_run.set(None)
+    try:
+        yield
+    finally:
+        current_run.reset(token)
+
+
 def running() -> Run | None:
     """The run the calling code is part of, if any."""
     found = current_run.get()
@@ -100,7 +113,8 @@ def journaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    value = call()
+    with outside_the_run():
+        value = call()
     response, tokens = encode(value)
     with run.lock:
         run.record = run.rt._drive(
@@ -123,9 +137,10 @@ async def ajournaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    value = call()
-    if inspect.isawaitable(value):
-        value = await value
+    with outside_the_run():
+        value = call()
+        if inspect.isawaitable(value):
+            value = await value
     response, tokens = encode(value)
     async with run.lock:
         run.record = await run.rt._drive(

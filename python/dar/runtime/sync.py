@@ -31,6 +31,7 @@ from dar.runtime.base import RuntimeBase, remember
 from dar.runtime.execute import Executor, call_agent
 from dar.runtime.journal import (
     Run,
+    outside_the_run,
     result_from,
     result_response,
     running,
@@ -391,7 +392,8 @@ class Runtime(RuntimeBase):
         if recorded is not None:
             return result_from(recorded.response, load)
         started = time.perf_counter()
-        result: Result = live()
+        with outside_the_run():
+            result: Result = live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
         step = (index, "tool", name, text, digest)
