@@ -22,6 +22,7 @@ from rich.tree import Tree
 from dar import __version__
 from dar.audit.chain import Broken
 from dar.audit.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
+from dar.cli.runs import add_commands as add_run_commands
 from dar.cli.views import add_commands as add_view_commands
 from dar.core import approval
 from dar.core.ops import GetClaim, ListSagas, LogFilter, Op, Resolve, StoreOp
@@ -660,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_mcp_proxy)
 
     add_view_commands(command, _open)
+    add_run_commands(command, _open, _db_url)
 
     p = sub.add_parser("demo", help="replay the pitch's incidents without and with dar")
     p.add_argument("--file", default="dar-demo.db", help="SQLite file to write (recreated)")

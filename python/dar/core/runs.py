@@ -19,10 +19,20 @@ from typing import Any
 
 from dar._core import canonical_json
 from dar.core.ids import derived_id, new_id
-from dar.core.ops import Append, GetApproval, GetRun, ListRuns, LogFilter, Ops, ReadLog, SaveRun
+from dar.core.ops import (
+    Append,
+    GetApproval,
+    GetRun,
+    ListRuns,
+    LogFilter,
+    Ops,
+    ReadLog,
+    RedactionSalt,
+    SaveRun,
+)
 from dar.core.rows import when
 from dar.core.states import EventKind
-from dar.errors import ConfigurationError, DarError, ReplayDivergence
+from dar.errors import CanonicalizationError, ConfigurationError, ReplayDivergence
 from dar.records import Approval, NewEvent, RunRecord, RunResult
 
 RUNNING, SUSPENDED, FINISHED, FAILED = "running", "suspended", "finished", "failed"
@@ -67,11 +77,16 @@ class Journal:
         self.cursor = 0
         self.tokens_saved = 0
 
-    def next(self, kind: str, name: str, request: Any) -> tuple[int, str, str, Step | None]:
+    def next(
+        self, kind: str, name: str, request: Any, shown: Any = None
+    ) -> tuple[int, str, str, Step | None]:
         """Number the next step: ``(index, request JSON, its hash, the record or None)``.
-        A recorded step asked with another request raises `ReplayDivergence`."""
-        text = canonical_json(request).decode("utf-8")
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        A recorded step asked with another request raises `ReplayDivergence`. ``shown`` is
+        the request as the log may keep it (a tool's personal fields as salted hashes):
+        the JSON returned and quoted is that one, the hash compared covers ``request``."""
+        full = canonical_json(request)
+        digest = hashlib.sha256(full).hexdigest()
+        text = (full if shown is None else canonical_json(shown)).decode("utf-8")
         index = self.cursor
         self.cursor += 1
         if index >= len(self.steps):
@@ -85,6 +100,12 @@ class Journal:
             )
         self.tokens_saved += recorded.tokens
         return index, text, digest, recorded
+
+
+def salt() -> Ops[str]:
+    """The database's salt for redacted values (a tool call's request, as journaled)."""
+    found: str = yield RedactionSalt()
+    return found
 
 
 def run_call_id(session_id: str) -> str:
@@ -112,8 +133,9 @@ def start(
     session_id: str, agent: str, arguments: str, owner: str, now: float, lease: float
 ) -> Ops[tuple[RunRecord, bool]]:
     """Open the run, or find it: ``(record, whether this worker drives it now)``. A run
-    that ended, or that another worker holds, is not driven again; one that was suspended
-    or whose worker died is taken over."""
+    that ended, that another worker holds, or that waits for a person who has not decided
+    yet is not driven again; one whose worker died, or whose call was decided, is taken
+    over. The same session with another agent or other arguments is refused."""
     if not lease > 0:
         raise ConfigurationError("lease must be positive seconds")
     fresh = RunRecord(
@@ -130,10 +152,19 @@ def start(
         raise ConfigurationError(
             f"session {session_id!r} is a run of {found.agent}, not of {agent}"
         )
+    if found.arguments != arguments:  # the run is its arguments: another is another run
+        raise ConfigurationError(
+            f"session {session_id!r} is a run of {agent} with {found.arguments[:200]}, "
+            f"not {arguments[:200]}"
+        )
     if found.state in (FINISHED, FAILED) or (
         found.state == RUNNING and (found.lease_until or 0) > now
     ):
         return found, False
+    if found.state == SUSPENDED and found.approval_id is not None:
+        decided: Approval | None = yield GetApproval(found.approval_id)
+        if decided is not None and decided.state(now) == "pending":
+            return found, False  # as `due` says: nothing to do until a person decides
     taken = yield from take_over(found, owner, now, lease)
     return (found, False) if taken is None else (taken, True)
 
@@ -152,31 +183,43 @@ def take_over(record: RunRecord, owner: str, now: float, lease: float) -> Ops[Ru
 
 
 def journal(session_id: str) -> Ops[Journal]:
-    """The run's recorded steps, in order."""
+    """The run's recorded steps, in order.
+
+    A step recorded twice is the newest worker's record (the one that took the run last):
+    the steps after it were built on that one. That happens when a worker outlived its
+    lease and wrote a row late, and when a journal has a gap: steps that run together (a
+    turn's tool calls) record as they end, so a crash can leave a later one recorded and an
+    earlier one not. The journal ends at the first gap; the re-run asks again from there.
+    """
     rows = yield ReadLog(LogFilter(correlation_id=session_id, status=EventKind.RUN_STEP.value))
-    steps: dict[int, Step] = {}
+    steps: dict[int, tuple[int, Step]] = {}
     for row in rows:
         index = row.attempt if row.attempt is not None else -1
-        if index < 0 or index in steps:  # a step is recorded once; the first record wins
+        if index < 0:
             continue
-        response, tokens = _read_response(row.output)
+        response, tokens, taken = _read_response(row.output)
+        known = steps.get(index)
+        if known is not None and known[0] >= taken:  # among equals, the first record wins
+            continue
         request = row.input if isinstance(row.input, str) else canonical_json(row.input).decode()
-        steps[index] = Step(
-            index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens
+        steps[index] = (
+            taken,
+            Step(index, row.effect, row.tool_name, row.input_hash or "", request, response, tokens),
         )
-    ordered = [steps[i] for i in sorted(steps)]
-    if [s.index for s in ordered] != list(range(len(ordered))):
-        raise DarError(f"the journal of run {session_id!r} has a gap: it cannot be resumed")
+    ordered: list[Step] = []
+    while len(ordered) in steps:
+        ordered.append(steps[len(ordered)][1])
     return Journal(ordered)
 
 
-def _read_response(value: Any) -> tuple[Any, int]:
-    """A step row's output, as the log reads it back (JSON text or its value)."""
+def _read_response(value: Any) -> tuple[Any, int, int]:
+    """A step row's output, as the log reads it back (JSON text or its value):
+    ``(response, tokens, the run's version when its worker took it)``."""
     if isinstance(value, (str, bytes)):
         value = json.loads(value)
     if not isinstance(value, dict):
-        return None, 0
-    return value.get("response"), int(value.get("tokens") or 0)
+        return None, 0, 0
+    return value.get("response"), int(value.get("tokens") or 0), int(value.get("taken") or 0)
 
 
 def record_step(
@@ -187,10 +230,12 @@ def record_step(
     now: float,
     lease: float,
     duration_ms: float | None = None,
+    taken: int = 0,
 ) -> Ops[RunRecord]:
     """Write one live step: the run's lease moves on first (a worker that lost the run
     writes nothing), then the step's row. ``step`` is ``(index, kind, name, request JSON,
-    request hash)``. Returns the run as now held."""
+    request hash)``; ``taken`` is the run's version when this worker took it (`journal`
+    prefers the newest worker's record of a step). Returns the run as now held."""
     index, kind, name, text, digest = step
     moved = replace(
         record, steps=max(record.steps, index + 1), tokens=record.tokens + tokens,
@@ -198,7 +243,7 @@ def record_step(
     )  # fmt: skip
     if not (yield SaveRun(moved, record.version)):
         raise RunLost(f"run {record.session_id} was taken over by another worker")
-    body = canonical_json({"response": response, "tokens": tokens}).decode("utf-8")
+    body = canonical_json({"response": response, "tokens": tokens, "taken": taken}).decode()
     yield Append(
         _row(
             record,
@@ -231,9 +276,27 @@ def suspend(record: RunRecord, approval_id: str | None, saved: int, now: float) 
     )
 
 
+def end(record: RunRecord, result: RunResult, saved: int, now: float) -> Ops[RunRecord]:
+    """End this stretch of the run as ``result`` says: suspended, failed or finished."""
+    if result.status == SUSPENDED:
+        return (yield from suspend(record, result.approval_id, saved, now))
+    if result.status == FAILED:
+        return (yield from fail(record, result.error or "", saved, now))
+    return (yield from finish(record, result.output, saved, now))
+
+
+def output_text(output: Any) -> str:
+    """What the agent returned, as its run records it. A value with no JSON form is a
+    `TypeError`, raised before anything is written: the run fails with it."""
+    try:
+        return canonical_json(output).decode("utf-8")
+    except CanonicalizationError as exc:
+        raise TypeError(f"the agent returned a value with no JSON form: {exc}") from exc
+
+
 def finish(record: RunRecord, output: Any, saved: int, now: float) -> Ops[RunRecord]:
-    """The agent returned ``output`` (recorded as JSON; a value with no JSON form fails)."""
-    text = canonical_json(output).decode("utf-8")
+    """The agent returned ``output`` (recorded as JSON: see `output_text`)."""
+    text = output_text(output)
     return (
         yield from _end(record, FINISHED, EventKind.RUN_ENDED, "finished", saved, now, output=text)
     )

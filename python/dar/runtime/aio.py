@@ -11,6 +11,7 @@ run in worker threads, so a busy database never blocks the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,10 +27,19 @@ from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Status
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
+from dar.redact import Redactor
 from dar.rules import Rule
 from dar.runtime.base import RuntimeBase, remember
 from dar.runtime.execute import AsyncExecutor, acall_agent
-from dar.runtime.journal import Run, result_from, result_response, running, tool_request
+from dar.runtime.journal import (
+    Run,
+    outside_the_run,
+    result_from,
+    result_response,
+    running,
+    shown_request,
+    tool_request,
+)
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -115,6 +125,7 @@ class AsyncRuntime(RuntimeBase):
                 input,
                 lambda: self._execute(tool, input, correlation_id, key, wait_for_approval),
                 tool.signature.load_output,
+                tool.redactor,
             )
             return journaled
         return await self._execute(tool, input, correlation_id, key, wait_for_approval)
@@ -312,12 +323,15 @@ class AsyncRuntime(RuntimeBase):
     async def resume(self, *, lease: float = runs.LEASE) -> list[RunResult]:
         """Run again, from its journal, every run that crashed (its worker's lease ran out)
         or that is suspended on an approval a person has now decided. Runs of agents this
-        process has not imported, and runs another worker takes first, are left alone."""
+        process has not imported, of coroutine agents on a blocking `Runtime`, and runs
+        another worker takes first, are left alone."""
         done = []
         for record in await self._drive(runs.due(self.clock())):
             agent = registered(record.agent)
-            if agent is None:
-                continue
+            if agent is None or (
+                inspect.iscoroutinefunction(agent) and not inspect.iscoroutinefunction(self.call)
+            ):
+                continue  # not imported here, or async in a blocking runtime: not ours to run
             taken = await self._drive(runs.take_over(record, self.owner, self.clock(), lease))
             if taken is None:
                 continue
@@ -339,21 +353,24 @@ class AsyncRuntime(RuntimeBase):
         try:
             with session(record.session_id):
                 output = await acall_agent(agent, args)
+            runs.output_text(output)  # no JSON form: the run fails here, not stuck running
+            result = RunResult(record.session_id, runs.FINISHED, output)
         except RunSuspended as suspended:
-            await self._drive(
-                runs.suspend(run.record, suspended.approval_id, journal.tokens_saved, self.clock())
-            )
-            return RunResult(record.session_id, runs.SUSPENDED, None, None, suspended.approval_id)
+            approval = suspended.approval_id
+            result = RunResult(record.session_id, runs.SUSPENDED, None, None, approval)
         except RunLost:
             return RunResult(record.session_id, runs.RUNNING)  # another worker drives it now
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            await self._drive(runs.fail(run.record, error, journal.tokens_saved, self.clock()))
-            return RunResult(record.session_id, runs.FAILED, None, error)
+            result = RunResult(record.session_id, runs.FAILED, None, error)
         finally:
             current_run.reset(token)
-        await self._drive(runs.finish(run.record, output, journal.tokens_saved, self.clock()))
-        return RunResult(record.session_id, runs.FINISHED, output)
+        try:
+            async with run.lock:  # after the step a call running beside it may be recording
+                await self._drive(runs.end(run.record, result, journal.tokens_saved, self.clock()))
+        except RunLost:  # this worker outlived its lease: the run is another's now
+            return RunResult(record.session_id, runs.RUNNING)
+        return result
 
     async def _journaled(
         self,
@@ -362,17 +379,23 @@ class AsyncRuntime(RuntimeBase):
         arguments: Any,
         live: Callable[[], Any],
         load: Callable[[Any], Any] | None,
+        redactor: Redactor | None = None,
     ) -> Result:
         """A tool call inside a run: from the journal when it was recorded, else live and
         then recorded. A call that waits for a person suspends the run (it is not
-        recorded: the resumed run asks again, and then it runs)."""
+        recorded: the resumed run asks again, and then it runs). The tool's personal
+        fields are journaled as salted hashes, as in its own rows."""
+        shown = None
+        if redactor is not None:
+            shown = shown_request(name, arguments, redactor, await self._drive(runs.salt()))
         index, text, digest, recorded = run.journal.next(
-            "tool", name, tool_request(name, arguments)
+            "tool", name, tool_request(name, arguments), shown
         )
         if recorded is not None:
             return result_from(recorded.response, load)
         started = time.perf_counter()
-        result: Result = await live()
+        with outside_the_run():
+            result: Result = await live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
         await run.write((index, "tool", name, text, digest), result_response(result), 0, started)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dar._core import canonical_json
@@ -25,6 +27,7 @@ from dar.core.runs import Journal
 from dar.effects import Status
 from dar.errors import CanonicalizationError
 from dar.records import Result, RunRecord
+from dar.redact import Redactor
 
 #: What a step's row holds instead of its request where the runtime redacts.
 WITHHELD = '{"withheld":"the runtime redacts personal fields: only the hash is kept"}'
@@ -34,16 +37,43 @@ Encode = Callable[[Any], tuple[Any, int]]
 Decode = Callable[[Any], Any]
 
 
+class StepLock:
+    """A run's steps record one at a time, each on the run as the step before left it: the
+    integrations run a model turn's tool calls concurrently (``asyncio.gather``), and two
+    steps moving the run from the same version would make it lose itself (`RunLost`).
+    ``with`` in a blocking run, ``async with`` in an async one."""
+
+    def __init__(self) -> None:
+        self._thread = threading.Lock()
+        self._task: asyncio.Lock | None = None
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.release()
+
+    async def __aenter__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.Lock()
+        await self._task.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.release()
+
+
 class Run:
     """A run in progress in this process: the runtime driving it, its record (moved on by
-    every step) and its journal."""
+    every step, under ``lock``) and its journal."""
 
     def __init__(self, rt: Any, record: RunRecord, journal: Journal, lease: float) -> None:
         self.rt, self.record, self.journal, self.lease = rt, record, journal, lease
         # A request holds the conversation so far, tool outputs included: where a tool
         # redacts personal fields, the journal keeps only the request's hash.
         self.withhold = any(t.redactor is not None for t in rt.tools)
-        self._writing = asyncio.Lock()
+        self.lock = StepLock()
+        self.taken = record.version  # the run's version when this worker took it
 
     @property
     def is_async(self) -> bool:
@@ -57,7 +87,7 @@ class Run:
             index, kind, name, _text, digest = step
             step = (index, kind, name, WITHHELD, digest)
         return runs.record_step(
-            self.record, step, response, tokens, self.rt.clock(), self.lease, ms
+            self.record, step, response, tokens, self.rt.clock(), self.lease, ms, self.taken
         )
 
     def write(
@@ -69,14 +99,27 @@ class Run:
         once, all but the first would lose the compare-and-set and stop the run."""
         if self.is_async:
             return self._awrite(step, response, tokens, started)
-        self.record = self.rt._drive(self.step_ops(step, response, tokens, started))
+        with self.lock:
+            self.record = self.rt._drive(self.step_ops(step, response, tokens, started))
         return None
 
     async def _awrite(
         self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
     ) -> None:
-        async with self._writing:
+        async with self.lock:
             self.record = await self.rt._drive(self.step_ops(step, response, tokens, started))
+
+
+@contextmanager
+def outside_the_run() -> Iterator[None]:
+    """While one step runs live, what it does inside (a tool handler's `dar.step`, a
+    nested model call) is not a step of the run: a resume answers the step from the
+    journal without running it, so nothing inside may take a number of the run."""
+    token = current_run.set(None)
+    try:
+        yield
+    finally:
+        current_run.reset(token)
 
 
 def running() -> Run | None:
@@ -98,7 +141,8 @@ def journaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    value = call()
+    with outside_the_run():
+        value = call()
     response, tokens = encode(value)
     run.write((index, kind, name, text, digest), response, tokens, started)
     return value
@@ -118,9 +162,10 @@ async def ajournaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    value = call()
-    if inspect.isawaitable(value):
-        value = await value
+    with outside_the_run():
+        value = call()
+        if inspect.isawaitable(value):
+            value = await value
     response, tokens = encode(value)
     await run.write((index, kind, name, text, digest), response, tokens, started)
     return value
@@ -161,6 +206,17 @@ def tool_request(name: str, arguments: Any) -> dict[str, Any]:
         return {"tool": name, "input": canonical_input(arguments).decode("utf-8")}
     except Exception:
         return {"tool": name, "raw": repr(arguments)[:10_000]}
+
+
+def shown_request(name: str, arguments: Any, redactor: Redactor, salt: str) -> dict[str, Any]:
+    """A tool call's request as its journal row keeps it: `tool_request` with the tool's
+    personal fields as salted hashes, as every other row has them (withheld whole when
+    the input cannot be read)."""
+    try:
+        redacted, _removed = redactor.apply(json.loads(canonical_input(arguments)), salt)
+        return {"tool": name, "input": canonical_json(redacted).decode("utf-8")}
+    except Exception:
+        return {"tool": name, "input": "withheld: the input could not be redacted"}
 
 
 def result_response(result: Result) -> dict[str, Any]:
