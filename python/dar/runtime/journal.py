@@ -83,7 +83,7 @@ class Run:
         self, step: tuple[int, str, str, str, str], response: Any, tokens: int, started: float
     ) -> Ops[RunRecord]:
         ms = (time.perf_counter() - started) * 1000.0
-        if self.withhold:
+        if self.withhold and step[1] != "tool":  # a tool's request redacts its own fields
             index, kind, name, _text, digest = step
             step = (index, kind, name, WITHHELD, digest)
         return runs.record_step(
