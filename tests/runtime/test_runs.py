@@ -351,7 +351,7 @@ def test_a_worker_that_outlived_its_lease_hands_the_run_over_without_raising(
     ]
     threads[0].start()
     try:
-        wait_until(lambda: R.CALLED[gate] == 1)
+        wait_until(lambda: len(a.events(status="run_step")) == 1)  # A is past its last step
         threads.append(threading.Thread(target=worker, args=("b", b.resume)))
         threads[1].start()
         wait_until(lambda: R.CALLED[gate] == 2)  # B replayed the step and waits too
@@ -382,7 +382,7 @@ def test_what_a_tool_does_inside_its_call_is_not_a_step_of_the_run(
     second = threading.Thread(target=lambda: got.update(b=b.resume()))
     first.start()
     try:
-        wait_until(lambda: R.CALLED[gate] == 1)
+        wait_until(lambda: len(a.events(status="run_step")) == 2)  # A is at its gate
         steps = [(e.attempt, e.tool_name) for e in a.events(status="run_step")]
         assert sorted(steps) == [(0, "stamped"), (1, "after")]
         (step,) = a.events(tool="stamped", status="run_step")
