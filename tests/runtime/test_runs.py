@@ -144,6 +144,8 @@ def test_a_run_killed_anywhere_resumes_in_another_process_as_if_it_never_died(
         again = resent(point)
         expected = reference if again is None else [*reference[: again + 1], *reference[again:]]
         assert sent == expected, point
+        tickets = set(R.TICKET.findall(json.dumps(model.of(session))))
+        assert len(tickets) == 1, point  # the dar.step value, journaled before the kill
         # The effects: once each; the refused refund never; reads once, or twice when
         # the read itself was in flight.
         order = f"ORD-{session}"
