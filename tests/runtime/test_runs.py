@@ -144,6 +144,8 @@ def test_a_run_killed_anywhere_resumes_in_another_process_as_if_it_never_died(
         again = resent(point)
         expected = reference if again is None else [*reference[: again + 1], *reference[again:]]
         assert sent == expected, point
+        tickets = set(R.TICKET.findall(json.dumps(model.of(session))))
+        assert len(tickets) == 1, point  # the dar.step value, journaled before the kill
         # The effects: once each; the refused refund never; reads once, or twice when
         # the read itself was in flight.
         order = f"ORD-{session}"
@@ -355,7 +357,7 @@ def test_a_worker_that_outlived_its_lease_hands_the_run_over_without_raising(
     ]
     threads[0].start()
     try:
-        wait_until(lambda: R.CALLED[gate] == 1)
+        wait_until(lambda: len(a.events(status="run_step")) == 1)  # A is past its last step
         threads.append(threading.Thread(target=worker, args=("b", b.resume)))
         threads[1].start()
         wait_until(lambda: R.CALLED[gate] == 2)  # B replayed the step and waits too
@@ -386,8 +388,7 @@ def test_what_a_tool_does_inside_its_call_is_not_a_step_of_the_run(
     second = threading.Thread(target=lambda: got.update(b=b.resume()))
     first.start()
     try:
-        wait_until(lambda: R.CALLED[gate] == 1)
-        wait_until(lambda: len(a.events(status="run_step")) == 2)  # the second step's row
+        wait_until(lambda: len(a.events(status="run_step")) == 2)  # A is at its gate
         steps = [(e.attempt, e.tool_name) for e in a.events(status="run_step")]
         assert sorted(steps) == [(0, "stamped"), (1, "after")]
         (step,) = a.events(tool="stamped", status="run_step")

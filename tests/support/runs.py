@@ -15,6 +15,9 @@ A worker process is told where to die (``kill``):
 - ``model:J``: this process's J-th model request reached the server, its answer did not
   reach the agent (in the middle of the request);
 - ``handler:NAME``: inside tool NAME's handler, after its effect.
+
+Small agents below (`greet`, `gated`, `late`, `nested`, `opaque`, ...) pin the edge
+cases, each in a blocking and an async form (`small(name, kind)`).
 """
 
 from __future__ import annotations
@@ -599,10 +602,6 @@ def result_json(results: Sequence[dar.RunResult]) -> list[dict[str, Any]]:
          "approval_id": r.approval_id}
         for r in results
     ]  # fmt: skip
-
-
-def run_in_loop(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # --- the log -----------------------------------------------------------------------------------
