@@ -4,6 +4,7 @@ by code that changed in between."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import dar
 from dar import ConfigurationError, RunResult, Runtime
 from dar.core.ops import SaveRun
 from tests.conftest import Clock
@@ -615,3 +617,29 @@ def test_tool_calls_a_model_turn_makes_together_are_steps_of_their_own(
             (4, "model", "openai.chat"),
         ]
         assert len(model.requests) == 2
+
+
+def test_a_step_that_raises_gives_its_number_back(store_url: str, clock: Clock) -> None:
+    # A failed model call once kept its number: the retry took the next one, the journal
+    # had a gap, and a resume could not walk it.
+    tries: list[int] = []
+
+    def flaky() -> int:
+        tries.append(len(tries))
+        if len(tries) == 1:
+            raise TimeoutError("the model took too long")
+        return 42
+
+    @dar.agent
+    def retrying() -> int:
+        with contextlib.suppress(TimeoutError):
+            dar.step("answer", flaky)
+        value: int = dar.step("answer", flaky)
+        after: int = dar.step("after", lambda: 7)
+        return value + after
+
+    rt = Runtime(store_url, clock=clock)
+    assert rt.start(retrying, f"retry-{uuid.uuid4().hex[:8]}").output == 49
+    steps = sorted((e.attempt, e.tool_name) for e in rt.events(status="run_step"))
+    assert steps == [(0, "answer"), (1, "after")]
+    rt.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -76,6 +78,18 @@ class Journal:
         self.steps = steps
         self.cursor = 0
         self.tokens_saved = 0
+
+    @contextmanager
+    def giving_back(self, index: int) -> Iterator[None]:
+        """Step ``index`` runs live: when it raises (a timeout, a cancellation, an error the
+        SDK retries), nothing is recorded and its number is given back, so the retry takes
+        the same number and the journal keeps no gap."""
+        try:
+            yield
+        except BaseException:
+            if self.cursor == index + 1:
+                self.cursor = index
+            raise
 
     def next(
         self, kind: str, name: str, request: Any, shown: Any = None

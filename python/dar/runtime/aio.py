@@ -394,7 +394,7 @@ class AsyncRuntime(RuntimeBase):
         if recorded is not None:
             return result_from(recorded.response, load)
         started = time.perf_counter()
-        with outside_the_run():
+        with outside_the_run(), run.journal.giving_back(index):
             result: Result = await live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)

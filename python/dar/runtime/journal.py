@@ -141,7 +141,7 @@ def journaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    with outside_the_run():
+    with outside_the_run(), run.journal.giving_back(index):
         value = call()
     response, tokens = encode(value)
     run.write((index, kind, name, text, digest), response, tokens, started)
@@ -162,7 +162,7 @@ async def ajournaled(
     if recorded is not None:
         return decode(recorded.response)
     started = time.perf_counter()
-    with outside_the_run():
+    with outside_the_run(), run.journal.giving_back(index):
         value = call()
         if inspect.isawaitable(value):
             value = await value

@@ -392,7 +392,7 @@ class Runtime(RuntimeBase):
         if recorded is not None:
             return result_from(recorded.response, load)
         started = time.perf_counter()
-        with outside_the_run():
+        with outside_the_run(), run.journal.giving_back(index):
             result: Result = live()
         if result.status is Status.AWAITING_APPROVAL:
             raise RunSuspended(result.approval_id)
