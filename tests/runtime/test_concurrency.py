@@ -38,20 +38,23 @@ def test_threads_racing_on_one_key(
     n_threads = 8
     barrier = threading.Barrier(n_threads)
     shared = make_kind(runtime_kind, url, wait=30) if shared_runtime else None
+    # Each thread's own runtime is opened before the race: the race is on the key, and a
+    # thread that failed to open would leave the others at the barrier.
+    runtimes = [shared or make_kind(runtime_kind, url, wait=30) for _ in range(n_threads)]
     results: list[Any] = []
 
-    def worker() -> None:
-        rt = shared or make_kind(runtime_kind, url, wait=30)
-        barrier.wait()
+    def worker(rt: Any) -> None:
+        barrier.wait(timeout=60)
         results.append(rt.execute(workers.slow_effect, {"n": 1, "marks": "t", "sleep": 0.2}))
-        if shared is None:
-            rt.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    threads = [threading.Thread(target=worker, args=(rt,)) for rt in runtimes]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    if shared is None:
+        for rt in runtimes:
+            rt.close()
     assert len(executions(marks, "t")) == 1
     got = Counter(r.status for r in results)
     assert got == {Status.EXECUTED: 1, Status.CACHED: n_threads - 1}
