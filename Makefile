@@ -90,6 +90,7 @@ bench: build
 	$(BIN)/python benches/bench_chain.py
 	$(BIN)/python benches/bench_seam.py
 	$(BIN)/python benches/bench_integrations.py
+	PYTHONPATH=. $(BIN)/python benches/bench_runs.py
 
 wheel: $(STAMP)
 	$(BIN)/maturin build --release --out dist
