@@ -21,6 +21,7 @@ import pytest
 import dar
 from dar import ConfigurationError, RunResult, Runtime
 from dar.core.ops import SaveRun
+from dar.errors import ModeError
 from tests.conftest import Clock
 from tests.support import runs as R
 from tests.support.calls import MakeRuntime, wait_until
@@ -643,3 +644,21 @@ def test_a_step_that_raises_gives_its_number_back(store_url: str, clock: Clock) 
     steps = sorted((e.attempt, e.tool_name) for e in rt.events(status="run_step"))
     assert steps == [(0, "answer"), (1, "after")]
     rt.close()
+
+
+@pytest.mark.parametrize("mode", [{"dry_run": True}, {"replay": "some-session"}])
+def test_a_replay_or_a_dry_run_starts_and_resumes_no_run(
+    store_url: str, mode: dict[str, Any]
+) -> None:
+    @dar.agent
+    def nothing() -> int:
+        return 1
+
+    live = Runtime(store_url)
+    live.call("nothing_registered", {}, correlation_id="some-session")  # a session to replay
+    rt = Runtime(store_url, **mode)
+    with pytest.raises(ModeError, match="starts no durable run"):
+        rt.start(nothing, f"mode-{uuid.uuid4().hex[:8]}")
+    assert rt.resume() == []
+    assert live.runs() == []
+    live.close()

@@ -24,6 +24,7 @@ from dar.core.dryrun import Plan
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Status
+from dar.errors import ModeError
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
 from dar.redact import Redactor
 from dar.rules import Rule
@@ -307,7 +308,10 @@ class Runtime(RuntimeBase):
         ``session_id``: every model call, tool call and `dar.step` inside it is journaled,
         so a crash or a person's decision resumes it (``resume()``) without asking the
         model again. A run that already ended answers as it ended; one another worker
-        holds answers ``running``. A call that needs approval suspends the run."""
+        holds answers ``running``. A call that needs approval suspends the run. A replay
+        or a dry run starts no run (`ModeError`): a run's journal is a write."""
+        if self.mode is not None:
+            raise ModeError(f"this runtime is a {self.mode}: it starts no durable run")
         name = agent_of(agent)
         check_correlation_id(session_id)
         arguments = canonical_json(list(args)).decode("utf-8")
@@ -322,7 +326,9 @@ class Runtime(RuntimeBase):
         """Run again, from its journal, every run that crashed (its worker's lease ran out)
         or that is suspended on an approval a person has now decided. Runs of agents this
         process has not imported, of coroutine agents on a blocking `Runtime`, and runs
-        another worker takes first, are left alone."""
+        another worker takes first, are left alone. A replay or a dry run resumes nothing."""
+        if self.mode is not None:
+            return []
         done = []
         for record in self._drive(runs.due(self.clock())):
             agent = registered(record.agent)
