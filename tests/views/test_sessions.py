@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import dar
+from dar import Effect, Runtime, tool
 from dar.store import AdminStore, open_store
 from dar.store.sql import SessionFilter
 from dar.views.sessions import INPUT, SAME, STATUS, diff, list_sessions, load_session
@@ -125,3 +127,29 @@ def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
             INPUT,
             STATUS,
         ]
+
+
+def test_a_durable_run_is_one_call_named_by_its_agent_with_its_journal(tmp_path: Path) -> None:
+    @tool(effect=Effect.READ)
+    def look(order_id: str) -> str:
+        return f"{order_id} is in Puno"
+
+    rt = Runtime(f"sqlite:///{tmp_path / 'runs.db'}", tools=[look])
+
+    @dar.agent
+    def support(order_id: str) -> str:
+        seen: str = rt.call("look", {"order_id": order_id}).output
+        return seen
+
+    assert rt.start(support, "conv-r", "ORD-1").status == "finished"
+    rt.close()
+    store = open_store(url(tmp_path / "runs.db"))
+    try:
+        view = load_session(store, "conv-r")
+    finally:
+        store.close()
+    (run,) = [c for c in view.walk() if c.is_run]
+    assert run.label == f"run {support.__module__}:{support.__qualname__}"
+    assert [r.status for r in run.rows] == ["run_started", "run_step", "run_ended"]
+    assert run.as_dict()["run"] is True and run.as_dict()["label"] == run.label
+    assert [c.tool for c in view.walk() if not c.is_run] == ["look"]
