@@ -521,17 +521,21 @@ def test_http_upstream_and_http_clients_at_once(tmp_path: Path) -> None:
         upstream = subprocess.Popen(
             [PY, str(SERVER), "http", str(up_port)], env=environ(eff), stderr=up_err
         )
-        proxy = subprocess.Popen(
-            [PY, "-m", "dar", "mcp-proxy", "--db", db, "--http", f"127.0.0.1:{proxy_port}",
-             "--upstream-url", f"http://127.0.0.1:{up_port}/mcp"],
-            env=environ(eff), stderr=err,
-        )  # fmt: skip
+        proxy: subprocess.Popen[bytes] | None = None
         try:
+            # The proxy connects to its upstream as it starts: start it once the upstream
+            # listens (a loaded machine once started the proxy first, and it exited).
             wait_for_port(up_port, upstream)
+            proxy = subprocess.Popen(
+                [PY, "-m", "dar", "mcp-proxy", "--db", db, "--http", f"127.0.0.1:{proxy_port}",
+                 "--upstream-url", f"http://127.0.0.1:{up_port}/mcp"],
+                env=environ(eff), stderr=err,
+            )  # fmt: skip
             wait_for_port(proxy_port, proxy)
             results = two_http_agents(f"http://127.0.0.1:{proxy_port}/mcp")
         finally:
-            stop(proxy)
+            if proxy is not None:
+                stop(proxy)
             stop(upstream)
     assert effects(eff) == ["create_ticket same"]
     assert sorted(status(r) for r in results) == ["cached", "executed"]
