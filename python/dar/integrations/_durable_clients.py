@@ -394,3 +394,21 @@ def jsonable(value: Any, omitted: tuple[type, ...], dump: Callable[[Any], Any]) 
 def usage_sum(usage: Any, *fields: str) -> int:
     """The sum of the named token counts of a usage object (a missing or None one is 0)."""
     return sum(int(getattr(usage, f, None) or 0) for f in fields) if usage is not None else 0
+
+
+def sent(model: Any) -> Any:
+    """An object of the OpenAI or Anthropic SDK (both generated alike) in a request, as the
+    SDK sends it: the fields it was given, by their API names."""
+    return model.model_dump(
+        mode="python",
+        exclude_unset=True,
+        by_alias=True,
+        exclude=getattr(model, "__api_exclude__", None),
+        warnings=False,
+    )
+
+
+def received(value: Any) -> Any:
+    """A response of the OpenAI or Anthropic SDK as JSON: the fields the API sent, by their
+    API names, so that rebuilt, the object is the one received."""
+    return value.to_dict(mode="json", warnings=False)

@@ -64,8 +64,10 @@ from dar.integrations._durable_clients import (
     Wrapper,
     is_async,
     model_method,
+    received,
     request_of,
     rewrapping,
+    sent,
     settled,
     usage_sum,
     wrapped,
@@ -187,24 +189,8 @@ def _streamed(stream: Callable[..., Any], asynchronous: bool) -> Callable[..., A
 
 def _request(kwargs: dict[str, Any]) -> dict[str, Any]:
     return request_of(
-        kwargs, ignored=TRANSPORT, omitted=(_anthropic.NotGiven, _anthropic.Omit), dump=_sent
+        kwargs, ignored=TRANSPORT, omitted=(_anthropic.NotGiven, _anthropic.Omit), dump=sent
     )
-
-
-def _sent(model: Any) -> Any:
-    """An SDK object in a request (a content block sent back), as the SDK sends it."""
-    return model.model_dump(
-        mode="python",
-        exclude_unset=True,
-        by_alias=True,
-        exclude=getattr(model, "__api_exclude__", None),
-        warnings=False,
-    )
-
-
-def _json(value: Any) -> Any:
-    # The fields the API sent, by their API names: rebuilt, the object is the one received.
-    return value.to_dict(mode="json", warnings=False)
 
 
 def _stream_usage(events: list[Any]) -> int:
@@ -227,7 +213,7 @@ def _stream_usage(events: list[Any]) -> int:
 _MESSAGES = Model(
     name="anthropic.messages",
     request=_request,
-    encode=_json,
+    encode=received,
     response=lambda value, kwargs: _construct(type_=_types.Message, value=value),
     tokens=lambda message: usage_sum(message.usage, *TOKENS),
     chunk=lambda value, kwargs: _construct(type_=_types.RawMessageStreamEvent, value=value),

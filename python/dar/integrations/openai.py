@@ -54,8 +54,10 @@ from dar.integrations._durable_clients import (
     Model,
     Wrapper,
     model_method,
+    received,
     request_of,
     rewrapping,
+    sent,
     usage_sum,
     wrapped,
 )
@@ -170,24 +172,8 @@ def durable(client: Client) -> Client:
 
 def _request(kwargs: dict[str, Any]) -> dict[str, Any]:
     return request_of(
-        kwargs, ignored=TRANSPORT, omitted=(_openai.NotGiven, _openai.Omit), dump=_sent
+        kwargs, ignored=TRANSPORT, omitted=(_openai.NotGiven, _openai.Omit), dump=sent
     )
-
-
-def _sent(model: Any) -> Any:
-    """An SDK object in a request, as the SDK sends it (the fields it was given)."""
-    return model.model_dump(
-        mode="python",
-        exclude_unset=True,
-        by_alias=True,
-        exclude=getattr(model, "__api_exclude__", None),
-        warnings=False,
-    )
-
-
-def _json(value: Any) -> Any:
-    # The fields the API sent, by their API names: rebuilt, the object is the one received.
-    return value.to_dict(mode="json", warnings=False)
 
 
 def _last_usage(chunks: list[Any]) -> int:
@@ -210,7 +196,7 @@ _ENDED = frozenset({"response.completed", "response.incomplete", "response.faile
 _CHAT = Model(
     name="openai.chat.completions",
     request=_request,
-    encode=_json,
+    encode=received,
     response=lambda value, kwargs: _construct(type_=_chat.ChatCompletion, value=value),
     tokens=lambda completion: usage_sum(completion.usage, "total_tokens"),
     chunk=lambda value, kwargs: _construct(type_=_chat.ChatCompletionChunk, value=value),
@@ -225,7 +211,7 @@ _CHAT = Model(
 _RESPONSES = Model(
     name="openai.responses",
     request=_request,
-    encode=_json,
+    encode=received,
     response=lambda value, kwargs: _construct(type_=_responses.Response, value=value),
     tokens=lambda response: usage_sum(response.usage, "total_tokens"),
     chunk=lambda value, kwargs: _construct(type_=_responses.ResponseStreamEvent, value=value),
