@@ -43,6 +43,13 @@ def rate(fn: Callable[[int], Any], first: int) -> float:
     return CALLS / (time.perf_counter() - start)
 
 
+def one_round(rt: Runtime, first: int) -> tuple[float, float]:
+    """(fresh, hit) calls per second of one round; fresh inputs start at ``first``."""
+    fresh = rate(lambda i: rt.call("note", {"text": f"n-{i}"}), first)
+    hit = rate(lambda i: rt.call("note", {"text": "warm"}), 0)
+    return fresh, hit
+
+
 def main() -> None:
     exporter = InMemorySpanExporter()
     recorded = TracerProvider()
@@ -67,17 +74,16 @@ def main() -> None:
     # Rounds alternate between the set-ups, so a busy moment of the machine hits them all.
     for r in range(ROUNDS):
         for name, rt in runtimes.items():
-            fresh = rate(lambda i, rt=rt: rt.call("note", {"text": f"n-{i}"}), r * CALLS)
-            hit = rate(lambda i, rt=rt: rt.call("note", {"text": "warm"}), 0)
+            fresh, hit = one_round(rt, r * CALLS)
             best[name] = [max(best[name][0], fresh), max(best[name][1], hit)]
             exporter.clear()
     print(f"{'calls/s':<28}{'fresh':>10}{'hit':>10}")
     for name, (fresh, hit) in best.items():
         print(f"{name:<28}{fresh:>10.0f}{hit:>10.0f}")
-    rt = runtimes["no instrument"]
-    ids = [e.event_id for e in rt.events(status="executed")]
+    plain = runtimes["no instrument"]
+    ids = [e.event_id for e in plain.events(status="executed")]
     read = max(
-        rate(lambda i: rt.store.events(LogFilter(event_id=ids[i % len(ids)])), 0)
+        rate(lambda i: plain.store.events(LogFilter(event_id=ids[i % len(ids)])), 0)
         for _ in range(ROUNDS)
     )
     print(f"{'the row read alone':<28}{read:>10.0f}")
