@@ -34,6 +34,9 @@ class LogFilter:
     key: str | None = None
     since: dt.datetime | None = None
     limit: int | None = None
+    #: One row by its id (an indexed point read: `dar.integrations.otel` reads the chain
+    #: hash of a call's outcome row with it).
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):

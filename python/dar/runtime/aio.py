@@ -143,8 +143,13 @@ class AsyncRuntime(RuntimeBase):
         if replayer is not None:
             return replayer.next(tool, input)
         planned = self._call_ops(tool, input, correlation_id, key, wait_for_approval, self.events)
-        result: Result = await self._drive(planned)
-        return remember(self, result)
+        return remember(self, await self._drive_call(tool.name, planned))
+
+    async def _drive_call(self, name: str, planned: Ops[Result]) -> Result:
+        """Drive one call's decision, inside the observer's scope (a span) when one is set."""
+        with self._observed(name, planned) as observed:
+            result: Result = await self._drive(observed)
+        return result
 
     async def _step(self, op: CallTool) -> Result:
         """A saga's step: an ordinary call, under the key the saga made for it (stored
@@ -152,8 +157,7 @@ class AsyncRuntime(RuntimeBase):
         planned = self._call_ops(
             op.tool, op.input, op.correlation_id, op.key, 0, self.events, own_key=True
         )
-        result: Result = await self._drive(planned)
-        return remember(self, result)
+        return remember(self, await self._drive_call(op.tool.name, planned))
 
     async def call(
         self,
@@ -175,12 +179,13 @@ class AsyncRuntime(RuntimeBase):
                     run,
                     str(name),
                     arguments,
-                    lambda: self._drive(self._unknown(name, arguments, correlation_id)),
+                    lambda: self._drive_call(
+                        str(name), self._unknown(name, arguments, correlation_id)
+                    ),
                     None,
                 )
                 return refused
-            result: Result = await self._drive(self._unknown(name, arguments, correlation_id))
-            return result
+            return await self._drive_call(str(name), self._unknown(name, arguments, correlation_id))
         return await self.execute(
             tool,
             arguments,
@@ -222,7 +227,7 @@ class AsyncRuntime(RuntimeBase):
         elif self.dry_run:
             result = dryrun.as_result(plan)
         else:
-            result = await self._drive(self._commit_ops(plan, self.events))
+            result = await self._drive_call(plan.tool, self._commit_ops(plan, self.events))
         if plan in self._plans:
             self._plans.remove(plan)
         return remember(self, result)

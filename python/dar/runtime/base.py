@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from dar.context import check_correlation_id, current_call, current_session
@@ -37,6 +38,12 @@ IN_MEMORY = (
 )
 
 DEFAULT_WAIT = 30.0
+
+#: Code run around every call (`dar.integrations.otel.instrument` sets one): given the
+#: tool's name and the call's decision, a context manager giving the decision to drive in
+#: its place. It is entered in the caller's context, so whatever it makes current there (a
+#: span) is current while the handler runs, and for the calls nested in it.
+CallObserver = Callable[[str, Ops[Result]], AbstractContextManager[Ops[Result]]]
 
 
 class RuntimeBase:
@@ -75,6 +82,8 @@ class RuntimeBase:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         # Keys seen completed lately: only picks the cheaper statement for a likely hit.
         self._known: OrderedDict[str, None] = OrderedDict()
+        #: What runs around each call; None: nothing (`CallObserver`).
+        self.observer: CallObserver | None = None
 
     @property
     def mode(self) -> str | None:
@@ -144,6 +153,12 @@ class RuntimeBase:
         if correlation_id is None:
             correlation_id = parent.correlation_id if parent else current_session.get()
         return correlation_id, None if parent is None else parent.event_id
+
+    def _observed(self, name: str, decision: Ops[Result]) -> AbstractContextManager[Ops[Result]]:
+        """The call's decision inside the observer's scope, when one is set."""
+        if self.observer is None:
+            return nullcontext(decision)
+        return self.observer(name, decision)
 
     def _call_ops(
         self,

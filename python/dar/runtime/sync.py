@@ -141,8 +141,13 @@ class Runtime(RuntimeBase):
         if replayer is not None:
             return replayer.next(tool, input)
         planned = self._call_ops(tool, input, correlation_id, key, wait_for_approval, self.events)
-        result: Result = self._drive(planned)
-        return remember(self, result)
+        return remember(self, self._drive_call(tool.name, planned))
+
+    def _drive_call(self, name: str, planned: Ops[Result]) -> Result:
+        """Drive one call's decision, inside the observer's scope (a span) when one is set."""
+        with self._observed(name, planned) as observed:
+            result: Result = self._drive(observed)
+        return result
 
     def _step(self, op: CallTool) -> Result:
         """A saga's step: an ordinary call, under the key the saga made for it (stored
@@ -150,8 +155,7 @@ class Runtime(RuntimeBase):
         planned = self._call_ops(
             op.tool, op.input, op.correlation_id, op.key, 0, self.events, own_key=True
         )
-        result: Result = self._drive(planned)
-        return remember(self, result)
+        return remember(self, self._drive_call(op.tool.name, planned))
 
     def call(
         self,
@@ -173,12 +177,13 @@ class Runtime(RuntimeBase):
                     run,
                     str(name),
                     arguments,
-                    lambda: self._drive(self._unknown(name, arguments, correlation_id)),
+                    lambda: self._drive_call(
+                        str(name), self._unknown(name, arguments, correlation_id)
+                    ),
                     None,
                 )
                 return refused
-            result: Result = self._drive(self._unknown(name, arguments, correlation_id))
-            return result
+            return self._drive_call(str(name), self._unknown(name, arguments, correlation_id))
         return self.execute(
             tool,
             arguments,
@@ -220,7 +225,7 @@ class Runtime(RuntimeBase):
         elif self.dry_run:
             result = dryrun.as_result(plan)
         else:
-            result = self._drive(self._commit_ops(plan, self.events))
+            result = self._drive_call(plan.tool, self._commit_ops(plan, self.events))
         if plan in self._plans:
             self._plans.remove(plan)
         return remember(self, result)

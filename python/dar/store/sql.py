@@ -21,7 +21,7 @@ def events_query(
     ``filter.since`` as the dialect stores times (when the filter's own is None).
 
     Each filter is served by an index (``correlation_id``/``idempotency_key``/``tool_name``
-    with ``seq``).
+    with ``seq``; ``event_id`` is unique).
     """
     clauses: list[str] = []
     params: list[Any] = []
@@ -30,6 +30,7 @@ def events_query(
         ("tool_name", filter.tool),
         ("status", filter.status),
         ("idempotency_key", filter.key),
+        ("event_id", filter.event_id),
     ):
         if value is not None:
             clauses.append(f"{column} = {placeholder}")
