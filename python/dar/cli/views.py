@@ -29,7 +29,7 @@ from dar.views.sessions import (
     diff_counts,
     load_session,
 )
-from dar.views.terminal import safe, safe_json
+from dar.terminal import safe, safe_json
 
 Opener = Callable[[argparse.Namespace], AdminStore]
 Command = Callable[[str, str], argparse.ArgumentParser]
