@@ -22,8 +22,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from dar.core.ops import LogFilter
 from dar.store import AdminStore
 from dar.store.sql import SessionFilter
-from dar.views.sessions import CallView, SessionSummary, SessionView, list_sessions, load_session
 from dar.terminal import safe
+from dar.views.sessions import CallView, SessionSummary, SessionView, list_sessions, load_session
 
 STYLE = {
     "executed": "green",
