@@ -42,6 +42,7 @@ from dar import __version__
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
+from dar.mcp_proxy.arguments import schema_signature
 from dar.mcp_proxy.policy import (
     Decision,
     Hints,
@@ -198,6 +199,9 @@ class Proxy:
             redact=policy.redact_for(name),
             description=upstream.description,
         )
+        # The upstream's inputSchema is the tool's signature: the runtime refuses a misfit
+        # before any rule sees it, as for a tool of dar's own.
+        tool.__dict__["signature"] = schema_signature(name, handler, upstream.input_schema)
         try:
             tool.redactor  # noqa: B018 -- compiled at the first call otherwise
         except Exception as exc:
