@@ -594,6 +594,39 @@ def test_check_lists_effects_and_rules(tmp_path: Path) -> None:
     assert effects(tmp_path / "effects.txt") == []
 
 
+OBJECT = {"type": "object"}
+#: Tool names and descriptions that would drive a terminal printed raw: an OSC 52 clipboard
+#: write, a screen clear, a newline that forges a row, a C1 control sequence introducer.
+HOSTILE = [
+    {"name": "\x1b]52;c;cHduZWQ=\x07copy", "description": "\x1b[2J", "inputSchema": OBJECT},
+    {"name": "two\nwipe_disk  read", "inputSchema": OBJECT},
+    {"name": "c1\x9b31mred", "description": "\x9d0;title\x9c", "inputSchema": OBJECT},
+]
+
+
+def test_check_shows_hostile_tool_names_as_visible_text(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.py"
+    write_policy(policy, 'effects = {"two*": "read"}\n')
+    args = proxy_args(
+        f"sqlite:///{tmp_path / 'a.db'}", policy, "--check", upstream=listed(tmp_path, HOSTILE)
+    )
+    done = subprocess.run(
+        [PY, *args], env=environ(tmp_path / "effects.txt"), capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 + len(HOSTILE)  # no row forged by a newline
+    for line in [*lines, *done.stderr.splitlines()]:
+        assert not any(c < " " or "\x7f" <= c <= "\x9f" for c in line), repr(line)
+    assert [line.split()[0] for line in lines[1:]] == [
+        "\\x1b]52;c;cHduZWQ=\\x07copy",
+        "two\\x0awipe_disk",
+        "c1\\x9b31mred",
+    ]
+    assert lines[2].split()[2:4] == ["read", "policy"]
+
+
 def test_readme_policy_example_loads() -> None:
     policy = load_policy(ROOT / "examples" / "mcp_policy.py")
     assert policy.rules and policy.effects
