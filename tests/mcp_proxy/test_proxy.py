@@ -627,6 +627,23 @@ def test_check_shows_hostile_tool_names_as_visible_text(tmp_path: Path) -> None:
     assert lines[2].split()[2:4] == ["read", "policy"]
 
 
+def test_without_the_mcp_sdk_the_command_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "from dar.cli.main import main\n"
+        "sys.exit(main(['mcp-proxy', '--check', '--', 'server']))\n"
+    )
+    done = subprocess.run(
+        [PY, "-c", code], env=environ(tmp_path / "effects.txt"), capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "dar mcp-proxy: error: this integration needs mcp: pip install mcp (or install "
+        "durable-agent-runtime with its [mcp] extra: pip install '.[mcp]' in a checkout)\n"
+    )
+
+
 def test_readme_policy_example_loads() -> None:
     policy = load_policy(ROOT / "examples" / "mcp_policy.py")
     assert policy.rules and policy.effects
