@@ -2,10 +2,11 @@
 
 The proxy is an MCP server to the agent and an MCP client to the upstream server. Every
 ``tools/call`` goes through `AsyncRuntime.call`, with the effect, key, window and rules the
-local policy gives (`dar.mcp_proxy.policy`), so a retried destructive call reaches the upstream
-once, a refused one never, and each is in the hash-chained log. ``tools/list`` passes
-through with the description unchanged and the annotations dar enforces; prompts and
-resources pass through untouched.
+local policy gives (`dar.mcp_proxy.policy`) and the tool's ``inputSchema`` as its signature
+(`dar.mcp_proxy.arguments`), so a retried destructive call reaches the upstream once, a
+refused one never, a rule never sees arguments that do not fit, and each is in the
+hash-chained log. ``tools/list`` passes through with the description unchanged and the
+annotations dar enforces; prompts and resources pass through untouched.
 """
 
 from __future__ import annotations
