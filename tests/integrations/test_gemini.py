@@ -12,8 +12,8 @@ from google import genai
 from google.genai import types
 
 import dar
-from dar import AsyncRuntime, Runtime
-from dar.demo.scripted_model import ModelServer
+from dar import AsyncRuntime, Effect, Runtime
+from dar.demo.scripted_model import ModelServer, ToolCall, Turn
 from dar.integrations import gemini as dar_gemini
 from tests.support.durable import (
     CRASH_AFTER,
@@ -91,8 +91,8 @@ def check_conversation(server: ModelServer, db: str, shop: Any) -> None:
     check_refusal_seen([r["response"].get("error", "") for r in sent])
     first_turn = sent[: CALLS - 1]
     assert [(r["id"], r["name"], sorted(r["response"])) for r in first_turn] == [
-        ("call_0_0", "place_order", ["output"]),
-        ("call_0_1", "place_order", ["output"]),
+        ("call_0_0", "place_order", ["result"]),
+        ("call_0_1", "place_order", ["result"]),
         ("call_0_2", "place_order", ["error"]),
         ("call_0_3", "place_order", ["error"]),
         ("call_0_4", "launch_rocket", ["error"]),
@@ -126,6 +126,48 @@ def test_generate_content_async(tmp_path: Path) -> None:
     with ModelServer(script(text_arguments=False)) as server:
         asyncio.run(main(server))
     check_conversation(server, db, shop)
+
+
+def reserve(sku: str) -> dict[str, Any]:
+    """Reserve one item of a product."""
+    return {"sku": sku, "reserved": 1, "shelves": ["A1", "B2"], "price": 2.5}
+
+
+#: The same function as a dar tool: a second identical call answers from the record.
+RESERVE = dar.tool(effect=Effect.MUTATE_EXTERNAL)(reserve)
+#: The model calls it twice with the same arguments, then answers.
+RESERVE_TWICE: list[Turn] = [[ToolCall("reserve", '{"sku": "tea"}')] * 2, "Reserved."]
+
+
+def sent_responses(server: ModelServer) -> list[tuple[str, Any]]:
+    return [(r["name"], r["response"]) for r in function_responses(server)]
+
+
+def test_a_function_response_is_what_the_sdks_own_function_calling_sends(tmp_path: Path) -> None:
+    with ModelServer(RESERVE_TWICE) as server:
+        config = types.GenerateContentConfig(tools=[reserve])  # the SDK calls it itself
+        client = client_for(server)
+        chat = client.chats.create(model="test-model", config=config)
+        assert chat.send_message(REQUEST).text == "Reserved."
+    by_the_sdk = sent_responses(server)
+    output = reserve("tea")
+    assert by_the_sdk == [("reserve", {"result": output})] * 2
+
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    with ModelServer(RESERVE_TWICE) as server, Runtime(db, tools=[RESERVE]) as rt:
+        assert loop(client_for(server), rt) == "Reserved."
+        statuses = [e.status for e in rt.events(tool="reserve") if e.status != "started"]
+    assert statuses == ["executed", "cached"]  # the cached call reads what the first did
+    assert sent_responses(server) == by_the_sdk
+
+    async def asynchronous(server: ModelServer) -> None:
+        async with AsyncRuntime(f"sqlite:///{tmp_path / 'a.db'}", tools=[RESERVE]) as rt:
+            with dar.session(CONVERSATION):
+                assert await aloop(client_for(server), rt) == "Reserved."
+
+    with ModelServer(RESERVE_TWICE) as server:
+        asyncio.run(asynchronous(server))
+    assert sent_responses(server) == by_the_sdk
 
 
 def test_wrong_objects(tmp_path: Path) -> None:

@@ -12,21 +12,23 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, Literal, TextIO, cast
 
 import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, RequestParamsMeta
 
-from dar import Runtime
+import dar
+from dar import Effect, Runtime
 from dar.mcp_proxy.policy import PolicyError, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "tests" / "support" / "mcp_servers" / "effects_server.py"
+LISTED = ROOT / "tests" / "support" / "mcp_servers" / "listed_server.py"
 PY = sys.executable
 LIMIT = 40.0  # seconds any one test may take, whatever hangs
 
@@ -36,9 +38,18 @@ def environ(effects: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "DAR_TEST_EFFECTS": str(effects)}
 
 
-def proxy_args(db: str, policy: Path | None = None, *extra: str) -> list[str]:
+def proxy_args(
+    db: str, policy: Path | None = None, *extra: str, upstream: Sequence[str] = (str(SERVER),)
+) -> list[str]:
     chosen = ["--policy", str(policy)] if policy is not None else []
-    return ["-m", "dar", "mcp-proxy", "--db", db, *chosen, *extra, "--", PY, str(SERVER)]
+    return ["-m", "dar", "mcp-proxy", "--db", db, *chosen, *extra, "--", PY, *upstream]
+
+
+def listed(tmp: Path, tools: list[dict[str, Any]]) -> list[str]:
+    """The upstream that lists exactly ``tools`` (raw MCP tool objects)."""
+    listing = tmp / "listing.json"
+    listing.write_text(json.dumps(tools))
+    return [str(LISTED), str(listing)]
 
 
 def effects(path: Path) -> list[str]:
@@ -63,13 +74,17 @@ def text(result: CallToolResult) -> str:
 
 @asynccontextmanager
 async def proxied(
-    tmp: Path, db: str, policy: Path | None = None, *extra: str, name: str = "proxy"
+    tmp: Path,
+    db: str,
+    policy: Path | None = None,
+    *extra: str,
+    name: str = "proxy",
+    upstream: Sequence[str] = (str(SERVER),),
 ) -> AsyncIterator[ClientSession]:
     """An agent's session with a proxy process (which starts its own upstream)."""
     errlog: TextIO = (tmp / f"{name}.err").open("w")
-    params = StdioServerParameters(
-        command=PY, args=proxy_args(db, policy, *extra), env=environ(tmp / "effects.txt")
-    )
+    args = proxy_args(db, policy, *extra, upstream=upstream)
+    params = StdioServerParameters(command=PY, args=args, env=environ(tmp / "effects.txt"))
     try:
         async with (
             stdio_client(params, errlog=errlog) as (read, write),
@@ -459,6 +474,109 @@ def test_resolved_output_that_does_not_fit_the_schema_answers_an_error(tmp_path:
     assert effects(eff) == ["transfer 7", "transfer 8", "post_note hello"]
 
 
+# --- the arguments of upstream tools, checked against their inputSchema ---------------------
+
+PAY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "amount": {"type": "number"},
+        "currency": {"enum": ["EUR", "USD"]},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}},
+                "required": ["sku"],
+            },
+        },
+    },
+    "required": ["amount", "currency"],
+    "additionalProperties": False,
+}
+#: ``"nonsense"`` is no JSON type: the schema itself is invalid.
+BROKEN_SCHEMA = {"type": "object", "properties": {"n": {"type": "nonsense"}}}
+
+#: A rule that crashes (a TypeError, a KeyError) on arguments of the wrong shape.
+PAY_POLICY = """
+    from dar import Deny, rule
+
+    effects = {"*": "mutate-external"}
+
+    @rule(applies_to="pay")
+    def at_most_100(args, ctx):
+        return Deny("over 100") if args["amount"] > 100 else True
+
+    rules = [at_most_100]
+"""
+
+
+@dar.tool(effect=Effect.MUTATE_EXTERNAL)
+def pay(amount: float, currency: Literal["EUR", "USD"]) -> str:
+    """The same arguments as a tool of dar's own, to compare the refusals."""
+    return "paid"
+
+
+def test_upstream_arguments_are_checked_against_the_input_schema_before_the_rules(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    policy = tmp_path / "policy.py"
+    write_policy(policy, PAY_POLICY)
+    upstream = listed(
+        tmp_path,
+        [
+            {"name": "pay", "inputSchema": PAY_SCHEMA},
+            {"name": "broken", "inputSchema": BROKEN_SCHEMA},
+        ],
+    )
+    wrong_type = {"amount": "lots", "currency": "EUR"}
+    missing = {"currency": "EUR"}
+    extra = {"amount": 1, "currency": "EUR", "tip": 1}
+    answers: list[CallToolResult] = []
+
+    async def main() -> None:
+        async with proxied(tmp_path, db, policy, upstream=upstream) as agent:
+            for args in (wrong_type, missing, extra):
+                answers.append(await agent.call_tool("pay", args))
+            nested = {"currency": "GBP", "items": [{"sku": "tea"}, {"sku": 7}, {}]}
+            answers.append(await agent.call_tool("pay", nested))
+            # Arguments that fit reach the rule, and the upstream when it allows them.
+            answers.append(await agent.call_tool("pay", {"amount": 500, "currency": "EUR"}))
+            answers.append(await agent.call_tool("pay", {"amount": 5, "currency": "USD"}))
+            # An invalid schema checks nothing; the operator is told once.
+            for n in ("x", "y"):
+                answers.append(await agent.call_tool("broken", {"n": n}))
+
+    run(main)
+    assert [status(a) for a in answers] == ["rejected"] * 5 + ["executed"] * 3
+    assert text(answers[0]).startswith(
+        "Refused: invalid arguments: $.amount: expected number, got string. Nothing was done."
+    )
+    assert effects(tmp_path / "effects.txt") == [
+        'pay {"amount": 5, "currency": "USD"}',
+        'broken {"n": "x"}',
+        'broken {"n": "y"}',
+    ]
+    with Runtime(db) as rt:
+        refused = [(e.rejection_reason, e.rule_name) for e in rt.events(status="rejected")]
+    with Runtime(f"sqlite:///{tmp_path / 'owned.db'}", tools=[pay]) as owned:
+        # The refusals of dar's own tool, for the arguments both can judge.
+        same = [(owned.call("pay", a).reason, None) for a in (wrong_type, missing, extra)]
+    assert refused[:3] == same
+    assert refused[3:] == [
+        (
+            "invalid arguments: $.amount: required, missing; $.currency: expected one of "
+            '"EUR", "USD", got "GBP"; $.items[1].sku: expected string, got integer; '
+            "$.items[2].sku: required, missing",
+            None,
+        ),
+        ("over 100", "at_most_100"),
+    ]
+    said = (tmp_path / "proxy.err").read_text()
+    assert said.count("the arguments of upstream tool 'broken' are not checked") == 1
+    assert "its inputSchema is not a valid JSON Schema ($.properties.n.type: " in said
+
+
 def test_check_lists_effects_and_rules(tmp_path: Path) -> None:
     policy = tmp_path / "policy.py"
     write_policy(policy, BASE_POLICY)
@@ -474,6 +592,56 @@ def test_check_lists_effects_and_rules(tmp_path: Path) -> None:
     assert "irreversible-without-rule" in rows["wipe_disk"]
     assert "readOnlyHint ignored" in rows["wipe_disk"]
     assert effects(tmp_path / "effects.txt") == []
+
+
+OBJECT = {"type": "object"}
+#: Tool names and descriptions that would drive a terminal printed raw: an OSC 52 clipboard
+#: write, a screen clear, a newline that forges a row, a C1 control sequence introducer.
+HOSTILE = [
+    {"name": "\x1b]52;c;cHduZWQ=\x07copy", "description": "\x1b[2J", "inputSchema": OBJECT},
+    {"name": "two\nwipe_disk  read", "inputSchema": OBJECT},
+    {"name": "c1\x9b31mred", "description": "\x9d0;title\x9c", "inputSchema": OBJECT},
+]
+
+
+def test_check_shows_hostile_tool_names_as_visible_text(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.py"
+    write_policy(policy, 'effects = {"two*": "read"}\n')
+    args = proxy_args(
+        f"sqlite:///{tmp_path / 'a.db'}", policy, "--check", upstream=listed(tmp_path, HOSTILE)
+    )
+    done = subprocess.run(
+        [PY, *args], env=environ(tmp_path / "effects.txt"), capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 + len(HOSTILE)  # no row forged by a newline
+    for line in [*lines, *done.stderr.splitlines()]:
+        assert not any(c < " " or "\x7f" <= c <= "\x9f" for c in line), repr(line)
+    assert [line.split()[0] for line in lines[1:]] == [
+        "\\x1b]52;c;cHduZWQ=\\x07copy",
+        "two\\x0awipe_disk",
+        "c1\\x9b31mred",
+    ]
+    assert lines[2].split()[2:4] == ["read", "policy"]
+
+
+def test_without_the_mcp_sdk_the_command_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "from dar.cli.main import main\n"
+        "sys.exit(main(['mcp-proxy', '--check', '--', 'server']))\n"
+    )
+    done = subprocess.run(
+        [PY, "-c", code], env=environ(tmp_path / "effects.txt"), capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "dar mcp-proxy: error: this integration needs mcp: pip install mcp (or install "
+        "durable-agent-runtime with its [mcp] extra: pip install '.[mcp]' in a checkout)\n"
+    )
 
 
 def test_readme_policy_example_loads() -> None:

@@ -33,7 +33,7 @@ from dar.errors import DarError
 from dar.records import Event
 from dar.runtime.execute import drive
 from dar.store import AdminStore, SQLiteStore, open_store
-from dar.views.terminal import safe, safe_event, safe_json
+from dar.terminal import safe, safe_event, safe_json
 
 DEFAULT_DB = "sqlite:///dar.db"
 

@@ -33,7 +33,7 @@ from dar.runtime.aio import AsyncRuntime
 from dar.runtime.execute import drive
 from dar.runtime.sync import Runtime
 from dar.store import AdminStore
-from dar.views.terminal import safe, safe_json
+from dar.terminal import safe, safe_json
 
 Opener = Callable[[argparse.Namespace], AdminStore]
 Command = Callable[[str, str], argparse.ArgumentParser]

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from dar.errors import DarError
 from dar.store import AdminStore
+from dar.terminal import safe, safe_json
 from dar.views.sessions import (
     ONLY_A,
     ONLY_B,
@@ -29,7 +30,6 @@ from dar.views.sessions import (
     diff_counts,
     load_session,
 )
-from dar.views.terminal import safe, safe_json
 
 Opener = Callable[[argparse.Namespace], AdminStore]
 Command = Callable[[str, str], argparse.ArgumentParser]

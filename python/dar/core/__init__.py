@@ -6,5 +6,5 @@ answers back. Nothing here opens a file, a socket or a thread, so every path can
 and tested without a database.
 
 May import: the vocabulary at the top of `dar` (tools, rules, effects, errors, records,
-reply, signature, redact, context, dialects) and `dar._core`. Nothing else of `dar`.
+reply, signature, redact, context, dialects, terminal) and `dar._core`. Nothing else of `dar`.
 """

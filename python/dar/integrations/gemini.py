@@ -1,10 +1,11 @@
 """Google Gen AI (Gemini): a response's function calls in, the function responses out, and a
 client whose model calls a durable run journals.
 
-Gemini has no error flag on a function response; its documented convention is the
-``"output"`` key for a result and the ``"error"`` key for what went wrong, so a refusal or
-failure goes under ``"error"``. The answer is a ``Content`` with role ``"user"``, the role
-the SDK itself gives function responses in its automatic function calling.
+Gemini has no error flag on a function response. A function response is built as the SDK's
+own automatic function calling builds it: ``{"result": <the tool's output>}``, the output as
+the JSON value it is (an object stays an object), and ``{"error": "..."}`` for a refusal or
+a failure. A call answered from the record gets the same response as the call that ran. The
+answer is a ``Content`` with role ``"user"``, the role the SDK gives function responses.
 
 `durable(client)` (a ``genai.Client``) journals, inside a run of ``@dar.agent``, every
 ``client.models.generate_content(...)`` and ``generate_content_stream(...)`` and their
@@ -49,10 +50,13 @@ the SDK's own, live every time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
+from dar.effects import Status
 from dar.integrations import require
 from dar.integrations._durable_clients import (
     Model,
@@ -62,8 +66,8 @@ from dar.integrations._durable_clients import (
     usage_sum,
     wrapped,
 )
-from dar.integrations._turn import Call, arun_calls, run_calls
-from dar.reply import ModelReply
+from dar.integrations._turn import Call
+from dar.records import Result
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
 
@@ -87,7 +91,8 @@ def run_function_calls(rt: Runtime, response: Any, *, correlation_id: str | None
     ``types.Content`` to append to the contents: one function response per call, in order.
     Check ``response.function_calls`` first: without calls the turn is the model's answer."""
     ids, calls = _read(response)
-    return _content(ids, calls, run_calls(rt, calls, correlation_id))
+    results = [rt.call(name, args, correlation_id=correlation_id) for name, args in calls]
+    return _content(ids, calls, results)
 
 
 async def arun_function_calls(
@@ -95,7 +100,10 @@ async def arun_function_calls(
 ) -> Any:
     """``run_function_calls`` on an ``AsyncRuntime``: the turn's calls run concurrently."""
     ids, calls = _read(response)
-    return _content(ids, calls, await arun_calls(art, calls, correlation_id))
+    results = await asyncio.gather(
+        *(art.call(name, args, correlation_id=correlation_id) for name, args in calls)
+    )
+    return _content(ids, calls, results)
 
 
 def _read(response: Any) -> tuple[list[str | None], list[Call]]:
@@ -105,20 +113,30 @@ def _read(response: Any) -> tuple[list[str | None], list[Call]]:
     return [fc.id for fc in fcs], [(fc.name, fc.args) for fc in fcs]
 
 
-def _content(
-    ids: Sequence[str | None], calls: Sequence[Call], replies: Sequence[ModelReply]
-) -> Any:
+def _content(ids: Sequence[str | None], calls: Sequence[Call], results: Sequence[Result]) -> Any:
     parts = [
         _types.Part(
             function_response=_types.FunctionResponse(
                 id=i,  # Gemini matches a response to its call by id where it sent one
                 name=name,
-                response={"error" if r.is_error else "output": r.text},
+                response=function_response(r),
             )
         )
-        for i, (name, _), r in zip(ids, calls, replies, strict=True)
+        for i, (name, _), r in zip(ids, calls, results, strict=True)
     ]
     return _types.Content(role="user", parts=parts)
+
+
+def function_response(result: Result) -> dict[str, Any]:
+    """What the model reads: the recorded output itself under ``"result"`` (as the SDK's
+    automatic function calling sends a function's return value), else dar's wording."""
+    said = result.for_model()
+    if said.is_error:
+        return {"error": said.text}
+    ran = result.status in (Status.EXECUTED, Status.CACHED)
+    if ran and result.output_json is not None:
+        return {"result": json.loads(result.output_json)}
+    return {"result": said.text}  # a dry run's preview, an output that could not be recorded
 
 
 def durable(client: Client) -> Client:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dar.errors import ConfigurationError, DarError
+from dar.terminal import safe
 
 if TYPE_CHECKING:
     from dar.mcp_proxy.policy import Decision
@@ -74,7 +75,7 @@ def run_proxy(args: argparse.Namespace, db: str) -> int:
     try:
         return _run(args, db)
     except DarError as exc:
-        print(f"dar mcp-proxy: error: {exc}", file=sys.stderr)
+        print(f"dar mcp-proxy: error: {safe(str(exc))}", file=sys.stderr)  # may quote upstream
         return 2
 
 
@@ -108,8 +109,13 @@ def _run(args: argparse.Namespace, db: str) -> int:
 
 
 def _print_check(rows: Sequence[tuple[str, Decision, list[str]]]) -> None:
-    width = max((len(name) for name, _, _ in rows), default=4)
+    """The table, every cell made safe: a tool's name is whatever the upstream sent, escape
+    sequences included, and the operator's terminal must not obey them."""
+    cells = [
+        (safe(name), decision.effect.value, safe(decision.why), safe(", ".join(rules) or "-"))
+        for name, decision, rules in rows
+    ]
+    width = max((len(name) for name, _, _, _ in cells), default=4)
     print(f"{'tool':<{width}}  {'effect':<15}  {'why':<40}  rules")
-    for name, decision, rules in rows:
-        shown = ", ".join(rules) or "-"
-        print(f"{name:<{width}}  {decision.effect.value:<15}  {decision.why:<40}  {shown}")
+    for name, effect, why, rules in cells:
+        print(f"{name:<{width}}  {effect:<15}  {why:<40}  {rules}")

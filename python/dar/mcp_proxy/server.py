@@ -2,10 +2,11 @@
 
 The proxy is an MCP server to the agent and an MCP client to the upstream server. Every
 ``tools/call`` goes through `AsyncRuntime.call`, with the effect, key, window and rules the
-local policy gives (`dar.mcp_proxy.policy`), so a retried destructive call reaches the upstream
-once, a refused one never, and each is in the hash-chained log. ``tools/list`` passes
-through with the description unchanged and the annotations dar enforces; prompts and
-resources pass through untouched.
+local policy gives (`dar.mcp_proxy.policy`) and the tool's ``inputSchema`` as its signature
+(`dar.mcp_proxy.arguments`), so a retried destructive call reaches the upstream once, a
+refused one never, a rule never sees arguments that do not fit, and each is in the
+hash-chained log. ``tools/list`` passes through with the description unchanged and the
+annotations dar enforces; prompts and resources pass through untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dar import __version__
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
+from dar.mcp_proxy.arguments import schema_signature
 from dar.mcp_proxy.policy import (
     Decision,
     Hints,
@@ -198,6 +200,9 @@ class Proxy:
             redact=policy.redact_for(name),
             description=upstream.description,
         )
+        # The upstream's inputSchema is the tool's signature: the runtime refuses a misfit
+        # before any rule sees it, as for a tool of dar's own.
+        tool.__dict__["signature"] = schema_signature(name, handler, upstream.input_schema)
         try:
             tool.redactor  # noqa: B018 -- compiled at the first call otherwise
         except Exception as exc:

@@ -22,6 +22,7 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, Implem
 from mcp_types import Tool as MCPTool
 
 from dar.errors import DarError
+from dar.terminal import safe
 
 #: Errors that leave the outcome of a call unknown (the upstream may have acted).
 LOST_CODES = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
@@ -47,8 +48,9 @@ class UpstreamToolError(Exception):
 
 
 def log(message: str) -> None:
-    """Tell the operator. Never stdout: on the stdio transport it is the protocol."""
-    print(f"dar mcp-proxy: {message}", file=sys.stderr, flush=True)
+    """Tell the operator. Never stdout: on the stdio transport it is the protocol. Made
+    safe for a terminal: a message may quote what the upstream sent (a tool's name)."""
+    print(f"dar mcp-proxy: {safe(message)}", file=sys.stderr, flush=True)
 
 
 def leaf(exc: BaseException) -> str:

@@ -2,7 +2,7 @@
 
 A Textual app over the session model of `dar.views.sessions` (the report and the web UI show the
 same). Everything from the log reaches the screen as `rich.text.Text` built from
-`dar.views.terminal.safe` text, never as markup, so neither Rich markup nor a terminal escape
+`dar.terminal.safe` text, never as markup, so neither Rich markup nor a terminal escape
 sequence in a tool input can change what the screen shows.
 """
 
@@ -22,8 +22,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from dar.core.ops import LogFilter
 from dar.store import AdminStore
 from dar.store.sql import SessionFilter
+from dar.terminal import safe
 from dar.views.sessions import CallView, SessionSummary, SessionView, list_sessions, load_session
-from dar.views.terminal import safe
 
 STYLE = {
     "executed": "green",

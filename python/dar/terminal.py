@@ -3,6 +3,11 @@
 The log holds whatever tools, models and users wrote into it; an escape sequence in a tool
 name or a refusal reason (a title change, a screen clear, an OSC 52 clipboard write) must
 reach the screen as visible text, never as a command to the terminal.
+
+It sits with the vocabulary, below every layer, because both sides that print foreign text
+need it and neither may import the other: the views and the `dar` command print the log,
+and `dar mcp-proxy` prints what an upstream server says about itself. It is pure string
+work (no I/O, no decision), so it belongs neither to a view nor to the core.
 """
 
 from __future__ import annotations
