@@ -186,10 +186,7 @@ def reviewed(rt: Runtime, name: str, args: Any, call: Callable[[], Result]) -> R
     if decision is None:
         return result
     assert result.approval_id is not None
-    if decision.approve:
-        rt.approve(result.approval_id, by=decision.by, note=decision.note)
-    else:
-        rt.deny(result.approval_id, by=decision.by, reason=decision.note)
+    _decide(rt, result.approval_id, decision)
     return call()
 
 
@@ -202,13 +199,25 @@ async def areviewed(
     if decision is None:
         return result
     assert result.approval_id is not None
-    decide = rt.approve if decision.approve else rt.deny
-    extra = {"note": decision.note} if decision.approve else {"reason": decision.note}
     if isinstance(rt, AsyncRuntime):
-        await decide(result.approval_id, by=decision.by, **extra)  # type: ignore[misc]
+        await _adecide(rt, result.approval_id, decision)
     else:
-        await asyncio.to_thread(decide, result.approval_id, by=decision.by, **extra)
+        await asyncio.to_thread(_decide, rt, result.approval_id, decision)
     return await call()
+
+
+def _decide(rt: Runtime, approval_id: str, decision: Decision) -> None:
+    if decision.approve:
+        rt.approve(approval_id, by=decision.by, note=decision.note)
+    else:
+        rt.deny(approval_id, by=decision.by, reason=decision.note)
+
+
+async def _adecide(rt: AsyncRuntime, approval_id: str, decision: Decision) -> None:
+    if decision.approve:
+        await rt.approve(approval_id, by=decision.by, note=decision.note)
+    else:
+        await rt.deny(approval_id, by=decision.by, reason=decision.note)
 
 
 def _review(name: str, args: Any, result: Result) -> Decision | None:
@@ -224,9 +233,10 @@ def _review(name: str, args: Any, result: Result) -> Decision | None:
         "review_configs": [{"action_name": name, "allowed_decisions": list(DECISIONS)}],
     }
     try:
-        decided: Decision = interrupt(request, response_schema=RESUME)  # type: ignore[call-overload]
+        decided: Any = interrupt(request, response_schema=RESUME)
     except (RuntimeError, KeyError):  # no graph to pause: the model reads that the call
         return None  # waits, as from any other integration
+    assert isinstance(decided, Decision)  # RESUME's validator made it
     return decided
 
 
