@@ -91,11 +91,12 @@ def stand_in(
     rt: RuntimeBase,
     name: str,
     effects: Mapping[str, Effect],
-    signature: Signature | None = None,
+    signature: Callable[[], Signature | None] | None = None,
 ) -> Tool[Any] | str:
     """The dar tool standing for the framework's tool ``name``, registered on first use; or,
     when a dar tool of that name exists already, the refusal the model reads instead.
-    ``signature`` validates its arguments as an owned tool's are (else any object fits)."""
+    ``signature()``, read once, validates its arguments as an owned tool's are (without
+    one, any object fits)."""
     with _registering:  # framework threads may meet the same new name at once
         tool = next((t for t in rt.tools if t.name == name), None)
         if tool is not None:
@@ -103,8 +104,9 @@ def stand_in(
                 return tool
             return refusal(f"a dar tool named {name!r} is already registered in the runtime")
         tool = Tool(name=name, handler=Forward(name), effect=effect_for(name, effects))
-        if signature is not None:
-            tool.__dict__["signature"] = signature  # as @tool sets it: read before any call
+        read = None if signature is None else signature()
+        if read is not None:
+            tool.__dict__["signature"] = read  # as @tool sets it: read before any call
         try:
             rt.add_tool(tool)
         except ConfigurationError:

@@ -7,16 +7,28 @@ through dar: each tool the agent owns is registered in ``rt`` as a stand-in whos
 runs the agent's own tool call, so rules, idempotency and the log apply to it too.
 
 A refusal or failure is a ``ToolMessage`` with ``status="error"`` that the model reads; the
-run goes on. The session is the explicit ``correlation_id``, else ``dar.session()``, else
-the LangGraph ``thread_id``.
+run goes on. An agent tool's arguments are checked against its own schema before the rules,
+as an owned tool's are; what it returns reaches the model as it would without dar. The
+session is the explicit ``correlation_id``, else ``dar.session()``, else the LangGraph
+``thread_id``.
+
+A call a rule sends to a person interrupts the graph as ``HumanInTheLoopMiddleware`` does
+(the same request, so the UIs that render it render this; a checkpointer keeps the graph
+until the answer). The graph is resumed with LangChain's own answer plus who decides,
+``Command(resume={"decisions": [{"type": "approve"}], "by": "alice"})``: the decision is
+recorded in dar with that name, then the call is made again and runs once, on exactly the
+arguments that were shown (``reject`` with a ``message``: the model reads the reason). Each
+waiting call is one interruption; several at once are answered by interrupt id.
 
 In a durable run (``rt.start``) the middleware also journals the agent's model calls: a
 resumed run gets each recorded answer (its messages, rebuilt with ``messages_from_dict``)
 back without asking the model again. ``durable(chat_model)`` does the same for a chat model
-used in a loop of one's own. A tool call that waits for a person raises `RunSuspended`: the
-tools and the tool node handle ``Exception`` only, and LangGraph re-raises anything else
-from its tool tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends
-``invoke`` and reaches ``rt.start``, which answers ``suspended``.
+used in a loop of one's own. Inside a run, a tool call that waits for a person does not
+interrupt the graph (the run, not a checkpointer, is what survives): it raises
+`RunSuspended`, decided with ``rt.approve`` and continued with ``rt.resume``. The tools and
+the tool node handle ``Exception`` only, and LangGraph re-raises anything else from its tool
+tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends ``invoke`` and
+reaches ``rt.start``, which answers ``suspended``.
 """
 
 from __future__ import annotations
@@ -169,7 +181,7 @@ DECISIONS = ["approve", "reject"]
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """A reviewer's answer as dar records it: grant (with ``arguments`` when edited) or deny."""
+    """A reviewer's answer as dar records it: a grant or a denial, by whom, with a note."""
 
     approve: bool
     by: str
@@ -393,7 +405,7 @@ class DarMiddleware(AgentMiddleware):
             return PASS if known else None
         if (tool.metadata or {}).get(MARK):
             return PASS
-        made = stand_in(self.rt, tool.name, self.effects, signature_of(tool))
+        made = stand_in(self.rt, tool.name, self.effects, lambda: signature_of(tool))
         if isinstance(made, str):
             return ToolMessage(
                 made, tool_call_id=request.tool_call["id"], name=tool.name, status="error"
