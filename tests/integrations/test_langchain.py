@@ -796,10 +796,29 @@ def test_missing_sdk_names_the_extra() -> None:
     assert "pip install langchain " in said and "its [langchain] extra" in said
 
 
-def test_example_runs() -> None:
+def run_example(name: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    example = ROOT / "examples" / "integrations" / "langchain_loop.py"
+    example = ROOT / "examples" / "integrations" / name
     done = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_example_runs() -> None:
+    run_example("langchain_loop.py")
+
+
+def test_approval_example_pays_the_approved_call_once() -> None:
+    out = run_example("langchain_approval.py").splitlines()
+    assert out[0].startswith("asked: payments over 100 need a person (approval ")
+    assert out[1:] == [
+        "  (paying 250.0 to bob)",
+        "success: paid 250.0 to bob",
+        "error: Refused by the rule large_payments_need_a_person: denied by alice: over budget."
+        " Nothing was done. Calling this tool again with the same arguments will be refused"
+        " again.",
+        '  {"amount":900,"to":"bob"}: denied, decided by alice',
+        '  {"amount":250,"to":"bob"}: used, decided by alice',
+    ]
