@@ -555,6 +555,17 @@ def test_resume_dar_cannot_record_is_refused_and_can_be_answered_again(tmp_path:
         assert paid == {"5.0 to bob": 1}
 
 
+def test_outside_a_graph_a_call_waiting_for_a_person_says_so(tmp_path: Path) -> None:
+    paid: Counter[str] = Counter()
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[a_person_pays]) as rt:
+        rt.add_tool(payer(paid, "tools"))
+        (pay,) = dar_langchain.tools(rt)
+        with dar.session("direct"):
+            said = pay.invoke({"amount": 5, "to": "bob"})
+        assert said.startswith("Waiting for a person to approve this exact call") and not paid
+        assert [a.status for a in rt.approvals()] == ["pending"]
+
+
 # --- durable runs: the model journaled, suspension through the tool loop ----------------------
 
 
