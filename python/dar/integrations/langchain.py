@@ -176,7 +176,7 @@ def thread_id(config: Any) -> str | None:
 # --- a call waiting for a person: LangChain's own human-in-the-loop interruption -------------
 
 #: The decisions a reviewer may send. ``edit`` joins when `_approve_edited` applies it.
-DECISIONS = ["approve", "reject"]
+DECISIONS = ("approve", "reject")
 
 
 @dataclasses.dataclass(frozen=True)
