@@ -18,6 +18,7 @@ SECTIONS = {
     "### OpenAI Agents SDK": "openai_agents_loop.py",
     "### Pydantic AI": "pydantic_ai_loop.py",
     "### LangChain": "langchain_loop.py",
+    "### LangChain: approvals through its human-in-the-loop": "langchain_approval.py",
 }
 
 

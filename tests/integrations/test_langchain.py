@@ -28,10 +28,12 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import StructuredTool
 from langchain_core.tools import tool as lc_tool
-from pydantic import Field
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from pydantic import Field, ValidationError
 
 import dar
-from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
+from dar import AsyncRuntime, Deny, Effect, NeedsApproval, Runtime, rule, tool
 from dar.demo.scripted_model import Turn
 from dar.integrations import langchain as dar_langchain
 from dar.integrations.langchain import DarMiddleware
@@ -239,7 +241,7 @@ MIDDLEWARE_TURN = [
     call("ship_parcel", {"order_id": "A", "courier": "fast"}, 1),
     call("ship_parcel", {"courier": "fast", "order_id": "A"}, 2),
     call("ship_parcel", {"order_id": "B", "courier": "slowpoke"}, 3),
-    call("ship_parcel", {"order_id": ["x"], "courier": "fast"}, 4),  # LangChain's own check
+    call("ship_parcel", {"order_id": ["x"], "courier": "fast"}, 4),  # the tool's own schema
     call("note", {"text": "fragile"}, 5),
     call("launch_rocket", {"when": "now"}, 6),
     call("wipe_inventory", {"warehouse": "north"}, 7),  # unmapped: irreversible, no rule
@@ -258,17 +260,20 @@ def check_middleware(model: Scripted, ran: Counter[str], events: list[dar.Event]
     told = told_after_tools(model)
     assert len(told) == 2
     for answers in told:
-        assert answers["c1"].content == answers["c2"].content == '"shipped A with fast"'
+        # The tools' own text, as the agent without dar sends it (the first and a cached call).
+        assert answers["c1"].content == answers["c2"].content == "shipped A with fast"
         assert "Refused by the rule parcel_courier" in str(answers["c3"].content)
-        assert answers["c4"].status == "error"  # the tool's own validation: a failure
-        assert answers["c5"].content == '"noted"'
+        wrong = answers["c4"]  # checked against the tool's schema before the rule
+        assert wrong.status == "error"
+        assert "invalid arguments: $.order_id: expected string, got array" in str(wrong.content)
+        assert answers["c5"].content == "noted"
         assert "unknown tool 'launch_rocket'" in str(answers["c6"].content)
         wipe = answers["c7"]
         assert wipe.status == "error" and "irreversible but no rule" in str(wipe.content)
     statuses = Counter((e.tool_name, e.status) for e in events)
     assert statuses[("ship_parcel", "executed")] == 1
-    assert statuses[("ship_parcel", "rejected")] == 2
-    assert statuses[("ship_parcel", "failed")] == 2  # the wrong type, logged each run
+    assert statuses[("ship_parcel", "rejected")] == 4  # the rule and the wrong type, each run
+    assert statuses[("ship_parcel", "failed")] == 0
     assert statuses[("launch_rocket", "rejected")] == 2
     # Refused and logged, with the rule that fails closed for an undeclared effect.
     wiped = [(e.status, e.rule_name) for e in events if e.tool_name == "wipe_inventory"]
@@ -324,6 +329,241 @@ def test_session_comes_before_the_thread(tmp_path: Path) -> None:
             agent.invoke({"messages": [("user", "go")]}, config("th-ignored"))
         assert rt.events(correlation_id="from-session")
         assert not rt.events(correlation_id="th-ignored")
+
+
+# --- DarMiddleware: the agent's own tools' arguments and results ----------------------------
+
+
+def test_own_tools_reach_the_model_as_without_dar(tmp_path: Path) -> None:
+    @lc_tool
+    def quote(item: str) -> dict[str, Any]:
+        """The price of an item."""
+        return {"item": item, "price": 3.5, "note": "prix ttc"}
+
+    @lc_tool
+    def label(item: str) -> str:
+        """A shelf label."""
+        return f'{item}: "fresh"'
+
+    turn = [call("quote", {"item": "tea"}, 1), call("label", {"item": "tea"}, 2)]
+    plain = Scripted(first=turn)
+    create_agent(plain, [quote, label]).invoke({"messages": [("user", "go")]})
+    (without,) = told_after_tools(plain)
+    assert json.loads(str(without["c1"].content))["price"] == 3.5
+    routed = Scripted(first=turn)
+    with Runtime(f"sqlite:///{tmp_path}/a.db") as rt:
+        mw = DarMiddleware(rt, effects={"quote": "mutate-local", "label": "mutate-local"})
+        agent = create_agent(routed, [quote, label], middleware=[mw])
+        for _ in range(2):  # the second run of the thread answers from the record
+            agent.invoke({"messages": [("user", "go")]}, config("th-own"))
+        statuses = [e.status for e in rt.events(correlation_id="th-own")]
+    assert statuses.count("executed") == 2 and statuses.count("cached") == 2
+    for told in told_after_tools(routed):
+        assert [told[c].content for c in ("c1", "c2")] == [without[c].content for c in ("c1", "c2")]
+        assert {m.status for m in told.values()} == {"success"}
+
+
+@pytest.mark.parametrize("schema", ["pydantic", "json-schema"])
+def test_own_tool_arguments_are_checked_against_its_schema_before_the_rules(
+    tmp_path: Path, schema: str
+) -> None:
+    judged: list[Any] = []
+
+    @rule(applies_to="refund")
+    def small_refunds(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+        judged.append(inp["amount"])
+        return inp["amount"] < 100
+
+    def refund(amount: float, customer: str) -> str:
+        """Refund a customer."""
+        return f"refunded {amount}"
+
+    json_schema = {
+        "type": "object",
+        "properties": {"amount": {"type": "number"}, "customer": {"type": "string"}},
+        "required": ["amount", "customer"],
+    }
+    own = StructuredTool.from_function(
+        refund, args_schema=json_schema if schema != "pydantic" else None
+    )
+    owned = tool(effect=Effect.MUTATE_EXTERNAL)(refund)
+    model = Scripted(first=[call("refund", {"amount": "lots", "customer": "C-1"}, 1)])
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[small_refunds]) as rt:
+        mw = DarMiddleware(rt, effects={"refund": "mutate-external"})
+        create_agent(model, [own], middleware=[mw]).invoke(
+            {"messages": [("user", "refund")]}, config("th-args")
+        )
+        (refused,) = [e for e in rt.events(correlation_id="th-args") if e.tool_name == "refund"]
+        with Runtime(f"sqlite:///{tmp_path}/owned.db", tools=[owned], rules=[small_refunds]) as o:
+            as_owned = o.call("refund", {"amount": "lots", "customer": "C-1"})
+    (told,) = told_after_tools(model)
+    reason = "invalid arguments: $.amount: expected number, got string"
+    assert told["c1"].status == "error" and reason in str(told["c1"].content)
+    assert told["c1"].content == as_owned.for_model().text
+    assert (refused.status, refused.rejection_reason) == ("rejected", as_owned.reason)
+    assert judged == []  # the rule never saw the misfit
+
+
+# --- a call waiting for a person: LangChain's human-in-the-loop interruption -----------------
+
+
+class Paying(BaseChatModel):
+    """Per user message, one call of ``pay`` with the next arguments of ``script``; told
+    the result, it says "done". Every request it gets is kept."""
+
+    script: list[dict[str, Any]]
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "paying"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Paying:
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.seen.append(list(messages))
+        if isinstance(messages[-1], ToolMessage):
+            reply = AIMessage(content="done")
+        else:
+            asked = sum(isinstance(m, HumanMessage) for m in messages)
+            reply = AIMessage(content="", tool_calls=[call("pay", self.script[asked - 1], asked)])
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+@rule(applies_to="pay")
+def a_person_pays(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    return NeedsApproval("payments need a person")
+
+
+def payer(paid: Counter[str], kind: str) -> Any:
+    """``pay`` as a dar tool (``tools``) or as the agent's own tool (``middleware``)."""
+
+    def pay(amount: float, to: str) -> dict[str, Any]:
+        """Pay someone."""
+        paid[f"{amount} to {to}"] += 1
+        return {"paid": amount, "to": to}
+
+    return tool(effect=Effect.MUTATE_EXTERNAL)(pay) if kind == "tools" else lc_tool(pay)
+
+
+def hitl_agent(rt: Runtime | AsyncRuntime, kind: str, paid: Counter[str], model: Paying) -> Any:
+    if kind == "tools":
+        rt.add_tool(payer(paid, kind))
+        given, middleware = dar_langchain.tools(rt), []
+    else:
+        given = [payer(paid, kind)]
+        middleware = [DarMiddleware(rt, effects={"pay": "mutate-external"})]
+    return create_agent(model, given, middleware=middleware, checkpointer=InMemorySaver())
+
+
+def asked_about(out: dict[str, Any], args: dict[str, Any]) -> str:
+    """The one interruption's request, as HumanInTheLoopMiddleware words it; its description."""
+    (paused,) = out["__interrupt__"]
+    assert set(paused.value) == {"action_requests", "review_configs"}
+    (action,) = paused.value["action_requests"]
+    assert set(action) == {"name", "args", "description"}
+    assert (action["name"], action["args"]) == ("pay", args)
+    allowed = ["approve", "reject"]
+    assert paused.value["review_configs"] == [{"action_name": "pay", "allowed_decisions": allowed}]
+    description: str = action["description"]
+    assert "payments need a person" in description
+    return description
+
+
+@pytest.mark.parametrize("kind", ["tools", "middleware"])
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_approval_interrupts_the_agent_and_its_resume_decides(
+    tmp_path: Path, kind: str, mode: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/a.db"
+    paid: Counter[str] = Counter()
+    model = Paying(script=[{"amount": 5, "to": "bob"}, {"amount": 7, "to": "bob"}])
+
+    async def conversation() -> None:
+        rt = AsyncRuntime(url) if mode == "ainvoke" else Runtime(url)
+        rt.add_rule(a_person_pays)
+        agent = hitl_agent(rt, kind, paid, model)
+
+        async def step(given: Any) -> dict[str, Any]:
+            if mode == "ainvoke":
+                out: dict[str, Any] = await agent.ainvoke(given, config("th-hitl"))
+                return out
+            return await asyncio.to_thread(agent.invoke, given, config("th-hitl"))
+
+        first = asked_about(await step({"messages": [("user", "pay bob 5")]}), model.script[0])
+        assert not paid
+        approve = {"decisions": [{"type": "approve"}], "by": "alice"}
+        done = await step(Command(resume=approve))
+        assert "__interrupt__" not in done and done["messages"][-1].content == "done"
+        assert paid == {"5.0 to bob": 1}
+        told = model.seen[-1][-1]
+        assert isinstance(told, ToolMessage) and json.loads(str(told.content))["paid"] == 5
+        # The conversation's next run, other arguments: the grant does not cover them.
+        second = asked_about(await step({"messages": [("user", "pay bob 7")]}), model.script[1])
+        assert second != first and paid == {"5.0 to bob": 1}
+        reject = {"decisions": [{"type": "reject", "message": "over budget"}], "by": "bob"}
+        await step(Command(resume=reject))
+        told = model.seen[-1][-1]
+        assert isinstance(told, ToolMessage) and told.status == "error"
+        assert "denied by bob: over budget" in str(told.content)
+        assert paid == {"5.0 to bob": 1}
+        if isinstance(rt, AsyncRuntime):
+            await rt.close()
+        else:
+            rt.close()
+
+    asyncio.run(conversation())
+    with Runtime(url) as rt:
+        decided = {(a.input, a.status, a.decided_by, a.note) for a in rt.approvals()}
+        assert decided == {
+            ('{"amount":5,"to":"bob"}', "used", "alice", None),
+            ('{"amount":7,"to":"bob"}', "denied", "bob", "over budget"),
+        }
+        statuses = [e.status for e in rt.events(correlation_id="th-hitl")]
+    assert statuses.count("executed") == 1 and statuses.count("approved") == 1
+
+
+def test_resume_dar_cannot_record_is_refused_and_can_be_answered_again(tmp_path: Path) -> None:
+    paid: Counter[str] = Counter()
+    model = Paying(script=[{"amount": 5, "to": "bob"}])
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[a_person_pays]) as rt:
+        agent = hitl_agent(rt, "middleware", paid, model)
+        asked_about(agent.invoke({"messages": [("user", "pay")]}, config("th-r")), model.script[0])
+        edit = {"type": "edit", "edited_action": {"name": "pay", "args": {"amount": 1, "to": "b"}}}
+        wrong = [
+            ({"decisions": [edit], "by": "alice"}, "an edit decision cannot be applied yet"),
+            ({"decisions": [{"type": "approve"}]}, "by\n  Field required"),
+            ({"decisions": [{"type": "approve"}], "by": " "}, "by\n  String should have at least"),
+            (
+                {"decisions": [{"type": "approve"}] * 2, "by": "al"},
+                "decisions\n  List should have at most",
+            ),
+        ]
+        for answer, why in wrong:
+            with pytest.raises(ValidationError, match=why):
+                agent.invoke(Command(resume=answer), config("th-r"))
+            assert paid == Counter() and rt.approvals("pending")
+        approve = {"decisions": [{"type": "approve"}], "by": "alice"}
+        agent.invoke(Command(resume=approve), config("th-r"))
+        assert paid == {"5.0 to bob": 1}
+
+
+def test_outside_a_graph_a_call_waiting_for_a_person_says_so(tmp_path: Path) -> None:
+    paid: Counter[str] = Counter()
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[a_person_pays]) as rt:
+        rt.add_tool(payer(paid, "tools"))
+        (pay,) = dar_langchain.tools(rt)
+        with dar.session("direct"):
+            said = pay.invoke({"amount": 5, "to": "bob"})
+        assert said.startswith("Waiting for a person to approve this exact call") and not paid
+        assert [a.status for a in rt.approvals()] == ["pending"]
 
 
 # --- durable runs: the model journaled, suspension through the tool loop ----------------------
@@ -567,10 +807,29 @@ def test_missing_sdk_names_the_extra() -> None:
     assert "pip install langchain " in said and "its [langchain] extra" in said
 
 
-def test_example_runs() -> None:
+def run_example(name: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    example = ROOT / "examples" / "integrations" / "langchain_loop.py"
+    example = ROOT / "examples" / "integrations" / name
     done = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_example_runs() -> None:
+    run_example("langchain_loop.py")
+
+
+def test_approval_example_pays_the_approved_call_once() -> None:
+    out = run_example("langchain_approval.py").splitlines()
+    assert out[0].startswith("asked: payments over 100 need a person (approval ")
+    assert out[1:] == [
+        "  (paying 250.0 to bob)",
+        "success: paid 250.0 to bob",
+        "error: Refused by the rule large_payments_need_a_person: denied by alice: over budget."
+        " Nothing was done. Calling this tool again with the same arguments will be refused"
+        " again.",
+        '  {"amount":900,"to":"bob"}: denied, decided by alice',
+        '  {"amount":250,"to":"bob"}: used, decided by alice',
+    ]

@@ -22,6 +22,7 @@ from dar.effects import Effect
 from dar.errors import ConfigurationError
 from dar.rules import Deny, Rule
 from dar.runtime.base import RuntimeBase
+from dar.signature import Signature
 from dar.tools import Tool
 
 #: The framework's own invocation of the call in flight: what the stand-in tool runs.
@@ -86,9 +87,16 @@ def is_stand_in(tool: Tool[Any]) -> bool:
     return isinstance(tool.handler, Forward)
 
 
-def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[Any] | str:
+def stand_in(
+    rt: RuntimeBase,
+    name: str,
+    effects: Mapping[str, Effect],
+    signature: Callable[[], Signature | None] | None = None,
+) -> Tool[Any] | str:
     """The dar tool standing for the framework's tool ``name``, registered on first use; or,
-    when a dar tool of that name exists already, the refusal the model reads instead."""
+    when a dar tool of that name exists already, the refusal the model reads instead.
+    ``signature()``, read once, validates its arguments as an owned tool's are (without
+    one, any object fits)."""
     with _registering:  # framework threads may meet the same new name at once
         tool = next((t for t in rt.tools if t.name == name), None)
         if tool is not None:
@@ -96,6 +104,9 @@ def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[
                 return tool
             return refusal(f"a dar tool named {name!r} is already registered in the runtime")
         tool = Tool(name=name, handler=Forward(name), effect=effect_for(name, effects))
+        read = None if signature is None else signature()
+        if read is not None:
+            tool.__dict__["signature"] = read  # as @tool sets it: read before any call
         try:
             rt.add_tool(tool)
         except ConfigurationError:

@@ -7,23 +7,37 @@ through dar: each tool the agent owns is registered in ``rt`` as a stand-in whos
 runs the agent's own tool call, so rules, idempotency and the log apply to it too.
 
 A refusal or failure is a ``ToolMessage`` with ``status="error"`` that the model reads; the
-run goes on. The session is the explicit ``correlation_id``, else ``dar.session()``, else
-the LangGraph ``thread_id``.
+run goes on. An agent tool's arguments are checked against its own schema before the rules,
+as an owned tool's are; what it returns reaches the model as it would without dar. The
+session is the explicit ``correlation_id``, else ``dar.session()``, else the LangGraph
+``thread_id``.
+
+A call a rule sends to a person interrupts the graph as ``HumanInTheLoopMiddleware`` does
+(the same request, so the UIs that render it render this; a checkpointer keeps the graph
+until the answer). The graph is resumed with LangChain's own answer plus who decides,
+``Command(resume={"decisions": [{"type": "approve"}], "by": "alice"})``: the decision is
+recorded in dar with that name, then the call is made again and runs once, on exactly the
+arguments that were shown (``reject`` with a ``message``: the model reads the reason). Each
+waiting call is one interruption; several at once are answered by interrupt id.
 
 In a durable run (``rt.start``) the middleware also journals the agent's model calls: a
 resumed run gets each recorded answer (its messages, rebuilt with ``messages_from_dict``)
 back without asking the model again. ``durable(chat_model)`` does the same for a chat model
-used in a loop of one's own. A tool call that waits for a person raises `RunSuspended`: the
-tools and the tool node handle ``Exception`` only, and LangGraph re-raises anything else
-from its tool tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends
-``invoke`` and reaches ``rt.start``, which answers ``suspended``.
+used in a loop of one's own. Inside a run, a tool call that waits for a person does not
+interrupt the graph (the run, not a checkpointer, is what survives): it raises
+`RunSuspended`, decided with ``rt.approve`` and continued with ``rt.resume``. The tools and
+the tool node handle ``Exception`` only, and LangGraph re-raises anything else from its tool
+tasks (threads under ``invoke``, asyncio tasks under ``ainvoke``), so it ends ``invoke`` and
+reaches ``rt.start``, which answers ``suspended``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from dar.integrations import require
 
@@ -34,6 +48,12 @@ from langchain.agents.middleware import (  # noqa: E402
     ModelRequest,
     ModelResponse,
     ToolCallRequest,
+)
+from langchain.agents.middleware.human_in_the_loop import (  # noqa: E402
+    Action,
+    ApproveDecision,
+    EditDecision,
+    RejectDecision,
 )
 from langchain_core.callbacks import (  # noqa: E402
     AsyncCallbackManagerForLLMRun,
@@ -51,8 +71,18 @@ from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig  # noqa: E402
 from langchain_core.tools import BaseTool, StructuredTool, ToolException  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_openai_tool  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
+from langgraph.types import interrupt  # noqa: E402
+from pydantic import (  # noqa: E402
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    create_model,
+)
 
+from dar.effects import Status  # noqa: E402
 from dar.errors import ConfigurationError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
     KIND,
@@ -75,6 +105,7 @@ from dar.records import Result  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
 from dar.runtime.journal import journaled, running  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
+from dar.signature import ArgumentError, Signature, json_path, json_type  # noqa: E402
 from dar.tools import Tool  # noqa: E402
 
 __all__ = ["DarMiddleware", "DurableChatModel", "durable", "tools"]
@@ -100,14 +131,22 @@ def _structured(rt: Runtime | AsyncRuntime, tool: Tool[Any], explicit: str | Non
     def run(dar_config: RunnableConfig, **arguments: Any) -> str:
         cid = correlation(explicit, thread_id(dar_config))
         assert isinstance(rt, Runtime)
-        with blocking_one_tool_call_at_a_time():
-            return _content(rt.call(name, arguments, correlation_id=cid))
+
+        def once() -> Result:
+            with blocking_one_tool_call_at_a_time():
+                return rt.call(name, arguments, correlation_id=cid)
+
+        return _content(reviewed(rt, name, arguments, once))
 
     async def arun(dar_config: RunnableConfig, **arguments: Any) -> str:
         cid = correlation(explicit, thread_id(dar_config))
         assert isinstance(rt, AsyncRuntime)
-        async with one_tool_call_at_a_time():
-            return _content(await rt.call(name, arguments, correlation_id=cid))
+
+        async def once() -> Result:
+            async with one_tool_call_at_a_time():
+                return await rt.call(name, arguments, correlation_id=cid)
+
+        return _content(await areviewed(rt, name, arguments, once))
 
     sync = isinstance(rt, Runtime)
     return StructuredTool(
@@ -132,6 +171,118 @@ def thread_id(config: Any) -> str | None:
     """LangGraph's conversation identity, when the call runs in a graph with one."""
     found = ((config or {}).get("configurable") or {}).get("thread_id")
     return None if found is None else str(found)
+
+
+# --- a call waiting for a person: LangChain's own human-in-the-loop interruption -------------
+
+#: The decisions a reviewer may send. ``edit`` joins when `_approve_edited` applies it.
+DECISIONS = ("approve", "reject")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """A reviewer's answer as dar records it: a grant or a denial, by whom, with a note."""
+
+    approve: bool
+    by: str
+    note: str | None = None
+
+
+def reviewed(rt: Runtime, name: str, args: Any, call: Callable[[], Result]) -> Result:
+    """``call()``; when it waits for a person (outside a durable run, where the run
+    suspends instead), the graph is interrupted, and the resumed reviewer's decision is
+    recorded and the call made again: it runs once on the granted arguments, or answers the
+    denial's reason."""
+    result = call()
+    decision = _review(name, args, result)
+    if decision is None:
+        return result
+    assert result.approval_id is not None
+    _decide(rt, result.approval_id, decision)
+    return call()
+
+
+async def areviewed(
+    rt: Runtime | AsyncRuntime, name: str, args: Any, call: Callable[[], Awaitable[Result]]
+) -> Result:
+    """`reviewed` for a call an SDK awaits."""
+    result = await call()
+    decision = _review(name, args, result)
+    if decision is None:
+        return result
+    assert result.approval_id is not None
+    if isinstance(rt, AsyncRuntime):
+        await _adecide(rt, result.approval_id, decision)
+    else:
+        await asyncio.to_thread(_decide, rt, result.approval_id, decision)
+    return await call()
+
+
+def _decide(rt: Runtime, approval_id: str, decision: Decision) -> None:
+    if decision.approve:
+        rt.approve(approval_id, by=decision.by, note=decision.note)
+    else:
+        rt.deny(approval_id, by=decision.by, reason=decision.note)
+
+
+async def _adecide(rt: AsyncRuntime, approval_id: str, decision: Decision) -> None:
+    if decision.approve:
+        await rt.approve(approval_id, by=decision.by, note=decision.note)
+    else:
+        await rt.deny(approval_id, by=decision.by, reason=decision.note)
+
+
+def _review(name: str, args: Any, result: Result) -> Decision | None:
+    """Ask the reviewer with the request ``HumanInTheLoopMiddleware`` interrupts with (so
+    the UIs that render it render this), and read the decision the graph is resumed with;
+    None when nobody is to be asked (the call does not wait, or it is not in a graph).
+    LangGraph checks the answer against `RESUME` before it keeps it: a wrong one is
+    raised to the resuming caller, and the call can be answered again."""
+    if result.status is not Status.AWAITING_APPROVAL or result.approval_id is None:
+        return None
+    request = {
+        "action_requests": [{"name": name, "args": args, "description": result.reason or ""}],
+        "review_configs": [{"action_name": name, "allowed_decisions": list(DECISIONS)}],
+    }
+    try:
+        decided: Any = interrupt(request, response_schema=RESUME)
+    except (RuntimeError, KeyError):  # no graph to pause: the model reads that the call
+        return None  # waits, as from any other integration
+    assert isinstance(decided, Decision)  # RESUME's validator made it
+    return decided
+
+
+class Resume(BaseModel):
+    """What a reviewer resumes the graph with: LangChain's own answer, one decision, and
+    who decides (LangChain does not know): ``Command(resume={"decisions": [{"type":
+    "approve"}], "by": "alice"})``; a ``reject`` may carry a ``message``, the reason."""
+
+    decisions: list[
+        Annotated[ApproveDecision | EditDecision | RejectDecision, Field(discriminator="type")]
+    ] = Field(min_length=1, max_length=1)
+    by: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _decided(resume: Resume) -> Decision:
+    decision = resume.decisions[0]
+    if decision["type"] == "approve":
+        return Decision(True, resume.by)
+    if decision["type"] == "reject":
+        return Decision(False, resume.by, decision.get("message"))
+    return _approve_edited(resume.by, decision["edited_action"])
+
+
+RESUME = Annotated[Resume, AfterValidator(_decided)]
+
+
+def _approve_edited(by: str, edited_action: Action) -> Decision:
+    """An ``edit`` decision: the grant binds to the edited arguments, and the waiting call
+    is answered with the edited call's result. Refused until the runtime approves edits;
+    then this returns a grant of ``edited_action["args"]`` (for ``rt.approve(approval_id,
+    by=by, arguments=...)``) and ``DECISIONS`` offers ``edit``."""
+    raise ValueError(
+        "an edit decision cannot be applied yet: approve or reject the call as the model made it"
+    )
 
 
 class DarMiddleware(AgentMiddleware):
@@ -174,13 +325,16 @@ class DarMiddleware(AgentMiddleware):
         if early is not None:
             return handler(request) if early is PASS else early
         name, args, cid = self._call(request)
-        token = invoking(lambda: _recorded(handler(request)))
-        try:
-            with blocking_one_tool_call_at_a_time():
-                result = rt.call(name, args, correlation_id=cid)
-        finally:
-            done_invoking(token)
-        return _message(request, result)
+
+        def once() -> Result:
+            token = invoking(lambda: _recorded(handler(request)))
+            try:
+                with blocking_one_tool_call_at_a_time():
+                    return rt.call(name, args, correlation_id=cid)
+            finally:
+                done_invoking(token)
+
+        return _message(request, reviewed(rt, name, args, once))
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Reply]]
@@ -189,16 +343,20 @@ class DarMiddleware(AgentMiddleware):
         if early is not None:
             return await handler(request) if early is PASS else early
         name, args, cid = self._call(request)
-        token = invoking(_forward(self.rt, request, handler))
-        try:
-            async with one_tool_call_at_a_time():
-                if isinstance(self.rt, AsyncRuntime):
-                    result = await self.rt.call(name, args, correlation_id=cid)
-                else:  # a sync runtime blocks: in a thread, so the turn's other calls go on
-                    result = await asyncio.to_thread(self.rt.call, name, args, correlation_id=cid)
-        finally:
-            done_invoking(token)
-        return _message(request, result)
+        rt = self.rt
+
+        async def once() -> Result:
+            token = invoking(_forward(rt, request, handler))
+            try:
+                async with one_tool_call_at_a_time():
+                    if isinstance(rt, AsyncRuntime):
+                        return await rt.call(name, args, correlation_id=cid)
+                    # A sync runtime blocks: in a thread, so the turn's other calls go on.
+                    return await asyncio.to_thread(rt.call, name, args, correlation_id=cid)
+            finally:
+                done_invoking(token)
+
+        return _message(request, await areviewed(rt, name, args, once))
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
@@ -247,7 +405,7 @@ class DarMiddleware(AgentMiddleware):
             return PASS if known else None
         if (tool.metadata or {}).get(MARK):
             return PASS
-        made = stand_in(self.rt, tool.name, self.effects)
+        made = stand_in(self.rt, tool.name, self.effects, lambda: signature_of(tool))
         if isinstance(made, str):
             return ToolMessage(
                 made, tool_call_id=request.tool_call["id"], name=tool.name, status="error"
@@ -291,13 +449,84 @@ def _recorded(reply: Reply) -> Any:
 
 
 def _message(request: ToolCallRequest, result: Result) -> ToolMessage:
+    """The model reads the agent tool's own content (recorded as it was, so a cached call
+    reads the same); a refusal or failure as dar words it."""
     reply = result.for_model()
+    own = result.ok and isinstance(result.output, (str, list))
     return ToolMessage(
-        reply.text,
+        result.output if own else reply.text,
         tool_call_id=request.tool_call["id"],
         name=request.tool_call["name"],
         status="error" if reply.is_error else "success",
     )
+
+
+# --- the agent's own tools' arguments ---------------------------------------------------------
+
+
+def signature_of(tool: BaseTool) -> Signature | None:
+    """The agent tool's arguments as dar validates an owned tool's (strictly, as JSON,
+    before the rules): its ``args_schema`` as the model is shown it (``tool_call_schema``:
+    without injected arguments), a pydantic model or a JSON Schema."""
+    schema = tool.tool_call_schema
+    if isinstance(schema, dict):
+        return SchemaSignature("", _ANY_OBJECT, {}, None, schema)
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return None  # a pydantic v1 model: LangChain checks it when the tool runs
+    strict = create_model(schema.__name__, __base__=schema)
+    strict.model_config["strict"] = True
+    strict.model_rebuild(force=True)
+    names = {field.alias or n: n for n, field in strict.model_fields.items()}
+    return Signature("", strict, names, None)
+
+
+_ANY_OBJECT = create_model("arguments", __config__=ConfigDict(extra="allow"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SchemaSignature(Signature):
+    """A JSON Schema's arguments: the types, required members, properties and items."""
+
+    json_schema: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
+        arguments: dict[str, Any] = json.loads(canonical)
+        problems = _misfits(arguments, self.json_schema, ())
+        if problems:
+            raise ArgumentError(problems)
+        return arguments
+
+
+_IS = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+def _misfits(value: Any, schema: Any, where: tuple[Any, ...]) -> list[str]:
+    if not isinstance(schema, dict):
+        return []
+    kinds = schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds or []
+    if kinds and not any(_IS.get(k, lambda v: True)(value) for k in kinds):
+        return [f"{json_path(where)}: expected {' or '.join(kinds)}, got {json_type(value)}"]
+    problems: list[str] = []
+    if isinstance(value, dict):
+        for name in schema.get("required", []):
+            if name not in value:
+                problems.append(f"{json_path((*where, name))}: required, missing")
+        for name, member in (schema.get("properties") or {}).items():
+            if name in value:
+                problems += _misfits(value[name], member, (*where, name))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += _misfits(item, schema.get("items"), (*where, i))
+    return problems
 
 
 # --- durable model calls ---------------------------------------------------------------------
