@@ -10,7 +10,9 @@ Two texts are near-duplicates only when all of these hold:
 - the same time words (weekdays, months, today/tomorrow, hoy/mañana, ...);
 - the same outcome words (issued, denied, delayed, emitido, rechazado, ...), compared as
   concepts so that "issued" and "we have issued" agree;
-- both negated or neither ("not", "no", "never", "sin", "nunca", ...).
+- both negated or neither ("not", "no", "never", "sin", "nunca", ...);
+- they are not one sentence with one slot filled differently ("confirm your email" and
+  "confirm your phone number"), which no threshold on a static embedding tells apart.
 
 Every rule errs towards "distinct": a pair the rules cannot prove equal goes through, because
 a wrong hold blocks a legitimate message while a missed duplicate only repeats one.
