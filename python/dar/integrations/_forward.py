@@ -22,6 +22,7 @@ from dar.effects import Effect
 from dar.errors import ConfigurationError
 from dar.rules import Deny, Rule
 from dar.runtime.base import RuntimeBase
+from dar.signature import Signature
 from dar.tools import Tool
 
 #: The framework's own invocation of the call in flight: what the stand-in tool runs.
@@ -86,9 +87,12 @@ def is_stand_in(tool: Tool[Any]) -> bool:
     return isinstance(tool.handler, Forward)
 
 
-def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[Any] | str:
+def stand_in(
+    rt: RuntimeBase, name: str, effects: Mapping[str, Effect], signature: Signature | None = None
+) -> Tool[Any] | str:
     """The dar tool standing for the framework's tool ``name``, registered on first use; or,
-    when a dar tool of that name exists already, the refusal the model reads instead."""
+    when a dar tool of that name exists already, the refusal the model reads instead.
+    ``signature``: what judges its arguments before the rules (by default anything goes)."""
     with _registering:  # framework threads may meet the same new name at once
         tool = next((t for t in rt.tools if t.name == name), None)
         if tool is not None:
@@ -96,6 +100,8 @@ def stand_in(rt: RuntimeBase, name: str, effects: Mapping[str, Effect]) -> Tool[
                 return tool
             return refusal(f"a dar tool named {name!r} is already registered in the runtime")
         tool = Tool(name=name, handler=Forward(name), effect=effect_for(name, effects))
+        if signature is not None:
+            tool.__dict__["signature"] = signature  # as `tool()` sets it: a cached property
         try:
             rt.add_tool(tool)
         except ConfigurationError:
