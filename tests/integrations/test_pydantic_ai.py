@@ -702,10 +702,21 @@ def test_missing_sdk_names_the_extra() -> None:
     assert "pip install pydantic-ai-slim " in said and "its [pydantic-ai] extra" in said
 
 
-def test_example_runs() -> None:
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("pydantic_ai_loop.py", "Refused by the rule courier_serves_zone"),
+        (
+            "pydantic_ai_approval.py",
+            "Results: {'tracking': 'T-ORD-1'} | ORD-2 can wait for the van",
+        ),
+    ],
+)
+def test_example_runs(name: str, told: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    example = ROOT / "examples" / "integrations" / "pydantic_ai_loop.py"
+    example = ROOT / "examples" / "integrations" / name
     done = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+    assert told in done.stdout
