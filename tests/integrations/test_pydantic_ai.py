@@ -375,6 +375,11 @@ def test_approval_is_the_sdks_deferred_approval_and_runs_the_approved_call_once(
         shipped = "{'courier': 'express', 'order_id': 'A', 'tracking': 'T-A'}"  # as recorded
         assert done.output == f"success: {shipped}"
         assert ran == {"ship A express": 1} and results.answered_by == {"c1": "alice"}
+        # The resume retried as it was: answered from the record, not run again.
+        retried = agent.run_sync(
+            message_history=asked.all_messages(), deferred_tool_results=results
+        )
+        assert retried.output == done.output and ran == {"ship A express": 1}
         (used,) = rt.approvals("used")
         assert (used.approval_id, used.decided_by) == (waiting.approval_id, "alice")
 
@@ -417,19 +422,25 @@ def test_denial_reaches_the_model_and_binds_the_same_call_later(tmp_path: Path) 
     assert not ran
 
 
-def test_deciding_needs_who_and_refuses_an_edit_for_now(tmp_path: Path) -> None:
+def test_deciding_needs_who_refuses_an_edit_for_now_and_cannot_be_skipped(tmp_path: Path) -> None:
     ran: Counter[str] = Counter()
     express = call("ship_order", {"order_id": "D", "courier": "express"}, 1)
     with Runtime(
         f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[express_needs_a_person]
     ) as rt:
-        requests = pending(approving_agent(rt, express).run_sync("ship D"))
+        agent = approving_agent(rt, express)
+        asked = agent.run_sync("ship D")
+        requests = pending(asked)
         with pytest.raises(dar.ConfigurationError, match=r"say who decided the call c1"):
             decide(rt, requests, {"c1": True})
         edit = ToolApproved(override_args={"order_id": "D", "courier": "fast"})
         with pytest.raises(dar.ConfigurationError, match=r"override_args"):
             decide(rt, requests, {"c1": edit}, by="alice")
         assert [a.status for a in rt.approvals()] == ["pending"]  # nothing was recorded
+        # Approved in Pydantic AI alone, the call still waits for dar's grant: nothing runs.
+        bare = requests.build_results(approve_all=True)
+        again = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=bare)
+        assert pending(again).metadata["c1"] == requests.metadata["c1"]
         assert not ran
 
 
