@@ -9,7 +9,6 @@ database, as a restarted process would replay it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -35,13 +34,14 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.toolsets import AbstractToolset, ToolsetTool
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset, ToolsetTool
 from pydantic_core import SchemaValidator, core_schema
 
 import dar
-from dar import AsyncRuntime, Deny, Effect, Runtime, rule, tool
+from dar import AsyncRuntime, Deny, Effect, NeedsApproval, Runtime, rule, tool
 from dar.demo.scripted_model import Turn
-from dar.integrations.pydantic_ai import DarToolset, durable
+from dar.integrations.pydantic_ai import APPROVAL_ID, DarToolset, adecide, decide, durable
 from dar.records import RunResult
 from tests.support import durable_loops as loops
 from tests.support.shop import missing_sdk_error
@@ -112,14 +112,14 @@ def by_call_id(parts: list[Any]) -> dict[str, Any]:
 
 def check_told(told: list[Any]) -> None:
     answers = by_call_id(told)
-    assert json.loads(answers["c1"].content)["tracking"] == "T-A"
+    assert answers["c1"].content["tracking"] == "T-A"  # the dict, as without dar
     assert answers["c2"].content == answers["c1"].content
     refused = answers["c3"]
     assert isinstance(refused, ToolReturnPart) and refused.outcome == "failed"
     assert "Refused by the rule courier_serves_zone" in str(refused.content)
     assert "slowpoke does not serve this zone" in str(refused.content)
     assert answers["c4"].outcome == "failed" and "$.order_id" in answers["c4"].content
-    assert answers["c5"].content == '"noted"'
+    assert answers["c5"].content == "noted"  # not quoted again
     unknown = answers["c6"]  # Pydantic AI answers an unknown name itself; it never reaches dar
     assert unknown.outcome == "retried" and "Unknown tool name" in unknown.content
 
@@ -267,6 +267,7 @@ MCP_TURN = [
     call("ship_parcel", {"order_id": "B", "courier": "slowpoke"}, 3),
     call("wipe_inventory", {"warehouse": "north"}, 4),  # not in the effect map: irreversible
     call("echo", {"text": "hi"}, 5),
+    call("ship_parcel", {"order_id": 7, "courier": "fast"}, 6),  # misfits the server's schema
 ]
 
 
@@ -300,18 +301,219 @@ def test_wrapped_mcp_toolset(tmp_path: Path, kind: str) -> None:
     assert calls_file.read_text().splitlines() == ["ship_parcel A fast"]
     for told in script.told:
         answers = by_call_id(told)
-        assert answers["c1"].content == answers["c2"].content == '"shipped A with fast"'
+        assert answers["c1"].content == answers["c2"].content == "shipped A with fast"
         assert "Refused by the rule courier_serves_zone" in answers["c3"].content
         wipe = answers["c4"]
         assert wipe.outcome == "failed" and "irreversible but no rule applies" in wipe.content
-        assert answers["c5"].content == '"hi"'
+        assert answers["c5"].content == "hi"
+        assert answers["c6"].outcome == "failed" and answers["c6"].content.startswith(
+            "Refused: invalid arguments: $.order_id: expected string, got integer. "
+        )
     assert len(script.told) == 2
     statuses = Counter((e.tool_name, e.status) for e in events)
     assert statuses[("ship_parcel", "executed")] == 1
+    misfits = {e.rejection_reason for e in events if e.input == {"order_id": 7, "courier": "fast"}}
+    assert misfits == {"invalid arguments: $.order_id: expected string, got integer"}
     assert statuses[("echo", "executed")] == 2  # a read runs every time, and is logged
     # Refused and logged, with the rule that fails closed for an undeclared effect.
     wiped = [(e.status, e.rule_name) for e in events if e.tool_name == "wipe_inventory"]
     assert wiped and set(wiped) == {("rejected", "dar:undeclared:wipe_inventory")}
+
+
+# --- a rule's approval as Pydantic AI's own deferred approval ---------------------------------
+
+
+@rule(applies_to="ship_order")
+def express_needs_a_person(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    return NeedsApproval("express costs extra") if inp["courier"] == "express" else True
+
+
+def asking_once(*calls: ToolCallPart) -> Callable[[list[ModelMessage], AgentInfo], ModelResponse]:
+    """A model that makes ``calls`` when asked first and then reads back what it was told."""
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1]
+        assert isinstance(last, ModelRequest)
+        told = [p for p in last.parts if isinstance(p, ToolReturnPart)]
+        if not told:
+            return ModelResponse(parts=list(calls))
+        return ModelResponse(
+            parts=[TextPart(" | ".join(f"{p.outcome}: {p.content}" for p in told))]
+        )
+
+    return model
+
+
+def approving_agent(rt: Runtime | AsyncRuntime, *calls: ToolCallPart) -> Agent[None, Any]:
+    output: Any = [str, DeferredToolRequests]
+    return Agent(FunctionModel(asking_once(*calls)), output_type=output, toolsets=[DarToolset(rt)])
+
+
+def pending(result: Any) -> DeferredToolRequests:
+    assert isinstance(result.output, DeferredToolRequests), result.output
+    return result.output
+
+
+def test_approval_is_the_sdks_deferred_approval_and_runs_the_approved_call_once(
+    tmp_path: Path,
+) -> None:
+    ran: Counter[str] = Counter()
+    express = call("ship_order", {"order_id": "A", "courier": "express"}, 1)
+    with Runtime(
+        f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[express_needs_a_person]
+    ) as rt:
+        agent = approving_agent(rt, express)
+        asked = agent.run_sync("ship A by express", conversation_id="conv-hitl")
+        requests = pending(asked)
+        (waiting,) = rt.approvals("pending")
+        assert [c.tool_call_id for c in requests.approvals] == ["c1"] and not ran
+        assert requests.metadata["c1"][APPROVAL_ID] == waiting.approval_id
+        assert "express costs extra" in requests.metadata["c1"]["reason"]
+
+        results = decide(rt, requests, {"c1": True}, by="alice")
+        done = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=results)
+        shipped = "{'courier': 'express', 'order_id': 'A', 'tracking': 'T-A'}"  # as recorded
+        assert done.output == f"success: {shipped}"
+        assert ran == {"ship A express": 1} and results.answered_by == {"c1": "alice"}
+        # The resume retried as it was: answered from the record, not run again.
+        retried = agent.run_sync(
+            message_history=asked.all_messages(), deferred_tool_results=results
+        )
+        assert retried.output == done.output and ran == {"ship A express": 1}
+        (used,) = rt.approvals("used")
+        assert (used.approval_id, used.decided_by) == (waiting.approval_id, "alice")
+
+        # The same conversation again, with other arguments: the grant does not cover them.
+        other = call("ship_order", {"order_id": "B", "courier": "express"}, 1)
+        again = approving_agent(rt, other).run_sync("ship B", conversation_id="conv-hitl")
+        assert pending(again).metadata["c1"][APPROVAL_ID] != waiting.approval_id
+        assert ran == {"ship A express": 1}
+        statuses = [e.status for e in rt.events(correlation_id="conv-hitl")]
+        assert statuses.count("approved") == 1 and statuses.count("executed") == 1
+
+
+def test_denial_reaches_the_model_and_binds_the_same_call_later(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    express = call("ship_order", {"order_id": "C", "courier": "express"}, 1)
+
+    async def main() -> None:
+        async with AsyncRuntime(
+            f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[express_needs_a_person]
+        ) as rt:
+            agent = approving_agent(rt, express)
+            asked = await agent.run("ship C by express", conversation_id="conv-deny")
+            said = DeferredToolResults(
+                approvals={"c1": ToolDenied("express is for urgent orders")},
+                answered_by={"c1": "bob"},
+            )
+            results = await adecide(rt, pending(asked), said)
+            done = await agent.run(
+                message_history=asked.all_messages(), deferred_tool_results=results
+            )
+            assert done.output == "denied: express is for urgent orders"
+            (denied,) = await rt.approvals("denied")
+            assert (denied.decided_by, denied.note) == ("bob", "express is for urgent orders")
+            # Asked again, the same call is refused by dar with the same reason.
+            retried = await approving_agent(rt, express).run("again", conversation_id="conv-deny")
+            assert retried.output.startswith("failed: Refused by the rule express_needs_a_person")
+            assert "denied by bob: express is for urgent orders" in retried.output
+
+    asyncio.run(main())
+    assert not ran
+
+
+def test_deciding_needs_who_refuses_an_edit_for_now_and_cannot_be_skipped(tmp_path: Path) -> None:
+    ran: Counter[str] = Counter()
+    express = call("ship_order", {"order_id": "D", "courier": "express"}, 1)
+    with Runtime(
+        f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[express_needs_a_person]
+    ) as rt:
+        agent = approving_agent(rt, express)
+        asked = agent.run_sync("ship D")
+        requests = pending(asked)
+        with pytest.raises(dar.ConfigurationError, match=r"say who decided the call c1"):
+            decide(rt, requests, {"c1": True})
+        edit = ToolApproved(override_args={"order_id": "D", "courier": "fast"})
+        with pytest.raises(dar.ConfigurationError, match=r"override_args"):
+            decide(rt, requests, {"c1": edit}, by="alice")
+        assert [a.status for a in rt.approvals()] == ["pending"]  # nothing was recorded
+        # Approved in Pydantic AI alone, the call still waits for dar's grant: nothing runs.
+        bare = requests.build_results(approve_all=True)
+        again = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=bare)
+        assert pending(again).metadata["c1"] == requests.metadata["c1"]
+        assert not ran
+
+
+# --- a wrapped toolset's arguments and results -------------------------------------------------
+
+
+@rule(applies_to="refund")
+def small_refunds_only(inp: dict[str, Any], ctx: dar.RuleContext) -> Any:
+    return Deny("over 100") if inp["amount"] > 100 else True  # a str amount would crash here
+
+
+def refund(order_id: str, amount: float) -> str:
+    """Refund part of an order."""
+    return f"refunded {amount} on {order_id}"
+
+
+def test_wrapped_tool_arguments_are_judged_by_its_schema_before_the_rules(tmp_path: Path) -> None:
+    """The model reads the same refusal as for an owned tool of the same signature."""
+    lots = call("refund", {"order_id": "A", "amount": "lots"}, 1)
+    told: dict[str, str] = {}
+    for kind in ("owned", "wrapped"):
+        with Runtime(f"sqlite:///{tmp_path}/{kind}.db", rules=[small_refunds_only]) as rt:
+            if kind == "owned":
+                rt.add_tool(tool(effect=Effect.MUTATE_EXTERNAL)(refund))
+                toolset = DarToolset(rt)
+            else:
+                wrapped = FunctionToolset([refund])
+                toolset = DarToolset(rt, wrap=wrapped, effects={"refund": "mutate-external"})
+            told[kind] = (
+                Agent(FunctionModel(asking_once(lots)), toolsets=[toolset])
+                .run_sync("refund", conversation_id="conv-lots")
+                .output
+            )
+            (refused,) = [e for e in rt.events() if e.tool_name == "refund"]
+            assert refused.status == "rejected" and refused.rule_name is None
+            assert (
+                refused.rejection_reason
+                == "invalid arguments: $.amount: expected number, got string"
+            )
+    assert told["wrapped"] == told["owned"]
+    assert told["owned"].startswith("failed: Refused: invalid arguments: $.amount: expected number")
+
+
+def test_wrapped_tool_results_reach_the_model_as_without_dar(tmp_path: Path) -> None:
+    def quote(order_id: str) -> dict[str, Any]:
+        """Price an order."""
+        return {"order_id": order_id, "total": 12.5, "lines": [1, 2]}
+
+    def greet(name: str) -> str:
+        """Greet someone."""
+        return f"hello {name}"
+
+    def count(word: str) -> int:
+        """Count a word's letters."""
+        return len(word)
+
+    turn = [
+        call("quote", {"order_id": "A"}, 1),
+        call("greet", {"name": "Ana"}, 2),
+        call("count", {"word": "four"}, 3),
+    ]
+    told: dict[str, dict[str, Any]] = {}
+    with Runtime(f"sqlite:///{tmp_path}/a.db") as rt:
+        for kind in ("bare", "dar"):
+            script = Script(turn)
+            toolset: AbstractToolset[Any] = FunctionToolset([quote, greet, count])
+            if kind == "dar":
+                toolset = DarToolset(rt, wrap=toolset, effects={"*": "read"})
+            Agent(FunctionModel(script), toolsets=[toolset]).run_sync("go")
+            told[kind] = {p.tool_call_id: p.content for p in script.told[0]}
+    assert told["dar"] == told["bare"]
+    assert told["dar"]["c1"] == {"order_id": "A", "total": 12.5, "lines": [1, 2]}
+    assert told["dar"]["c2"] == "hello Ana" and told["dar"]["c3"] == 4
 
 
 # --- durable runs: the model journaled, suspension through the tool loop ----------------------
@@ -511,10 +713,21 @@ def test_missing_sdk_names_the_extra() -> None:
     assert "pip install pydantic-ai-slim " in said and "its [pydantic-ai] extra" in said
 
 
-def test_example_runs() -> None:
+@pytest.mark.parametrize(
+    ("name", "told"),
+    [
+        ("pydantic_ai_loop.py", "Refused by the rule courier_serves_zone"),
+        (
+            "pydantic_ai_approval.py",
+            "Results: {'tracking': 'T-ORD-1'} | ORD-2 can wait for the van",
+        ),
+    ],
+)
+def test_example_runs(name: str, told: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    example = ROOT / "examples" / "integrations" / "pydantic_ai_loop.py"
+    example = ROOT / "examples" / "integrations" / name
     done = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
+    assert told in done.stdout

@@ -6,8 +6,19 @@ included): each of its tools is registered in ``rt`` as a stand-in whose handler
 wrapped toolset's call, so rules, idempotency and the log apply to tools dar does not own.
 
 dar validates the arguments itself, so a wrong-typed argument is a logged refusal rather
-than a retry prompt the run may run out of. A refusal or failure reaches the model as a
-failed tool result (``ToolFailed``): the run goes on and no retry budget is spent.
+than a retry prompt the run may run out of; a wrapped tool's arguments are judged by the
+schema the model was shown for it (its validator, then its JSON Schema), before the rules.
+A refusal or failure reaches the model as a failed tool result (``ToolFailed``): the run
+goes on and no retry budget is spent. A result reaches it as the JSON value dar recorded (a
+dict stays a dict, a str is not quoted again), as Pydantic AI sends a tool's own return.
+
+A rule's ``NeedsApproval`` is Pydantic AI's own deferred approval: the call raises
+``ApprovalRequired`` with the dar approval id in its metadata, so the run ends with
+``DeferredToolRequests`` (the agent's output type must allow it, as for
+``requires_approval=True``). `decide` records the person's ``DeferredToolResults`` in dar
+(an approval is a single-use grant bound to the exact arguments, a denial is logged with its
+message, both with who decided) and returns them for the next run, which runs the approved
+call once; the model reads a denial's message.
 
 ``durable(model)`` journals the agent's model requests in a durable run (``rt.start``): a
 resumed run gets each recorded ``ModelResponse`` back, rebuilt by Pydantic AI's own message
@@ -17,30 +28,36 @@ that waits for a person raises `RunSuspended` out of ``call_tool``: Pydantic AI 
 turn's calls as asyncio tasks and re-raises a task's ``BaseException`` as it is (no
 exception group; the turn's other calls are cancelled, and a call queued behind it raises
 it too, without running), so it ends ``agent.run`` and reaches ``rt.start``, which answers
-``suspended``.
+``suspended``. So inside a durable run a call waiting for a person suspends the run (decide
+it with ``rt.approve`` and ``rt.resume``): the journal, not the message history, holds the
+run. Outside a run it is Pydantic AI's deferred approval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncGenerator, Callable
+import json
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from dar.integrations import require
 
 require("pydantic_ai", "pydantic-ai", "pydantic-ai-slim")
 
-from pydantic import TypeAdapter  # noqa: E402
+from pydantic import TypeAdapter, ValidationError  # noqa: E402
 from pydantic_ai import RunContext, ToolDefinition  # noqa: E402
-from pydantic_ai.exceptions import ToolFailed  # noqa: E402
+from pydantic_ai.exceptions import ApprovalRequired, ToolFailed  # noqa: E402
 from pydantic_ai.messages import (  # noqa: E402
     ModelMessage,
     ModelMessagesTypeAdapter,
     ModelResponse,
     ModelResponseStreamEvent,
+    ToolCallPart,
 )
 from pydantic_ai.models import (  # noqa: E402
     CompletedStreamedResponse,
@@ -50,9 +67,17 @@ from pydantic_ai.models import (  # noqa: E402
 )
 from pydantic_ai.models.wrapper import WrapperModel  # noqa: E402
 from pydantic_ai.settings import ModelSettings  # noqa: E402
+from pydantic_ai.tools import (  # noqa: E402
+    DeferredToolRequests,
+    DeferredToolResults,
+    ToolApproved,
+    ToolDenied,
+)
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset  # noqa: E402
 from pydantic_core import SchemaValidator, core_schema  # noqa: E402
 
+from dar.effects import Status  # noqa: E402
+from dar.errors import ConfigurationError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
     in_run,
     jsonable,
@@ -62,6 +87,7 @@ from dar.integrations._durable_frameworks import (  # noqa: E402
 )
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
+    Forward,
     correlation,
     done_invoking,
     effects_of,
@@ -72,9 +98,20 @@ from dar.integrations._forward import (  # noqa: E402
 from dar.records import Result  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
+from dar.signature import (  # noqa: E402
+    ArgumentError,
+    Signature,
+    json_path,
+    json_type,
+    problem,
+    read_signature,
+)
 from dar.tools import Tool  # noqa: E402
 
-__all__ = ["DarToolset", "DurableModel", "durable"]
+__all__ = ["APPROVAL_ID", "DarToolset", "DurableModel", "adecide", "decide", "durable"]
+
+#: The key of a deferred call's metadata that holds the dar approval it waits for.
+APPROVAL_ID = "dar_approval_id"
 
 #: Any JSON object passes the framework: dar's own validation logs what does not fit.
 ANY_ARGUMENTS = SchemaValidator(core_schema.dict_schema(core_schema.str_schema()))
@@ -153,17 +190,23 @@ class DarToolset(WrapperToolset[Any]):
     ) -> Any:
         cid = correlation(self.correlation_id, ctx.conversation_id or ctx.run_id)
         if self.wrapping:
-            registered = stand_in(self.rt, name, self.effects)
+            registered = stand_in(self.rt, name, self.effects, lambda: FRAMEWORK_ARGUMENTS)
             if isinstance(registered, str):
                 raise ToolFailed(registered)
-            run = self._forward(name, tool_args, ctx, tool)
-            token = invoking(run)
+            original = tool.original if isinstance(tool, LooseTool) else tool
+            token = invoking(self._forward(name, tool_args, ctx, original))
+            judging = _judge.set(_judge_of(original, ctx))
             try:
                 result = await self._call(name, tool_args, cid)
             finally:
+                _judge.reset(judging)
                 done_invoking(token)
         else:
             result = await self._call(name, tool_args, cid)
+        if result.status is Status.AWAITING_APPROVAL:
+            raise ApprovalRequired({APPROVAL_ID: result.approval_id, "reason": result.reason})
+        if result.ok and result.output_json is not None:
+            return json.loads(result.output_json)
         reply = result.for_model()
         if reply.is_error:
             raise ToolFailed(reply.text)
@@ -177,12 +220,11 @@ class DarToolset(WrapperToolset[Any]):
             return await asyncio.to_thread(self.rt.call, name, args, correlation_id=cid)
 
     def _forward(
-        self, name: str, args: dict[str, Any], ctx: Ctx, tool: ToolsetTool[Any]
+        self, name: str, args: dict[str, Any], ctx: Ctx, original: ToolsetTool[Any]
     ) -> Callable[[], Any]:
         """The wrapped toolset's call, as the stand-in tool runs it: a coroutine on an
         AsyncRuntime; on a sync runtime (whose handler runs in a worker thread) a blocking
         call that runs the coroutine on the agent's event loop."""
-        original = tool.original if isinstance(tool, LooseTool) else tool
 
         async def call() -> Any:
             # The wrapped tool's own validation (it may build models from the JSON); inside
@@ -228,6 +270,176 @@ def _loose(tool: ToolsetTool[Any]) -> LooseTool:
         max_retries=tool.max_retries,
         args_validator=ANY_ARGUMENTS,
         original=tool,
+    )
+
+
+# --- a wrapped tool's arguments, judged by its own schema before the rules ------------------
+
+#: Why the arguments of the wrapped tool in flight do not fit its schema (none: they fit).
+_judge: ContextVar[Callable[[str], list[str]] | None] = ContextVar("dar_judge", default=None)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameworkArguments(Signature):
+    """A stand-in's signature: the framework tool's schema judges the call in flight, so a
+    misfit is refused (``invalid arguments: $.amount: expected number, got string``) and
+    logged before any rule reads it, as an owned tool's is."""
+
+    def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
+        judge = _judge.get()
+        problems = judge(canonical) if judge is not None else []
+        if problems:
+            raise ArgumentError(problems)
+        return super().validate(canonical, coerce=coerce)
+
+
+def _framework_arguments() -> FrameworkArguments:
+    base = read_signature(Forward("wrapped"), "wrapped", coerce=False)
+    return FrameworkArguments(base.description, base.model, base.names, base.returns)
+
+
+FRAMEWORK_ARGUMENTS = _framework_arguments()
+
+
+def _judge_of(tool: ToolsetTool[Any], ctx: Ctx) -> Callable[[str], list[str]]:
+    """The tool's own validator (strictly, as dar validates its own tools: ``"3"`` is no
+    number), then its JSON Schema (an MCP tool's validator takes any object)."""
+
+    def judge(canonical: str) -> list[str]:
+        try:
+            tool.args_validator.validate_json(
+                canonical, strict=True, context=ctx.validation_context
+            )
+        except ValidationError as exc:
+            return [problem(e) for e in exc.errors(include_url=False)]
+        schema = tool.tool_def.parameters_json_schema
+        return schema_misfits(json.dumps(schema, sort_keys=True), json.loads(canonical))
+
+    return judge
+
+
+def schema_misfits(schema: str, value: Any) -> list[str]:
+    """Each way ``value`` does not fit the JSON Schema text ``schema``, worded as dar words
+    an owned tool's (``$.amount: expected number, got string``)."""
+    return [_misfit(e) for e in _schema_validator(schema).iter_errors(value)]
+
+
+@lru_cache(maxsize=256)
+def _schema_validator(schema: str) -> Any:
+    """The schema compiled once; ``$ref``s resolve only within it."""
+    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from referencing import Registry
+
+    parsed = json.loads(schema)
+    return validator_for(parsed)(parsed, registry=Registry())
+
+
+def _misfit(error: Any) -> str:
+    where = json_path(tuple(error.absolute_path))
+    expected = error.validator_value
+    if error.validator == "type":
+        named = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}: expected {named}, got {json_type(error.instance)}"
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = next(name for name in expected if name not in error.instance)
+        return f"{json_path((*error.absolute_path, missing))}: required, missing"
+    message: str = error.message
+    return f"{where}: {message[:1].lower()}{message[1:]}"
+
+
+# --- a person's decisions on deferred approvals, recorded in dar ------------------------------
+
+Decisions = DeferredToolResults | Mapping[str, bool | ToolApproved | ToolDenied]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One person's decision on one dar approval: ``approve`` with the keyword arguments
+    of ``rt.approve`` beyond who (``edit``), or deny with ``reason``."""
+
+    approval_id: str
+    by: str
+    approve: bool
+    reason: str | None = None
+    edit: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(
+    rt: Runtime, requests: DeferredToolRequests, decisions: Decisions, *, by: str | None = None
+) -> DeferredToolResults:
+    """Record in dar what a person decided on a run's ``DeferredToolRequests`` and return the
+    ``DeferredToolResults`` to resume the run with: ``agent.run_sync(message_history=...,
+    deferred_tool_results=decide(rt, requests, {"c1": True}, by="alice"))``.
+
+    ``decisions`` is Pydantic AI's own ``DeferredToolResults`` or the ``approvals`` mapping
+    of one (``True``, ``False``, ``ToolApproved()``, ``ToolDenied("why")`` by tool call
+    id). Who decided is ``answered_by[tool_call_id]``, else ``by``. An approval becomes a
+    dar grant for that exact call, used once; a denial is logged with its message, which
+    the model reads. Approvals dar did not ask for pass through as they are."""
+    results, planned = _plan(requests, decisions, by)
+    for d in planned:
+        if d.approve:
+            rt.approve(d.approval_id, by=d.by, **d.edit)
+        else:
+            rt.deny(d.approval_id, by=d.by, reason=d.reason)
+    return results
+
+
+async def adecide(
+    rt: AsyncRuntime,
+    requests: DeferredToolRequests,
+    decisions: Decisions,
+    *,
+    by: str | None = None,
+) -> DeferredToolResults:
+    """`decide` on an `AsyncRuntime`."""
+    results, planned = _plan(requests, decisions, by)
+    for d in planned:
+        if d.approve:
+            await rt.approve(d.approval_id, by=d.by, **d.edit)
+        else:
+            await rt.deny(d.approval_id, by=d.by, reason=d.reason)
+    return results
+
+
+def _plan(
+    requests: DeferredToolRequests, decisions: Decisions, by: str | None
+) -> tuple[DeferredToolResults, list[Decision]]:
+    """The decisions on dar's approvals, each checked before any is recorded, and the
+    results with who answered each call."""
+    if not isinstance(decisions, DeferredToolResults):
+        decisions = requests.build_results(approvals=decisions)
+    answered = dict(decisions.answered_by)
+    verdicts = decisions.to_tool_call_results()
+    planned: list[Decision] = []
+    for call in requests.approvals:
+        verdict = verdicts.get(call.tool_call_id)
+        approval_id = requests.metadata.get(call.tool_call_id, {}).get(APPROVAL_ID)
+        if approval_id is None or not isinstance(verdict, (ToolApproved, ToolDenied)):
+            continue  # not dar's to record, or left undecided
+        who = answered.get(call.tool_call_id) or by
+        if not who:
+            raise ConfigurationError(
+                f"say who decided the call {call.tool_call_id} ({call.tool_name}): "
+                "decide(..., by='alice') or answered_by"
+            )
+        answered[call.tool_call_id] = who
+        if isinstance(verdict, ToolDenied):
+            planned.append(Decision(approval_id, who, False, reason=verdict.message))
+        else:
+            edit = {} if verdict.override_args is None else edited(call, verdict.override_args)
+            planned.append(Decision(approval_id, who, True, edit=edit))
+    return replace(decisions, answered_by=answered), planned
+
+
+def edited(call: ToolCallPart, override_args: dict[str, Any]) -> dict[str, Any]:
+    """Where Pydantic AI's edit (``ToolApproved(override_args=...)``) becomes a dar grant:
+    the keyword arguments ``rt.approve`` takes to bind the grant to the edited arguments,
+    ``{"arguments": override_args}``. Refused until the runtime approves edits."""
+    raise ConfigurationError(
+        f"the call {call.tool_call_id} ({call.tool_name}) was approved with other arguments "
+        "(ToolApproved(override_args=...)); dar cannot approve an edited call yet: approve "
+        "it as the model made it, or deny it with ToolDenied('why')"
     )
 
 
