@@ -101,11 +101,12 @@ from dar.integrations._forward import (  # noqa: E402
     is_stand_in,
     stand_in,
 )
+from dar.integrations._schema import misfits  # noqa: E402
 from dar.records import Result  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
 from dar.runtime.journal import journaled, running  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
-from dar.signature import ArgumentError, Signature, json_path, json_type  # noqa: E402
+from dar.signature import ArgumentError, Signature  # noqa: E402
 from dar.tools import Tool  # noqa: E402
 
 __all__ = ["DarMiddleware", "DurableChatModel", "durable", "tools"]
@@ -485,48 +486,16 @@ _ANY_OBJECT = create_model("arguments", __config__=ConfigDict(extra="allow"))
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SchemaSignature(Signature):
-    """A JSON Schema's arguments: the types, required members, properties and items."""
+    """A JSON Schema's arguments, checked by `dar.integrations._schema`."""
 
     json_schema: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
         arguments: dict[str, Any] = json.loads(canonical)
-        problems = _misfits(arguments, self.json_schema, ())
+        problems = misfits(self.json_schema, arguments)
         if problems:
             raise ArgumentError(problems)
         return arguments
-
-
-_IS = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-}
-
-
-def _misfits(value: Any, schema: Any, where: tuple[Any, ...]) -> list[str]:
-    if not isinstance(schema, dict):
-        return []
-    kinds = schema.get("type")
-    kinds = [kinds] if isinstance(kinds, str) else kinds or []
-    if kinds and not any(_IS.get(k, lambda v: True)(value) for k in kinds):
-        return [f"{json_path(where)}: expected {' or '.join(kinds)}, got {json_type(value)}"]
-    problems: list[str] = []
-    if isinstance(value, dict):
-        for name in schema.get("required", []):
-            if name not in value:
-                problems.append(f"{json_path((*where, name))}: required, missing")
-        for name, member in (schema.get("properties") or {}).items():
-            if name in value:
-                problems += _misfits(value[name], member, (*where, name))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            problems += _misfits(item, schema.get("items"), (*where, i))
-    return problems
 
 
 # --- durable model calls ---------------------------------------------------------------------

@@ -42,7 +42,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 from dar.integrations import require
@@ -95,14 +94,13 @@ from dar.integrations._forward import (  # noqa: E402
     is_stand_in,
     stand_in,
 )
+from dar.integrations._schema import misfits  # noqa: E402
 from dar.records import Result  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
 from dar.signature import (  # noqa: E402
     ArgumentError,
     Signature,
-    json_path,
-    json_type,
     problem,
     read_signature,
 )
@@ -313,38 +311,9 @@ def _judge_of(tool: ToolsetTool[Any], ctx: Ctx) -> Callable[[str], list[str]]:
         except ValidationError as exc:
             return [problem(e) for e in exc.errors(include_url=False)]
         schema = tool.tool_def.parameters_json_schema
-        return schema_misfits(json.dumps(schema, sort_keys=True), json.loads(canonical))
+        return misfits(schema, json.loads(canonical))
 
     return judge
-
-
-def schema_misfits(schema: str, value: Any) -> list[str]:
-    """Each way ``value`` does not fit the JSON Schema text ``schema``, worded as dar words
-    an owned tool's (``$.amount: expected number, got string``)."""
-    return [_misfit(e) for e in _schema_validator(schema).iter_errors(value)]
-
-
-@lru_cache(maxsize=256)
-def _schema_validator(schema: str) -> Any:
-    """The schema compiled once; ``$ref``s resolve only within it."""
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
-    from referencing import Registry
-
-    parsed = json.loads(schema)
-    return validator_for(parsed)(parsed, registry=Registry())
-
-
-def _misfit(error: Any) -> str:
-    where = json_path(tuple(error.absolute_path))
-    expected = error.validator_value
-    if error.validator == "type":
-        named = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"{where}: expected {named}, got {json_type(error.instance)}"
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = next(name for name in expected if name not in error.instance)
-        return f"{json_path((*error.absolute_path, missing))}: required, missing"
-    message: str = error.message
-    return f"{where}: {message[:1].lower()}{message[1:]}"
 
 
 # --- a person's decisions on deferred approvals, recorded in dar ------------------------------
