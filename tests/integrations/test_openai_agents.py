@@ -443,15 +443,20 @@ def test_reject_in_the_sdk_tells_the_model_who_refused_and_why(tmp_path: Path) -
 
     async def main(server: ModelServer) -> None:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
-        async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
-            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
-            with dar.session(CONVERSATION):
+        with dar.session(CONVERSATION):
+            async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
+                agent = agent_for(client, openai_agents.function_tools(rt), "chat")
                 result = await agents.Runner.run(agent, "order caviar")
-                state = result.to_state()
-                item = interrupted_on_the_caviar(result)
+                interrupted_on_the_caviar(result)
+                saved = result.to_state().to_string()
+            # The person decides later, in another process: a runtime and an agent of its own.
+            async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
+                agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+                state = await agents.RunState.from_string(agent, saved)
+                (item,) = state.get_interruptions()
                 await openai_agents.reject(rt, state, item, by="bob", reason=BUDGET)
                 resumed = await agents.Runner.run(agent, state)
-            assert resumed.final_output == loops.APPROVED
+        assert resumed.final_output == loops.APPROVED
         await client.close()
 
     with ModelServer(loops.APPROVAL) as server:
@@ -498,3 +503,17 @@ def test_arguments_that_are_not_json_stop_the_run_and_dar_refuses_them_once_appr
             assert rt.approvals() == [] and not shop.ran
     (told,) = tool_results(server, "chat")
     assert told.startswith("Refused: at $") and "invalid JSON" in told
+
+
+def test_approval_example_runs(tmp_path: Path) -> None:
+    db = tmp_path / "example.db"
+    tea = ToolCall("place_order", '{"item": "tea", "quantity": 2}')
+    with ModelServer([[tea, loops.CAVIAR], loops.APPROVED]) as server:
+        env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "test"}
+        done = run_example("openai_agents_approval.py", env, db, stdin="y\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(loops.APPROVED + "\n")
+    assert done.stdout.count("supplier: ordering 1 x caviar") == 1
+    with Runtime(f"sqlite:///{db}") as rt:
+        (used,) = rt.approvals("used")
+    assert used.decided_by == "manager" and used.reason == "caviar needs a manager"
