@@ -19,6 +19,7 @@ import pytest
 import dar
 from dar import AsyncRuntime, Runtime
 from dar.demo.scripted_model import ModelServer, ToolCall
+from dar.errors import ConfigurationError
 from dar.integrations import openai_agents
 from dar.records import RunResult
 from tests.support import durable_loops as loops
@@ -395,9 +396,19 @@ def interrupted_on_the_caviar(result: Any) -> Any:
     return item
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+async def run(agent: agents.Agent[Any], given: Any, streamed: bool) -> Any:
+    """``Runner.run``, or ``Runner.run_streamed`` with its events drained."""
+    if not streamed:
+        return await agents.Runner.run(agent, given)
+    result = agents.Runner.run_streamed(agent, given)
+    async for _ in result.stream_events():
+        pass
+    return result
+
+
+@pytest.mark.parametrize(("kind", "streamed"), [("async", False), ("sync", False), ("async", True)])
 def test_approve_in_the_sdk_runs_the_call_once_and_other_arguments_ask_again(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, streamed: bool
 ) -> None:
     shop, db = loops.make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
 
@@ -406,18 +417,18 @@ def test_approve_in_the_sdk_runs_the_call_once_and_other_arguments_ask_again(
         async with shop_runtime(kind, db, shop) as rt:
             tools = openai_agents.function_tools(rt, correlation_id=CONVERSATION)
             agent = agent_for(client, tools, "chat")
-            result = await agents.Runner.run(agent, "order caviar")
+            result = await run(agent, "order caviar", streamed)
             item = interrupted_on_the_caviar(result)
             assert shop.ran == loops.RAN_APPROVED - Counter({"order 1 caviar": 1})
             state = result.to_state()
             grant = await settled(openai_agents.approve(rt, state, item, by="alice"))
             assert grant.decided_by == "alice" and grant.reason == loops.WAITS
-            resumed = await agents.Runner.run(agent, state)
+            resumed = await run(agent, state, streamed)
             assert resumed.final_output == loops.APPROVED and not resumed.interruptions
             assert shop.ran == loops.RAN_APPROVED  # the caviar once, on the grant
             # The same conversation again: the caviar answers from the record, twice as
             # much caviar is a new request (the grant was for one, and it is used).
-            again = await agents.Runner.run(agent, "order caviar")
+            again = await run(agent, "order caviar", streamed)
             (asked,) = again.interruptions
             assert asked.arguments == CAVIAR_TWICE.arguments
             assert shop.ran == loops.RAN_APPROVED
@@ -445,13 +456,13 @@ def test_reject_in_the_sdk_tells_the_model_who_refused_and_why(tmp_path: Path) -
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
         with dar.session(CONVERSATION):
             async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
-                agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+                agent = agent_for(client, openai_agents.function_tools(rt), "responses")
                 result = await agents.Runner.run(agent, "order caviar")
                 interrupted_on_the_caviar(result)
                 saved = result.to_state().to_string()
             # The person decides later, in another process: a runtime and an agent of its own.
             async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
-                agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+                agent = agent_for(client, openai_agents.function_tools(rt), "responses")
                 state = await agents.RunState.from_string(agent, saved)
                 (item,) = state.get_interruptions()
                 await openai_agents.reject(rt, state, item, by="bob", reason=BUDGET)
@@ -462,7 +473,7 @@ def test_reject_in_the_sdk_tells_the_model_who_refused_and_why(tmp_path: Path) -
     with ModelServer(loops.APPROVAL) as server:
         asyncio.run(main(server))
     assert shop.ran == loops.RAN_APPROVED - Counter({"order 1 caviar": 1})
-    told = [t for t in tool_results(server, "chat") if BUDGET in t]
+    told = [t for t in tool_results(server, "responses") if BUDGET in t]
     assert told and told[0].startswith(
         f"Refused by the rule orders_checked: denied by bob: {BUDGET}. Nothing was done."
     )
@@ -517,3 +528,28 @@ def test_approval_example_runs(tmp_path: Path) -> None:
     with Runtime(f"sqlite:///{db}") as rt:
         (used,) = rt.approvals("used")
     assert used.decided_by == "manager" and used.reason == "caviar needs a manager"
+
+
+def test_approve_does_not_guess_between_two_sessions_waiting_for_the_same_call(
+    tmp_path: Path,
+) -> None:
+    @dar.tool(effect=dar.Effect.MUTATE_EXTERNAL, scope="session", approval=True)
+    def place_order(item: str, quantity: int) -> str:
+        """Order goods from the supplier.
+
+        Args:
+            item: What to order.
+            quantity: How many units.
+        """
+        return "placed"
+
+    with ModelServer([[loops.CAVIAR]]) as server:  # the model asks for it every time
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with Runtime(f"sqlite:///{tmp_path / 'a.db'}", tools=[place_order]) as rt:
+            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+            for session in ("conv-1", "conv-2"):  # the same call, under a key of each session
+                with dar.session(session):
+                    result = agents.Runner.run_sync(agent, "order caviar")
+            with pytest.raises(ConfigurationError, match="2 pending requests are for this very"):
+                openai_agents.approve(rt, result.to_state(), result.interruptions[0], by="alice")
+            assert len(rt.approvals("pending")) == 2

@@ -288,7 +288,7 @@ def _pending_request(
     """dar's pending request for the call the SDK stopped at: its tool and input hash."""
     tool = next((t for t in rt.tools if t.name == item.name), None)
     digest = None if tool is None else input_digest(tool, item.arguments)
-    found = [a for a in pending if a.tool_name == item.name and a.input_hash == digest]
+    found = [a for a in pending if (a.tool_name, a.input_hash) == (item.name, digest)]
     if digest is None or not found:
         return None
     if len(found) > 1:
