@@ -4,6 +4,10 @@ openai client, against the local model server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import json
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +18,14 @@ import pytest
 
 import dar
 from dar import AsyncRuntime, Runtime
-from dar.demo.scripted_model import ModelServer
+from dar.demo.scripted_model import ModelServer, ToolCall
+from dar.errors import ConfigurationError
 from dar.integrations import openai_agents
 from dar.records import RunResult
 from tests.support import durable_loops as loops
 from tests.support.shop import (
     ANSWER,
+    BROKEN,
     CONVERSATION,
     UNKNOWN,
     calls_per_run,
@@ -137,6 +143,20 @@ def test_function_tools_describe_the_runtime_tools(tmp_path: Path) -> None:
     assert made.description == "Order goods from the supplier."
     assert made.strict_json_schema is True
     assert made.params_json_schema == rt.tool_schemas("openai-responses")[0]["parameters"]
+    assert made.needs_approval is False  # its one rule answers Allow | Deny: it never asks
+
+
+def test_only_a_tool_a_rule_may_send_to_a_person_stops_the_sdk(tmp_path: Path) -> None:
+    shop = loops.make_shop()  # its rule of place_order may answer NeedsApproval
+
+    @dar.rule(applies_to="get_price")
+    def undeclared(inp: dict[str, Any], ctx: Any):  # type: ignore[no-untyped-def]
+        return True
+
+    for rules, asking in [(shop.rules, {"place_order"}), ([undeclared], {"get_price"})]:
+        with Runtime(f"sqlite:///{tmp_path / 'a.db'}", tools=shop.tools, rules=rules) as rt:
+            made = openai_agents.function_tools(rt)
+        assert {t.name for t in made if callable(t.needs_approval)} == asking
 
 
 def test_missing_sdk_names_the_extra() -> None:
@@ -340,3 +360,196 @@ def test_durable_model_outside_a_run_is_the_model(tmp_path: Path) -> None:
                 assert result.final_output == ANSWER
             assert rt.runs() == [] and not rt.events(status="run_step")
     check_conversation(server, db, shop, "chat")
+
+
+# --- a person decides, in the SDK's own way ----------------------------------------------------
+
+CAVIAR_TWICE = ToolCall("place_order", '{"item": "caviar", "quantity": 2}')
+#: The tea runs, the caviar waits for a person, the coffee runs; once the caviar is decided
+#: the model answers. The same conversation again: the caviar once more, and twice as much.
+ASKED: list[Any] = [*loops.APPROVAL, [loops.CAVIAR, CAVIAR_TWICE], loops.APPROVED]
+BUDGET = "caviar is over budget"
+
+
+@contextlib.asynccontextmanager
+async def shop_runtime(kind: str, db: str, shop: loops.Shop) -> AsyncIterator[Any]:
+    if kind == "async":
+        async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as art:
+            yield art
+    else:
+        with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
+            yield rt
+
+
+async def settled(value: Any) -> Any:
+    """A helper's answer: awaited on an `AsyncRuntime`, as is on a `Runtime`."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def interrupted_on_the_caviar(result: Any) -> Any:
+    """The run stopped at the SDK's own interruption: the caviar, and only it."""
+    (item,) = result.interruptions
+    assert result.final_output is None
+    assert item.name == "place_order" and json.loads(item.arguments) == json.loads(
+        loops.CAVIAR.arguments
+    )
+    return item
+
+
+async def run(agent: agents.Agent[Any], given: Any, streamed: bool) -> Any:
+    """``Runner.run``, or ``Runner.run_streamed`` with its events drained."""
+    if not streamed:
+        return await agents.Runner.run(agent, given)
+    result = agents.Runner.run_streamed(agent, given)
+    async for _ in result.stream_events():
+        pass
+    return result
+
+
+@pytest.mark.parametrize(("kind", "streamed"), [("async", False), ("sync", False), ("async", True)])
+def test_approve_in_the_sdk_runs_the_call_once_and_other_arguments_ask_again(
+    tmp_path: Path, kind: str, streamed: bool
+) -> None:
+    shop, db = loops.make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
+
+    async def main(server: ModelServer) -> None:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        async with shop_runtime(kind, db, shop) as rt:
+            tools = openai_agents.function_tools(rt, correlation_id=CONVERSATION)
+            agent = agent_for(client, tools, "chat")
+            result = await run(agent, "order caviar", streamed)
+            item = interrupted_on_the_caviar(result)
+            assert shop.ran == loops.RAN_APPROVED - Counter({"order 1 caviar": 1})
+            state = result.to_state()
+            grant = await settled(openai_agents.approve(rt, state, item, by="alice"))
+            assert grant.decided_by == "alice" and grant.reason == loops.WAITS
+            resumed = await run(agent, state, streamed)
+            assert resumed.final_output == loops.APPROVED and not resumed.interruptions
+            assert shop.ran == loops.RAN_APPROVED  # the caviar once, on the grant
+            # The same conversation again: the caviar answers from the record, twice as
+            # much caviar is a new request (the grant was for one, and it is used).
+            again = await run(agent, "order caviar", streamed)
+            (asked,) = again.interruptions
+            assert asked.arguments == CAVIAR_TWICE.arguments
+            assert shop.ran == loops.RAN_APPROVED
+            (pending,) = await settled(rt.approvals("pending"))
+            assert pending.approval_id != grant.approval_id
+        await client.close()
+
+    with ModelServer(ASKED) as server:
+        asyncio.run(main(server))
+        assert len(server.requests) == 4
+    with Runtime(db) as rt:
+        log = rt.events(correlation_id=CONVERSATION, tool="place_order")
+    (asked_for,) = {e.input_hash for e in log if e.input == json.loads(loops.CAVIAR.arguments)}
+    caviar = [e for e in log if e.input_hash == asked_for]
+    assert [e.status for e in caviar] == [
+        "approval_requested", "approved", "approval_used", "started", "executed", "cached",
+    ]  # fmt: skip
+    assert "approved by alice" in (caviar[1].rejection_reason or "")
+
+
+def test_reject_in_the_sdk_tells_the_model_who_refused_and_why(tmp_path: Path) -> None:
+    shop, db = loops.make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
+
+    async def main(server: ModelServer) -> None:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with dar.session(CONVERSATION):
+            async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
+                agent = agent_for(client, openai_agents.function_tools(rt), "responses")
+                result = await agents.Runner.run(agent, "order caviar")
+                interrupted_on_the_caviar(result)
+                saved = result.to_state().to_string()
+            # The person decides later, in another process: a runtime and an agent of its own.
+            async with AsyncRuntime(db, tools=shop.tools, rules=shop.rules) as rt:
+                agent = agent_for(client, openai_agents.function_tools(rt), "responses")
+                state = await agents.RunState.from_string(agent, saved)
+                (item,) = state.get_interruptions()
+                await openai_agents.reject(rt, state, item, by="bob", reason=BUDGET)
+                resumed = await agents.Runner.run(agent, state)
+        assert resumed.final_output == loops.APPROVED
+        await client.close()
+
+    with ModelServer(loops.APPROVAL) as server:
+        asyncio.run(main(server))
+    assert shop.ran == loops.RAN_APPROVED - Counter({"order 1 caviar": 1})
+    told = [t for t in tool_results(server, "responses") if BUDGET in t]
+    assert told and told[0].startswith(
+        f"Refused by the rule orders_checked: denied by bob: {BUDGET}. Nothing was done."
+    )
+    with Runtime(db) as rt:
+        (denied,) = rt.events(correlation_id=CONVERSATION, status="denied")
+        assert rt.approvals("denied")[0].decided_by == "bob"
+    assert denied.rejection_reason is not None and "denied by bob" in denied.rejection_reason
+
+
+def test_the_sdk_approval_alone_runs_nothing(tmp_path: Path) -> None:
+    shop, db = loops.make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
+    with ModelServer(loops.APPROVAL) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
+            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+            result = agents.Runner.run_sync(agent, "order caviar")
+            state = result.to_state()
+            state.approve(interrupted_on_the_caviar(result))  # no grant in dar
+            agents.Runner.run_sync(agent, state)
+            assert len(rt.approvals("pending")) == 1
+    assert shop.ran == loops.RAN_APPROVED - Counter({"order 1 caviar": 1})
+    assert any(t.startswith("Waiting for a person") for t in tool_results(server, "chat"))
+
+
+def test_arguments_that_are_not_json_stop_the_run_and_dar_refuses_them_once_approved(
+    tmp_path: Path,
+) -> None:
+    shop, db = loops.make_shop(), f"sqlite:///{tmp_path / 'agent.db'}"
+    with ModelServer([[BROKEN], loops.APPROVED]) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with Runtime(db, tools=shop.tools, rules=shop.rules) as rt:
+            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+            result = agents.Runner.run_sync(agent, "order caviar")
+            (item,) = result.interruptions  # the SDK's own: it cannot read the arguments
+            state = result.to_state()
+            assert openai_agents.approve(rt, state, item, by="alice") is None
+            assert agents.Runner.run_sync(agent, state).final_output == loops.APPROVED
+            assert rt.approvals() == [] and not shop.ran
+    (told,) = tool_results(server, "chat")
+    assert told.startswith("Refused: at $") and "invalid JSON" in told
+
+
+def test_approval_example_runs(tmp_path: Path) -> None:
+    db = tmp_path / "example.db"
+    tea = ToolCall("place_order", '{"item": "tea", "quantity": 2}')
+    with ModelServer([[tea, loops.CAVIAR], loops.APPROVED]) as server:
+        env = {"OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "test"}
+        done = run_example("openai_agents_approval.py", env, db, stdin="y\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(loops.APPROVED + "\n")
+    assert done.stdout.count("supplier: ordering 1 x caviar") == 1
+    with Runtime(f"sqlite:///{db}") as rt:
+        (used,) = rt.approvals("used")
+    assert used.decided_by == "manager" and used.reason == "caviar needs a manager"
+
+
+def test_approve_does_not_guess_between_two_sessions_waiting_for_the_same_call(
+    tmp_path: Path,
+) -> None:
+    @dar.tool(effect=dar.Effect.MUTATE_EXTERNAL, scope="session", approval=True)
+    def place_order(item: str, quantity: int) -> str:
+        """Order goods from the supplier.
+
+        Args:
+            item: What to order.
+            quantity: How many units.
+        """
+        return "placed"
+
+    with ModelServer([[loops.CAVIAR]]) as server:  # the model asks for it every time
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        with Runtime(f"sqlite:///{tmp_path / 'a.db'}", tools=[place_order]) as rt:
+            agent = agent_for(client, openai_agents.function_tools(rt), "chat")
+            for session in ("conv-1", "conv-2"):  # the same call, under a key of each session
+                with dar.session(session):
+                    result = agents.Runner.run_sync(agent, "order caviar")
+            with pytest.raises(ConfigurationError, match="2 pending requests are for this very"):
+                openai_agents.approve(rt, result.to_state(), result.interruptions[0], by="alice")
+            assert len(rt.approvals("pending")) == 2

@@ -126,8 +126,11 @@ def check_refusal_seen(tool_results: list[str]) -> None:
     assert refused[0].startswith("Refused by the rule at_most_ten")
 
 
-def run_example(name: str, env: dict[str, str], db: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``examples/integrations/<name>`` as a user would, against the model server."""
+def run_example(
+    name: str, env: dict[str, str], db: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/integrations/<name>`` as a user would, against the model server
+    (``stdin``: what the user types)."""
     full = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "python"),
@@ -137,6 +140,7 @@ def run_example(name: str, env: dict[str, str], db: Path) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / "integrations" / name)],
         env=full,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,19 +18,37 @@ from a tool and re-raises anything else from its tool tasks (cancelling the turn
 calls; a call queued behind it raises it too, without running), so it ends ``Runner.run``
 (or ``stream_events()`` of ``Runner.run_streamed``) and reaches ``rt.start``, which answers
 ``suspended``.
+
+A person decides in the SDK's own way. A tool whose calls a rule may send to a person
+(`NeedsApproval`, or ``tool(approval=True)``) gets the SDK's ``needs_approval``, which makes
+the call through ``rt.call``: a call that waits for a person runs nothing and interrupts the
+run (``result.interruptions``); any other call is answered there, once, and the tool returns
+that answer when the SDK invokes it. ``approve(rt, state, item, by=...)`` and
+``reject(rt, state, item, by=..., reason=...)`` decide the call in dar (the grant is bound
+to those arguments and single use, and the log says who) and in the SDK's ``RunState``; the
+resumed run makes the call again, so it runs on the grant, once. The SDK's own
+``state.approve(item)`` alone runs nothing: the call still waits for dar's grant. Inside a
+durable run the call suspends the run instead, as above.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import typing
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, overload
 
 from dar.context import current_session
+from dar.core.decide import input_digest
+from dar.effects import Status
+from dar.errors import ConfigurationError
 from dar.integrations import require
-from dar.records import Result
+from dar.records import Approval, Result
+from dar.rules import NeedsApproval
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
+from dar.tools import Tool as DarTool
 
 _agents = require("agents", "openai-agents", "openai-agents")
 
@@ -44,7 +62,9 @@ from agents import (  # noqa: E402
     ModelResponse,
     ModelSettings,
     ModelTracing,
+    RunState,
     Tool,
+    ToolApprovalItem,
 )
 from agents.items import TResponseInputItem, TResponseStreamEvent  # noqa: E402
 from agents.usage import deserialize_usage, serialize_usage  # noqa: E402
@@ -66,17 +86,42 @@ def function_tools(rt: Runtime | AsyncRuntime, *, correlation_id: str | None = N
     """One ``agents.FunctionTool`` per registered tool, for ``Agent(tools=...)``.
 
     A call's correlation id is ``correlation_id``, else the ``dar.session()`` around the
-    run, else the run's ``RunConfig.group_id`` (the SDK's conversation id for traces).
+    run, else the run's ``RunConfig.group_id`` (the SDK's conversation id for traces). The
+    SDK does not show the group id to ``needs_approval``, where a call of a tool that may
+    wait for a person is made: such a tool's calls take only the first two. Whether a tool
+    may wait for a person is read from the rules in force now (see `_may_ask`).
     """
-    return [_function_tool(rt, s, correlation_id) for s in rt.tool_schemas("openai-responses")]
+    schemas = rt.tool_schemas("openai-responses")
+    return [
+        _function_tool(rt, schema, correlation_id, _may_ask(rt, tool))
+        for tool, schema in zip(rt.tools, schemas, strict=True)
+    ]
 
 
-def _function_tool(rt: Runtime | AsyncRuntime, schema: dict[str, Any], given: str | None) -> Any:
+def _function_tool(
+    rt: Runtime | AsyncRuntime, schema: dict[str, Any], given: str | None, asks: bool
+) -> Any:
     name: str = schema["name"]
+    # Calls that needs_approval made and that wait for no one, by the SDK's call id: their
+    # answer, and the arguments it was for.
+    answered: dict[str, tuple[str, Result]] = {}
+
+    async def needs_approval(ctx: Any, params: dict[str, Any], call_id: str) -> bool:
+        if in_run():
+            return False  # a durable run suspends instead, from the tool (see the module)
+        result = await _call(rt, name, params, _correlation(ctx, given))
+        if result.status is Status.AWAITING_APPROVAL:
+            return True
+        answered[call_id] = (_same(params), result)
+        return False
 
     async def invoke(ctx: Any, arguments: str) -> str:
+        made = answered.pop(ctx.tool_call_id, None)
+        if made is not None and made[0] == _same(_parsed(arguments)):
+            return made[1].for_model().text
+        run = None if asks else ctx  # as needs_approval, which is not shown the group id
         async with one_tool_call_at_a_time():
-            result = await _call(rt, name, arguments, _correlation(ctx, given))
+            result = await _call(rt, name, arguments, _correlation(run, given))
         return result.for_model().text
 
     return _agents.FunctionTool(
@@ -87,11 +132,44 @@ def _function_tool(rt: Runtime | AsyncRuntime, schema: dict[str, Any], given: st
         # Strict only where the schema already fits it, as the runtime describes it; the
         # SDK would otherwise rewrite it and the model would be told a different schema.
         strict_json_schema=schema["strict"],
+        # The SDK also stops for a person on arguments that are not a JSON object, before
+        # asking this: so only a tool that may wait for one has it.
+        needs_approval=needs_approval if asks else False,
     )
 
 
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return None
+
+
+def _same(value: Any) -> str:
+    """Arguments as the SDK parsed them, to tell the call needs_approval answered from
+    another one the model made under the same call id."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _may_ask(rt: Runtime | AsyncRuntime, tool: DarTool[Any]) -> bool:
+    """Whether a call of ``tool`` may wait for a person: ``tool(approval=True)``, or a rule
+    in force for it whose check may answer `NeedsApproval` by its return annotation (a
+    check that declares none, or one that cannot be read, may)."""
+    return tool.approval or any(
+        _may_answer_approval(r.check) for r in rt.rules if r.applies(tool.name, tool.effect)
+    )
+
+
+def _may_answer_approval(check: Callable[..., Any]) -> bool:
+    try:
+        declared = typing.get_type_hints(check).get("return", Any)
+    except Exception:  # an annotation naming what its module does not have
+        return True
+    return declared is Any or NeedsApproval in (typing.get_args(declared) or (declared,))
+
+
 async def _call(
-    rt: Runtime | AsyncRuntime, name: str, arguments: str, correlation_id: str | None
+    rt: Runtime | AsyncRuntime, name: str, arguments: Any, correlation_id: str | None
 ) -> Result:
     if isinstance(rt, AsyncRuntime):
         return await rt.call(name, arguments, correlation_id=correlation_id)
@@ -107,6 +185,119 @@ def _correlation(ctx: Any, given: str | None) -> str | None:
         return session
     group_id = getattr(getattr(ctx, "run_config", None), "group_id", None)
     return group_id if isinstance(group_id, str) and group_id else None
+
+
+# --- a person's decision, in dar and in the SDK's RunState ---------------------------------
+
+
+@overload
+def approve(
+    rt: Runtime, state: RunState[Any], item: ToolApprovalItem, *, by: str, note: str | None = None
+) -> Approval | None: ...
+@overload
+def approve(
+    rt: AsyncRuntime,
+    state: RunState[Any],
+    item: ToolApprovalItem,
+    *,
+    by: str,
+    note: str | None = None,
+) -> Coroutine[Any, Any, Approval | None]: ...
+def approve(
+    rt: Runtime | AsyncRuntime,
+    state: RunState[Any],
+    item: ToolApprovalItem,
+    *,
+    by: str,
+    note: str | None = None,
+) -> Any:
+    """``state.approve(item)``, with dar's grant for exactly that call, approved by ``by``:
+    the run resumed from ``state`` runs it, once. Returns the grant (to await on an
+    `AsyncRuntime`), or None when dar has no request for the call (the SDK stopped for a
+    person by itself, on arguments that are not a JSON object): dar judges it when the run
+    resumes, as any call."""
+    return _decide(
+        rt, item, lambda approval_id: rt.approve(approval_id, by=by, note=note),
+        lambda _decided: state.approve(item),
+    )  # fmt: skip
+
+
+@overload
+def reject(
+    rt: Runtime, state: RunState[Any], item: ToolApprovalItem, *, by: str, reason: str | None = None
+) -> Approval | None: ...
+@overload
+def reject(
+    rt: AsyncRuntime,
+    state: RunState[Any],
+    item: ToolApprovalItem,
+    *,
+    by: str,
+    reason: str | None = None,
+) -> Coroutine[Any, Any, Approval | None]: ...
+def reject(
+    rt: Runtime | AsyncRuntime,
+    state: RunState[Any],
+    item: ToolApprovalItem,
+    *,
+    by: str,
+    reason: str | None = None,
+) -> Any:
+    """``state.reject(item)``, with dar's denial of exactly that call by ``by``: nothing
+    runs, and the resumed run tells the model, in dar's words, who refused it and why.
+    Returns the decision as `approve` does."""
+
+    def tell(decided: Approval | None) -> None:
+        said = f"denied by {by}" + (f": {reason}" if reason else "")
+        rule = None if decided is None else decided.rule_name
+        refused = Result(Status.REJECTED, reason=said, rule=rule)
+        state.reject(item, rejection_message=refused.for_model().text)
+
+    return _decide(rt, item, lambda approval_id: rt.deny(approval_id, by=by, reason=reason), tell)
+
+
+def _decide(
+    rt: Runtime | AsyncRuntime,
+    item: ToolApprovalItem,
+    decide: Callable[[str], Any],
+    tell: Callable[[Approval | None], None],
+) -> Any:
+    """Decide dar's pending request for ``item`` (``decide(approval_id)``: the runtime's
+    approve or deny), then tell the SDK's state (``tell``): a coroutine on an
+    `AsyncRuntime`. When dar refuses to decide (decided by someone else meanwhile), the
+    SDK's state is left as it was."""
+    if isinstance(rt, AsyncRuntime):
+        art = rt
+
+        async def decided_async() -> Approval | None:
+            request = _pending_request(art, item, await art.approvals("pending"))
+            done: Approval | None = None if request is None else await decide(request.approval_id)
+            tell(done)
+            return done
+
+        return decided_async()
+    request = _pending_request(rt, item, rt.approvals("pending"))
+    done: Approval | None = None if request is None else decide(request.approval_id)
+    tell(done)
+    return done
+
+
+def _pending_request(
+    rt: Runtime | AsyncRuntime, item: ToolApprovalItem, pending: list[Approval]
+) -> Approval | None:
+    """dar's pending request for the call the SDK stopped at: its tool and input hash."""
+    tool = next((t for t in rt.tools if t.name == item.name), None)
+    digest = None if tool is None else input_digest(tool, item.arguments)
+    found = [a for a in pending if (a.tool_name, a.input_hash) == (item.name, digest)]
+    if digest is None or not found:
+        return None
+    if len(found) > 1:
+        raise ConfigurationError(
+            f"{len(found)} pending requests are for this very {item.name} call, under other "
+            f"keys ({', '.join(a.approval_id for a in found)}): decide one with "
+            "rt.approve(approval_id, by=...) and state.approve(item)"
+        )
+    return found[0]
 
 
 # --- durable model calls -------------------------------------------------------------------
