@@ -73,6 +73,7 @@ def test_a_read_has_no_key(make_runtime: MakeRuntime) -> None:
     look = tool(name="look", effect=Effect.READ)(note)
     rt = make_runtime(tools=[look])
     done = rt.call("look", {"n": 1})
+    assert done.event_id is not None  # a read's one row is its call's first
     assert the_call() == CallInfo(None, done.event_id, None, 1, "look")
 
 
