@@ -131,6 +131,33 @@ def test_a_saga_step_sees_its_own_key(make_runtime: MakeRuntime) -> None:
     assert step.key is not None and step.key != plain.key
 
 
+class Died(BaseException):
+    """The worker dies here (no outcome recorded by the caller)."""
+
+
+def test_saga_recovery_asks_reconcile_with_the_steps_call(
+    make_runtime: MakeRuntime, clock: Clock
+) -> None:
+    def reconcile(inp: dict[str, Any]) -> Reconciled:
+        seen.append(dar.current_call())
+        return Reconciled(executed=True, output=inp["n"])
+
+    undo = tool(name="undo", effect=Effect.MUTATE_EXTERNAL)(lambda n: n)
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, compensate=undo, reconcile=reconcile, lease=60)
+    def ship(n: int) -> int:
+        seen.append(dar.current_call())
+        raise Died
+
+    worker = make_runtime(tools=[ship], clock=clock)
+    with pytest.raises(Died), worker.saga("s-1", correlation_id="trip") as saga:
+        saga.call("ship", {"n": 1})
+    clock.advance(400)
+    assert worker.recover_sagas() == ["s-1"]
+    ran, asked = seen
+    assert ran is not None and asked == ran and ran.correlation_id == "trip"
+
+
 def test_another_database_sends_another_key(tmp_path: Path) -> None:
     charge = tool(name="charge", effect=Effect.MUTATE_EXTERNAL)(note)
     for name in ("staging.db", "production.db"):

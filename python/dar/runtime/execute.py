@@ -378,9 +378,7 @@ async def acall_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str,
     plain function runs in a thread of its own (on the loop it would block every other
     call, and could not be stopped there either), left to finish when it overruns."""
     started = time.perf_counter()
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 -- an object with an async __call__
-    ):
+    if inspect.iscoroutinefunction(fn):
         return await within(acall_user(fn, (), kwargs), timeout, started)
     loop = asyncio.get_running_loop()
     work: asyncio.Future[Outcome] = loop.create_future()
