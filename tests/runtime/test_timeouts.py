@@ -5,6 +5,7 @@ handler's thread runs on, and its late outcome is never recorded."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import math
 import threading
@@ -18,6 +19,7 @@ from dar import (
     ConfigurationError,
     Effect,
     Reconciled,
+    Runtime,
     Status,
     Tool,
     tool,
@@ -157,22 +159,54 @@ def test_a_saga_step_that_times_out_waits_for_an_operator(make_runtime: MakeRunt
     assert "step 1 (slow) may or may not have happened" in (record.error or "")
 
 
-def test_cancelling_a_call_with_a_timeout_is_recorded(store_url: str) -> None:
-    """The caller's own cancellation, before the tool's timeout, is a cancellation."""
+@pytest.mark.parametrize("handler", ["async", "sync"])
+def test_cancelling_a_call_with_a_timeout_is_recorded(store_url: str, handler: str) -> None:
+    """The caller's own cancellation, before the tool's timeout, is a cancellation: a
+    coroutine stops, so a `mutate-local` key is released; a thread runs on, so it is not."""
     slow = Slow()
-    slow_tool = slow.tool(Effect.MUTATE_EXTERNAL, "async", timeout=5)
+    slow_tool = slow.tool(Effect.MUTATE_LOCAL, handler, timeout=5)
 
     async def main() -> None:
         async with AsyncRuntime(store_url, tools=[slow_tool]) as art:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(art.call("slow", {"n": 1}), 0.2)
             [row] = await art.events(status="cancelled")
-            assert "CancelledError" in (row.rejection_reason or "")
             claim = await art._run(GetClaim(row.idempotency_key or ""))
-            assert claim is not None and claim.state == "indeterminate"
+            assert claim is not None and row.rejection_reason is not None
+            if handler == "async":
+                assert row.rejection_reason == "cancelled while running: CancelledError"
+                assert claim.state == "released"
+            else:
+                assert row.rejection_reason.endswith("(the handler's thread runs on)")
+                assert claim.state == "indeterminate"
 
     asyncio.run(main())
-    assert slow.runs == 1 and not slow.ended.is_set()
+    slow.release.set()
+    assert slow.runs == 1
+    assert slow.ended.wait(5) if handler == "sync" else not slow.ended.is_set()
+
+
+def test_ctrl_c_while_a_thread_runs_keeps_the_key(store_url: str) -> None:
+    """Ctrl-C while a blocking runtime waits for a sync handler's thread: the call is
+    logged cancelled, and a `mutate-local` key stays held, as the thread runs on."""
+    slow = Slow()
+
+    @tool(name="slow", effect=Effect.MUTATE_LOCAL, timeout=5)
+    def interrupts(n: int) -> int:
+        _thread.interrupt_main()  # Ctrl-C, delivered to the waiting main thread
+        slow.release.wait(0.5)
+        slow.ended.set()
+        return n
+
+    with Runtime(store_url, tools=[interrupts]) as rt:
+        with pytest.raises(KeyboardInterrupt):
+            rt.call("slow", {"n": 1})
+        [row] = rt.events(status="cancelled")
+        claim = rt.store.get_claim(GetClaim(row.idempotency_key or ""))
+        assert claim is not None and claim.state == "indeterminate"
+        slow.release.set()
+        assert slow.ended.wait(5)
+        assert rt.call("slow", {"n": 1}).status == Status.INDETERMINATE  # not run again
 
 
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, "5", True])

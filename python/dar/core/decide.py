@@ -842,13 +842,16 @@ def timed_out(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
 
 def cancelled(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
     """The handler was interrupted: say so in the log at once. A ``read``/``mutate-local``
-    key is released (running it again is safe); an external effect may have happened, so
-    its key is ``indeterminate`` now, for reconcile or an operator, not after the lease."""
+    key is released (running it again is safe) unless the handler's thread runs on; an
+    external effect may have happened, so its key is ``indeterminate`` now, for reconcile
+    or an operator, not after the lease."""
     tool = call.tool
     now = call.spec.clock()
     reason = f"cancelled while running: {type(outcome.interrupt).__name__}"
+    if outcome.still_running:
+        reason += " (the handler's thread runs on)"
     ev = outcome_row(call, EventKind.CANCELLED, outcome, attempt, now, rejection_reason=reason)
-    safe = tool.effect.blind_retry_safe
+    safe = tool.effect.blind_retry_safe and not outcome.still_running
     state = ClaimState.RELEASED if safe else ClaimState.INDETERMINATE
     yield from close_claim(call, ev, state, None, reason, now, None)
     return call.result(Status.CANCELLED, ev, reason=reason)

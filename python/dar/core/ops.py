@@ -432,3 +432,6 @@ class Outcome:
     #: The handler was still running at its tool's ``timeout`` (these seconds): the driver
     #: stopped waiting for it, so whether its effect happened is unknown.
     timed_out: float | None = None
+    #: Interrupted while the handler's thread runs on (Python cannot stop a thread): its
+    #: key may not be released, even for an effect that may simply run again.
+    still_running: bool = False

@@ -16,7 +16,7 @@ import contextvars
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 from dataclasses import replace
@@ -365,11 +365,11 @@ def call_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str, Any]) 
         done.append(outcome)
         finished.set()
 
-    in_thread(lambda: call_user(fn, (), kwargs), report)
     try:
+        in_thread(lambda: call_user(fn, (), kwargs), report)
         finished.wait(timeout)
     except BaseException as exc:  # Ctrl-C while waiting: the handler may be mid-effect
-        return interrupted(exc, started)
+        return replace(interrupted(exc, started), still_running=not finished.is_set())
     return done[0] if done else overran(timeout, started)
 
 
@@ -379,7 +379,7 @@ async def acall_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str,
     call, and could not be stopped there either), left to finish when it overruns."""
     started = time.perf_counter()
     if inspect.iscoroutinefunction(fn):
-        return await within(acall_user(fn, (), kwargs), timeout, started)
+        return await within(asyncio.ensure_future(acall_user(fn, (), kwargs)), timeout, started)
     loop = asyncio.get_running_loop()
     work: asyncio.Future[Outcome] = loop.create_future()
 
@@ -391,25 +391,28 @@ async def acall_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str,
     outcome = await within(work, timeout, started)
     if outcome.ok and inspect.isawaitable(outcome.value):  # a function that returned one
         value = outcome.value
-        awaited = await within(acall_user(lambda: value, (), {}), timeout, started)
+        awaited = await within(
+            asyncio.ensure_future(acall_user(lambda: value, (), {})), timeout, started
+        )
         outcome = replace(awaited, duration_ms=_ms(started))
     return outcome
 
 
-async def within(work: Awaitable[Outcome], timeout: float, started: float) -> Outcome:
-    """The outcome of ``work``, cancelled once ``timeout`` seconds have passed since
-    ``started``; this call's own cancellation cancels it too, and is recorded."""
-    task = asyncio.ensure_future(work)
+async def within(work: asyncio.Future[Outcome], timeout: float, started: float) -> Outcome:
+    """The outcome of ``work`` (a task, or a thread's future), cancelled once ``timeout``
+    seconds have passed since ``started``; this call's own cancellation cancels it too,
+    and is recorded. Cancelling a thread's future stops only the waiting."""
     left = timeout - (time.perf_counter() - started)
     try:
-        await asyncio.wait({task}, timeout=max(left, 0.0))
+        await asyncio.wait({work}, timeout=max(left, 0.0))
     except BaseException as exc:  # this call was cancelled: so is the handler
-        task.cancel()
-        return interrupted(exc, started)
-    if task.done() and not task.cancelled():
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task})  # its answer to the cancellation, whatever it is, is dropped
+        thread_runs = not work.done() and not isinstance(work, asyncio.Task)
+        work.cancel()
+        return replace(interrupted(exc, started), still_running=thread_runs)
+    if work.done() and not work.cancelled():
+        return work.result()
+    work.cancel()
+    await asyncio.wait({work})  # its answer to the cancellation, whatever it is, is dropped
     return overran(timeout, started)
 
 
