@@ -12,7 +12,7 @@ from dar._core import (
     input_hashes_from_texts,
 )
 from dar.agents import agent
-from dar.context import session
+from dar.context import CallInfo, current_call, session
 from dar.core.dryrun import Plan
 from dar.effects import Effect, Status
 from dar.errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "Allow",
     "Approval",
     "AsyncRuntime",
+    "CallInfo",
     "CanonicalizationError",
     "ConfigurationError",
     "DarError",
@@ -64,6 +65,7 @@ __all__ = [
     "agent",
     "canonical_json",
     "canonical_json_from_text",
+    "current_call",
     "input_hash",
     "input_hash_from_text",
     "input_hashes",

@@ -1,5 +1,6 @@
 """Context that flows into calls without being passed: the session (correlation id) of
-the surrounding code, and the call a handler is running in, so nested calls link to it."""
+the surrounding code, the call a handler is running in (so nested calls link to it), and
+what a handler may know of its own call (`current_call`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,53 @@ class CurrentCall:
     correlation_id: str | None
 
 
-current_call: ContextVar[CurrentCall | None] = ContextVar("dar_current_call", default=None)
+enclosing_call: ContextVar[CurrentCall | None] = ContextVar("dar_enclosing_call", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """The call a handler (or a ``reconcile``) is running for, as `current_call` gives it.
+
+    ``key`` is the key to forward to a provider that deduplicates by an idempotency key
+    (``Idempotency-Key``): stable across every retry, crash recovery and reconcile of the
+    same call, different for every other call and every other database, at most 36
+    characters, and no clue to the input. None for a ``read``, which has no key.
+    ``event_id`` is the call's first row in the log, ``attempt`` counts the times this
+    key was claimed (2 after a crash or a timeout), ``tool`` is the tool's name.
+    """
+
+    key: str | None
+    event_id: str
+    correlation_id: str | None
+    attempt: int
+    tool: str
+
+
+_call_info: ContextVar[CallInfo | None] = ContextVar("dar_call_info", default=None)
+
+
+def current_call() -> CallInfo | None:
+    """The call the code runs in: inside a handler or a ``reconcile`` (sync or async, a
+    saga's step, a tool the MCP proxy forwards), its `CallInfo`; None anywhere else.
+
+    >>> @tool(effect=Effect.MUTATE_EXTERNAL)
+    ... def charge(customer: str, cents: int) -> dict:
+    ...     key = dar.current_call().key  # forward it: the provider deduplicates too
+    """
+    return _call_info.get()
+
+
+@contextmanager
+def running_call(info: CallInfo) -> Iterator[None]:
+    """Set `current_call` (and the enclosing call nested calls link to) around user code."""
+    outer = enclosing_call.set(CurrentCall(info.event_id, info.correlation_id))
+    token = _call_info.set(info)
+    try:
+        yield
+    finally:
+        _call_info.reset(token)
+        enclosing_call.reset(outer)
+
 
 current_session: ContextVar[str | None] = ContextVar("dar_session", default=None)
 

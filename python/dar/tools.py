@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -68,9 +69,11 @@ class Tool(Generic[F]):
     simulate: Callable[..., Any] | None = None
     compensate: Tool[Any] | None = None
     compensate_input: Callable[[Any, Any], Any] | None = None
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_tool_name(self.name)
+        check_timeout(self.name, self.timeout)
 
     @cached_property
     def redactor(self) -> Redactor | None:
@@ -114,6 +117,20 @@ def check_tool_name(name: object) -> None:
         )
 
 
+def check_timeout(tool_name: str, timeout: object) -> None:
+    """A handler's time limit is a positive, finite number of seconds (or None: none)."""
+    if timeout is None:
+        return
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < math.inf
+    ):
+        raise ConfigurationError(
+            f"tool {tool_name!r}: timeout must be a positive number of seconds, not {timeout!r}"
+        )
+
+
 def tool(
     name: str | None = None,
     *,
@@ -131,6 +148,7 @@ def tool(
     simulate: Callable[..., Any] | None = None,
     compensate: Tool[Any] | None = None,
     compensate_input: Callable[[Any, Any], Any] | None = None,
+    timeout: float | None = None,
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -153,7 +171,9 @@ def tool(
     ``simulate`` is called with the arguments in a dry run (`Runtime.plan`) and returns a
     preview of what the call would do; it must have no effects; ``compensate`` is the
     tool that undoes a call inside a saga (called with the same arguments, or with
-    ``compensate_input(input, output)``).
+    ``compensate_input(input, output)``); ``timeout`` is how many seconds the handler may
+    run: one still running then makes the call ``indeterminate`` (``failed`` for a
+    ``read``), and a sync handler's thread is left to finish on its own.
     """
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
@@ -187,6 +207,7 @@ def tool(
             simulate=simulate,
             compensate=compensate,
             compensate_input=compensate_input,
+            timeout=timeout,
         )
         # Read now, so a type that cannot be validated fails here, not mid-call; with the
         # caller's locals, so a type defined in the enclosing function resolves too.

@@ -37,6 +37,8 @@ TABLE = [
     ("released", claim("released"), True, False, Verdict.TAKE),
     ("released, other input", claim("released", h="x"), True, False, Verdict.TAKE),
     ("indeterminate", claim("indeterminate"), True, False, Verdict.INDETERMINATE),
+    ("indeterminate, reconcile", claim("indeterminate"), False, True, Verdict.RECONCILE),
+    ("indeterminate, local, reconcile", claim("indeterminate"), True, True, Verdict.RECONCILE),
     ("indeterminate, other input", claim("indeterminate", h="x"), True, False, Verdict.CONFLICT),
     ("running, lease live", claim("running", lease=NOW + 1), True, False, Verdict.RUNNING),
     ("running, other input", claim("running", h="x", lease=NOW + 1), True, False, Verdict.CONFLICT),

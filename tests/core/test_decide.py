@@ -20,6 +20,7 @@ from dar.core.ops import (
     Mark,
     Op,
     Outcome,
+    RedactionSalt,
     Take,
     TakeOrLookup,
     Wait,
@@ -88,7 +89,10 @@ def held(state: str, h: str, lease: float | None = None) -> Claim:
 def test_a_fresh_call_with_no_rule_takes_the_key_in_one_step() -> None:
     s = Script(decide_call(spec(ship)))
     assert isinstance(s.op, TakeOrLookup) and s.op.take.expect_version is None
-    assert isinstance(s.send((True, None)), CallHandler)
+    assert isinstance(s.send((True, None)), RedactionSalt)  # for the handler's key
+    handler = s.send("salt")
+    assert isinstance(handler, CallHandler) and handler.info.key is not None
+    assert handler.info.attempt == 1 and handler.info.tool == "ship"
     finish = s.send(Outcome(True, {"shipped": "A"}))
     assert isinstance(finish, Finish)
     assert finish.state is ClaimState.DONE and finish.output == '{"shipped":"A"}'
@@ -101,7 +105,8 @@ def test_rules_run_between_the_lookup_and_the_claim() -> None:
     assert isinstance(s.op, Lookup)
     assert isinstance(s.send((None, False)), CheckRule)
     assert isinstance(s.send(None), Take)
-    assert isinstance(s.send(True), CallHandler)
+    assert isinstance(s.send(True), RedactionSalt)
+    assert isinstance(s.send("salt"), CallHandler)
 
 
 def test_a_refusal_is_logged_and_nothing_is_claimed() -> None:
@@ -149,13 +154,16 @@ def test_reconcile_says_not_executed_and_the_call_runs() -> None:
     h = s.op.take.input_hash  # type: ignore[union-attr]
     op = s.send((False, held("running", h, lease=50.0)))
     assert isinstance(op, Take) and op.expect_version == 1  # taken over, then asked
-    assert isinstance(s.send(True), CallReconcile)
-    assert isinstance(s.send(Outcome(True, Reconciled(executed=False))), CallHandler)
+    assert isinstance(s.send(True), RedactionSalt)
+    asked = s.send("salt")
+    assert isinstance(asked, CallReconcile) and asked.info is not None
+    handler = s.send(Outcome(True, Reconciled(executed=False)))
+    assert isinstance(handler, CallHandler) and handler.info == asked.info  # one call
 
 
 def test_reads_take_no_claim() -> None:
     s = Script(decide_call(spec(look)))
-    assert isinstance(s.op, CallHandler)
+    assert isinstance(s.op, CallHandler) and s.op.info.key is None
     op = s.send(Outcome(True, "A"))
     assert isinstance(op, Append) and op.event.idempotency_key is None
 

@@ -24,6 +24,7 @@ from mcp_types import CallToolResult, RequestParamsMeta
 
 import dar
 from dar import Effect, Runtime
+from dar.core.decide import provider_key
 from dar.mcp_proxy.policy import PolicyError, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,6 +218,34 @@ def test_list_call_dedupe_refuse_and_log(tmp_path: Path) -> None:
         ]
         recorded = next(e for e in rows if e.status == "executed")
         assert recorded.output["structuredContent"]["title"] == "printer"
+
+
+def test_the_upstream_is_told_the_calls_key_in_meta(tmp_path: Path) -> None:
+    """The key a provider deduplicates by (`dar.current_call`'s) rides in the forwarded
+    request's ``_meta``, with the call's row, session and attempt."""
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    eff = tmp_path / "effects.txt"
+
+    async def main() -> None:
+        async with proxied(tmp_path, db) as agent:
+            session = cast("RequestParamsMeta", {"dar/correlation_id": "conv-9"})
+            for expected in ("executed", "cached"):
+                sent = await agent.call_tool("send_invoice", {"to": "ana"}, meta=session)
+                assert status(sent) == expected
+
+    run(main)
+    [line] = effects(eff)  # the retry did not reach the upstream
+    said = json.loads(line.removeprefix("send_invoice ana "))
+    with Runtime(db) as rt:
+        [started] = rt.events(tool="send_invoice", status="started")
+        assert started.idempotency_key is not None
+        key = provider_key(rt.store.redaction_salt(), started.idempotency_key)
+    assert said == {
+        "dar/idempotency_key": key,
+        "dar/event_id": started.event_id,
+        "dar/correlation_id": "conv-9",
+        "dar/attempt": 1,
+    }
 
 
 def test_two_sessions_at_once_reach_the_upstream_once(tmp_path: Path, pg_url: str) -> None:

@@ -121,6 +121,8 @@ class Model:
         if c is not None and live and c.input_hash != h:
             return Expect(dar.Status.CONFLICT)
         if c is not None and c.state == "indeterminate":
+            if tool.reconciles:  # asked again at every call, until it knows
+                return self._after_crash(tool, key, c, inp, denied, fail, output)
             return Expect(dar.Status.INDETERMINATE)
         if c is not None and c.state == "running":
             assert c.lease_until is not None

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError
 
 from dar._core import canonical_json, canonical_json_from_text, sha256_hex_of
+from dar.context import CallInfo
 from dar.core.grants import always_ask, binding, fingerprint, signed_by
 from dar.core.ids import new_id
 from dar.core.ops import (
@@ -755,7 +756,8 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     """We hold the claim of a crashed call: did its effect happen? Returns the answer, or
     None when it did not and this call may run (after the rules judge it)."""
     assert call.key is not None
-    rec = yield CallReconcile(call.tool, call.input)
+    info = yield from call_info(call, attempt)
+    rec = yield CallReconcile(call.tool, call.input, info)
     verdict = rec.value if rec.ok else None
     if isinstance(verdict, Reconciled) and verdict.executed:
         done = Outcome(True, verdict.output, duration_ms=rec.duration_ms)
@@ -796,22 +798,60 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
 
 def run(call: Call, attempt: int) -> Ops[Result]:
     """The effect, once, and its recorded outcome."""
-    spec = call.spec
-    outcome = yield CallHandler(call.tool, call.kwargs, spec.call_event_id, spec.correlation_id)
+    info = yield from call_info(call, attempt)
+    outcome = yield CallHandler(call.tool, call.kwargs, info)
     if outcome.interrupt is not None:
         return (yield from cancelled(call, outcome, attempt))
+    if outcome.timed_out is not None:
+        return (yield from timed_out(call, outcome, attempt))
     return (yield from finished(call, outcome, attempt))
+
+
+def call_info(call: Call, attempt: int) -> Ops[CallInfo]:
+    """What `dar.current_call` tells the handler (and ``reconcile``) of this call."""
+    key = None
+    if call.key is not None:
+        if not call.salt:
+            call.salt = yield RedactionSalt()
+        key = provider_key(call.salt, call.key)
+    spec = call.spec
+    return CallInfo(key, spec.call_event_id, spec.correlation_id, attempt, call.tool.name)
+
+
+def provider_key(salt: str, key: str) -> str:
+    """The key a handler forwards to a provider, derived from the claim's ``key``: the same
+    for every attempt of one call; salted with the database's salt, so another database
+    (a staging copy, another tenant) never sends the same one and the provider learns
+    nothing of the input; 36 characters, under every provider's limit (Stripe's: 255)."""
+    return "dar-" + marker(salt, ["dar-provider-key", key]).removeprefix("redacted:")
+
+
+def timed_out(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
+    """The handler was still running at its timeout. A ``read`` failed, and may be called
+    again; any other effect may have happened, or may still happen (a sync handler's
+    thread runs on), so its key is ``indeterminate``: never released for a second run, it
+    waits for ``reconcile`` or an operator."""
+    reason = f"timed out after {outcome.timed_out:g}s"
+    if call.key is None:
+        return (yield from finished(call, replace(outcome, error=reason), attempt))
+    now = call.spec.clock()
+    ev = outcome_row(call, EventKind.INDETERMINATE, outcome, attempt, now, rejection_reason=reason)
+    yield from close_claim(call, ev, ClaimState.INDETERMINATE, None, reason, now, None)
+    return call.result(Status.INDETERMINATE, ev, reason=reason)
 
 
 def cancelled(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
     """The handler was interrupted: say so in the log at once. A ``read``/``mutate-local``
-    key is released (running it again is safe); an external effect may have happened, so
-    its key is ``indeterminate`` now, for reconcile or an operator, not after the lease."""
+    key is released (running it again is safe) unless the handler's thread runs on; an
+    external effect may have happened, so its key is ``indeterminate`` now, for reconcile
+    or an operator, not after the lease."""
     tool = call.tool
     now = call.spec.clock()
     reason = f"cancelled while running: {type(outcome.interrupt).__name__}"
+    if outcome.still_running:
+        reason += " (the handler's thread runs on)"
     ev = outcome_row(call, EventKind.CANCELLED, outcome, attempt, now, rejection_reason=reason)
-    safe = tool.effect.blind_retry_safe
+    safe = tool.effect.blind_retry_safe and not outcome.still_running
     state = ClaimState.RELEASED if safe else ClaimState.INDETERMINATE
     yield from close_claim(call, ev, state, None, reason, now, None)
     return call.result(Status.CANCELLED, ev, reason=reason)

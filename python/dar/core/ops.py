@@ -14,6 +14,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dar.context import CallInfo
 from dar.core.states import ClaimState
 from dar.errors import ConfigurationError
 from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
@@ -372,21 +373,23 @@ class CheckRule:
 
 @dataclass(frozen=True, slots=True)
 class CallHandler:
-    """Run the tool's handler with the call's context set. Answer: an ``Outcome``."""
+    """Run the tool's handler with the call's context set (`dar.current_call` answers
+    ``info``), for at most the tool's ``timeout``. Answer: an ``Outcome``."""
 
     tool: Tool[Any]
     input: dict[str, Any]
-    call_event_id: str
-    correlation_id: str | None
+    info: CallInfo
 
 
 @dataclass(frozen=True, slots=True)
 class CallReconcile:
-    """Ask the tool's ``reconcile`` whether a crashed call's effect happened.
-    Answer: an ``Outcome`` whose value should be a ``Reconciled``."""
+    """Ask the tool's ``reconcile`` whether a crashed call's effect happened (with
+    `dar.current_call` answering ``info`` when given). Answer: an ``Outcome`` whose value
+    should be a ``Reconciled``."""
 
     tool: Tool[Any]
     input: dict[str, Any]
+    info: CallInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,3 +432,9 @@ class Outcome:
     #: The code was interrupted (asyncio cancellation, KeyboardInterrupt): the driver
     #: re-raises the interruption once the core has recorded it.
     interrupt: BaseException | None = None
+    #: The handler was still running at its tool's ``timeout`` (these seconds): the driver
+    #: stopped waiting for it, so whether its effect happened is unknown.
+    timed_out: float | None = None
+    #: Interrupted while the handler's thread runs on (Python cannot stop a thread): its
+    #: key may not be released, even for an effect that may simply run again.
+    still_running: bool = False

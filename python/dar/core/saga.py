@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dar._core import canonical_json
-from dar.core.decide import canonical_input, own_key
+from dar.context import CallInfo
+from dar.core.decide import canonical_input, own_key, provider_key
 from dar.core.ids import new_id
 from dar.core.ops import (
     CallReconcile,
@@ -333,7 +334,11 @@ def settle(saga: Saga, tools: dict[str, Tool[Any]], clock: Clock) -> Ops[None]:
         claim: Claim | None = yield GetClaim(stored)
         step.status, step.output = what_happened(claim, clock())
         if step.status == Status.INDETERMINATE.value and claim is not None:
-            yield from ask_reconcile(step, claim, stored, tools, clock)
+            call = claim.call_event_id or saga.call_id
+            info = CallInfo(
+                provider_key(salt, stored), call, saga.correlation_id, claim.attempts, step.tool
+            )
+            yield from ask_reconcile(step, claim, info, tools, clock)
 
 
 def what_happened(claim: Claim | None, now: float) -> tuple[str, str | None]:
@@ -348,14 +353,15 @@ def what_happened(claim: Claim | None, now: float) -> tuple[str, str | None]:
 
 
 def ask_reconcile(
-    step: Step, claim: Claim, stored: str, tools: dict[str, Tool[Any]], clock: Clock
+    step: Step, claim: Claim, info: CallInfo, tools: dict[str, Tool[Any]], clock: Clock
 ) -> Ops[None]:
-    """Ask the tool whether the step's effect happened, and record the answer on its key
-    (as `dar resolve` would); without a ``reconcile`` the step waits for an operator."""
+    """Ask the tool whether the step's effect happened (`dar.current_call` answering the
+    step's last attempt), and record the answer on its key (as `dar resolve` would);
+    without a ``reconcile`` the step waits for an operator."""
     tool = tools.get(step.tool)
     if tool is None or tool.reconcile is None:
         return
-    asked = yield CallReconcile(tool, json.loads(step.input))
+    asked = yield CallReconcile(tool, json.loads(step.input), info)
     verdict = asked.value if asked.ok else None
     if not isinstance(verdict, Reconciled):
         return
@@ -367,7 +373,7 @@ def ask_reconcile(
             output = "null"
     now = clock()
     row = resolved_row(claim, verdict.executed, output, "reconciled by saga recovery", now)
-    yield Resolve(stored, verdict.executed, output, now, row, True)
+    yield Resolve(claim.key, verdict.executed, output, now, row, True)
     step.status = Status.EXECUTED.value if verdict.executed else "not_run"
     step.output = output
 

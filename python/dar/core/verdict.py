@@ -16,10 +16,10 @@ class Verdict(enum.Enum):
     HIT = "hit"  # done, unexpired, same input: answer from the record
     CONFLICT = "conflict"  # a live claim for another input holds the key
     KEPT_FAILURE = "kept_failure"  # failed, unexpired, and the tool keeps failures
-    INDETERMINATE = "indeterminate"  # a crash left it unknown: an operator decides
+    INDETERMINATE = "indeterminate"  # unknown, and no reconcile: an operator decides
     RUNNING = "running"  # another worker is running it: wait
     EXPIRED = "expired"  # its worker died mid-effect, no reconcile: now indeterminate
-    RECONCILE = "reconcile"  # its worker died mid-effect: take it, ask reconcile first
+    RECONCILE = "reconcile"  # unknown, or its worker died mid-effect: take it, ask reconcile
 
 
 def classify(
@@ -34,7 +34,8 @@ def classify(
 
     ``blind_retry_safe``: the tool's effect may simply run again after its worker died
     (``read``, ``mutate-local``); otherwise an expired lease is ``RECONCILE`` when
-    ``can_reconcile``, else ``EXPIRED``. A store needs only the defaults: it asks one
+    ``can_reconcile``, else ``EXPIRED``. An ``indeterminate`` claim is ``RECONCILE`` when
+    ``can_reconcile``, whatever the effect. A store needs only the defaults: it asks one
     question, whether the claim is a ``HIT``.
     """
     if claim is None:
@@ -52,7 +53,9 @@ def classify(
     if state == ClaimState.FAILED and fresh:
         return Verdict.KEPT_FAILURE
     if state == ClaimState.INDETERMINATE:
-        return Verdict.INDETERMINATE
+        # Unknown (a crash, a cancellation, a timeout): the tool's ``reconcile`` is asked
+        # by the next call, else an operator decides.
+        return Verdict.RECONCILE if can_reconcile else Verdict.INDETERMINATE
     if state == ClaimState.RUNNING:
         if claim.lease_until is not None and claim.lease_until > now:
             return Verdict.RUNNING

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from dar.context import current_call
+from dar.context import enclosing_call
 from dar.core.runs import RunSuspended
 from dar.runtime.journal import (
     Decode,
@@ -199,7 +199,7 @@ def _journaled_turn() -> _Turn | None:
     """The run's turn keeper when the next tool call is journaled (a call made inside a
     handler is part of that call, not a step of its own), else None."""
     run = running()
-    if run is None or current_call.get() is not None:
+    if run is None or enclosing_call.get() is not None:
         return None
     with _making:
         turn = _turns.get(run)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-from dar.context import current_call, current_session
+from dar.context import current_session, enclosing_call
 from dar.core.decide import unruled
 from dar.effects import Effect
 from dar.errors import ConfigurationError
@@ -52,7 +52,7 @@ def correlation(explicit: str | None, framework_id: str | None) -> str | None:
     else the framework's own conversation id."""
     if explicit is not None:
         return explicit
-    if current_session.get() is not None or current_call.get() is not None:
+    if current_session.get() is not None or enclosing_call.get() is not None:
         return None
     return framework_id
 

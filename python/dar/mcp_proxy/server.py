@@ -40,6 +40,7 @@ from mcp_types import Tool as MCPTool
 from pydantic import ValidationError
 
 from dar import __version__
+from dar.context import CallInfo, current_call
 from dar.dialects import mcp_annotations
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
@@ -213,7 +214,7 @@ class Proxy:
 
     async def _call_upstream(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         try:
-            return await self.upstream.call(name, arguments)
+            return await self.upstream.call(name, arguments, forwarded_meta(current_call()))
         except UpstreamToolError as exc:
             box = _failure.get()
             if box is not None:
@@ -343,6 +344,22 @@ class Proxy:
                 "resources/read", ReadResourceRequestParams, self.read_resource
             )
         return server
+
+
+def forwarded_meta(info: CallInfo | None) -> dict[str, Any] | None:
+    """What the upstream is told of the call, in its request's ``_meta``: the key to
+    deduplicate by (`dar.current_call`'s; none for a read), the call's first row in the
+    log, its session and its attempt."""
+    if info is None:
+        return None
+    meta: dict[str, Any] = {
+        "dar/event_id": info.event_id,
+        "dar/correlation_id": info.correlation_id,
+        "dar/attempt": info.attempt,
+    }
+    if info.key is not None:
+        meta["dar/idempotency_key"] = info.key
+    return meta
 
 
 def reply(

@@ -12,13 +12,19 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, Implementation
+from mcp_types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
+    CallToolResult,
+    Implementation,
+    RequestParamsMeta,
+)
 from mcp_types import Tool as MCPTool
 
 from dar.errors import DarError
@@ -186,12 +192,17 @@ class Upstream:
         assert self._session is not None
         return self._session
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Call the upstream tool. Returns its recorded result; raises `UpstreamToolError`
-        for ``isError``, `UpstreamLost` when the outcome is unknown."""
+    async def call(
+        self, name: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Call the upstream tool, with ``meta`` as the request's ``_meta``. Returns its
+        recorded result; raises `UpstreamToolError` for ``isError``, `UpstreamLost` when
+        the outcome is unknown."""
         session = await self.session()
         try:
-            result = await session.call_tool(name, arguments)
+            # The MCP types declare no keys of dar's; ``_meta`` is an open map.
+            sent = cast("RequestParamsMeta | None", meta)
+            result = await session.call_tool(name, arguments, meta=sent)
         except MCPError as exc:
             if exc.code not in LOST_CODES:
                 raise

@@ -20,7 +20,7 @@ from typing import Any
 from dar._core import canonical_json
 from dar.agents import agent_of, registered
 from dar.audit.replay import Replayer, load_replay
-from dar.context import check_correlation_id, current_call, current_run, session
+from dar.context import check_correlation_id, current_run, enclosing_call, session
 from dar.core import dryrun, runs, saga
 from dar.core.dryrun import Plan
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
@@ -119,7 +119,7 @@ class AsyncRuntime(RuntimeBase):
         it runs (Ctrl-C, or the cancellation of this call) is logged ``cancelled`` and the
         interruption re-raised."""
         run = running()
-        if run is not None and run.rt is self and current_call.get() is None:
+        if run is not None and run.rt is self and enclosing_call.get() is None:
             journaled: Result = await self._journaled(
                 run,
                 tool.name,
@@ -174,7 +174,7 @@ class AsyncRuntime(RuntimeBase):
         tool = self._tools.get(name) if isinstance(name, str) else None
         if tool is None:
             run = running()
-            if run is not None and run.rt is self and current_call.get() is None:
+            if run is not None and run.rt is self and enclosing_call.get() is None:
                 refused: Result = await self._journaled(
                     run,
                     str(name),

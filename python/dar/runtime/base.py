@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from dar.context import check_correlation_id, current_call, current_session
+from dar.context import check_correlation_id, current_session, enclosing_call
 from dar.core import approval, dryrun, grants
 from dar.core.decide import CallSpec, decide_call, input_digest, unknown_tool, unruled
 from dar.core.dryrun import Plan
@@ -149,7 +149,7 @@ class RuntimeBase:
             )
         if correlation_id is not None:
             check_correlation_id(correlation_id)
-        parent = current_call.get()
+        parent = enclosing_call.get()
         if correlation_id is None:
             correlation_id = parent.correlation_id if parent else current_session.get()
         return correlation_id, None if parent is None else parent.event_id

@@ -12,15 +12,17 @@ in this file from its first operation to its last.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dar.context import CurrentCall, current_call
+from dar.context import CurrentCall, enclosing_call, running_call
 from dar.core.ops import (
     Append,
     CallHandler,
@@ -143,22 +145,22 @@ class Executor:
         if isinstance(op, CheckRule):
             return self.check(op)
         if isinstance(op, CallHandler):
-            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
-            try:
-                return call_user(op.tool.handler, (), op.input)
-            finally:
-                current_call.reset(token)
+            with running_call(op.info):
+                if op.tool.timeout is None:
+                    return call_user(op.tool.handler, (), op.input)
+                return call_within(op.tool.timeout, op.tool.handler, op.input)
         if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
-            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            token = enclosing_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
             try:
                 return self.rt._step(op)
             finally:
-                current_call.reset(token)
+                enclosing_call.reset(token)
         if isinstance(op, CallSimulate):
             assert op.tool.simulate is not None
             return call_user(op.tool.simulate, (), op.input)
         assert op.tool.reconcile is not None
-        return call_user(op.tool.reconcile, (op.input,), {})
+        with running_call(op.info) if op.info is not None else nullcontext():
+            return call_user(op.tool.reconcile, (op.input,), {})
 
     def store(self, fn: Callable[[Store], Any]) -> Any:
         return fn(self.rt.store)
@@ -237,22 +239,22 @@ class AsyncExecutor:
         if isinstance(op, CheckRule):
             return await self.check(op)
         if isinstance(op, CallHandler):
-            token = current_call.set(CurrentCall(op.call_event_id, op.correlation_id))
-            try:
-                return await acall_user(op.tool.handler, (), op.input)
-            finally:
-                current_call.reset(token)
+            with running_call(op.info):
+                if op.tool.timeout is None:
+                    return await acall_user(op.tool.handler, (), op.input)
+                return await acall_within(op.tool.timeout, op.tool.handler, op.input)
         if isinstance(op, CallTool):  # a saga's step: an ordinary call, nested in the saga
-            token = current_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
+            token = enclosing_call.set(CurrentCall(op.parent_event_id, op.correlation_id))
             try:
                 return await self.rt._step(op)
             finally:
-                current_call.reset(token)
+                enclosing_call.reset(token)
         if isinstance(op, CallSimulate):
             assert op.tool.simulate is not None
             return await acall_user(op.tool.simulate, (), op.input)
         assert op.tool.reconcile is not None
-        return await acall_user(op.tool.reconcile, (op.input,), {})
+        with running_call(op.info) if op.info is not None else nullcontext():
+            return await acall_user(op.tool.reconcile, (op.input,), {})
 
     async def store(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
         """Run ``fn(store)`` in a worker thread. A write is shielded: when the caller is
@@ -312,8 +314,15 @@ async def acall_agent(agent: Callable[..., Any], args: list[Any]) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def call_user(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-    """Call a handler, ``simulate`` or ``reconcile``; a coroutine function is refused."""
+def call_user(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    awaitable: bool = False,
+) -> Outcome:
+    """Call a handler, ``simulate`` or ``reconcile``; a coroutine function is refused
+    (unless ``awaitable``: the async runtime awaits what it returns)."""
     started = time.perf_counter()
     try:
         value = fn(*args, **kwargs)
@@ -321,7 +330,7 @@ def call_user(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
         return failure(exc, started)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then re-raise
         return interrupted(exc, started)
-    if inspect.isawaitable(value):
+    if inspect.isawaitable(value) and not awaitable:
         if inspect.iscoroutine(value):
             value.close()
         return Outcome(False, error=f"{getattr(fn, '__name__', fn)} is async: use AsyncRuntime")
@@ -342,6 +351,90 @@ async def acall_user(
     except BaseException as exc:  # asyncio.CancelledError, KeyboardInterrupt
         return interrupted(exc, started)
     return success(value, started)
+
+
+def call_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Outcome:
+    """`call_user` in a thread of its own, waited for ``timeout`` seconds at most. Python
+    cannot stop a thread: one still running then is left to finish, and its outcome,
+    whenever it comes, is dropped (the call is already recorded as timed out)."""
+    started = time.perf_counter()
+    done: list[Outcome] = []
+    finished = threading.Event()
+
+    def report(outcome: Outcome) -> None:
+        done.append(outcome)
+        finished.set()
+
+    try:
+        in_thread(lambda: call_user(fn, (), kwargs), report)
+        finished.wait(timeout)
+    except BaseException as exc:  # Ctrl-C while waiting: the handler may be mid-effect
+        return replace(interrupted(exc, started), still_running=not finished.is_set())
+    return done[0] if done else overran(timeout, started)
+
+
+async def acall_within(timeout: float, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Outcome:
+    """`acall_user` for at most ``timeout`` seconds: a coroutine is cancelled then; a
+    plain function runs in a thread of its own (on the loop it would block every other
+    call, and could not be stopped there either), left to finish when it overruns."""
+    started = time.perf_counter()
+    if inspect.iscoroutinefunction(fn):
+        return await within(asyncio.ensure_future(acall_user(fn, (), kwargs)), timeout, started)
+    loop = asyncio.get_running_loop()
+    work: asyncio.Future[Outcome] = loop.create_future()
+
+    def report(outcome: Outcome) -> None:  # in the handler's thread
+        with suppress(RuntimeError):  # the loop is closed: no one waits any more
+            loop.call_soon_threadsafe(settle, work, outcome)
+
+    in_thread(lambda: call_user(fn, (), kwargs, awaitable=True), report)
+    outcome = await within(work, timeout, started)
+    if outcome.ok and inspect.isawaitable(outcome.value):  # a function that returned one
+        value = outcome.value
+        awaited = await within(
+            asyncio.ensure_future(acall_user(lambda: value, (), {})), timeout, started
+        )
+        outcome = replace(awaited, duration_ms=_ms(started))
+    return outcome
+
+
+async def within(work: asyncio.Future[Outcome], timeout: float, started: float) -> Outcome:
+    """The outcome of ``work`` (a task, or a thread's future), cancelled once ``timeout``
+    seconds have passed since ``started``; this call's own cancellation cancels it too,
+    and is recorded. Cancelling a thread's future stops only the waiting."""
+    left = timeout - (time.perf_counter() - started)
+    try:
+        await asyncio.wait({work}, timeout=max(left, 0.0))
+    except BaseException as exc:  # this call was cancelled: so is the handler
+        thread_runs = not work.done() and not isinstance(work, asyncio.Task)
+        work.cancel()
+        return replace(interrupted(exc, started), still_running=thread_runs)
+    if work.done() and not work.cancelled():
+        return work.result()
+    work.cancel()
+    await asyncio.wait({work})  # its answer to the cancellation, whatever it is, is dropped
+    return overran(timeout, started)
+
+
+def in_thread(run: Callable[[], Outcome], report: Callable[[Outcome], None]) -> None:
+    """Start ``run`` in a new thread with the caller's context (so `dar.current_call` and
+    the session follow it), and ``report`` its outcome. A daemon thread: a handler stuck
+    for good does not keep the process from exiting."""
+    context = contextvars.copy_context()
+    threading.Thread(
+        target=lambda: report(context.run(run)), name="dar-handler", daemon=True
+    ).start()
+
+
+def settle(future: asyncio.Future[Any], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def overran(timeout: float, started: float) -> Outcome:
+    """The handler was still running at the deadline: its outcome is unknown."""
+    return Outcome(False, error=f"timed out after {timeout:g}s", duration_ms=_ms(started),
+                   timed_out=timeout)  # fmt: skip
 
 
 def rule_result(rule: Rule, value: object, elapsed: float) -> Deny | NeedsApproval | None:

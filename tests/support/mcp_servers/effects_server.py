@@ -8,12 +8,13 @@ serves streamable HTTP instead of stdio.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
@@ -88,6 +89,15 @@ def post_note(text: str, wait: float = 0.0) -> str:
     touch(f"post_note {text}")
     time.sleep(wait)
     return f"posted {text}"
+
+
+@server.tool(annotations=ToolAnnotations(destructive_hint=False))
+def send_invoice(to: str, ctx: Context) -> str:
+    """Send an invoice, noting what the request's ``_meta`` said of the call (dar's keys)."""
+    meta = ctx.request_context.meta or {}
+    said = {name: value for name, value in meta.items() if name.startswith("dar/")}
+    touch(f"send_invoice {to} {json.dumps(said, sort_keys=True)}")
+    return f"sent to {to}"
 
 
 @server.tool(annotations=ToolAnnotations(destructive_hint=False))
