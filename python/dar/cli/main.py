@@ -179,6 +179,7 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.RUN_STEP: "dim blue",
     EventKind.RUN_SUSPENDED: "bold yellow",
     EventKind.RUN_ENDED: "bold blue",
+    EventKind.SPECULATED: "bold cyan",
     EventKind.RELEASED: "dim",
     EventKind.RESOLVED: "blue",
     EventKind.PURGED: "dim",
