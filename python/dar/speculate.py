@@ -73,7 +73,7 @@ Score = Callable[[Branch], "float | Awaitable[float]"]
 @dataclass(frozen=True, slots=True)
 class Node:
     """One node of the search tree: the call tried (None at the root), what it gave, how
-    often the search went through it and the mean score of those visits."""
+    often the search went through it, the mean score of those visits and the best."""
 
     index: int
     parent: int | None
@@ -83,6 +83,7 @@ class Node:
     shown: Any  # the read's output, the effect's preview, or the refusal's reason
     visits: int
     mean: float
+    best: float  # the best score of a path through it
     chosen: bool  # on the path the search chose
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class Node:
             "shown": self.shown,
             "visits": self.visits,
             "mean": round(self.mean, 6),
+            "best": round(self.best, 6),
             "chosen": self.chosen,
         }
 
@@ -113,6 +115,7 @@ class Node:
             value["shown"],
             value["visits"],
             value["mean"],
+            value["best"],
             value["chosen"],
         )
 
@@ -129,7 +132,7 @@ class Search:
     path: tuple[Step, ...]
     tree: tuple[Node, ...]
     why: str
-    score: float  # the chosen path's mean score
+    score: float  # the chosen path's score
     expansions: int
 
     def as_dict(self) -> dict[str, Any]:

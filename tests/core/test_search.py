@@ -52,12 +52,12 @@ def test_the_search_ends_when_every_path_is_in_the_tree() -> None:
     assert out.expansions == 6  # two calls, then two under each of them
 
 
-def test_the_best_path_is_the_most_visited() -> None:
+def test_the_chosen_path_is_the_best_one_seen() -> None:
     out, _ = _drive({"a": 0.1, "b": 0.9, "c": 0.5}, budget=40, depth=2)
     assert [s.candidate.tool for s in out.path] == ["b", "b"]
     chosen = [n for n in out.tree if n.chosen and n.candidate is not None]
     assert [n.candidate.tool for n in chosen if n.candidate] == ["b", "b"]
-    assert out.why.startswith("b (visits")
+    assert out.why.startswith("b {} (best 0.900") and out.score == 0.9
 
 
 def test_the_same_seed_gives_the_same_tree() -> None:

@@ -53,6 +53,7 @@ class _Node:
     children: list[_Node] = field(default_factory=list)
     visits: int = 0
     total: float = 0.0
+    best: float = 0.0  # the best score of a path through it
 
     @property
     def mean(self) -> float:
@@ -107,6 +108,7 @@ def search(
         value = yield from _rollout(node.branch(session), depth)
         while node is not None:
             node.visits, node.total = node.visits + 1, node.total + value
+            node.best = max(node.best, value)
             node = node.parent
     return (yield from _choose(root, session, depth, expansions))
 
@@ -180,13 +182,15 @@ def _distinct(proposed: Any) -> list[Candidate]:
 def _choose(
     root: _Node, session: str | None, depth: int, expansions: int
 ) -> Generator[Request, Any, Outcome]:
-    """The most visited child at each level (then the best mean), then the rollout policy
-    from the last node in the tree: the path that was scored most often."""
+    """At each level the child with the best path through it (then the most visited, then
+    the best mean: the world in a search answers each call one way, so the best path seen
+    is a path that can be had), then the rollout policy from the last node in the tree,
+    as that path was scored."""
     chosen: list[_Node] = []
     reasons: list[str] = []
     node = root
     while node.children:
-        ranked = sorted(node.children, key=lambda c: (c.visits, c.mean), reverse=True)
+        ranked = sorted(node.children, key=lambda c: (c.best, c.visits, c.mean), reverse=True)
         best = ranked[0]
         reasons.append(_reason(best, ranked[1:]))
         chosen.append(best)
@@ -199,27 +203,34 @@ def _choose(
         result = yield Try(branch, proposed[0])
         branch = branch.then(Step(proposed[0], result))
     tree = _flatten(root, set(map(id, chosen)))
-    score = node.mean if chosen else 0.0
+    score = node.best if chosen else 0.0
     return Outcome(tree, branch.path, "; ".join(reasons), score, expansions)
 
 
 def _reason(best: _Node, others: list[_Node]) -> str:
-    assert best.step is not None
-    said = f"{best.step.candidate.tool} (visits {best.visits}, mean {best.mean:.3f})"
+    said = f"{_named(best)} ({_figures(best)})"
     if not others:
         return f"{said}: the only call tried"
-    runner = others[0]
-    assert runner.step is not None
-    return (
-        f"{said} over {runner.step.candidate.tool} (visits {runner.visits}, mean {runner.mean:.3f})"
-    )
+    return f"{said} over {_named(others[0])} ({_figures(others[0])})"
+
+
+def _figures(node: _Node) -> str:
+    return f"best {node.best:.3f}, visits {node.visits}, mean {node.mean:.3f}"
+
+
+def _named(node: _Node) -> str:
+    """The call, short: its tool and the start of its arguments."""
+    assert node.step is not None
+    tool, arguments = node.step.candidate.identity.split(" ", 1)
+    return f"{tool} {arguments if len(arguments) <= 60 else arguments[:59] + '…'}"
 
 
 def _flatten(root: _Node, chosen: set[int]) -> tuple[Node, ...]:
+    """The tree, each node before its children (in the order they were expanded)."""
     nodes: list[Node] = []
     todo: list[tuple[_Node, int | None]] = [(root, None)]
     while todo:
-        node, parent = todo.pop(0)
+        node, parent = todo.pop()
         index = len(nodes)
         step = node.step
         nodes.append(
@@ -232,10 +243,11 @@ def _flatten(root: _Node, chosen: set[int]) -> tuple[Node, ...]:
                 None if step is None else shown(step.result),
                 node.visits,
                 node.mean,
+                node.best,
                 step is None or id(node) in chosen,
             )
         )
-        todo.extend((c, index) for c in node.children)
+        todo.extend((c, index) for c in reversed(node.children))
     return tuple(nodes)
 
 
