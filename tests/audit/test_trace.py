@@ -67,7 +67,7 @@ def test_trace_lists_a_search_with_its_tree_and_the_chosen_path(
         rt.commit_all(found.best)
     assert main(["trace", "conv-s", "--db", file_url]) == 0
     out = capsys.readouterr().out
-    assert "search SPECULATED" in out and "chose 2 plans" in out
+    assert "search SPECULATED" in out and "chose 2 plan(s)" in out
     chosen = [line for line in out.splitlines() if line.lstrip("│ └├─").startswith("* ")]
     assert [line.split("*", 1)[1].split()[0] for line in chosen] == [
         "quote_couriers", "book_courier", "notify_customer",

@@ -217,7 +217,7 @@ class RuntimeBase:
         if not plan.arguments:
             raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
         cid = plan.correlation_id  # the session the plan was made in (and keyed for)
-        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, None, self.clock)
+        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, plan.search_id, self.clock)
 
         def live(arguments: str) -> Ops[Result]:
             return decide_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
@@ -251,7 +251,7 @@ class RuntimeBase:
                 EventKind.SPECULATED,
                 input=canonical_json(request).decode("utf-8"),
                 output=canonical_json(summary).decode("utf-8"),
-                rejection_reason=f"chose {len(found.best)} plans: {found.why}",
+                rejection_reason=f"chose {len(found.best)} plan(s): {found.why}",
             )
         )
 
