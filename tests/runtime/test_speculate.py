@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dar import AsyncRuntime, Effect, Runtime, Status, agent, tool
@@ -78,11 +79,13 @@ def test_a_changed_read_makes_the_plans_stale() -> None:
     assert world.effects == 0
 
 
-def _commit_in_process(url: str, best: list[str], done: Any) -> None:
+def _commit_in_process(url: str, best: list[str], done: Any, ready: Any, go: Any) -> None:
     from dar.core.dryrun import Plan
 
     world = World()
     with world.runtime(url) as rt:
+        ready.set()
+        go.wait(60)
         statuses = [r.status.value for r in rt.commit_all([Plan.from_json(p) for p in best])]
     done.put((statuses, world.effects))
 
@@ -93,13 +96,14 @@ def test_two_processes_commit_the_same_search_once(shared_url: str) -> None:
         found = rt.speculate("conv-4", propose=propose, score=score, budget=16)
     best = [p.to_json() for p in found.best]
     ctx = multiprocessing.get_context("spawn")
-    done = ctx.Queue()
-    procs = [ctx.Process(target=_commit_in_process, args=(shared_url, best, done)) for _ in "ab"]
-    for p in procs:
-        p.start()
-    answers = [done.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
+    done, ready, go = ctx.Queue(), ctx.Event(), ctx.Event()
+    other = ctx.Process(target=_commit_in_process, args=(shared_url, best, done, ready, go))
+    other.start()
+    assert ready.wait(60)
+    # this process commits it at the same time (the other waits for `go`, set here)
+    _commit_in_process(shared_url, best, done, go, go)
+    answers = [done.get(timeout=60) for _ in "ab"]
+    other.join(timeout=30)
     assert sum(effects for _, effects in answers) == 2  # one booking, one notice, in all
     assert sorted(s for statuses, _ in answers for s in statuses).count("executed") == 2
 
@@ -163,24 +167,36 @@ worlds = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(worlds)
+SOAK = os.environ.get("HYPOTHESIS_PROFILE") == "soak"
+
+
+@settings(max_examples=3000 if SOAK else 40)
+@given(worlds, st.booleans())
 def test_no_effect_runs_in_a_search_and_the_commit_runs_the_chosen_path_once(
-    case: dict[str, Any],
+    case: dict[str, Any], in_async: bool
 ) -> None:
     world = World(prices=case["prices"], fees=case["fees"], uncovered=case["uncovered"])
-    with world.runtime() as rt:
-        found = rt.speculate(
-            "w", propose=propose, score=score, budget=case["budget"], depth=case["depth"],
-            seed=case["seed"],
-        )  # fmt: skip
-        assert world.effects == 0
-        assert world.ran["quote_couriers"] == 1  # one distinct read: once, in any budget
-        results = rt.commit_all(found.best)
+    options = {k: case[k] for k in ("budget", "depth", "seed")}
+    if in_async:
+        found, results = asyncio.run(_search_and_commit_async(world, options))
+    else:
+        with world.runtime() as rt:
+            found = rt.speculate("w", propose=propose, score=score, **options)
+            assert world.effects == 0
+            assert world.ran["quote_couriers"] == 1  # one distinct read: once, in any budget
+            results = rt.commit_all(found.best)
     chosen = [p.tool for p in found.best]
     assert all(r.status is Status.EXECUTED for r in results)
     assert world.ran["book_courier"] == chosen.count("book_courier")
     assert world.ran["notify_customer"] == chosen.count("notify_customer")
+
+
+async def _search_and_commit_async(world: World, options: dict[str, Any]) -> tuple[Any, Any]:
+    async with AsyncRuntime("sqlite://:memory:", tools=world.tools(), rules=world.rules()) as rt:
+        found = await rt.speculate("w", propose=propose, score=score, **options)
+        assert world.effects == 0
+        assert world.ran["quote_couriers"] == 1
+        return found, await rt.commit_all(found.best)
 
 
 @agent
