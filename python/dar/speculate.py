@@ -39,7 +39,10 @@ class Candidate:
                 args = json.loads(args) if args.strip() else {}
             except ValueError:
                 return f"{self.tool} {args}"
-        return f"{self.tool} {json.dumps(args, sort_keys=True, separators=(',', ':'))}"
+        try:
+            return f"{self.tool} {json.dumps(args, sort_keys=True, separators=(',', ':'))}"
+        except (TypeError, ValueError):  # no JSON form: refused, naming why, when tried
+            return f"{self.tool} {args!r}"
 
 
 @dataclass(frozen=True, slots=True)
