@@ -75,8 +75,22 @@ def test_a_changed_read_makes_the_plans_stale() -> None:
         world.prices["andes"] = 2500  # the world moved before the commit
         results = rt.commit_all(found.best)
     assert [r.status for r in results] == [Status.STALE, Status.STALE]
-    assert "quote_couriers" in (results[0].reason or "")
+    assert "the read quote_couriers" in (results[0].reason or "")
+    assert "the call before it on the path" in (results[1].reason or "")
     assert world.effects == 0
+
+
+def test_a_path_commits_in_its_order_on_the_world_before_its_first_effect() -> None:
+    world = World()
+    with world.runtime() as rt:
+        found = rt.speculate("conv-o", propose=propose, score=score, budget=16)
+        book, notify = found.best
+        early = rt.commit(notify)
+        assert early.status is Status.STALE and "before it on the path" in (early.reason or "")
+        assert rt.commit(book).status is Status.EXECUTED
+        world.prices["andes"] = 2500  # moved by the booking itself, say: not a reason to stop
+        assert rt.commit(notify).status is Status.EXECUTED
+    assert world.ran["book_courier"] == world.ran["notify_customer"] == 1
 
 
 def _commit_in_process(url: str, best: list[str], done: Any, ready: Any, go: Any) -> None:

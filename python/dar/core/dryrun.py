@@ -28,7 +28,7 @@ from dar.core.decide import (
 from dar.core.grants import fingerprint
 from dar.core.ops import Append, CallSimulate, GetClaim, Ops
 from dar.core.rows import CallRows
-from dar.core.states import EventKind
+from dar.core.states import ClaimState, EventKind
 from dar.core.verdict import Verdict, classify
 from dar.effects import Status
 from dar.records import Claim, Result
@@ -67,9 +67,12 @@ class Plan:
     correlation_id: str | None
     created_at: float
     expires_at: float
-    #: The reads the plan was made on (a search's path): ``(tool, canonical arguments,
-    #: digest of the output)``. A commit reads each again; another answer makes it stale.
+    #: The reads the plan was made on (before the first effect of a search's path):
+    #: ``(tool, canonical arguments, digest of the output)``. A commit reads each again;
+    #: another answer makes it stale.
     reads: tuple[tuple[str, str, str], ...] = ()
+    #: The key of the plan before it on a search's path: it commits only after that one ran.
+    after: str | None = None
     search_id: str | None = None  # the search that chose it: its commit joins that group
 
     def to_json(self) -> str:
@@ -245,8 +248,8 @@ def commit(
             why = f"the key's state moved from {plan.key_state} to {key_state(claim)}"
     if why is None and input_digest(tool, plan.arguments) != plan.input_hash:
         why = "the plan's arguments do not match its input hash"
-    if why is None and plan.reads and read is not None:
-        why = yield from moved_read(plan, read)
+    if why is None and read is not None:
+        why = yield from path_moved(plan, read)
     if why is None:
         return (yield from live(plan.arguments))
     ev = rows.row(
@@ -266,9 +269,13 @@ def commit(
     )
 
 
-def moved_read(plan: Plan, read: Callable[[str, str], Ops[Result]]) -> Ops[str | None]:
-    """Why the world moved under the plan: the first read it was made on that answers
-    otherwise now (or fails); None when every read answers as it did."""
+def path_moved(plan: Plan, read: Callable[[str, str], Ops[Result]]) -> Ops[str | None]:
+    """Why a search's plan may not run now: the plan before it on the path has not run,
+    or a read it was made on answers otherwise (or fails); None when neither."""
+    if plan.after is not None:
+        before = yield GetClaim(plan.after)
+        if before is None or before.state != ClaimState.DONE.value:
+            return f"the call before it on the path ({plan.after}) has not run"
     for name, arguments, digest in plan.reads:
         again = yield from read(name, arguments)
         if not again.ok:

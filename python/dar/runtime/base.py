@@ -256,18 +256,22 @@ class RuntimeBase:
         )
 
     def _found(self, search_id: str, cid: str | None, outcome: Outcome) -> Search:
-        """The search's answer: the chosen path's effects as plans, each made on the reads
-        before it on the path (a commit reads them again and is stale if they moved)."""
+        """The search's answer: the chosen path's effects as plans, in a chain. The first
+        carries the reads before it (its commit reads them again, and is stale if they
+        moved); each other one, the key of the plan before it (it commits only after that
+        one ran). Reads after an effect saw the world without it: nothing to check."""
         reads: list[tuple[str, str, str]] = []
         best: list[Plan] = []
         for step in outcome.path:
             result, plan = step.result, step.result.extra.get("plan")
             tool = self._tools.get(step.candidate.tool)
-            if tool is not None and tool.effect is Effect.READ and result.ok:
+            if tool is not None and tool.effect is Effect.READ and result.ok and not best:
                 arguments = canonical_input(step.candidate.arguments).decode("utf-8")
                 reads.append((tool.name, arguments, dryrun.output_digest(result)))
             elif isinstance(plan, Plan) and result.status is Status.PLANNED:
-                best.append(replace(plan, reads=tuple(reads), search_id=search_id))
+                after = best[-1].key if best else None
+                made = replace(plan, reads=() if best else tuple(reads), after=after)
+                best.append(replace(made, search_id=search_id))
         return Search(
             search_id, cid, best, outcome.path, outcome.tree, outcome.why, outcome.score,
             outcome.expansions,
