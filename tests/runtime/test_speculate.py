@@ -61,7 +61,7 @@ def test_the_search_is_one_group_in_the_log() -> None:
     ]
     searches = [e for e in events if e.status == EventKind.SPECULATED.value]
     assert len(searches) == 2 and searches[0].event_id == found.search_id
-    assert searches[-1].output["best"] == [p.plan_id for p in found.best]
+    assert [p["plan_id"] for p in searches[-1].output["best"]] == [p.plan_id for p in found.best]
     assert len(searches[-1].output["tree"]) == len(found.tree)
     nested = [e for e in events if e.parent_event_id == found.search_id]
     assert {e.status for e in nested} == {"executed", "planned", "started"}  # and the commits
@@ -258,3 +258,22 @@ def test_an_effect_without_simulate_has_a_preview_that_says_so() -> None:
     [plan] = found.best
     assert plan.preview is None and plan.verdict == "execute"
     assert "has no simulate=" in found.path[0].result.output["no preview"]
+
+
+def test_a_search_keeps_no_personal_field_of_a_tool_that_redacts(file_url: str) -> None:
+    phone = "+51 999 123 456"
+
+    @tool(effect=Effect.MUTATE_EXTERNAL, redact=["phone"], simulate=lambda phone: {"to": phone})
+    def text_customer(phone: str) -> str:
+        return "sent"
+
+    first = Candidate("text_customer", {"phone": phone})
+    with Runtime(file_url, tools=[text_customer]) as rt:
+        found = rt.speculate(
+            "conv-p", propose=lambda b: [] if b.path else [first], score=lambda b: 1.0,
+            budget=1, depth=1,
+        )  # fmt: skip
+        events = rt.events(correlation_id="conv-p")
+    assert found.best[0].arguments  # the live plan can be committed
+    assert phone not in repr([(e.input, e.output, e.rejection_reason) for e in events])
+    assert phone not in repr([n.shown for n in found.tree])  # shown as the log shows it

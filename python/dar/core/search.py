@@ -11,6 +11,7 @@ and ``seed`` give the same tree, so a search is reproducible and testable withou
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Generator
@@ -87,9 +88,11 @@ def search(
     seed: int,
     deadline: float | None,
     clock: Callable[[], float],
+    named: Callable[[Candidate], str] | None = None,
 ) -> Searching:
     """Search until ``budget`` nodes are expanded, the clock passes ``deadline`` (in the
-    clock's seconds) or the tree has nothing left to try; then choose the path."""
+    clock's seconds) or the tree has nothing left to try; then choose the path.
+    ``named(candidate)`` is how ``why`` names a call (by default its tool and arguments)."""
     if budget < 1 or depth < 1:
         raise ValueError(f"budget and depth must be >= 1, not budget={budget} depth={depth}")
     rng = random.Random(seed)
@@ -110,7 +113,7 @@ def search(
             node.visits, node.total = node.visits + 1, node.total + value
             node.best = max(node.best, value)
             node = node.parent
-    return (yield from _choose(root, session, depth, expansions))
+    return (yield from _choose(root, session, depth, expansions, named or short))
 
 
 def _select(root: _Node, session: str | None, depth: int) -> Generator[Request, Any, _Node | None]:
@@ -180,7 +183,7 @@ def _distinct(proposed: Any) -> list[Candidate]:
 
 
 def _choose(
-    root: _Node, session: str | None, depth: int, expansions: int
+    root: _Node, session: str | None, depth: int, expansions: int, named: Callable[[Candidate], str]
 ) -> Generator[Request, Any, Outcome]:
     """At each level the child with the best path through it (then the most visited, then
     the best mean: the world in a search answers each call one way, so the best path seen
@@ -192,7 +195,7 @@ def _choose(
     while node.children:
         ranked = sorted(node.children, key=lambda c: (c.best, c.visits, c.mean), reverse=True)
         best = ranked[0]
-        reasons.append(_reason(best, ranked[1:]))
+        reasons.append(_reason(best, ranked[1:], named))
         chosen.append(best)
         node = best
     branch = node.branch(session)
@@ -207,21 +210,23 @@ def _choose(
     return Outcome(tree, branch.path, "; ".join(reasons), score, expansions)
 
 
-def _reason(best: _Node, others: list[_Node]) -> str:
-    said = f"{_named(best)} ({_figures(best)})"
+def _reason(best: _Node, others: list[_Node], named: Callable[[Candidate], str]) -> str:
+    assert best.step is not None
+    said = f"{named(best.step.candidate)} ({_figures(best)})"
     if not others:
         return f"{said}: the only call tried"
-    return f"{said} over {_named(others[0])} ({_figures(others[0])})"
+    runner = others[0]
+    assert runner.step is not None
+    return f"{said} over {named(runner.step.candidate)} ({_figures(runner)})"
 
 
 def _figures(node: _Node) -> str:
     return f"best {node.best:.3f}, visits {node.visits}, mean {node.mean:.3f}"
 
 
-def _named(node: _Node) -> str:
+def short(candidate: Candidate) -> str:
     """The call, short: its tool and the start of its arguments."""
-    assert node.step is not None
-    tool, arguments = node.step.candidate.identity.split(" ", 1)
+    tool, arguments = candidate.identity.split(" ", 1)
     return f"{tool} {arguments if len(arguments) <= 60 else arguments[:59] + '…'}"
 
 
@@ -252,8 +257,10 @@ def _flatten(root: _Node, chosen: set[int]) -> tuple[Node, ...]:
 
 
 def shown(result: Result) -> Any:
-    """What a node shows of its call: the output (a read's, or an effect's preview), or
-    why it was refused or failed."""
+    """What a node shows of its call: the output (a read's, or an effect's preview) as the
+    log records it, or why it was refused or failed."""
+    if result.output_json is not None:  # as the log has it: personal fields redacted
+        return json.loads(result.output_json)
     if result.output is not None:
         return result.output
     return result.reason or result.error

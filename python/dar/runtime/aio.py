@@ -278,7 +278,8 @@ class AsyncRuntime(RuntimeBase):
         started = time.perf_counter()
         with outside_the_run(), run.journal.giving_back(index):
             found: Search = await self._speculate(cid, request, propose, score, deadline)
-        await run.write((index, "step", "speculate", text, digest), found.as_dict(), 0, started)
+        recorded_as = self._search_record(found)
+        await run.write((index, "step", "speculate", text, digest), recorded_as, 0, started)
         return found
 
     async def _speculate(
@@ -299,6 +300,7 @@ class AsyncRuntime(RuntimeBase):
             seed=request["seed"],
             deadline=limit,
             clock=time.monotonic,
+            named=self._named,
         )
         tried: dict[str, Result] = {}
         sandbox, inside = SANDBOX.set(True), enclosing_call.set(CurrentCall(search_id, cid))

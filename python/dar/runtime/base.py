@@ -22,8 +22,9 @@ from typing import Any
 
 from dar._core import canonical_json
 from dar.context import check_correlation_id, current_session, enclosing_call
-from dar.core import approval, dryrun, grants
+from dar.core import approval, dryrun, grants, search
 from dar.core.decide import (
+    WITHHELD,
     CallSpec,
     canonical_input,
     decide_call,
@@ -41,7 +42,7 @@ from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.records import Approval, Result
 from dar.rules import Rule
-from dar.speculate import Node, Search, Step
+from dar.speculate import Candidate, Node, Search, Step
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -244,8 +245,7 @@ class RuntimeBase:
                 )
             )
             return
-        summary = found.as_dict()
-        summary["best"] = [p.plan_id for p in found.best]
+        summary = self._search_record(found)
         yield Append(
             rows.row(
                 EventKind.SPECULATED,
@@ -254,6 +254,29 @@ class RuntimeBase:
                 rejection_reason=f"chose {len(found.best)} plan(s): {found.why}",
             )
         )
+
+    def _search_record(self, found: Search) -> dict[str, Any]:
+        """The search as its row and a run's journal keep it: the arguments of a tool that
+        redacts personal fields are withheld (a plan of it then cannot be committed from
+        the record: ``reasons`` says why)."""
+        record = found.as_dict()
+        for node in record["tree"]:
+            if node["call"] is not None and self._redacts(node["call"]["tool"]):
+                node["call"]["arguments"] = {"withheld": WITHHELD}
+        for plan in record["best"]:
+            if self._redacts(plan["tool"]):
+                plan["arguments"] = ""
+                plan["reasons"] = [f"its arguments are {WITHHELD}"]
+        return record
+
+    def _named(self, candidate: Candidate) -> str:
+        """How a search's ``why`` names a call: its tool, and its arguments unless the tool
+        redacts personal fields."""
+        return candidate.tool if self._redacts(candidate.tool) else search.short(candidate)
+
+    def _redacts(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.redactor is not None
 
     def _found(self, search_id: str, cid: str | None, outcome: Outcome) -> Search:
         """The search's answer: the chosen path's effects as plans, in a chain. The first

@@ -276,7 +276,8 @@ class Runtime(RuntimeBase):
         started = time.perf_counter()
         with outside_the_run(), run.journal.giving_back(index):
             found: Search = self._speculate(cid, request, propose, score, deadline)
-        run.write((index, "step", "speculate", text, digest), found.as_dict(), 0, started)
+        recorded_as = self._search_record(found)
+        run.write((index, "step", "speculate", text, digest), recorded_as, 0, started)
         return found
 
     def _speculate(
@@ -297,6 +298,7 @@ class Runtime(RuntimeBase):
             seed=request["seed"],
             deadline=limit,
             clock=time.monotonic,
+            named=self._named,
         )
         tried: dict[str, Result] = {}
         sandbox, inside = SANDBOX.set(True), enclosing_call.set(CurrentCall(search_id, cid))
