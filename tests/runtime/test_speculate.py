@@ -277,3 +277,22 @@ def test_a_search_keeps_no_personal_field_of_a_tool_that_redacts(file_url: str) 
     assert found.best[0].arguments  # the live plan can be committed
     assert phone not in repr([(e.input, e.output, e.rejection_reason) for e in events])
     assert phone not in repr([n.shown for n in found.tree])  # shown as the log shows it
+
+
+def test_a_replay_answers_with_the_recorded_search_and_its_commits(file_url: str) -> None:
+    world = World()
+    with world.runtime(file_url) as rt:
+        live = rt.speculate("conv-r", propose=propose, score=score, budget=16)
+        committed = rt.commit_all(live.best)
+    reads = world.ran["quote_couriers"]
+
+    def never(branch: Branch) -> list[Candidate]:
+        raise AssertionError("a replay does not search")
+
+    with world.runtime(file_url, replay="conv-r") as replay:
+        again = replay.speculate("conv-r", propose=never, score=score, budget=16)
+        assert [p.plan_id for p in again.best] == [p.plan_id for p in live.best]
+        assert [n.visits for n in again.tree] == [n.visits for n in live.tree]
+        replayed = replay.commit_all(again.best)
+    assert [r.output for r in replayed] == [r.output for r in committed]
+    assert world.ran["quote_couriers"] == reads and world.effects == 2  # nothing ran again

@@ -262,9 +262,11 @@ class Runtime(RuntimeBase):
         read's runs. Monte Carlo Tree Search (UCT) expands at most ``budget`` nodes, within
         ``deadline`` seconds when given; ``seed`` makes it repeatable. ``search.best`` are
         the chosen path's plans: `commit_all(search.best)` runs them, each once. The search
-        is one group in the log; inside a durable run it is one journaled step."""
-        if self._replay is not None:
-            raise ModeError("this runtime is a replay: it searches nothing")
+        is one group in the log; inside a durable run it is one journaled step; a replay
+        answers with the recorded search."""
+        replayer = self._replaying()
+        if replayer is not None:  # the recorded search: nothing is searched, read or planned
+            return search_from(replayer.next_search())
         cid, _parent = self._session(correlation_id)
         request = {"speculate": cid, "budget": budget, "depth": depth, "seed": seed}
         run = running()
