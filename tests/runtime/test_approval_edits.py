@@ -11,56 +11,22 @@ from typing import Any
 
 import pytest
 
-from dar import (
-    CanonicalizationError,
-    ConfigurationError,
-    Deny,
-    Effect,
-    NeedsApproval,
-    Runtime,
-    Status,
-    rule,
-    tool,
-)
+from dar import CanonicalizationError, ConfigurationError, Runtime, Status
 from dar.audit.postmortem import verify
 from dar.records import Approval
 from tests.conftest import Clock, execute_sql
+from tests.support.payments import LIMITS, RULES, paid, pay, reset
 
 MakeRuntime = Callable[..., Runtime]
-paid: list[dict[str, Any]] = []  # the handler's inputs, in order
-LIMITS = {
-    "min": 1,
-    "max": 1000,
-}  # a container: a rule reading it keeps its fingerprint when it changes
-
-
-@tool(effect=Effect.IRREVERSIBLE)
-def pay(order_id: str, amount: int) -> dict[str, Any]:
-    paid.append({"order_id": order_id, "amount": amount})
-    return {"paid": order_id, "amount": amount}
-
-
-@rule(applies_to="pay")
-def big_payments_need_a_person(inp: dict[str, Any], ctx: Any) -> Any:
-    return NeedsApproval(f"payment of {inp['amount']}") if inp["amount"] >= 100 else True
-
-
-@rule(applies_to="pay")
-def within_the_limits(inp: dict[str, Any], ctx: Any) -> Any:
-    low, high = LIMITS["min"], LIMITS["max"]
-    return True if low <= inp["amount"] <= high else Deny(f"not between {low} and {high}")
-
-
-RULES = [big_payments_need_a_person, within_the_limits]
 ASKED = {"order_id": "ORD-1", "amount": 500}
 EDIT = {"order_id": "ORD-1", "amount": 300}
 
 
 @pytest.fixture(autouse=True)
 def _reset() -> Iterator[None]:
-    paid.clear()
+    reset()
     yield
-    LIMITS.update(min=1, max=1000)
+    reset()
 
 
 @pytest.fixture
