@@ -236,6 +236,8 @@ def _node_label(node: CallNode) -> Text:
     if out.error:
         label.append(f"\nerror: {out.error}", style="red")
     label.append(f"\nin  {_short(node.first.input)}", style="dim")
+    if out.input is not None and out.input != node.first.input:  # a person's edit ran
+        label.append(f"\nedit {_short(out.input)}", style="dim")
     if out.output is not None:
         label.append(f"\nout {_short(out.output)}", style="dim")
     return label
