@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ from dar import CanonicalizationError, ConfigurationError, Runtime, Status
 from dar.audit.postmortem import verify
 from dar.records import Approval
 from tests.conftest import Clock, execute_sql
+from tests.support import runs as R
+from tests.support.calls import wait_until
 from tests.support.payments import LIMITS, RULES, paid, pay, reset
 
 MakeRuntime = Callable[..., Runtime]
@@ -164,3 +168,42 @@ def test_a_signed_edit_cannot_be_changed_in_the_database(
         res = ask(signed)
         assert res.status == Status.REJECTED and "not signed" in (res.reason or "")
     assert paid == []
+
+
+def test_waiting_for_approval_runs_the_edit(rt: Runtime) -> None:
+    results: list[Any] = []
+    caller = threading.Thread(target=lambda: results.append(
+        rt.call("pay", ASKED, correlation_id="pay-1", wait_for_approval=20)
+    ))  # fmt: skip
+    caller.start()
+    wait_until(lambda: bool(rt.approvals(status="pending")))
+    rt.approve(rt.approvals(status="pending")[0].approval_id, by="alice", arguments=EDIT)
+    caller.join(30)
+    assert [(r.status, r.output) for r in results] == [
+        (Status.EXECUTED, {"paid": "ORD-1", "amount": 300})
+    ]
+    assert paid == [EDIT]
+
+
+def test_a_durable_run_resumes_on_the_edit_and_its_model_reads_it(
+    make_runtime: MakeRuntime,
+    runtime_kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(R, "MARKS", tmp_path)
+    monkeypatch.setattr(R, "RUNTIME", None)
+    rt = make_runtime(tools=R.TOOLS, rules=[R.refund_limit])
+    R.install(rt)
+    agent = R.agent_for(runtime_kind)
+    with R.ConversationServer(R.APPROVAL) as model:
+        waiting = rt.start(agent, "w1", model.url, "w1")
+        assert waiting.status == "suspended" and waiting.approval_id
+        edit = {"order_id": "ORD-w1", "amount": 150}
+        rt.approve(waiting.approval_id, by="alice", arguments=edit)
+        done = rt.start(agent, "w1", model.url, "w1")
+        assert (done.status, done.output) == ("finished", "Done with ORD-w1.")
+        said = model.of("w1")[-1]["messages"][-1]["content"]
+    assert "alice" in said and "$.amount 300 -> 150" in said
+    assert R.count(tmp_path, "effect.refund.ORD-w1.150") == 1
+    assert R.count(tmp_path, "effect.refund.ORD-w1.300") == 0
