@@ -13,12 +13,22 @@ from typing import Any
 
 import pytest
 
-from dar import CanonicalizationError, ConfigurationError, Runtime, Status
+from dar import (
+    CanonicalizationError,
+    ConfigurationError,
+    Effect,
+    NeedsApproval,
+    Reconciled,
+    Runtime,
+    Status,
+    rule,
+    tool,
+)
 from dar.audit.postmortem import verify
 from dar.records import Approval
 from tests.conftest import Clock, execute_sql
 from tests.support import runs as R
-from tests.support.calls import wait_until
+from tests.support.calls import abandon_claim, wait_until
 from tests.support.payments import LIMITS, RULES, paid, pay, reset
 
 MakeRuntime = Callable[..., Runtime]
@@ -207,3 +217,40 @@ def test_a_durable_run_resumes_on_the_edit_and_its_model_reads_it(
     assert "alice" in said and "$.amount 300 -> 150" in said
     assert R.count(tmp_path, "effect.refund.ORD-w1.150") == 1
     assert R.count(tmp_path, "effect.refund.ORD-w1.300") == 0
+
+
+settled: list[dict[str, Any]] = []
+
+
+def _settled(inp: dict[str, Any]) -> Reconciled:
+    return Reconciled(True, {"settled": inp["amount"]}) if inp in settled else Reconciled(False)
+
+
+@tool(effect=Effect.MUTATE_EXTERNAL, lease=30, reconcile=_settled)
+def settle(order_id: str, amount: int) -> dict[str, Any]:
+    settled.append({"order_id": order_id, "amount": amount})
+    return {"settled": amount}
+
+
+@pytest.mark.parametrize("happened", [True, False])
+def test_a_crashed_edit_is_reconciled_on_the_input_it_ran_on(
+    store_url: str, clock: Clock, happened: bool
+) -> None:
+    settled.clear()
+    every = rule(applies_to="settle", name="a_person_settles")(
+        lambda i, c: NeedsApproval("a person settles")
+    )
+    with Runtime(store_url, tools=[settle], rules=[every], clock=clock) as rt:
+        first = rt.call("settle", ASKED)
+        rt.approve(str(first.approval_id), by="alice", arguments=EDIT)
+        abandon_claim(rt, settle, ASKED)  # the edit's worker dies holding the key...
+        if happened:
+            settled.append(EDIT)  # ...after its effect
+        clock.advance(31)
+        after = rt.call("settle", ASKED)
+        if happened:  # answered from the effect that happened: never run a second time
+            assert (after.status, after.output) == (Status.CACHED, {"settled": 300})
+            assert rt.events(status="executed")[0].input == EDIT
+        else:  # it did not happen: a person decides again, nothing ran
+            assert after.status == Status.AWAITING_APPROVAL
+        assert settled == ([EDIT] if happened else [])

@@ -52,7 +52,7 @@ from dar.core.states import ClaimState, EventKind
 from dar.core.verdict import Verdict, classify
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
-from dar.records import Approval, Claim, NewEvent, Result
+from dar.records import Approval, Claim, Event, NewEvent, Result
 from dar.redact import Redactor, marker, scrub
 from dar.rules import Deny, NeedsApproval, Rule, RuleContext
 from dar.signature import ArgumentError, json_path, to_json
@@ -844,9 +844,13 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     """We hold the claim of a crashed call: did its effect happen? Returns the answer, or
     None when it did not and this call may run (after the rules judge it)."""
     assert call.key is not None
-    rec = yield CallReconcile(call.tool, call.input)
+    ran = yield from edited_attempt(call)
+    rec = yield CallReconcile(call.tool, call.input if ran is None else ran.input)
     verdict = rec.value if rec.ok else None
     if isinstance(verdict, Reconciled) and verdict.executed:
+        if ran is not None:  # its outcome is recorded with the input it ran on
+            call.input_text = call.canonical = canonical_json(ran.input).decode("utf-8")
+            call.input_hash = ran.input_hash or ""
         done = Outcome(True, verdict.output, duration_ms=rec.duration_ms)
         result = yield from finished(call, done, attempt)
         return replace(result, status=Status.CACHED, extra={"reconciled": True})
@@ -881,6 +885,19 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     ev = refusal_row(call, (r, verdict))
     yield Finish(call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, ev)
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
+
+
+def edited_attempt(call: Call) -> Ops[Event | None]:
+    """The ``started`` row of the crashed attempt this call reconciles, when that attempt
+    ran on a person's edit (`use_edit`): reconcile is asked about the input the effect ran
+    on, not the request's."""
+    assert call.key is not None
+    rows: list[Event] = yield ReadLog(LogFilter(key=call.key, status=EventKind.STARTED.value))
+    earlier = [r for r in rows if r.call_id != call.spec.call_event_id]
+    last = earlier[-1] if earlier else None
+    if last is None or last.input_hash in (None, call.request_hash) or call.tool.redactor:
+        return None
+    return last
 
 
 def run(call: Call, attempt: int) -> Ops[Result]:
