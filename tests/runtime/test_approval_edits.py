@@ -169,15 +169,20 @@ def test_a_signed_edit_cannot_be_changed_in_the_database(
     monkeypatch.setenv("DAR_APPROVAL_SECRET", "s3cret")
     with Runtime(file_url, tools=[pay], rules=RULES) as signed:
         edited(signed)
-        forged = '{"amount":900,"order_id":"ORD-1"}'
+        assert ask(signed).status == Status.EXECUTED and paid == [EDIT]  # signed: usable
+        other = {"order_id": "ORD-2", "amount": 500}
+        signed.approve(
+            str(ask(signed, other).approval_id), by="alice", arguments={**other, "amount": 200}
+        )
+        forged = '{"amount":900,"order_id":"ORD-2"}'
         execute_sql(
             signed.store,
             f"UPDATE agent_tool_approvals SET edited_input = '{forged}', edited_hash = "
-            f"'{hashlib.sha256(forged.encode()).hexdigest()}'",
+            f"'{hashlib.sha256(forged.encode()).hexdigest()}' WHERE status = 'approved'",
         )
-        res = ask(signed)
+        res = ask(signed, other)
         assert res.status == Status.REJECTED and "not signed" in (res.reason or "")
-    assert paid == []
+    assert paid == [EDIT]
 
 
 def test_waiting_for_approval_runs_the_edit(rt: Runtime) -> None:

@@ -537,7 +537,9 @@ def use_edit(call: Call, grant: Approval, rule: Rule) -> Ops[Result | None]:
     it was edited."""
     edited = grant.edited_input or ""
     intact = sha256_hex_of(edited.encode("utf-8")) == grant.edited_hash
-    changes = edit_summary(call.input_text, edited) if intact else "(not as it was signed)"
+    changes = (
+        edit_summary(call.input_text, edited) if intact else "(one that does not match its hash)"
+    )
     note = f"approved by {grant.decided_by} with an edit: {changes} (approval {grant.approval_id})"
     yield Append(call.row(EventKind.APPROVAL_USED, rejection_reason=note, rule_name=rule.name))
     about = f"the edit of approval {grant.approval_id}"
