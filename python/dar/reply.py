@@ -35,6 +35,13 @@ def reply_for(result: Result) -> ModelReply:
             f"Dry run, nothing was done. It would: {result.reason}. Preview: {preview}", False
         )
     if status in (Status.EXECUTED, Status.CACHED):
+        edited = result.extra.get("edited")
+        if edited is not None and result.output_json is not None:
+            return ModelReply(
+                f"A person ({edited['by']}) approved this call with an edit and it ran with "
+                f"their arguments instead ({edited['changes']}). Result: {result.output_json}",
+                False,
+            )
         if result.output_json is not None:
             return ModelReply(result.output_json, False)
         why = result.error or result.reason
