@@ -82,6 +82,7 @@ from pydantic import (  # noqa: E402
     create_model,
 )
 
+from dar.context import model_tool_call  # noqa: E402
 from dar.effects import Status  # noqa: E402
 from dar.errors import ConfigurationError, DarError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
@@ -356,7 +357,7 @@ class DarMiddleware(AgentMiddleware):
         def once() -> Result:
             token = invoking(lambda given: _recorded(handler(on(request, given))))
             try:
-                with blocking_one_tool_call_at_a_time():
+                with blocking_one_tool_call_at_a_time(), model_tool_call(request.tool_call["id"]):
                     return rt.call(name, args, correlation_id=cid)
             finally:
                 done_invoking(token)
@@ -376,10 +377,11 @@ class DarMiddleware(AgentMiddleware):
             token = invoking(_forward(rt, request, handler))
             try:
                 async with one_tool_call_at_a_time():
-                    if isinstance(rt, AsyncRuntime):
-                        return await rt.call(name, args, correlation_id=cid)
-                    # A sync runtime blocks: in a thread, so the turn's other calls go on.
-                    return await asyncio.to_thread(rt.call, name, args, correlation_id=cid)
+                    with model_tool_call(request.tool_call["id"]):
+                        if isinstance(rt, AsyncRuntime):
+                            return await rt.call(name, args, correlation_id=cid)
+                        # A sync runtime blocks: in a thread, so the turn's other calls go on.
+                        return await asyncio.to_thread(rt.call, name, args, correlation_id=cid)
             finally:
                 done_invoking(token)
 

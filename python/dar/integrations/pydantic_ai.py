@@ -75,6 +75,7 @@ from pydantic_ai.tools import (  # noqa: E402
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset  # noqa: E402
 from pydantic_core import SchemaValidator, core_schema  # noqa: E402
 
+from dar.context import model_tool_call  # noqa: E402
 from dar.effects import Status  # noqa: E402
 from dar.errors import ConfigurationError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
@@ -197,12 +198,14 @@ class DarToolset(WrapperToolset[Any]):
             token = invoking(self._forward(name, ctx, original))
             judging = _judge.set(_judge_of(original, ctx))
             try:
-                result = await self._call(name, asked, cid)
+                with model_tool_call(ctx.tool_call_id):
+                    result = await self._call(name, asked, cid)
             finally:
                 _judge.reset(judging)
                 done_invoking(token)
         else:
-            result = await self._call(name, asked, cid)
+            with model_tool_call(ctx.tool_call_id):
+                result = await self._call(name, asked, cid)
         if result.status is Status.AWAITING_APPROVAL:
             raise ApprovalRequired({APPROVAL_ID: result.approval_id, "reason": result.reason})
         if result.ok and result.output_json is not None:
