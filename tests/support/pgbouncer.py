@@ -26,9 +26,10 @@ BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 class Bouncer:
     """PgBouncer in ``pool_mode = transaction`` in front of the Postgres at ``server_url``,
-    with at most ``pool_size`` server connections per database and user."""
+    with at most ``pool_size`` server connections per database and user, listening on
+    loopback and on ``listen``."""
 
-    def __init__(self, server_url: str, pool_size: int = 4) -> None:
+    def __init__(self, server_url: str, pool_size: int = 4, listen: tuple[str, ...] = ()) -> None:
         if not Path(BINARY).exists():
             raise RuntimeError("no pgbouncer binary: apt-get install pgbouncer")
         server = urlsplit(server_url)
@@ -40,7 +41,7 @@ class Bouncer:
             "[databases]\n"
             f"* = host={server.hostname} port={server.port}\n"
             "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            f"listen_addr = {','.join(('127.0.0.1', *listen))}\nlisten_port = {self.port}\n"
             f"unix_socket_dir = {self.dir}\n"
             "auth_type = trust\n"
             f"auth_file = {self.dir / 'userlist.txt'}\n"
@@ -56,7 +57,12 @@ class Bouncer:
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         subprocess.run([*args, str(self.dir / "pgbouncer.ini")], check=True, timeout=30)
         self._wait_listening()
-        self.url = f"postgresql://{user}@127.0.0.1:{self.port}{server.path}"
+        self.user, self.path = user, server.path
+        self.url = self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        """The pooler's URL through one of the addresses it listens on."""
+        return f"postgresql://{self.user}@{host}:{self.port}{self.path}"
 
     def _wait_listening(self) -> None:
         deadline = time.monotonic() + 10
