@@ -60,6 +60,17 @@ def _remove_leftovers() -> None:
                 ip("netns", "del", name) if name in namespaces else ip("link", "del", name)
 
 
+def _free_subnet(tag: int) -> str:
+    """A /24 in 10.200.0.0/13 that no interface of this machine is on yet."""
+    taken = ip("-o", "-4", "addr", "show")
+    for n in range(2048):
+        i = (tag + n) % 2048
+        subnet = f"10.{200 + i // 256}.{i % 256}"
+        if f" {subnet}." not in taken:
+            return subnet
+    raise RuntimeError("no free 10.200.0.0/13 subnet for the hosts' bridge")
+
+
 class Hosts:
     """``count`` network namespaces on one bridge; the root namespace is the database's."""
 
@@ -67,7 +78,7 @@ class Hosts:
         _remove_leftovers()
         tag = os.getpid()
         self.bridge = f"darb{tag}"
-        subnet = f"10.{200 + tag % 50}.{(tag >> 6) % 250}"
+        subnet = _free_subnet(tag)
         self.server_address = f"{subnet}.1"
         self.names = [f"darh{tag}-{i}" for i in range(count)]
         self.addresses = [f"{subnet}.{10 + i}" for i in range(count)]
