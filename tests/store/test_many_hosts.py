@@ -18,7 +18,7 @@ import pytest
 
 from dar import Runtime
 from tests.conftest import fresh_schema
-from tests.support.hosts import Hosts, log_verifies, release, results
+from tests.support.hosts import Hosts, release, results, verify_log
 from tests.support.pg import LocalServer, _bindir
 
 
@@ -89,7 +89,8 @@ def test_each_effect_runs_once_with_workers_on_two_hosts_racing_for_every_key(
         assert per_key[(str(key), "executed")] == 1, key
         assert per_key[(str(key), "cached")] == 3, key
     with Runtime(shared["url"].replace(hosts.server_address, "127.0.0.1")) as rt:
-        assert log_verifies(rt)
+        report = verify_log(rt)
+        assert report.ok, report.broken
 
 
 def test_when_one_hosts_workers_are_killed_mid_burst_the_other_host_takes_over(
@@ -132,4 +133,5 @@ def test_when_one_hosts_workers_are_killed_mid_burst_the_other_host_takes_over(
         taken_over = {e.idempotency_key for e in rt.events(status="started") if e.attempt == 2}
         assert len(taken_over) == 2
         assert all(c.state == "done" for c in rt.store.claims())  # type: ignore[attr-defined]
-        assert log_verifies(rt)
+        report = verify_log(rt)
+        assert report.ok, report.broken

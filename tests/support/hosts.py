@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import dar
-from dar.audit.postmortem import verify
+from dar.audit.postmortem import VerifyReport, verify
 from dar.core.ops import LogFilter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,14 +150,13 @@ def results(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
     return found
 
 
-def log_verifies(rt: dar.Runtime) -> bool:
+def verify_log(rt: dar.Runtime) -> VerifyReport:
     """`dar verify` over the runtime's whole log: every chain and claim intact."""
     store: Any = rt.store
-    report = verify(
+    return verify(
         store.events(LogFilter()),
         store.chain_heads(),
         store.checkpoints(),
         claims=store.claims(),
         purges=store.purge_records(),
     )
-    return report.ok
