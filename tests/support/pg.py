@@ -37,7 +37,7 @@ class LocalServer:
 
     Postgres refuses to run as root, so as root it runs as the ``postgres`` user (or
     ``nobody``). ``listen``: the addresses it listens on besides loopback (a bridge that
-    network namespaces reach it through); clients from anywhere are trusted.
+    network namespaces reach it through); clients on its subnets are trusted.
     """
 
     def __init__(self, bindir: Path, listen: tuple[str, ...] = ()) -> None:
@@ -70,7 +70,7 @@ class LocalServer:
         )
         if listen:
             with open(self.data / "pg_hba.conf", "a") as hba:
-                hba.write("host all all 0.0.0.0/0 trust\n")
+                hba.write("host all all samenet trust\n")  # the hosts on the bridge
         self.start()
         self.url = self.url_at("127.0.0.1")
 
