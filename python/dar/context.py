@@ -49,6 +49,20 @@ class CallInfo:
 
 _call_info: ContextVar[CallInfo | None] = ContextVar("dar_call_info", default=None)
 
+#: The model's own id of the tool call being made (an integration sets it around
+#: ``rt.call``), so a trace names the call as the model and the SDK's own spans do.
+model_tool_call_id: ContextVar[str | None] = ContextVar("dar_model_tool_call_id", default=None)
+
+
+@contextmanager
+def model_tool_call(call_id: str | None) -> Iterator[None]:
+    """Make ``call_id`` (the model's id of the tool call) the one `model_tool_call_id` gives."""
+    token = model_tool_call_id.set(call_id)
+    try:
+        yield
+    finally:
+        model_tool_call_id.reset(token)
+
 
 def current_call() -> CallInfo | None:
     """The call the code runs in: inside a handler or a ``reconcile`` (sync or async, a

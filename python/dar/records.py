@@ -136,6 +136,10 @@ class Approval:
     used_by: str | None = None
     used_at: float | None = None
     signature: str | None = None
+    #: A person's edit of the arguments (``rt.approve(..., arguments=...)``): the canonical
+    #: JSON the waiting call runs on instead, and its hash (which the signature covers).
+    edited_input: str | None = None
+    edited_hash: str | None = None
 
     def state(self, now: float) -> str:
         """``status``, or ``expired`` for a grant past its time."""

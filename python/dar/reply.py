@@ -35,11 +35,26 @@ def reply_for(result: Result) -> ModelReply:
             f"Dry run, nothing was done. It would: {result.reason}. Preview: {preview}", False
         )
     if status in (Status.EXECUTED, Status.CACHED):
+        edited = edit_note(result)
+        if edited is not None and result.output_json is not None:
+            return ModelReply(f"{edited} Result: {result.output_json}", False)
         if result.output_json is not None:
             return ModelReply(result.output_json, False)
         why = result.error or result.reason
         return ModelReply(f"The tool ran, but its output could not be recorded ({why}).", False)
     return ModelReply(_WORDING[status](result), True)
+
+
+def edit_note(result: Result) -> str | None:
+    """What the model must know of a call a person approved with other arguments: that it
+    ran on theirs, and what changed (None for any other call)."""
+    edited = result.extra.get("edited")
+    if edited is None:
+        return None
+    return (
+        f"A person ({edited['by']}) approved this call with an edit and it ran with their "
+        f"arguments instead ({edited['changes']})."
+    )
 
 
 def _rejected(r: Result) -> str:

@@ -21,7 +21,7 @@ EXAMPLES = ROOT / "examples"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 #: Examples that need a server the suite starts (run by the tests that start it).
-NEEDS_SERVER = {"agent_loop_openai.py", "postgres.py"}
+NEEDS_SERVER = {"agent_loop_openai.py", "pgbouncer.py", "postgres.py"}
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -76,6 +76,18 @@ def test_quickstart_prints_the_same_thing_every_run(tmp_path: Path) -> None:
 def test_postgres_example(pg_base_url: str, tmp_path: Path) -> None:
     done = run_example(EXAMPLES / "postgres.py", tmp_path, DAR_DATABASE_URL=pg_base_url)
     assert done.returncode == 0, done.stderr
+
+
+def test_pgbouncer_example(pg_base_url: str, tmp_path: Path) -> None:
+    from tests.support.pgbouncer import Bouncer
+
+    bouncer = Bouncer(pg_base_url, pool_size=2)
+    try:
+        done = run_example(EXAMPLES / "pgbouncer.py", tmp_path, DAR_DATABASE_URL=bouncer.url)
+    finally:
+        bouncer.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "cached"  # the first may be cached by an earlier run
 
 
 def test_agent_loop_example_against_a_local_model(tmp_path: Path) -> None:

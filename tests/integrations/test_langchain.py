@@ -470,7 +470,7 @@ def asked_about(out: dict[str, Any], args: dict[str, Any]) -> str:
     (action,) = paused.value["action_requests"]
     assert set(action) == {"name", "args", "description"}
     assert (action["name"], action["args"]) == ("pay", args)
-    allowed = ["approve", "reject"]
+    allowed = ["approve", "edit", "reject"]
     assert paused.value["review_configs"] == [{"action_name": "pay", "allowed_decisions": allowed}]
     description: str = action["description"]
     assert "payments need a person" in description
@@ -536,9 +536,7 @@ def test_resume_dar_cannot_record_is_refused_and_can_be_answered_again(tmp_path:
     with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[a_person_pays]) as rt:
         agent = hitl_agent(rt, "middleware", paid, model)
         asked_about(agent.invoke({"messages": [("user", "pay")]}, config("th-r")), model.script[0])
-        edit = {"type": "edit", "edited_action": {"name": "pay", "args": {"amount": 1, "to": "b"}}}
         wrong = [
-            ({"decisions": [edit], "by": "alice"}, "an edit decision cannot be applied yet"),
             ({"decisions": [{"type": "approve"}]}, "by\n  Field required"),
             ({"decisions": [{"type": "approve"}], "by": " "}, "by\n  String should have at least"),
             (
@@ -553,6 +551,44 @@ def test_resume_dar_cannot_record_is_refused_and_can_be_answered_again(tmp_path:
         approve = {"decisions": [{"type": "approve"}], "by": "alice"}
         agent.invoke(Command(resume=approve), config("th-r"))
         assert paid == {"5.0 to bob": 1}
+
+
+@pytest.mark.parametrize("kind", ["tools", "middleware"])
+def test_an_edit_decision_runs_the_edited_call_once_and_never_the_request(
+    tmp_path: Path, kind: str
+) -> None:
+    paid: Counter[str] = Counter()
+    model = Paying(script=[{"amount": 500, "to": "bob"}] * 3)  # asked again after each refusal
+    with Runtime(f"sqlite:///{tmp_path}/a.db", rules=[a_person_pays]) as rt:
+        agent = hitl_agent(rt, kind, paid, model)
+        asked_about(agent.invoke({"messages": [("user", "pay")]}, config("th-e")), model.script[0])
+
+        def edit(args: dict[str, Any], name: str = "pay") -> dict[str, Any]:
+            action = {"name": name, "args": args}
+            return {"decisions": [{"type": "edit", "edited_action": action}], "by": "alice"}
+
+        # Edits dar refuses (the schema; another tool): the model reads why, nothing runs,
+        # and the request still waits for a person.
+        for wrong, why in [
+            (edit({"amount": "lots", "to": "bob"}), "$.amount"),
+            (edit({"amount": 5, "to": "bob"}, "refund"), "cannot call 'refund'"),
+        ]:
+            agent.invoke(Command(resume=wrong), config("th-e"))
+            told = model.seen[-1][-1]
+            assert isinstance(told, ToolMessage) and told.status == "error"
+            assert "the reviewer's edit was refused" in str(told.content)
+            assert why in str(told.content) and not paid
+            assert [a.status for a in rt.approvals()] == ["pending"]
+            again = agent.invoke({"messages": [("user", "pay")]}, config("th-e"))
+            asked_about(again, model.script[0])
+        agent.invoke(Command(resume=edit({"amount": 300, "to": "bob"})), config("th-e"))
+        told = model.seen[-1][-1]
+        assert isinstance(told, ToolMessage) and told.status == "success"
+        assert "(alice) approved this call with an edit" in str(told.content)  # the model knows
+        assert "300" in str(told.content).split("Result:")[1]
+        assert paid == {"300.0 to bob": 1}  # the edit once; the 500 never
+        (used,) = rt.approvals("used")
+        assert (used.decided_by, used.edited_input) == ("alice", '{"amount":300,"to":"bob"}')
 
 
 def test_outside_a_graph_a_call_waiting_for_a_person_says_so(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletionMessage
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import dar
 from dar import AsyncRuntime, Effect, NeedsApproval, Runtime, rule, tool
 from dar.errors import ConfigurationError
+from dar.integrations import openai as dar_openai
 from dar.integrations.otel import instrument
 from tests.support.calls import MakeRuntime
 
@@ -89,7 +92,7 @@ def test_every_answer_is_one_span_whose_chain_hash_is_its_rows(
         assert seen["dar.status"] == result.status.value
         assert seen["dar.event_id"] == result.event_id
         assert seen["dar.chain_hash"] == row.row_hash is not None
-        assert seen["gen_ai.tool.call.id"] == row.call_id
+        assert seen["gen_ai.tool.call.id"] == seen["dar.call_id"] == row.call_id  # no model
         assert seen["gen_ai.conversation.id"] == seen["dar.correlation_id"] == "s-refunds"
         assert seen["dar.idempotency_key"] == result.key
         assert PHONE not in str(seen)  # no input or output value, ever
@@ -218,6 +221,47 @@ def test_async_calls_side_by_side_each_nest_under_the_callers_span(
         assert call.name == "execute_tool order_total"
         assert call.parent is not None and call.parent.span_id == turn_span.context.span_id
     assert len(spans) == 5
+
+
+def turn(*calls: tuple[str, str, dict[str, Any]]) -> ChatCompletionMessage:
+    """An assistant message of the Chat Completions API with these (id, tool, arguments)."""
+    return ChatCompletionMessage.model_validate(
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                for i, n, a in calls
+            ],
+        }
+    )
+
+
+def test_a_call_an_integration_makes_carries_the_models_id_for_it(
+    exported: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = exported
+    asked = turn(
+        ("call_a", "refund", {"order_id": "A", "amount": 5}),
+        ("call_b", "refund", {"order_id": "B", "amount": 6}),
+    )
+    with Runtime("sqlite://:memory:", tools=[refund], rules=[refund_limit]) as rt:
+        instrument(rt, tracer_provider=provider)
+        dar_openai.run_tool_calls(rt, asked, correlation_id="s-ids")
+        rt.call("refund", {"order_id": "C", "amount": 7})  # not from a model: the log's id
+
+    async def concurrently() -> None:
+        async with AsyncRuntime("sqlite://:memory:", tools=[refund], rules=[refund_limit]) as art:
+            instrument(art, tracer_provider=provider)
+            await dar_openai.arun_tool_calls(art, asked, correlation_id="s-ids")
+
+    asyncio.run(concurrently())
+    ids = [
+        (attrs(s)["gen_ai.tool.call.id"], attrs(s)["dar.call_id"])
+        for s in exporter.get_finished_spans()
+    ]
+    assert [model for model, _ in ids[:2]] == ["call_a", "call_b"]
+    assert ids[2][0] == ids[2][1]  # the third call had no model id
+    assert sorted(model for model, _ in ids[3:]) == ["call_a", "call_b"]  # each task its own
 
 
 def test_instrumenting_again_replaces_and_uninstrument_undoes(

@@ -422,7 +422,7 @@ def test_denial_reaches_the_model_and_binds_the_same_call_later(tmp_path: Path) 
     assert not ran
 
 
-def test_deciding_needs_who_refuses_an_edit_for_now_and_cannot_be_skipped(tmp_path: Path) -> None:
+def test_deciding_needs_who_and_cannot_be_skipped(tmp_path: Path) -> None:
     ran: Counter[str] = Counter()
     express = call("ship_order", {"order_id": "D", "courier": "express"}, 1)
     with Runtime(
@@ -433,15 +433,41 @@ def test_deciding_needs_who_refuses_an_edit_for_now_and_cannot_be_skipped(tmp_pa
         requests = pending(asked)
         with pytest.raises(dar.ConfigurationError, match=r"say who decided the call c1"):
             decide(rt, requests, {"c1": True})
-        edit = ToolApproved(override_args={"order_id": "D", "courier": "fast"})
-        with pytest.raises(dar.ConfigurationError, match=r"override_args"):
-            decide(rt, requests, {"c1": edit}, by="alice")
         assert [a.status for a in rt.approvals()] == ["pending"]  # nothing was recorded
         # Approved in Pydantic AI alone, the call still waits for dar's grant: nothing runs.
         bare = requests.build_results(approve_all=True)
         again = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=bare)
         assert pending(again).metadata["c1"] == requests.metadata["c1"]
         assert not ran
+
+
+def test_an_approval_with_other_arguments_runs_the_edit_once_and_never_the_request(
+    tmp_path: Path,
+) -> None:
+    ran: Counter[str] = Counter()
+    express = call("ship_order", {"order_id": "E", "courier": "express"}, 1)
+    with Runtime(
+        f"sqlite:///{tmp_path}/a.db", tools=make_tools(ran), rules=[express_needs_a_person]
+    ) as rt:
+        agent = approving_agent(rt, express)
+        asked = agent.run_sync("ship E", conversation_id="conv-edit")
+        requests = pending(asked)
+        # An edit the tool's schema refuses is refused before anything is recorded.
+        broken = ToolApproved(override_args={"order_id": "E", "courier": 5})
+        with pytest.raises(dar.DarError, match=r"\$\.courier"):
+            decide(rt, requests, {"c1": broken}, by="alice")
+        assert [a.status for a in rt.approvals()] == ["pending"]
+        edit = ToolApproved(override_args={"order_id": "E", "courier": "fast"})
+        results = decide(rt, requests, {"c1": edit}, by="alice")
+        done = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=results)
+        assert "'courier': 'fast'" in done.output
+        again = agent.run_sync(message_history=asked.all_messages(), deferred_tool_results=results)
+        assert again.output == done.output
+        assert ran == {"ship E fast": 1}  # the edit once, the request never
+        (used,) = rt.approvals("used")
+        assert used.decided_by == "alice" and used.edited_input == (
+            '{"courier":"fast","order_id":"E"}'
+        )
 
 
 # --- a wrapped toolset's arguments and results -------------------------------------------------

@@ -36,11 +36,13 @@ class LocalServer:
     """``initdb`` + ``pg_ctl`` in a temporary folder, on a free loopback port.
 
     Postgres refuses to run as root, so as root it runs as the ``postgres`` user (or
-    ``nobody``).
+    ``nobody``). ``listen``: the addresses it listens on besides loopback (a bridge that
+    network namespaces reach it through); clients on its subnets are trusted.
     """
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, listen: tuple[str, ...] = ()) -> None:
         self.bindir = bindir
+        self.listen = ("127.0.0.1", *listen)
         self.dir = Path(tempfile.mkdtemp(prefix="dar-pg-"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -66,8 +68,15 @@ class LocalServer:
             "--no-sync",
             "--no-instructions",
         )
+        if listen:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")  # the hosts on the bridge
         self.start()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.url = self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        """The server's URL through one of the addresses it listens on."""
+        return f"postgresql://postgres@{host}:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bindir / tool), *args]
@@ -87,7 +96,7 @@ class LocalServer:
         # fsync=off only risks data on an OS crash, which no test simulates. Commits stay
         # synchronous: a restarted server must keep every commit it acknowledged.
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            f"-p {self.port} -k {self.dir} -c listen_addresses={','.join(self.listen)} -c fsync=off"
             " -c full_page_writes=off -c max_connections=300"
         )
         self._run(

@@ -23,8 +23,10 @@ from dar import __version__
 from dar.audit.chain import Broken
 from dar.audit.postmortem import CallNode, anchor, call_tree, check_anchor, stats, verify
 from dar.cli.runs import add_commands as add_run_commands
+from dar.cli.runs import app_runtime
 from dar.cli.views import add_commands as add_view_commands
 from dar.core import approval
+from dar.core.decide import edit_summary
 from dar.core.ops import GetClaim, ListSagas, LogFilter, Op, Resolve, StoreOp
 from dar.core.rows import admin_row, resolved_row
 from dar.core.saga import STATES as saga_states
@@ -261,6 +263,8 @@ def _node_label(node: CallNode) -> Text:
     if out.error:
         label.append(f"\nerror: {out.error}", style="red")
     label.append(f"\nin  {_short(node.first.input)}", style="dim")
+    if out.input is not None and out.input != node.first.input:  # a person's edit ran
+        label.append(f"\nedit {_short(out.input)}", style="dim")
     if out.output is not None:
         label.append(f"\nout {_short(out.output)}", style="dim")
     return label
@@ -458,12 +462,15 @@ def cmd_approvals(args: argparse.Namespace, console: Console) -> int:
         table.add_column(col, overflow="fold")
     for a in found:
         decision = f"{a.decided_by}: {a.note or ''}" if a.decided_by else ""
+        arguments = a.input or ""
+        if a.edited_input is not None:
+            arguments += f" edited to {a.edited_input}"
         table.add_row(
             escape(safe(a.approval_id)),
             a.state(now),
             escape(safe(a.tool_name)),
             escape(safe(a.correlation_id or "")),
-            escape(safe(a.input or "")),
+            escape(safe(arguments)),
             escape(safe(" / ".join(x for x in (a.reason, decision) if x))),
         )
     console.print(table)
@@ -471,30 +478,50 @@ def cmd_approvals(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_decide(args: argparse.Namespace, console: Console) -> int:
-    store = _open(args)
+    """Decide a request. An edit (``--arguments``) is checked against the tool's schema and
+    rules up front when ``--app`` builds the application's runtime; without it the edit is
+    recorded as given and checked when the call uses it (a bad edit is refused then,
+    running nothing)."""
     approve = args.command == "approve"
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
-    secret = os.environ.get("DAR_APPROVAL_SECRET") or None
-    note = args.note if approve else args.reason
-    plan = approval.decide(
-        args.approval_id, approve=approve, by=args.by, note=note, ttl=args.ttl, now=now,
-        secret=secret,
-    )  # fmt: skip
     try:
-        decided = _run_plan(store, plan)
+        decided = _decide_in_app(args) if args.app else _decide_in_store(args, approve)
     except KeyError as exc:
         console.print(f"[red]{escape(str(exc.args[0]))}[/red]")
         return 1
-    finally:
-        store.close()
     what = "approved" if approve else "denied"
     until = ""
     if decided.expires_at is not None:
         expiry = dt.datetime.fromtimestamp(decided.expires_at, dt.timezone.utc)
         until = f" (usable once, until {expiry.isoformat(timespec='seconds')})"
     tool_input = f"{safe(decided.tool_name)} {safe(decided.input or '')}"
+    if decided.edited_input is not None:
+        what += " with an edit"
+        tool_input += f", runs as {safe(edit_summary(decided.input, decided.edited_input))}"
     console.print(f"{what}: {escape(tool_input)}{until}")
     return 0
+
+
+def _decide_in_store(args: argparse.Namespace, approve: bool) -> Any:
+    store = _open(args)
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    secret = os.environ.get("DAR_APPROVAL_SECRET") or None
+    note = args.note if approve else args.reason
+    plan = approval.decide(
+        args.approval_id, approve=approve, by=args.by, note=note, ttl=args.ttl, now=now,
+        secret=secret, arguments=args.arguments,
+    )  # fmt: skip
+    try:
+        return _run_plan(store, plan)
+    finally:
+        store.close()
+
+
+def _decide_in_app(args: argparse.Namespace) -> Any:
+    """`Runtime.approve` in the application's runtime, which has the tools and rules."""
+    with app_runtime(args, _db_url) as (rt, call):
+        return call(
+            rt.approve(args.approval_id, args.by, args.note, args.ttl, arguments=args.arguments)
+        )
 
 
 def cmd_sagas(args: argparse.Namespace, console: Console) -> int:
@@ -658,13 +685,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", required=True, help="who approves (recorded in the log)")
     p.add_argument("--note", help="a note for the log")
     p.add_argument("--ttl", type=float, default=3600, help="seconds the grant stays usable")
+    p.add_argument(
+        "--arguments",
+        metavar="JSON",
+        help="approve the call edited to these arguments (a JSON object): it runs on them",
+    )
+    p.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="with --arguments: your Runtime (or a factory of one) checks the edit against "
+        "the tool's schema and rules now, rather than when the call uses it",
+    )
     p.set_defaults(fn=cmd_decide)
 
     p = command("deny", "refuse one pending call: that exact call is rejected with the reason")
     p.add_argument("approval_id", help="see `dar approvals --status pending`")
     p.add_argument("--by", required=True, help="who refuses (recorded in the log)")
     p.add_argument("--reason", required=True, help="why: the agent reads it")
-    p.set_defaults(fn=cmd_decide, ttl=0, note=None)
+    p.set_defaults(fn=cmd_decide, ttl=0, note=None, arguments=None, app=None)
 
     p = command("sagas", "sagas and their state; `dar sagas resume` finishes interrupted ones")
     p.add_argument(

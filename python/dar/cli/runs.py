@@ -195,7 +195,7 @@ def _status(kind: str, response: Any) -> tuple[str, str]:
 
 
 def cmd_resume(args: argparse.Namespace, console: Console, db_url: DbUrl) -> int:
-    with _runtime(args, db_url) as (rt, call):
+    with app_runtime(args, db_url) as (rt, call):
         done = call(rt.resume())
         _print(done, console)
         if not args.watch:
@@ -228,7 +228,7 @@ Call = Callable[[Any], Any]
 
 
 @contextmanager
-def _runtime(args: argparse.Namespace, db_url: DbUrl) -> Iterator[tuple[Any, Call]]:
+def app_runtime(args: argparse.Namespace, db_url: DbUrl) -> Iterator[tuple[Any, Call]]:
     """The application's runtime, and how to get a value out of its methods (an
     `AsyncRuntime`'s run on an event loop of this command's own, in another thread)."""
     if not args.app:

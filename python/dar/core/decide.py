@@ -53,7 +53,7 @@ from dar.core.states import ClaimState, EventKind
 from dar.core.verdict import Verdict, classify
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
-from dar.records import Approval, Claim, NewEvent, Result
+from dar.records import Approval, Claim, Event, NewEvent, Result
 from dar.redact import Redactor, marker, scrub
 from dar.rules import Deny, NeedsApproval, Rule, RuleContext
 from dar.signature import ArgumentError, json_path, to_json
@@ -107,6 +107,14 @@ class Call:
     key: str | None = None
     #: The handler's keyword arguments, validated against its signature.
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The hash of the input as the caller made the call: the claim's, even once a
+    #: person's edit (`use_edit`) has swapped the input the call runs on.
+    request_hash: str = ""
+    #: How a person edited the call at approval (``Result.extra["edited"]``), if they did.
+    edit: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.request_hash = self.request_hash or self.input_hash
 
     @property
     def tool(self) -> Tool[Any]:
@@ -134,6 +142,8 @@ class Call:
         )
 
     def result(self, status: Status, event: NewEvent, **fields: Any) -> Result:
+        if self.edit is not None:
+            fields["extra"] = {**fields.get("extra", {}), "edited": self.edit}
         return Result(
             status, event_id=event.event_id, key=self.key, input_hash=self.input_hash, **fields
         )
@@ -471,6 +481,8 @@ def seek_approval(
                 "and was refused; calling again asks a person"
             )
             return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+        if grant.edited_hash is not None:
+            return (yield from use_edit(call, grant, rule))
         note = f"approved by {grant.decided_by} (approval {grant.approval_id})"
         yield Append(call.row(EventKind.APPROVAL_USED, rejection_reason=note, rule_name=rule.name))
         return None
@@ -488,7 +500,9 @@ def seek_approval(
         grant is not None and trusted(call, grant) and grant_in_flight(call, grant, claim, now)
     )
     if answer.kind == "used" and call.key is not None and in_flight:
-        return AGAIN
+        assert grant is not None
+        if grant.edited_hash is None or not (yield from refused_at_use(call, grant)):
+            return AGAIN
     request = Approval(
         approval_id=new_id(),
         binding=bound,
@@ -513,6 +527,73 @@ def seek_approval(
         Status.AWAITING_APPROVAL, ev, reason=ev.rejection_reason, rule=rule.name,
         approval_id=opened,
     )  # fmt: skip
+
+
+def use_edit(call: Call, grant: Approval, rule: Rule) -> Ops[Result | None]:
+    """Go on with the arguments a person edited the call to, checked again now (the world
+    may have moved since the approval): the schema, then the rules, where a ``Deny``
+    refuses it. The claim stays the request's (a retry of the request answers the edited
+    call's result); the rows of the execution carry the edit, so the effect runs on
+    exactly the input the log shows. The ``approval_used`` row, the request's, says how
+    it was edited."""
+    edited = grant.edited_input or ""
+    intact = sha256_hex_of(edited.encode("utf-8")) == grant.edited_hash
+    changes = (
+        edit_summary(call.input_text, edited) if intact else "(one that does not match its hash)"
+    )
+    note = f"approved by {grant.decided_by} with an edit: {changes} (approval {grant.approval_id})"
+    yield Append(call.row(EventKind.APPROVAL_USED, rejection_reason=note, rule_name=rule.name))
+    about = f"the edit of approval {grant.approval_id}"
+    if call.tool.redactor is not None:  # its log would show the personal values
+        reason = f"{about} cannot run: tool {call.tool.name!r} redacts personal fields"
+        return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+    if not intact:
+        reason = f"{about} does not match its hash and was refused"
+        return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+    call.input_text = call.canonical = edited
+    call.input_hash = grant.edited_hash or ""
+    call.edit = {
+        "approval_id": grant.approval_id,
+        "by": grant.decided_by,
+        "arguments": json.loads(edited),
+        "changes": changes,
+    }
+    try:
+        call.kwargs = call.tool.signature.validate(edited, coerce=call.tool.coerce)
+    except ArgumentError as exc:
+        reason = f"{about}: invalid arguments: {exc}"
+        return (yield from record(call, Status.REJECTED, rejection_reason=reason))
+    refused = yield from first_refusal(call)
+    if refused is not None and isinstance(refused[1], Deny):
+        ev = refusal_row(call, (refused[0], refused[1]))
+        yield Append(ev)
+        return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
+    return None  # a rule that asks for approval asks for what the person approved
+
+
+def refused_at_use(call: Call, grant: Approval) -> Ops[bool]:
+    """Whether the call that used ``grant`` refused its edit (then it is done with the
+    grant, and this call asks a person again rather than waiting for it)."""
+    assert call.key is not None
+    rows = yield ReadLog(LogFilter(key=call.key, status=EventKind.REJECTED.value))
+    return any(row.call_id == grant.used_by for row in rows)
+
+
+def edit_summary(asked: str | None, edited: str) -> str:
+    """What a person changed, path by path with both values: ``$.amount 500 -> 80``."""
+    if asked is None:
+        return f"the arguments are now {edited}"
+    found = differences(json.loads(asked), json.loads(edited))
+    shown = [f"{path} {_shown(old)} -> {_shown(new)}" for path, old, new in found[:5]]
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return ", ".join(shown) + more
+
+
+def _shown(value: Any) -> str:
+    if value is MISSING:
+        return "(absent)"
+    text = canonical_json(value).decode("utf-8")
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def trusted(call: Call, grant: Approval) -> bool:
@@ -579,25 +660,35 @@ def conflict_reason(call: Call, first: Any) -> str:
     return f"this idempotency key was first used with other arguments ({shown} differ)"
 
 
-def differing_paths(a: Any, b: Any, path: str = "$") -> list[str]:
+def differing_paths(a: Any, b: Any) -> list[str]:
     """The JSON paths where two JSON values differ (a member only one side has counts)."""
+    return [path for path, _a, _b in differences(a, b)]
+
+
+#: A member one side of `differences` does not have.
+MISSING: Any = object()
+
+
+def differences(a: Any, b: Any, path: str = "$") -> list[tuple[str, Any, Any]]:
+    """Where two JSON values differ: ``(path, a's value, b's value)``, `MISSING` for a
+    member only the other side has."""
     if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
+        out: list[tuple[str, Any, Any]] = []
         for name in sorted(a.keys() | b.keys()):
             child = f"{path}.{name}" if name.isidentifier() else f"{path}[{json.dumps(name)}]"
             if name not in a or name not in b:
-                out.append(child)
+                out.append((child, a.get(name, MISSING), b.get(name, MISSING)))
             else:
-                out.extend(differing_paths(a[name], b[name], child))
+                out.extend(differences(a[name], b[name], child))
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [
-            p
+            d
             for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for p in differing_paths(x, y, f"{path}[{i}]")
+            for d in differences(x, y, f"{path}[{i}]")
         ]
     same = type(a) is type(b) and a == b
-    return [] if same else [path]
+    return [] if same else [(path, a, b)]
 
 
 def expire(call: Call, claim: Claim) -> Ops[Result | None]:
@@ -641,7 +732,7 @@ def take(call: Call, now: float, claim: Claim | None) -> Take:
     return Take(
         call.key,
         call.tool.name,
-        call.input_hash,
+        call.request_hash,
         call.spec.owner,
         now + call.tool.lease,
         now,
@@ -660,7 +751,7 @@ def look(call: Call, first: bool) -> Ops[tuple[bool, Claim | None, NewEvent]]:
     if first and not call.rules and not call.spec.known_key(call.key):
         taken, claim = yield TakeOrLookup(take(call, now, None), hit)
         return taken, claim, hit
-    claim, _logged = yield Lookup(call.key, call.input_hash, now, hit)
+    claim, _logged = yield Lookup(call.key, call.request_hash, now, hit)
     return False, claim, hit
 
 
@@ -697,7 +788,7 @@ def acquire(call: Call) -> Ops[Acquired | Result]:
         verdict = classify(
             claim,
             now,
-            call.input_hash,
+            call.request_hash,
             blind_retry_safe=effect.blind_retry_safe,
             can_reconcile=call.tool.reconcile is not None,
         )
@@ -756,10 +847,14 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     """We hold the claim of a crashed call: did its effect happen? Returns the answer, or
     None when it did not and this call may run (after the rules judge it)."""
     assert call.key is not None
+    ran = yield from edited_attempt(call)
     info = yield from call_info(call, attempt)
-    rec = yield CallReconcile(call.tool, call.input, info)
+    rec = yield CallReconcile(call.tool, call.input if ran is None else ran.input, info)
     verdict = rec.value if rec.ok else None
     if isinstance(verdict, Reconciled) and verdict.executed:
+        if ran is not None:  # its outcome is recorded with the input it ran on
+            call.input_text = call.canonical = canonical_json(ran.input).decode("utf-8")
+            call.input_hash = ran.input_hash or ""
         done = Outcome(True, verdict.output, duration_ms=rec.duration_ms)
         result = yield from finished(call, done, attempt)
         return replace(result, status=Status.CACHED, extra={"reconciled": True})
@@ -794,6 +889,19 @@ def reconcile(call: Call, attempt: int) -> Ops[Result | None]:
     ev = refusal_row(call, (r, verdict))
     yield Finish(call.key, call.spec.owner, ClaimState.RELEASED, None, None, now, None, ev)
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
+
+
+def edited_attempt(call: Call) -> Ops[Event | None]:
+    """The ``started`` row of the crashed attempt this call reconciles, when that attempt
+    ran on a person's edit (`use_edit`): reconcile is asked about the input the effect ran
+    on, not the request's."""
+    assert call.key is not None
+    rows: list[Event] = yield ReadLog(LogFilter(key=call.key, status=EventKind.STARTED.value))
+    earlier = [r for r in rows if r.call_id != call.spec.call_event_id]
+    last = earlier[-1] if earlier else None
+    if last is None or last.input_hash in (None, call.request_hash) or call.tool.redactor:
+        return None
+    return last
 
 
 def run(call: Call, attempt: int) -> Ops[Result]:

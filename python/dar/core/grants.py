@@ -137,13 +137,26 @@ def binding(tool_name: str, input_hash: str, key: str | None, rules_fingerprint:
     return sha256_hex_of(canonical_json([tool_name, input_hash, key, rules_fingerprint]))
 
 
-def signature(secret: str, approval_id: str, bound: str, expires_at: float | None) -> str:
-    """HMAC-SHA256 of a grant: its id, binding and expiry."""
-    message = canonical_json([approval_id, bound, expires_at])
+def signature(
+    secret: str,
+    approval_id: str,
+    bound: str,
+    expires_at: float | None,
+    edited_hash: str | None = None,
+) -> str:
+    """HMAC-SHA256 of a grant: its id, binding and expiry, and the hash of the arguments a
+    person edited it to (so an edit written into the database by hand is not usable)."""
+    signed: list[Any] = [approval_id, bound, expires_at]
+    if edited_hash is not None:
+        signed.append(edited_hash)
+    message = canonical_json(signed)
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
 def signed_by(secret: str, grant: Approval) -> bool:
-    """Whether ``grant`` was signed with ``secret`` for exactly its binding and expiry."""
-    expected = signature(secret, grant.approval_id, grant.binding, grant.expires_at)
+    """Whether ``grant`` was signed with ``secret`` for exactly its binding, expiry and
+    edit."""
+    expected = signature(
+        secret, grant.approval_id, grant.binding, grant.expires_at, grant.edited_hash
+    )
     return grant.signature is not None and hmac.compare_digest(expected, grant.signature)

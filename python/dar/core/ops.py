@@ -243,6 +243,9 @@ class DecideApproval:
     expires_at: float | None
     signature: str | None
     event: NewEvent
+    #: The person's edit of the arguments (canonical JSON, its hash); None: as asked.
+    edited_input: str | None = None
+    edited_hash: str | None = None
 
     def apply(self, store: Store) -> Approval | None:
         return store.decide_approval(self)

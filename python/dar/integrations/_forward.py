@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from dar.context import current_session, enclosing_call
 from dar.core.decide import unruled
 from dar.effects import Effect
@@ -25,8 +27,10 @@ from dar.runtime.base import RuntimeBase
 from dar.signature import Signature
 from dar.tools import Tool
 
-#: The framework's own invocation of the call in flight: what the stand-in tool runs.
-_invocation: ContextVar[Callable[[], Any] | None] = ContextVar("dar_invocation", default=None)
+#: The framework's own invocation of the call in flight, given the arguments to run it on:
+#: what the stand-in tool runs.
+Invocation = Callable[[dict[str, Any]], Any]
+_invocation: ContextVar[Invocation | None] = ContextVar("dar_invocation", default=None)
 
 _registering = threading.Lock()
 
@@ -34,7 +38,9 @@ EffectMap = Mapping[str, "Effect | str"]
 
 
 class Forward:
-    """The handler of a stand-in tool: runs the framework's invocation of the current call."""
+    """The handler of a stand-in tool: runs the framework's invocation of the current call
+    on the arguments dar validated, hashed and logged (a person's edit, when one was
+    approved: never the request's arguments behind the log's back)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -44,7 +50,7 @@ class Forward:
         run = _invocation.get()
         if run is None:
             raise RuntimeError(f"{self.name} belongs to a framework and runs only through it")
-        return run()
+        return run({name: to_jsonable_python(v, by_alias=True) for name, v in arguments.items()})
 
 
 def correlation(explicit: str | None, framework_id: str | None) -> str | None:
@@ -132,10 +138,10 @@ def refusal(reason: str) -> str:
     return f"Refused: {reason}. Nothing was done."
 
 
-def invoking(run: Callable[[], Any]) -> Token[Callable[[], Any] | None]:
+def invoking(run: Invocation) -> Token[Invocation | None]:
     """Make ``run`` the invocation a stand-in tool executes; returns the reset token."""
     return _invocation.set(run)
 
 
-def done_invoking(token: Token[Callable[[], Any] | None]) -> None:
+def done_invoking(token: Token[Invocation | None]) -> None:
     _invocation.reset(token)

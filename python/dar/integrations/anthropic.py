@@ -105,7 +105,7 @@ def run_tool_uses(
     """Run every ``tool_use`` block of ``message`` (a ``Message``) and return the user
     message holding one ``tool_result`` per block, in the same order."""
     ids, calls = _read(message)
-    return _reply(ids, run_calls(rt, calls, correlation_id))
+    return _reply(ids, run_calls(rt, calls, ids, correlation_id))
 
 
 async def arun_tool_uses(
@@ -113,7 +113,7 @@ async def arun_tool_uses(
 ) -> dict[str, Any]:
     """``run_tool_uses`` on an ``AsyncRuntime``: the turn's calls run concurrently."""
     ids, calls = _read(message)
-    return _reply(ids, await arun_calls(art, calls, correlation_id))
+    return _reply(ids, await arun_calls(art, calls, ids, correlation_id))
 
 
 def _read(message: Any) -> tuple[list[str], list[Call]]:

@@ -50,7 +50,6 @@ the SDK's own, live every time.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
@@ -66,7 +65,7 @@ from dar.integrations._durable_clients import (
     usage_sum,
     wrapped,
 )
-from dar.integrations._turn import Call
+from dar.integrations._turn import Call, aresults, results
 from dar.records import Result
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
@@ -91,8 +90,8 @@ def run_function_calls(rt: Runtime, response: Any, *, correlation_id: str | None
     ``types.Content`` to append to the contents: one function response per call, in order.
     Check ``response.function_calls`` first: without calls the turn is the model's answer."""
     ids, calls = _read(response)
-    results = [rt.call(name, args, correlation_id=correlation_id) for name, args in calls]
-    return _content(ids, calls, results)
+    done = results(rt, calls, ids, correlation_id)
+    return _content(ids, calls, done)
 
 
 async def arun_function_calls(
@@ -100,10 +99,8 @@ async def arun_function_calls(
 ) -> Any:
     """``run_function_calls`` on an ``AsyncRuntime``: the turn's calls run concurrently."""
     ids, calls = _read(response)
-    results = await asyncio.gather(
-        *(art.call(name, args, correlation_id=correlation_id) for name, args in calls)
-    )
-    return _content(ids, calls, results)
+    done = await aresults(art, calls, ids, correlation_id)
+    return _content(ids, calls, done)
 
 
 def _read(response: Any) -> tuple[list[str | None], list[Call]]:

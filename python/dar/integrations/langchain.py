@@ -82,8 +82,9 @@ from pydantic import (  # noqa: E402
     create_model,
 )
 
+from dar.context import model_tool_call  # noqa: E402
 from dar.effects import Status  # noqa: E402
-from dar.errors import ConfigurationError  # noqa: E402
+from dar.errors import ConfigurationError, DarError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
     KIND,
     blocking_one_tool_call_at_a_time,
@@ -94,6 +95,7 @@ from dar.integrations._durable_frameworks import (  # noqa: E402
 )
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
+    Invocation,
     correlation,
     done_invoking,
     effects_of,
@@ -103,6 +105,7 @@ from dar.integrations._forward import (  # noqa: E402
 )
 from dar.integrations._schema import misfits  # noqa: E402
 from dar.records import Result  # noqa: E402
+from dar.reply import edit_note  # noqa: E402
 from dar.runtime.aio import AsyncRuntime  # noqa: E402
 from dar.runtime.journal import journaled, running  # noqa: E402
 from dar.runtime.sync import Runtime  # noqa: E402
@@ -176,17 +179,20 @@ def thread_id(config: Any) -> str | None:
 
 # --- a call waiting for a person: LangChain's own human-in-the-loop interruption -------------
 
-#: The decisions a reviewer may send. ``edit`` joins when `_approve_edited` applies it.
-DECISIONS = ("approve", "reject")
+#: The decisions a reviewer may send.
+DECISIONS = ("approve", "edit", "reject")
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """A reviewer's answer as dar records it: a grant or a denial, by whom, with a note."""
+    """A reviewer's answer as dar records it: a grant (of the edited ``arguments``, when the
+    reviewer edited the call) or a denial, by whom, with a note."""
 
     approve: bool
     by: str
     note: str | None = None
+    arguments: dict[str, Any] | None = None
+    tool: str | None = None  # an edit's tool: it must be the call's
 
 
 def reviewed(rt: Runtime, name: str, args: Any, call: Callable[[], Result]) -> Result:
@@ -199,7 +205,11 @@ def reviewed(rt: Runtime, name: str, args: Any, call: Callable[[], Result]) -> R
     if decision is None:
         return result
     assert result.approval_id is not None
-    _decide(rt, result.approval_id, decision)
+    try:
+        _same_tool(name, decision)
+        _decide(rt, result.approval_id, decision)
+    except DarError as exc:
+        return _edit_refused(result, exc)
     return call()
 
 
@@ -212,23 +222,43 @@ async def areviewed(
     if decision is None:
         return result
     assert result.approval_id is not None
-    if isinstance(rt, AsyncRuntime):
-        await _adecide(rt, result.approval_id, decision)
-    else:
-        await asyncio.to_thread(_decide, rt, result.approval_id, decision)
+    try:
+        _same_tool(name, decision)
+        if isinstance(rt, AsyncRuntime):
+            await _adecide(rt, result.approval_id, decision)
+        else:
+            await asyncio.to_thread(_decide, rt, result.approval_id, decision)
+    except DarError as exc:
+        return _edit_refused(result, exc)
     return await call()
+
+
+def _same_tool(name: str, decision: Decision) -> None:
+    """An edit changes a call's arguments, never which tool it calls."""
+    if decision.tool not in (None, name):
+        raise ConfigurationError(f"an edit of a {name!r} call cannot call {decision.tool!r}")
+
+
+def _edit_refused(waiting: Result, exc: DarError) -> Result:
+    """A reviewer's edit dar refused (it breaks the tool's schema or a rule): nothing was
+    granted, the request still waits, and the model reads why. Raising instead would leave
+    the graph replaying the same resume on every later one."""
+    reason = f"the reviewer's edit was refused ({exc}); the call still waits for a person"
+    return dataclasses.replace(waiting, status=Status.REJECTED, reason=reason)
 
 
 def _decide(rt: Runtime, approval_id: str, decision: Decision) -> None:
     if decision.approve:
-        rt.approve(approval_id, by=decision.by, note=decision.note)
+        rt.approve(approval_id, by=decision.by, note=decision.note, arguments=decision.arguments)
     else:
         rt.deny(approval_id, by=decision.by, reason=decision.note)
 
 
 async def _adecide(rt: AsyncRuntime, approval_id: str, decision: Decision) -> None:
     if decision.approve:
-        await rt.approve(approval_id, by=decision.by, note=decision.note)
+        await rt.approve(
+            approval_id, by=decision.by, note=decision.note, arguments=decision.arguments
+        )
     else:
         await rt.deny(approval_id, by=decision.by, reason=decision.note)
 
@@ -277,13 +307,10 @@ RESUME = Annotated[Resume, AfterValidator(_decided)]
 
 
 def _approve_edited(by: str, edited_action: Action) -> Decision:
-    """An ``edit`` decision: the grant binds to the edited arguments, and the waiting call
-    is answered with the edited call's result. Refused until the runtime approves edits;
-    then this returns a grant of ``edited_action["args"]`` (for ``rt.approve(approval_id,
-    by=by, arguments=...)``) and ``DECISIONS`` offers ``edit``."""
-    raise ValueError(
-        "an edit decision cannot be applied yet: approve or reject the call as the model made it"
-    )
+    """An ``edit`` decision: the grant binds to the edited arguments (checked by dar against
+    the tool's schema and rules), and the waiting call is answered with the edited call's
+    result. The edited action's name must be the call's (`_same_tool`)."""
+    return Decision(True, by, arguments=dict(edited_action["args"]), tool=edited_action["name"])
 
 
 class DarMiddleware(AgentMiddleware):
@@ -328,9 +355,9 @@ class DarMiddleware(AgentMiddleware):
         name, args, cid = self._call(request)
 
         def once() -> Result:
-            token = invoking(lambda: _recorded(handler(request)))
+            token = invoking(lambda given: _recorded(handler(on(request, given))))
             try:
-                with blocking_one_tool_call_at_a_time():
+                with blocking_one_tool_call_at_a_time(), model_tool_call(request.tool_call["id"]):
                     return rt.call(name, args, correlation_id=cid)
             finally:
                 done_invoking(token)
@@ -350,10 +377,11 @@ class DarMiddleware(AgentMiddleware):
             token = invoking(_forward(rt, request, handler))
             try:
                 async with one_tool_call_at_a_time():
-                    if isinstance(rt, AsyncRuntime):
-                        return await rt.call(name, args, correlation_id=cid)
-                    # A sync runtime blocks: in a thread, so the turn's other calls go on.
-                    return await asyncio.to_thread(rt.call, name, args, correlation_id=cid)
+                    with model_tool_call(request.tool_call["id"]):
+                        if isinstance(rt, AsyncRuntime):
+                            return await rt.call(name, args, correlation_id=cid)
+                        # A sync runtime blocks: in a thread, so the turn's other calls go on.
+                        return await asyncio.to_thread(rt.call, name, args, correlation_id=cid)
             finally:
                 done_invoking(token)
 
@@ -422,18 +450,26 @@ def _forward(
     rt: Runtime | AsyncRuntime,
     request: ToolCallRequest,
     handler: Callable[[ToolCallRequest], Awaitable[Reply]],
-) -> Callable[[], Any]:
+) -> Invocation:
     """The agent's own async tool call, as the stand-in runs it: awaited by an
     AsyncRuntime; on a sync runtime (whose handler runs in a worker thread) run on the
     agent's event loop and waited for."""
 
-    async def call() -> Any:
-        return _recorded(await handler(request))
+    async def call(given: dict[str, Any]) -> Any:
+        return _recorded(await handler(on(request, given)))
 
     if isinstance(rt, AsyncRuntime):
         return call
     loop = asyncio.get_running_loop()
-    return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result()
+    return lambda given: asyncio.run_coroutine_threadsafe(call(given), loop).result()
+
+
+def on(request: ToolCallRequest, given: dict[str, Any]) -> ToolCallRequest:
+    """The agent's tool call with the arguments dar runs it on (a person's edit, approved,
+    differs from what the model sent)."""
+    if given == request.tool_call["args"]:
+        return request
+    return request.override(tool_call={**request.tool_call, "args": given})
 
 
 class ToolError(Exception):
@@ -454,8 +490,12 @@ def _message(request: ToolCallRequest, result: Result) -> ToolMessage:
     reads the same); a refusal or failure as dar words it."""
     reply = result.for_model()
     own = result.ok and isinstance(result.output, (str, list))
+    content = result.output if own else reply.text
+    edited = edit_note(result)  # news to the model: the call ran on a person's arguments
+    if own and edited is not None:
+        content = f"{edited} Result: {result.output}"
     return ToolMessage(
-        result.output if own else reply.text,
+        content,
         tool_call_id=request.tool_call["id"],
         name=request.tool_call["name"],
         status="error" if reply.is_error else "success",

@@ -101,7 +101,7 @@ def run_tool_calls(
     ``function_call_output`` item per call). An empty list means the model called nothing.
     """
     api, ids, calls = _read(turn)
-    return _replies(api, ids, run_calls(rt, calls, correlation_id))
+    return _replies(api, ids, run_calls(rt, calls, ids, correlation_id))
 
 
 async def arun_tool_calls(
@@ -109,7 +109,7 @@ async def arun_tool_calls(
 ) -> list[dict[str, Any]]:
     """``run_tool_calls`` on an ``AsyncRuntime``: the turn's calls run concurrently."""
     api, ids, calls = _read(turn)
-    return _replies(api, ids, await arun_calls(art, calls, correlation_id))
+    return _replies(api, ids, await arun_calls(art, calls, ids, correlation_id))
 
 
 def _read(turn: Any) -> tuple[Api, list[str], list[Call]]:

@@ -39,7 +39,7 @@ import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, overload
 
-from dar.context import current_session
+from dar.context import current_session, model_tool_call
 from dar.core.decide import input_digest
 from dar.effects import Status
 from dar.errors import ConfigurationError
@@ -109,7 +109,8 @@ def _function_tool(
     async def needs_approval(ctx: Any, params: dict[str, Any], call_id: str) -> bool:
         if in_run():
             return False  # a durable run suspends instead, from the tool (see the module)
-        result = await _call(rt, name, params, _correlation(ctx, given))
+        with model_tool_call(call_id):
+            result = await _call(rt, name, params, _correlation(ctx, given))
         if result.status is Status.AWAITING_APPROVAL:
             return True
         answered[call_id] = (_same(params), result)
@@ -121,7 +122,8 @@ def _function_tool(
             return made[1].for_model().text
         run = None if asks else ctx  # as needs_approval, which is not shown the group id
         async with one_tool_call_at_a_time():
-            result = await _call(rt, name, arguments, _correlation(run, given))
+            with model_tool_call(getattr(ctx, "tool_call_id", None)):
+                result = await _call(rt, name, arguments, _correlation(run, given))
         return result.for_model().text
 
     return _agents.FunctionTool(

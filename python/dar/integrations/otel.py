@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dar import __version__
+from dar.context import model_tool_call_id
 from dar.core.ops import LogFilter, Ops, ReadLog
 from dar.effects import Status
 from dar.integrations import require
@@ -61,7 +62,10 @@ class Instrumentation:
             set_status_on_exception=False,
         ) as span:
             try:
-                yield _described(span, decision) if span.is_recording() else decision
+                # The model's id of the call when an integration made it (the id the SDK's
+                # own spans and messages carry), else the log's.
+                asked = model_tool_call_id.get()
+                yield _described(span, decision, asked) if span.is_recording() else decision
             except BaseException as exc:
                 span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(_trace.StatusCode.ERROR)
@@ -97,7 +101,7 @@ def instrument(rt: RuntimeBase, tracer_provider: TracerProvider | None = None) -
     return done
 
 
-def _described(span: Span, decision: Ops[Result]) -> Ops[Result]:
+def _described(span: Span, decision: Ops[Result], asked: str | None) -> Ops[Result]:
     """Drive the decision, then describe its answer on the span, with the chain hash of
     the row it wrote (read back: the store computes the hash as it inserts the row)."""
     result = yield from decision
@@ -105,15 +109,18 @@ def _described(span: Span, decision: Ops[Result]) -> Ops[Result]:
     if result.event_id is not None:
         rows: list[Event] = yield ReadLog(LogFilter(event_id=result.event_id))
         row = rows[0] if rows else None
-    span.set_attributes(attributes(result, row))
+    span.set_attributes(attributes(result, row, asked))
     if result.status in ERRORS:
         span.set_attribute("error.type", error_type(result))
         span.set_status(_trace.StatusCode.ERROR)
     return result
 
 
-def attributes(result: Result, row: Event | None) -> dict[str, str | bool | int]:
-    """The span attributes of one answered call: never an input or output value."""
+def attributes(
+    result: Result, row: Event | None, asked: str | None = None
+) -> dict[str, str | bool | int]:
+    """The span attributes of one answered call (``asked``: the model's id of it): never
+    an input or output value."""
     found: dict[str, str | bool | int | None] = {
         "dar.status": result.status.value,
         "dar.cached": result.status is Status.CACHED,
@@ -122,12 +129,12 @@ def attributes(result: Result, row: Event | None) -> dict[str, str | bool | int]
         "dar.rule": result.rule,
         "dar.reason": result.reason,
         "dar.approval_id": result.approval_id,
-        "gen_ai.tool.call.id": result.event_id,
+        "dar.call_id": result.event_id,
     }
     if row is not None:
         found.update(
             {
-                "gen_ai.tool.call.id": row.call_id or row.event_id,
+                "dar.call_id": row.call_id or row.event_id,
                 "dar.effect": row.effect,
                 "dar.attempt": row.attempt,
                 "dar.correlation_id": row.correlation_id,
@@ -135,6 +142,7 @@ def attributes(result: Result, row: Event | None) -> dict[str, str | bool | int]
                 "dar.chain_hash": row.row_hash,
             }
         )
+    found["gen_ai.tool.call.id"] = asked or found["dar.call_id"]
     return {name: value for name, value in found.items() if value is not None}
 
 

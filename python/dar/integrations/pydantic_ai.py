@@ -75,6 +75,7 @@ from pydantic_ai.tools import (  # noqa: E402
 from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset  # noqa: E402
 from pydantic_core import SchemaValidator, core_schema  # noqa: E402
 
+from dar.context import model_tool_call  # noqa: E402
 from dar.effects import Status  # noqa: E402
 from dar.errors import ConfigurationError  # noqa: E402
 from dar.integrations._durable_frameworks import (  # noqa: E402
@@ -87,6 +88,7 @@ from dar.integrations._durable_frameworks import (  # noqa: E402
 from dar.integrations._forward import (  # noqa: E402
     EffectMap,
     Forward,
+    Invocation,
     correlation,
     done_invoking,
     effects_of,
@@ -187,20 +189,23 @@ class DarToolset(WrapperToolset[Any]):
         self, name: str, tool_args: dict[str, Any], ctx: Ctx, tool: ToolsetTool[Any]
     ) -> Any:
         cid = correlation(self.correlation_id, ctx.conversation_id or ctx.run_id)
+        asked = requested(ctx, tool_args)
         if self.wrapping:
             registered = stand_in(self.rt, name, self.effects, lambda: FRAMEWORK_ARGUMENTS)
             if isinstance(registered, str):
                 raise ToolFailed(registered)
             original = tool.original if isinstance(tool, LooseTool) else tool
-            token = invoking(self._forward(name, tool_args, ctx, original))
+            token = invoking(self._forward(name, ctx, original))
             judging = _judge.set(_judge_of(original, ctx))
             try:
-                result = await self._call(name, tool_args, cid)
+                with model_tool_call(ctx.tool_call_id):
+                    result = await self._call(name, asked, cid)
             finally:
                 _judge.reset(judging)
                 done_invoking(token)
         else:
-            result = await self._call(name, tool_args, cid)
+            with model_tool_call(ctx.tool_call_id):
+                result = await self._call(name, asked, cid)
         if result.status is Status.AWAITING_APPROVAL:
             raise ApprovalRequired({APPROVAL_ID: result.approval_id, "reason": result.reason})
         if result.ok and result.output_json is not None:
@@ -217,23 +222,21 @@ class DarToolset(WrapperToolset[Any]):
             # A sync runtime blocks: in a thread, so the turn's other calls run meanwhile.
             return await asyncio.to_thread(self.rt.call, name, args, correlation_id=cid)
 
-    def _forward(
-        self, name: str, args: dict[str, Any], ctx: Ctx, original: ToolsetTool[Any]
-    ) -> Callable[[], Any]:
-        """The wrapped toolset's call, as the stand-in tool runs it: a coroutine on an
-        AsyncRuntime; on a sync runtime (whose handler runs in a worker thread) a blocking
-        call that runs the coroutine on the agent's event loop."""
+    def _forward(self, name: str, ctx: Ctx, original: ToolsetTool[Any]) -> Invocation:
+        """The wrapped toolset's call, as the stand-in tool runs it (on the arguments dar
+        logged): a coroutine on an AsyncRuntime; on a sync runtime (whose handler runs in a
+        worker thread) a blocking call that runs the coroutine on the agent's event loop."""
 
-        async def call() -> Any:
+        async def call(given: dict[str, Any]) -> Any:
             # The wrapped tool's own validation (it may build models from the JSON); inside
             # the handler, so a misfit is a logged failure the model reads.
-            valid = original.args_validator.validate_python(args, context=ctx.validation_context)
+            valid = original.args_validator.validate_python(given, context=ctx.validation_context)
             return await self.wrapped.call_tool(name, valid, ctx, original)
 
         if isinstance(self.rt, AsyncRuntime):
             return call
         loop = asyncio.get_running_loop()
-        return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result()
+        return lambda given: asyncio.run_coroutine_threadsafe(call(given), loop).result()
 
     async def for_run(self, ctx: Ctx) -> AbstractToolset[Any]:
         return self._with(await self.wrapped.for_run(ctx))
@@ -401,15 +404,24 @@ def _plan(
     return replace(decisions, answered_by=answered), planned
 
 
+def requested(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the model asked with. A call a person approved with an edit arrives
+    with the edited arguments; dar's grant is bound to the request and runs the edit, so
+    the request is what goes to dar (a call never approved is made as it arrives)."""
+    if not ctx.tool_call_approved:
+        return args
+    for message in reversed(ctx.messages):
+        for part in getattr(message, "parts", ()):
+            if isinstance(part, ToolCallPart) and part.tool_call_id == ctx.tool_call_id:
+                return part.args_as_dict()
+    return args
+
+
 def edited(call: ToolCallPart, override_args: dict[str, Any]) -> dict[str, Any]:
-    """Where Pydantic AI's edit (``ToolApproved(override_args=...)``) becomes a dar grant:
-    the keyword arguments ``rt.approve`` takes to bind the grant to the edited arguments,
-    ``{"arguments": override_args}``. Refused until the runtime approves edits."""
-    raise ConfigurationError(
-        f"the call {call.tool_call_id} ({call.tool_name}) was approved with other arguments "
-        "(ToolApproved(override_args=...)); dar cannot approve an edited call yet: approve "
-        "it as the model made it, or deny it with ToolDenied('why')"
-    )
+    """Pydantic AI's edit (``ToolApproved(override_args=...)``) as a dar grant: the keyword
+    arguments ``rt.approve`` takes to bind the grant to the edited arguments (checked there
+    against the tool's schema and rules), so the waiting call runs once, on the edit."""
+    return {"arguments": dict(override_args)}
 
 
 # --- durable model requests ------------------------------------------------------------------

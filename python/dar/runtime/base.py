@@ -332,8 +332,25 @@ class RuntimeBase:
         return dryrun.as_result(self._keep_plan(made))
 
     def _decide_ops(
-        self, approval_id: str, approve: bool, by: str, note: str | None, ttl: float
+        self,
+        approval_id: str,
+        approve: bool,
+        by: str,
+        note: str | None,
+        ttl: float,
+        arguments: Any = None,
+        events_reader: Callable[..., Any] | None = None,
     ) -> Ops[Approval]:
+        def check(found: Approval, canon: bytes) -> Ops[bytes]:
+            tool = self._tools.get(found.tool_name)
+            if tool is None:
+                raise ConfigurationError(
+                    f"tool {found.tool_name!r} is not registered in this runtime: an edit "
+                    "is checked against the tool's schema and rules, so register it"
+                )
+            assert events_reader is not None
+            return (yield from approval.checked(tool, self._rules, events_reader)(found, canon))
+
         return approval.decide(
             approval_id,
             approve=approve,
@@ -342,6 +359,8 @@ class RuntimeBase:
             ttl=ttl,
             now=self.clock(),
             secret=self.approval_secret,
+            arguments=arguments,
+            check=check,
         )
 
     def _plan_request_ops(self, plan: Plan) -> Ops[str]:

@@ -25,7 +25,7 @@ from dar.core.ids import new_id
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Effect, Status
-from dar.errors import ModeError
+from dar.errors import ConfigurationError, ModeError
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
 from dar.redact import Redactor
 from dar.rules import Rule
@@ -375,17 +375,31 @@ class Runtime(RuntimeBase):
         return found
 
     def approve(
-        self, approval_id: str | Plan, by: str, note: str | None = None, ttl: float = 3600
+        self,
+        approval_id: str | Plan,
+        by: str,
+        note: str | None = None,
+        ttl: float = 3600,
+        *,
+        arguments: Mapping[str, Any] | str | None = None,
     ) -> Approval:
         """Approve a pending request, or a plan (the person approves the preview they saw):
         the same call, made (or committed) within ``ttl`` seconds, runs once. Raises when
-        there is nothing pending to decide. A replay answers with the recorded decision."""
+        there is nothing pending to decide. A replay answers with the recorded decision.
+
+        ``arguments`` approve the call edited to them (a dict or JSON text): checked now
+        against the tool's schema and rules (a ``Deny`` refuses the edit, raising
+        `ConfigurationError`), and the waiting call runs on them instead, once."""
         if self._replay is not None:
             recorded: Approval = self._drive(self._recorded_approval_ops(approval_id))
             return recorded
         if isinstance(approval_id, Plan):
+            if arguments is not None:
+                raise ConfigurationError("a plan is approved as previewed: plan the edited call")
             approval_id = str(self._drive(self._plan_request_ops(approval_id)))
-        decided: Approval = self._drive(self._decide_ops(approval_id, True, by, note, ttl))
+        decided: Approval = self._drive(
+            self._decide_ops(approval_id, True, by, note, ttl, arguments, self.events)
+        )
         return decided
 
     def deny(self, approval_id: str, by: str, reason: str | None = None) -> Approval:

@@ -48,9 +48,11 @@ def open_store(url: str, **kwargs: Any) -> AdminStore:
                 f"{url.split('@')[-1]!r} needs psycopg: pip install 'psycopg[binary]' "
                 "psycopg-pool (or install durable-agent-runtime with its [postgres] extra)"
             ) from exc
-        url, options = take_options(url, ("schema", "retry_for"))
+        url, options = take_options(url, ("schema", "retry_for", "pool_mode"))
         if "retry_for" in options:
             kwargs.setdefault("retry_for", seconds_option(options, "retry_for"))
+        if "pool_mode" in options:
+            kwargs.setdefault("pool_mode", options["pool_mode"])
         return PostgresStore(url, schema=options.get("schema") or "public", **kwargs)
     raise ConfigurationError(
         f"unknown database URL {url!r}: use sqlite:///file.db, sqlite://:memory: "

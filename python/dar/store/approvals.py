@@ -89,7 +89,8 @@ def get(table: str, op: GetApproval) -> Steps:
 def decide(table: str, op: DecideApproval) -> Steps:
     row = yield Sql(
         f"UPDATE {table} SET status = :status, decided_at = :now, decided_by = :by,"
-        " note = :note, expires_at = :expires_at, signature = :signature"
+        " note = :note, expires_at = :expires_at, signature = :signature,"
+        " edited_input = :edited_input, edited_hash = :edited_hash"
         f" WHERE approval_id = :id AND status = 'pending' RETURNING {COLUMNS}",
         {
             "status": "approved" if op.approve else "denied",
@@ -98,6 +99,8 @@ def decide(table: str, op: DecideApproval) -> Steps:
             "note": op.note,
             "expires_at": op.expires_at,
             "signature": op.signature,
+            "edited_input": op.edited_input,
+            "edited_hash": op.edited_hash,
             "id": op.approval_id,
         },
     )

@@ -46,7 +46,7 @@ from dar.core.ops import (
     UseGrant,
 )
 from dar.core.verdict import is_hit
-from dar.errors import StoreError
+from dar.errors import ConfigurationError, StoreError
 from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store import approvals, sagas
 from dar.store import postgres_sql as q
@@ -56,6 +56,7 @@ from dar.store.listener import Listener
 from dar.store.sql import SessionFilter, SessionRow
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
+POOL_MODES = ("session", "transaction")  # what the URL leads to: a session, or a pooler's
 
 #: The operations that carry buffered hit rows along.
 _WRITES = frozenset({q.take, q.finish, q.mark, q.append})
@@ -144,6 +145,9 @@ class PostgresStore:
     ``ConnectionPool`` the application already has. Tables live in ``schema``.
     ``retry_for``: how many seconds transient faults (a lost connection, a restarting
     server, every pooled connection busy) are retried before ``StoreError``.
+    ``pool_mode="transaction"``: the URL is a pooler that lends a server connection per
+    transaction (PgBouncer's transaction pooling), so nothing may outlive a transaction:
+    no prepared statements, and no LISTEN (waiters poll instead of being notified).
     """
 
     dialect = "postgres"
@@ -159,7 +163,14 @@ class PostgresStore:
         hash_chain: bool = True,
         hit_flush: float = 0.1,
         retry_for: float = RETRY_FOR,
+        pool_mode: str = "session",
     ) -> None:
+        if pool_mode not in POOL_MODES:
+            raise ConfigurationError(
+                f"pool_mode={pool_mode!r}: use 'session' (a direct connection, or a pooler "
+                "in session mode) or 'transaction' (PgBouncer's transaction pooling)"
+            )
+        self.notifies = pool_mode == "session"
         self.st = q.Statements(schema, hash_chain=hash_chain)
         self.retry_for = retry_for
         self.hit_flush = hit_flush
@@ -169,8 +180,11 @@ class PostgresStore:
         self._closed = threading.Event()
         if isinstance(target, str):
             _check_connects(target)
+            kwargs: dict[str, Any] = {"autocommit": True}
+            if not self.notifies:
+                kwargs["prepare_threshold"] = None  # a prepared statement is the session's
             self.pool = ConnectionPool(
-                target, min_size=min_size, max_size=max_size, kwargs={"autocommit": True}, open=True
+                target, min_size=min_size, max_size=max_size, kwargs=kwargs, open=True
             )
             self._owns_pool = True
         else:
@@ -373,7 +387,10 @@ class PostgresStore:
         return answer
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
-        """Wake on ``key``'s NOTIFY (sent by every statement that moves a claim)."""
+        """Wake on ``key``'s NOTIFY (sent by every statement that moves a claim); None
+        behind a transaction pooler, where a LISTEN would end with its transaction."""
+        if not self.notifies:
+            return None
         with self._listener_lock:
             if self._listener is None:
                 self._listener = Listener(str(self.pool.conninfo), self.st.channel)
