@@ -55,3 +55,21 @@ def shared_runtime(shared_url: str) -> Iterator[Runtime]:
     """A runtime on a database the `dar` command can open too."""
     with Runtime(shared_url, rules=[covered]) as rt:
         yield rt
+
+
+def test_trace_lists_a_search_with_its_tree_and_the_chosen_path(
+    file_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.couriers import World, propose, score
+
+    with World().runtime(file_url) as rt:
+        found = rt.speculate("conv-s", propose=propose, score=score, budget=16)
+        rt.commit_all(found.best)
+    assert main(["trace", "conv-s", "--db", file_url]) == 0
+    out = capsys.readouterr().out
+    assert "search SPECULATED" in out and "chose 2 plan(s)" in out
+    chosen = [line for line in out.splitlines() if line.lstrip("│ └├─").startswith("* ")]
+    assert [line.split("*", 1)[1].split()[0] for line in chosen] == [
+        "quote_couriers", "book_courier", "notify_customer",
+    ]  # fmt: skip
+    assert "REJECTED" in out and "visits" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -25,8 +26,11 @@ from openai.types.responses import (
 
 import dar
 from dar import AsyncRuntime, Runtime
-from dar.demo.scripted_model import ModelServer
+from dar.demo.scripted_model import ModelServer, ToolCall
 from dar.integrations import openai as dar_openai
+from dar.speculate import Branch
+from tests.support.couriers import ORDER, ZONE
+from tests.support.couriers import World as Couriers
 from tests.support.durable import (
     CRASH_AFTER,
     LEASE,
@@ -681,3 +685,56 @@ def test_an_async_stream_left_at_the_chunk_that_completes_it_is_recorded(
     assert len(server.requests) == 3
     check_handler_ran_once(shop)
     assert (run.tokens, run.tokens_saved) == (6, 4)
+
+
+def _book(courier: str) -> ToolCall:
+    return ToolCall(
+        "book_courier", json.dumps({"order_id": ORDER, "courier": courier, "zone": ZONE})
+    )
+
+
+def test_the_proposer_turns_n_sampled_tool_calls_into_distinct_candidates() -> None:
+    # Four samples: the same booking twice (keys in another order), another, and a text.
+    samples: list[Any] = [
+        [_book("cheapo")],
+        [
+            ToolCall(
+                "book_courier", json.dumps({"zone": ZONE, "courier": "cheapo", "order_id": ORDER})
+            )
+        ],
+        [_book("andes"), ToolCall("notify_customer", '{"order_id": "ORD-7", "courier": "andes"}')],
+        "I would not book anything.",
+    ]
+    world = Couriers()
+    with ModelServer(samples) as server, world.runtime() as rt:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        tools = dar_openai.tools(rt, api="chat")
+        propose = dar_openai.proposer(
+            client, model="test-model", messages=[{"role": "user", "content": "ship it"}], n=4,
+            tools=tools,
+        )  # fmt: skip
+        found = propose(Branch("c", ()))
+        assert [(c.tool, json.loads(str(c.arguments))["courier"]) for c in found] == [
+            ("book_courier", "cheapo"), ("book_courier", "andes"), ("notify_customer", "andes"),
+        ]  # fmt: skip
+        # From a branch, the model reads each step so far as its tool call and the reply.
+        quoted = rt.speculate("c", propose=lambda b: [] if b.path else [found[1]],
+                              score=lambda b: 0.5, budget=1, depth=1)  # fmt: skip
+        propose(Branch("c", quoted.path))
+        [body] = server.bodies("/chat/completions")[1:]
+        assert body["n"] == 4 and body["tools"] == tools
+        assert body["messages"][-1]["role"] == "tool"
+        assert "Dry run, nothing was done" in body["messages"][-1]["content"]
+    assert world.effects == 0
+
+
+def test_the_judge_scores_a_branch_and_names_an_answer_without_a_number() -> None:
+    with ModelServer(["0.75", "I cannot tell."]) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test", max_retries=0)
+        judge = dar_openai.llm_judge(client, model="test-model", goal="ship ORD-7 cheaply")
+        assert judge(Branch("c", ())) == 0.75
+        with pytest.raises(ValueError, match="I cannot tell"):
+            judge(Branch("c", ()))
+        assert (
+            "ship ORD-7 cheaply" in server.bodies("/chat/completions")[0]["messages"][1]["content"]
+        )

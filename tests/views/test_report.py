@@ -71,3 +71,34 @@ def test_a_tampered_row_turns_red(db: Path, tmp_path: Path, browser: Browser) ->
     assert "content or order changed" in (page.locator("#detail").text_content() or "")
     assert page.locator(".call .badge.unverified").count() == 2
     assert errors == []
+
+
+def test_a_search_draws_its_tree_with_the_chosen_path(tmp_path: Path, browser: Browser) -> None:
+    from tests.support.couriers import World, propose, score
+
+    db = tmp_path / "search.db"
+    with World().runtime(f"sqlite:///{db}") as rt:
+        found = rt.speculate("conv-1", propose=propose, score=score, budget=16)
+        rt.commit_all(found.best)
+    page, errors = open_page(browser, report(db, tmp_path, "conv-1").as_uri())
+    search = page.locator(".call", has_text="search")
+    assert search.first.get_attribute("data-status") == "speculated"
+    search.first.click()
+    nodes = page.locator("#search-tree li.node")
+    assert nodes.count() == len(found.tree)
+    chosen = page.locator("#search-tree li.chosen > .node-line .tool")
+    assert chosen.all_text_contents() == [
+        "start",
+        "quote_couriers",
+        "book_courier",
+        "notify_customer",
+    ]
+    assert "andes" in (
+        page.locator("#search-tree li.chosen > .node-line .args").nth(1).text_content() or ""
+    )
+    assert "visits" in (page.locator("#search-tree .figures").first.text_content() or "")
+    assert page.locator('#search-tree li.node[data-status="rejected"]').count() == 1
+    # For the manual's picture: the detail pane at full height, wide enough for the tree.
+    page.add_style_tag(content="#panes{grid-template-columns:1fr 3fr}#detail{max-height:none}")
+    page.locator("#search-tree").screenshot(path=str(DOCS / "speculate-tree.png"))
+    assert errors == []

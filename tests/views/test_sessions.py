@@ -153,3 +153,21 @@ def test_a_durable_run_is_one_call_named_by_its_agent_with_its_journal(tmp_path:
     assert [r.status for r in run.rows] == ["run_started", "run_step", "run_ended"]
     assert run.as_dict()["run"] is True and run.as_dict()["label"] == run.label
     assert [c.tool for c in view.walk() if not c.is_run] == ["look"]
+
+
+def test_a_search_is_one_call_holding_its_tree_and_what_it_tried(tmp_path: Path) -> None:
+    from tests.support.couriers import World, propose, score
+
+    with World().runtime(f"sqlite:///{tmp_path / 'search.db'}") as rt:
+        found = rt.speculate("conv-s", propose=propose, score=score, budget=16)
+        rt.commit_all(found.best)
+    store = open_store(url(tmp_path / "search.db"))
+    try:
+        view = load_session(store, "conv-s")
+    finally:
+        store.close()
+    [search] = view.calls  # the commits and every call tried are nested in the search
+    assert search.label == "search" and search.status == "speculated"
+    tree = search.as_dict()["output"]["tree"]
+    assert [n["chosen"] for n in tree] == [n.chosen for n in found.tree]
+    assert {c.status for c in search.children} == {"executed", "planned"}

@@ -19,7 +19,7 @@ from dar.audit.postmortem import CallNode, call_tree
 from dar.core.decide import canonical_input, input_digest
 from dar.core.dryrun import Plan
 from dar.core.ops import GetSaga, LogFilter, Ops, ReadLog
-from dar.core.states import event_kind
+from dar.core.states import EventKind, event_kind
 from dar.effects import Status
 from dar.errors import DarError, ReplayDivergence
 from dar.records import Event, Result, SagaRecord
@@ -47,12 +47,30 @@ class RecordedCall:
 
 def recorded_calls(events: Sequence[Event], outputs: dict[str, Any]) -> list[RecordedCall]:
     """The session's top-level calls (nested calls ran inside handlers, which a replay does
-    not run). ``outputs``: recorded outputs by key, for calls answered from the record."""
-    return [_recorded(node, outputs) for node in call_tree(events)]
+    not run), a search's commits after it. ``outputs``: recorded outputs by key, for calls
+    answered from the record."""
+    calls = []
+    for node in call_tree(events):
+        calls.append(_recorded(node, outputs))
+        if node.outcome.status == EventKind.SPECULATED.value:
+            calls.extend(_recorded(c, outputs) for c in _commits(node))
+    return calls
+
+
+def _commits(search: CallNode) -> list[CallNode]:
+    """The commits of a search's plans, nested in its group: the calls after its last row
+    that are not reads (a commit reads again what its plan was made on)."""
+    ended = search.outcome.seq
+    return [c for c in search.children if c.first.seq > ended and c.first.effect != "read"]
 
 
 def _recorded(node: CallNode, outputs: dict[str, Any]) -> RecordedCall:
     out = node.outcome
+    if out.status == EventKind.SPECULATED.value:  # the search as recorded, to answer with
+        return RecordedCall(
+            "speculate", None, Status.PLANNED, out.output, out.rejection_reason, None, None,
+            None, kind="search", call_id=node.call_id,
+        )  # fmt: skip
     if out.effect == "saga":
         steps = tuple(_recorded(child, outputs) for child in node.children)
         key = out.idempotency_key or ""
@@ -154,6 +172,13 @@ class Replayer:
             self.divergence = ReplayDivergence(self.position, expected, f"saga {saga_id}", None)
             raise self.divergence
         return Replayer(list(expected.steps)), expected.saga_state
+
+    def next_search(self) -> dict[str, Any]:
+        """The recorded search (as its last row holds it): its tree, its plans and why."""
+        expected = self._take("search", "speculate", None)
+        if not isinstance(expected.output, dict) or "tree" not in expected.output:
+            raise DarError(f"the recorded search {expected.call_id} never ended: {expected.reason}")
+        return expected.output
 
     def next_plan(self, tool: Tool[Any], value: Any, correlation_id: str | None) -> Plan:
         """The plan recorded for this call, as it was made (its preview, its verdict)."""

@@ -181,6 +181,7 @@ STATUS_STYLE: dict[EventKind, str] = {
     EventKind.RUN_STEP: "dim blue",
     EventKind.RUN_SUSPENDED: "bold yellow",
     EventKind.RUN_ENDED: "bold blue",
+    EventKind.SPECULATED: "bold cyan",
     EventKind.RELEASED: "dim",
     EventKind.RESOLVED: "blue",
     EventKind.PURGED: "dim",
@@ -216,7 +217,33 @@ def _run_label(node: CallNode) -> Text:
     return label
 
 
+def _search_label(node: CallNode) -> Text:
+    """A search (`rt.speculate`): what it chose and why, then its tree, a line a node
+    (``*`` marks the chosen path); the calls it tried and the commit follow nested."""
+    out = node.outcome
+    label = Text()
+    label.append(node.first.created_at.strftime("%H:%M:%S.%f")[:-3] + " ", style="dim")
+    label.append("search", style="bold")
+    label.append(" SPECULATED", style=STATUS_STYLE[EventKind.SPECULATED])
+    if out.rejection_reason:
+        label.append(f"  {out.rejection_reason}", style="dim")
+    summary = out.output if isinstance(out.output, dict) else {}
+    for n in summary.get("tree", [])[1:]:
+        call = n.get("call") or {}
+        mark = "*" if n.get("chosen") else " "
+        line = f"\n{mark} {'  ' * (n.get('depth', 1) - 1)}{call.get('tool')} "
+        line += f"{_short(call.get('arguments'), 50)} {str(n.get('status')).upper()}"
+        label.append(line, style="bold" if n.get("chosen") else "dim")
+        figures = (
+            f"visits {n.get('visits')} mean {n.get('mean', 0):.3f} best {n.get('best', 0):.3f}"
+        )
+        label.append("  " + figures, style="dim")
+    return label
+
+
 def _node_label(node: CallNode) -> Text:
+    if node.first.status == EventKind.SPECULATED.value:
+        return _search_label(node)
     if any(r.status == EventKind.RUN_STEP.value or r.effect == "run" for r in node.rows):
         return _run_label(node)
     out = node.outcome

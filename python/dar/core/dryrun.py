@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from dar._core import canonical_json
+from dar._core import canonical_json, sha256_hex_of
 from dar.core.decide import (
     Call,
     CallSpec,
@@ -28,7 +28,7 @@ from dar.core.decide import (
 from dar.core.grants import fingerprint
 from dar.core.ops import Append, CallSimulate, GetClaim, Ops
 from dar.core.rows import CallRows
-from dar.core.states import EventKind
+from dar.core.states import ClaimState, EventKind
 from dar.core.verdict import Verdict, classify
 from dar.effects import Status
 from dar.records import Claim, Result
@@ -67,6 +67,13 @@ class Plan:
     correlation_id: str | None
     created_at: float
     expires_at: float
+    #: The reads the plan was made on (before the first effect of a search's path):
+    #: ``(tool, canonical arguments, digest of the output)``. A commit reads each again;
+    #: another answer makes it stale.
+    reads: tuple[tuple[str, str, str], ...] = ()
+    #: The key of the plan before it on a search's path: it commits only after that one ran.
+    after: str | None = None
+    search_id: str | None = None  # the search that chose it: its commit joins that group
 
     def to_json(self) -> str:
         """The plan as JSON text, to commit from another process after review."""
@@ -76,6 +83,7 @@ class Plan:
     def from_json(cls, text: str) -> Plan:
         values = json.loads(text)
         values["reasons"] = tuple(values["reasons"])
+        values["reads"] = tuple(tuple(r) for r in values.get("reads", ()))
         return cls(**values)
 
 
@@ -114,6 +122,29 @@ def as_result(plan: Plan) -> Result:
         input_hash=plan.input_hash,
         extra={"plan": plan},
     )
+
+
+def searched(plan: Plan, simulated: bool) -> Result:
+    """A search's answer to an effect: planned (a tool with no ``simulate`` gets a preview
+    saying so), or refused when the plan says it would be (``score`` sees why)."""
+    if plan.verdict != "be refused":
+        if simulated:
+            return as_result(plan)
+        said = {"no preview": f"{plan.tool} has no simulate= to show what it would do"}
+        return replace(as_result(plan), output=said)
+    return Result(
+        Status.REJECTED,
+        reason="; ".join(plan.reasons),
+        event_id=plan.plan_id,
+        key=plan.key,
+        input_hash=plan.input_hash,
+        extra={"plan": plan},
+    )
+
+
+def output_digest(result: Result) -> str:
+    """What a plan remembers of a read it depends on: the hash of its recorded output."""
+    return sha256_hex_of(b"" if result.output_json is None else result.output_json.encode("utf-8"))
 
 
 def key_state(claim: Claim | None) -> str:
@@ -199,9 +230,10 @@ def commit(
     rules: tuple[Rule, ...],
     rows: CallRows,
     live: Callable[[str], Ops[Result]],
+    read: Callable[[str, str], Ops[Result]] | None = None,
 ) -> Ops[Result]:
     """Run the planned input once, unless the plan is stale; ``live(arguments)`` is the
-    ordinary plan of the call."""
+    ordinary plan of the call, ``read(tool, arguments)`` the call of a read it was made on."""
     now = rows.clock()
     why = None
     if now > plan.expires_at:
@@ -216,6 +248,8 @@ def commit(
             why = f"the key's state moved from {plan.key_state} to {key_state(claim)}"
     if why is None and input_digest(tool, plan.arguments) != plan.input_hash:
         why = "the plan's arguments do not match its input hash"
+    if why is None and read is not None:
+        why = yield from path_moved(plan, read)
     if why is None:
         return (yield from live(plan.arguments))
     ev = rows.row(
@@ -233,3 +267,19 @@ def commit(
         key=plan.key,
         input_hash=plan.input_hash,
     )
+
+
+def path_moved(plan: Plan, read: Callable[[str, str], Ops[Result]]) -> Ops[str | None]:
+    """Why a search's plan may not run now: the plan before it on the path has not run,
+    or a read it was made on answers otherwise (or fails); None when neither."""
+    if plan.after is not None:
+        before = yield GetClaim(plan.after)
+        if before is None or before.state != ClaimState.DONE.value:
+            return f"the call before it on the path ({plan.after}) has not run"
+    for name, arguments, digest in plan.reads:
+        again = yield from read(name, arguments)
+        if not again.ok:
+            return f"the read {name} {arguments} failed: {again.error or again.reason}"
+        if output_digest(again) != digest:
+            return f"the read {name} {arguments} answers otherwise since the plan"
+    return None

@@ -50,6 +50,7 @@ class EventKind(str, enum.Enum):
     RUN_STEP = "run_step"  # a durable run's journaled step: a model turn, a tool call, a value
     RUN_SUSPENDED = "run_suspended"  # a run waits for a person's decision on one call
     RUN_ENDED = "run_ended"  # a run finished or failed (reason)
+    SPECULATED = "speculated"  # a search: its start, a node of its tree, its chosen path
     RELEASED = "released"  # a claim given back without running (kept for old logs)
     RESOLVED = "resolved"  # an operator decided an indeterminate call
     PURGED = "purged"  # an administrator removed old rows
@@ -87,6 +88,7 @@ _OUTCOME: dict[EventKind, Status | None] = {
     EventKind.RUN_STEP: None,  # the journal of a run, not a call
     EventKind.RUN_SUSPENDED: None,
     EventKind.RUN_ENDED: None,
+    EventKind.SPECULATED: None,  # the record of a search, not a call
     EventKind.RELEASED: Status.REJECTED,  # only written after a refusal, by older versions
     EventKind.RESOLVED: Status.CACHED,
     EventKind.PURGED: None,

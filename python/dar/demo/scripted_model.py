@@ -85,6 +85,13 @@ class ModelServer:
             self._next += 1
         return number, self.script[number]
 
+    def samples(self, number: int, count: int) -> list[Turn]:
+        """A request's ``n`` sampled answers: the turn at ``number`` and the ``count - 1``
+        after it, which the script moves past."""
+        with self._lock:
+            self._next += count - 1
+        return [self.script[(number + i) % len(self.script)] for i in range(count)]
+
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -94,9 +101,14 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             path = self.path.split("?")[0]
+            n = int(body.get("n") or 1) if path.endswith("/chat/completions") else 1
             number, turn = server.take(path, body)
             try:
-                content_type, payload = render(path, body, number, turn)
+                if n > 1 and not body.get("stream"):  # n samples: one choice per turn
+                    content_type = "application/json"
+                    payload = _json(chat_completion(number, turn, server.samples(number, n)))
+                else:
+                    content_type, payload = render(path, body, number, turn)
             except Exception as exc:  # a broken script: say so to the client, loudly
                 content_type, payload = "text/plain", f"model server: {exc!r}".encode()
                 self.send_response(500)
@@ -142,7 +154,22 @@ def call_id(number: int, index: int) -> str:
 # --- OpenAI Chat Completions -------------------------------------------------------------------
 
 
-def chat_completion(number: int, turn: Turn) -> dict[str, Any]:
+def chat_completion(
+    number: int, turn: Turn, choices: Sequence[Turn] | None = None
+) -> dict[str, Any]:
+    """A completion answering with ``turn``, or with one choice per turn of ``choices``
+    (a request's ``n``)."""
+    return {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "test-model",
+        "choices": [_choice(number + k, k, t) for k, t in enumerate(choices or [turn])],
+        "usage": _USAGE,
+    }
+
+
+def _choice(number: int, index: int, turn: Turn) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None}
     if isinstance(turn, str):
         message["content"] = turn
@@ -155,14 +182,7 @@ def chat_completion(number: int, turn: Turn) -> dict[str, Any]:
             }
             for i, c in enumerate(turn)
         ]
-    return {
-        "id": f"chatcmpl-{number}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": "test-model",
-        "choices": [{"index": 0, "message": message, "finish_reason": _finish(turn, "tool_calls")}],
-        "usage": _USAGE,
-    }
+    return {"index": index, "message": message, "finish_reason": _finish(turn, "tool_calls")}
 
 
 _USAGE = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}

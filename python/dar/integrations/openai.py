@@ -46,7 +46,9 @@ durable client.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from dar.integrations import require
@@ -65,6 +67,7 @@ from dar.integrations._turn import Call, arun_calls, run_calls
 from dar.reply import ModelReply
 from dar.runtime.aio import AsyncRuntime
 from dar.runtime.sync import Runtime
+from dar.speculate import Branch, Candidate
 
 _openai = require("openai", "openai")
 _chat = require("openai.types.chat", "openai")
@@ -143,6 +146,76 @@ def _replies(api: Api, ids: Sequence[str], replies: Sequence[ModelReply]) -> lis
         {"role": "tool", "tool_call_id": i, "content": r.text}
         for i, r in zip(ids, replies, strict=True)
     ]
+
+
+def proposer(
+    client: Any, *, model: str, messages: Sequence[Any], n: int = 4, **create: Any
+) -> Callable[[Branch], list[Candidate]]:
+    """A ``propose`` for `rt.speculate`: asks the model (Chat Completions) for ``n``
+    samples of its next move from ``messages`` and the branch so far (each step sent as
+    the tool call and its result, a plan's preview included), and returns every tool call
+    sampled as a `Candidate`, each distinct call once, in the order the model gave them.
+    ``create`` goes to ``client.chat.completions.create`` as it is (``tools=`` above all)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, not {n}")
+
+    def propose(branch: Branch) -> list[Candidate]:
+        asked = [*messages, *_branch_messages(branch)]
+        completion = client.chat.completions.create(model=model, messages=asked, n=n, **create)
+        found: dict[str, Candidate] = {}
+        for choice in completion.choices:
+            for call in choice.message.tool_calls or ():
+                candidate = Candidate(*_chat_call(call))
+                found.setdefault(candidate.identity, candidate)
+        return list(found.values())
+
+    return propose
+
+
+def _branch_messages(branch: Branch) -> list[dict[str, Any]]:
+    """The branch as the conversation goes on: each step a tool call and its reply."""
+    sent: list[dict[str, Any]] = []
+    for i, step in enumerate(branch.path):
+        c, call_id = step.candidate, f"branch_{i}"
+        arguments = c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments)
+        call = {"id": call_id, "type": "function",
+                "function": {"name": c.tool, "arguments": arguments}}  # fmt: skip
+        sent.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        sent.append(
+            {"role": "tool", "tool_call_id": call_id, "content": step.result.for_model().text}
+        )
+    return sent
+
+
+#: What the judge is asked before the path (the goal follows).
+JUDGE = (
+    "You judge a path of tool calls an agent might take; nothing in it has happened yet. "
+    "Effects show what they would do. Answer with one number from 0 (worst) to 1 (best) "
+    "for how well the path ends against the goal, and nothing else."
+)
+
+
+def llm_judge(client: Any, *, model: str, goal: str, **create: Any) -> Callable[[Branch], float]:
+    """A ``score`` for `rt.speculate` that asks the model to rate a branch against
+    ``goal``; an answer without a number from 0 to 1 raises, naming the answer."""
+
+    def score(branch: Branch) -> float:
+        lines = [
+            f"{i + 1}. {s.candidate.tool} {s.candidate.arguments!r} -> {s.result.for_model().text}"
+            for i, s in enumerate(branch.path)
+        ]
+        asked = [
+            {"role": "system", "content": JUDGE},
+            {"role": "user", "content": f"Goal: {goal}\nPath:\n" + "\n".join(lines)},
+        ]
+        completion = client.chat.completions.create(model=model, messages=asked, **create)
+        text = completion.choices[0].message.content or ""
+        found = re.search(r"\d+(?:\.\d+)?", text)
+        if found is None or not 0.0 <= float(found.group()) <= 1.0:
+            raise ValueError(f"the judge gave no number from 0 to 1: {text[:200]!r}")
+        return float(found.group())
+
+    return score
 
 
 def durable(client: Client) -> Client:

@@ -7,6 +7,7 @@ The two runtimes differ only in how they execute the operations a decision yield
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -16,20 +17,32 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
+from dar._core import canonical_json
 from dar.context import check_correlation_id, current_session, enclosing_call
-from dar.core import approval, dryrun, grants
-from dar.core.decide import CallSpec, decide_call, input_digest, unknown_tool, unruled
+from dar.core import approval, dryrun, grants, search
+from dar.core.decide import (
+    WITHHELD,
+    CallSpec,
+    canonical_input,
+    decide_call,
+    input_digest,
+    unknown_tool,
+    unruled,
+)
 from dar.core.dryrun import Plan
 from dar.core.ids import derived_id, new_id
-from dar.core.ops import Ops, RequestApproval
+from dar.core.ops import Append, Ops, RequestApproval
 from dar.core.rows import CallRows
+from dar.core.search import Outcome
 from dar.core.states import EventKind
 from dar.effects import Effect, Status
 from dar.errors import ConfigurationError
 from dar.records import Approval, Result
 from dar.rules import Rule
+from dar.speculate import Candidate, Node, Search, Step
 from dar.tools import Tool
 
 IN_MEMORY = (
@@ -205,12 +218,87 @@ class RuntimeBase:
         if not plan.arguments:
             raise ConfigurationError(f"plan {plan.plan_id} would be refused: {plan.reasons[0]}")
         cid = plan.correlation_id  # the session the plan was made in (and keyed for)
-        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, None, self.clock)
+        rows = CallRows(new_id(), tool.name, tool.effect.value, cid, plan.search_id, self.clock)
 
         def live(arguments: str) -> Ops[Result]:
             return decide_call(self._spec(tool, arguments, cid, plan.given_key, events_reader))
 
-        return dryrun.commit(plan, tool, self._rules, rows, live)
+        def read(name: str, arguments: str) -> Ops[Result]:
+            spec = self._spec(self._tool_named(name), arguments, cid, None, events_reader)
+            return decide_call(spec)
+
+        return dryrun.commit(plan, tool, self._rules, rows, live, read)
+
+    def _search_rows(
+        self, search_id: str, cid: str | None, request: dict[str, Any], found: Search | None
+    ) -> Ops[None]:
+        """A search's own rows, one group with the calls it tried nested under it: at the
+        start, what was asked; at the end, the tree, the chosen path and why."""
+        rows = CallRows(search_id, "speculate", "search", cid, None, self.clock)
+        if found is None:
+            yield Append(
+                rows.row(
+                    EventKind.SPECULATED,
+                    event_id=search_id,
+                    input=canonical_json(request).decode("utf-8"),
+                    rejection_reason="search started",
+                )
+            )
+            return
+        summary = self._search_record(found)
+        yield Append(
+            rows.row(
+                EventKind.SPECULATED,
+                input=canonical_json(request).decode("utf-8"),
+                output=canonical_json(summary).decode("utf-8"),
+                rejection_reason=f"chose {len(found.best)} plan(s): {found.why}",
+            )
+        )
+
+    def _search_record(self, found: Search) -> dict[str, Any]:
+        """The search as its row and a run's journal keep it: the arguments of a tool that
+        redacts personal fields are withheld (a plan of it then cannot be committed from
+        the record: ``reasons`` says why)."""
+        record = found.as_dict()
+        for node in record["tree"]:
+            if node["call"] is not None and self._redacts(node["call"]["tool"]):
+                node["call"]["arguments"] = {"withheld": WITHHELD}
+        for plan in record["best"]:
+            if self._redacts(plan["tool"]):
+                plan["arguments"] = ""
+                plan["reasons"] = [f"its arguments are {WITHHELD}"]
+        return record
+
+    def _named(self, candidate: Candidate) -> str:
+        """How a search's ``why`` names a call: its tool, and its arguments unless the tool
+        redacts personal fields."""
+        return candidate.tool if self._redacts(candidate.tool) else search.short(candidate)
+
+    def _redacts(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.redactor is not None
+
+    def _found(self, search_id: str, cid: str | None, outcome: Outcome) -> Search:
+        """The search's answer: the chosen path's effects as plans, in a chain. The first
+        carries the reads before it (its commit reads them again, and is stale if they
+        moved); each other one, the key of the plan before it (it commits only after that
+        one ran). Reads after an effect saw the world without it: nothing to check."""
+        reads: list[tuple[str, str, str]] = []
+        best: list[Plan] = []
+        for step in outcome.path:
+            result, plan = step.result, step.result.extra.get("plan")
+            tool = self._tools.get(step.candidate.tool)
+            if tool is not None and tool.effect is Effect.READ and result.ok and not best:
+                arguments = canonical_input(step.candidate.arguments).decode("utf-8")
+                reads.append((tool.name, arguments, dryrun.output_digest(result)))
+            elif isinstance(plan, Plan) and result.status is Status.PLANNED:
+                after = best[-1].key if best else None
+                made = replace(plan, reads=() if best else tuple(reads), after=after)
+                best.append(replace(made, search_id=search_id))
+        return Search(
+            search_id, cid, best, outcome.path, outcome.tree, outcome.why, outcome.score,
+            outcome.expansions,
+        )  # fmt: skip
 
     def _tool_named(self, name_or_tool: str | Tool[Any]) -> Tool[Any]:
         if isinstance(name_or_tool, Tool):
@@ -399,3 +487,24 @@ def remember(runtime: RuntimeBase, result: Result) -> Result:
         if len(known) > KNOWN_KEYS:
             known.popitem(last=False)
     return result
+
+
+def search_from(response: dict[str, Any]) -> Search:
+    """A search as a durable run journaled it: what a resumed run gets instead of
+    searching again (the path's steps show what each node showed)."""
+    tree = tuple(Node.from_dict(n) for n in response["tree"])
+    path = tuple(
+        Step(n.candidate, Result(Status(n.status), output=n.shown))
+        for n in tree
+        if n.chosen and n.candidate is not None
+    )
+    return Search(
+        response["search_id"],
+        response["session"],
+        [Plan.from_json(json.dumps(p)) for p in response["best"]],
+        path,
+        tree,
+        response["why"],
+        response["score"],
+        response["expansions"],
+    )

@@ -76,7 +76,18 @@ WRITES = (
 READS = (GetClaim, ReadLog, RedactionSalt, GetApproval, ListApprovals, GetSaga, ListSagas)
 
 #: Rows a dry run may write: its plans, and the refusals and stale answers it gives.
-DRY_RUN_ROWS = frozenset({"planned", "rejected", "stale"})
+DRY_RUN_ROWS = frozenset({"planned", "rejected", "stale", "speculated"})
+
+#: True while a search (`rt.speculate`) runs in this context: every operation then passes
+#: the dry run's gate, whatever the runtime's own mode, so no handler but a read's can run
+#: inside a search, from any entry point (``propose`` calling ``rt.call`` included).
+SANDBOX: contextvars.ContextVar[bool] = contextvars.ContextVar("dar_sandbox", default=False)
+
+
+def mode_of(rt: Any) -> str | None:
+    """The gate the runtime's operations pass now: its mode, or a dry run's in a search."""
+    mode: str | None = rt.mode
+    return mode if mode is not None or not SANDBOX.get() else "dry run"
 
 
 def refusal_in_mode(mode: str | None, op: Op) -> str | None:
@@ -135,7 +146,7 @@ class Executor:
         return drive(gen, self.run)
 
     def run(self, op: Op) -> Any:
-        mode = self.rt.mode
+        mode = mode_of(self.rt)
         if mode is not None and (refused := refusal_in_mode(mode, op)) is not None:
             raise ModeError(refused)
         if isinstance(op, StoreOp):
@@ -224,7 +235,7 @@ class AsyncExecutor:
         return value
 
     async def run(self, op: Op) -> Any:
-        mode = self.rt.mode
+        mode = mode_of(self.rt)
         if mode is not None and (refused := refusal_in_mode(mode, op)) is not None:
             raise ModeError(refused)
         if isinstance(op, RedactionSalt) and self._salt is not None:

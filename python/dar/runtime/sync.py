@@ -18,18 +18,19 @@ from typing import Any
 from dar._core import canonical_json
 from dar.agents import agent_of, registered
 from dar.audit.replay import Replayer, load_replay
-from dar.context import check_correlation_id, current_run, enclosing_call, session
-from dar.core import dryrun, runs, saga
+from dar.context import CurrentCall, check_correlation_id, current_run, enclosing_call, session
+from dar.core import dryrun, runs, saga, search
 from dar.core.dryrun import Plan
+from dar.core.ids import new_id
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
-from dar.effects import Status
+from dar.effects import Effect, Status
 from dar.errors import ConfigurationError, ModeError
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
 from dar.redact import Redactor
 from dar.rules import Rule
-from dar.runtime.base import RuntimeBase, remember
-from dar.runtime.execute import Executor, call_agent
+from dar.runtime.base import RuntimeBase, remember, search_from
+from dar.runtime.execute import SANDBOX, Executor, call_agent
 from dar.runtime.journal import (
     Run,
     outside_the_run,
@@ -39,6 +40,7 @@ from dar.runtime.journal import (
     shown_request,
     tool_request,
 )
+from dar.speculate import Candidate, Propose, Score, Search
 from dar.store import Store, store_of
 from dar.tools import Tool
 
@@ -225,7 +227,14 @@ class Runtime(RuntimeBase):
         elif self.dry_run:
             result = dryrun.as_result(plan)
         else:
-            result = self._drive_call(plan.tool, self._commit_ops(plan, self.events))
+            group = None
+            if plan.search_id is not None:  # the commit joins the search's group
+                group = enclosing_call.set(CurrentCall(plan.search_id, plan.correlation_id))
+            try:
+                result = self._drive_call(plan.tool, self._commit_ops(plan, self.events))
+            finally:
+                if group is not None:
+                    enclosing_call.reset(group)
         if plan in self._plans:
             self._plans.remove(plan)
         return remember(self, result)
@@ -235,6 +244,103 @@ class Runtime(RuntimeBase):
         None), or a list of plans, such as a dry run's (``live.commit_all(dry.plans())``)."""
         chosen = self.plans(plans) if plans is None or isinstance(plans, str) else list(plans)
         return [self.commit(p) for p in chosen]
+
+    def speculate(
+        self,
+        correlation_id: str,
+        *,
+        propose: Propose,
+        score: Score,
+        budget: int = 64,
+        depth: int = 3,
+        seed: int = 0,
+        deadline: float | None = None,
+    ) -> Search:
+        """Search the calls ``propose`` suggests, ``depth`` calls deep, before any effect:
+        reads run for real (once per distinct input in the whole search), every other
+        effect is only planned (its ``simulate`` gives the preview), and no handler but a
+        read's runs. Monte Carlo Tree Search (UCT) expands at most ``budget`` nodes, within
+        ``deadline`` seconds when given; ``seed`` makes it repeatable. ``search.best`` are
+        the chosen path's plans: `commit_all(search.best)` runs them, each once. The search
+        is one group in the log; inside a durable run it is one journaled step; a replay
+        answers with the recorded search."""
+        replayer = self._replaying()
+        if replayer is not None:  # the recorded search: nothing is searched, read or planned
+            return search_from(replayer.next_search())
+        cid, _parent = self._session(correlation_id)
+        request = {"speculate": cid, "budget": budget, "depth": depth, "seed": seed}
+        run = running()
+        if run is None or run.rt is not self or enclosing_call.get() is not None:
+            return self._speculate(cid, request, propose, score, deadline)
+        index, text, digest, recorded = run.journal.next("step", "speculate", request)
+        if recorded is not None:
+            return search_from(recorded.response)
+        started = time.perf_counter()
+        with outside_the_run(), run.journal.giving_back(index):
+            found: Search = self._speculate(cid, request, propose, score, deadline)
+        recorded_as = self._search_record(found)
+        run.write((index, "step", "speculate", text, digest), recorded_as, 0, started)
+        return found
+
+    def _speculate(
+        self,
+        cid: str | None,
+        request: dict[str, Any],
+        propose: Propose,
+        score: Score,
+        deadline: float | None,
+    ) -> Search:
+        search_id = new_id()
+        self._drive(self._search_rows(search_id, cid, request, None))
+        limit = None if deadline is None else time.monotonic() + deadline
+        searching = search.search(
+            cid,
+            budget=request["budget"],
+            depth=request["depth"],
+            seed=request["seed"],
+            deadline=limit,
+            clock=time.monotonic,
+            named=self._named,
+        )
+        tried: dict[str, Result] = {}
+        sandbox, inside = SANDBOX.set(True), enclosing_call.set(CurrentCall(search_id, cid))
+        try:
+            asked = next(searching)
+            while True:
+                if isinstance(asked, search.Propose):
+                    answer = call_agent(propose, [asked.branch])
+                elif isinstance(asked, search.Try):
+                    answer = self._try(asked.candidate, cid, tried)
+                else:
+                    answer = call_agent(score, [asked.branch])
+                asked = searching.send(answer)
+        except StopIteration as stop:
+            outcome: search.Outcome = stop.value
+        finally:
+            enclosing_call.reset(inside)
+            SANDBOX.reset(sandbox)
+        found = self._found(search_id, cid, outcome)
+        self._drive(self._search_rows(search_id, cid, request, found))
+        return found
+
+    def _try(self, candidate: Candidate, cid: str | None, tried: dict[str, Result]) -> Result:
+        """One call of a search: a read runs (once per distinct input in the search), an
+        effect is planned, an unknown tool is refused; each is logged once."""
+        known = tried.get(candidate.identity)
+        if known is not None:
+            return known
+        tool, arguments = self._tools.get(candidate.tool), candidate.arguments
+        if tool is None:
+            known = self._drive_call(candidate.tool, self._unknown(candidate.tool, arguments, cid))
+        elif tool.effect is Effect.READ:
+            known = self._drive_call(
+                tool.name, self._call_ops(tool, arguments, cid, None, 0, self.events)
+            )
+        else:
+            ops = self._dry_run_ops(tool, arguments, cid, None, dryrun.DEFAULT_TTL, self.events)
+            known = dryrun.searched(self._drive(ops), tool.simulate is not None)
+        tried[candidate.identity] = known
+        return known
 
     def saga(
         self, saga_id: str, *, correlation_id: str | None = None, lease: float = saga.LEASE

@@ -147,6 +147,8 @@ class CallView:
             return "saga " + (self.key or "").removeprefix("saga:")
         if self.is_run:
             return "run " + self.tool
+        if any(r.status == "speculated" for r in self.rows):
+            return "search"
         return self.tool
 
     def walk(self) -> Iterator[CallView]:

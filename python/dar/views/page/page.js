@@ -97,7 +97,9 @@
     field(dl, "error", call.error);
     pane.append(dl);
     pane.append(el("h3", "", "input"), el("pre", "input", json(call.input)));
-    if (call.output !== null) pane.append(el("h3", "", "output"), el("pre", "output", json(call.output)));
+    const tree = call.output && Array.isArray(call.output.tree) ? call.output.tree : null;
+    if (tree) pane.append(el("h3", "", "search tree"), searchTree(tree));
+    else if (call.output !== null) pane.append(el("h3", "", "output"), el("pre", "output", json(call.output)));
     if (call.origin) {
       pane.append(el("h3", "", "answered from the executed row"));
       const o = el("dl", "origin");
@@ -121,6 +123,38 @@
       table.append(tr);
     }
     pane.append(table);
+  }
+  // A search (`rt.speculate`): its tree, each node with its visits and scores, the chosen
+  // path highlighted. Nodes come parent first; each list holds one node's children.
+  function searchTree(nodes) {
+    const lists = new Map();
+    const top = el("ol", "search-tree");
+    top.id = "search-tree";
+    for (const n of nodes) {
+      const list = n.parent === null ? top : lists.get(n.parent);
+      if (!list) continue;
+      const item = el("li", n.chosen ? "node chosen" : "node");
+      item.dataset.status = n.status;
+      const line = el("div", "node-line");
+      if (n.call) {
+        line.append(el("span", "tool", n.call.tool), " ",
+          el("code", "args", JSON.stringify(n.call.arguments)), " ",
+          el("span", "status " + n.status, n.status));
+      } else {
+        line.append(el("span", "tool", "start"));
+      }
+      line.append(el("span", "figures", "visits " + n.visits + " · mean " +
+        Number(n.mean).toFixed(3) + " · best " + Number(n.best).toFixed(3)));
+      item.append(line);
+      if (n.shown !== null && n.shown !== undefined) {
+        item.append(el("div", "shown", typeof n.shown === "string" ? n.shown : JSON.stringify(n.shown)));
+      }
+      const kids = el("ol", "");
+      lists.set(n.index, kids);
+      item.append(kids);
+      list.append(item);
+    }
+    return top;
   }
   function tdStatus(status) {
     const td = el("td");
