@@ -21,7 +21,7 @@ import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,7 +42,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 #: Answers one ``tools/call``: (tool name, arguments, the request's ``_meta``) to a result.
 Answer = Callable[[str, dict[str, Any], Mapping[str, Any] | None], Awaitable[CallToolResult]]
 #: Serves the SDK's server on a pair of streams (`Server.run` with its options).
-ServeSDK = Callable[[Any, Any], Awaitable[None]]
+ServeSDK = Callable[[Any, Any], Coroutine[Any, Any, None]]
 
 #: The largest message read (a line of JSON-RPC): asyncio's default is 64 KiB.
 LINE_LIMIT = 1 << 30
