@@ -141,3 +141,20 @@ def test_a_call_cancelled_mid_call_is_never_answered_and_is_logged_alike(tmp_pat
     again = json.loads(read[1])["result"]
     assert again["_meta"]["dar/status"] == "indeterminate" and again["isError"] is True
     assert logged[:3] == ["started", "cancelled", "indeterminate"]
+
+
+def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
+    tmp_path: Path,
+) -> None:
+    """Stdin closed (the agent quit) while the upstream acts: the effect happened, so the
+    call runs to its end and its outcome is in the log; the answer is still written."""
+    agent = RawAgent(tmp_path, "fast")
+    params = {"name": "charge", "arguments": {"amount": 4, "wait": 0.3}}
+    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    deadline = time.monotonic() + LIMIT
+    while "charge 4" not in effects(agent.effects):
+        assert time.monotonic() < deadline, "the upstream never acted"
+        time.sleep(0.02)
+    agent.close()
+    with Runtime(agent.db) as rt:
+        assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]

@@ -22,7 +22,7 @@ import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -68,6 +68,7 @@ async def claimed_stdio() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.S
     reads the null device and fd 1 writes to stderr (as in the SDK's transport), so a
     stray ``print`` in a policy or rule cannot corrupt the protocol stream."""
     wire_in, wire_out = os.dup(0), os.dup(1)
+    kept_in, kept_out = os.dup(0), os.dup(1)  # to put back when done
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -87,6 +88,9 @@ async def claimed_stdio() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.S
         read_transport.close()
         write_transport.close()
         sys.stdout.flush()
+        for kept, fd in ((kept_in, 0), (kept_out, 1)):
+            os.dup2(kept, fd)
+            os.close(kept)
 
 
 def request_id_key(value: Any) -> Any:
@@ -221,8 +225,11 @@ class Wire:
 
     async def _send(self, message: JSONRPCResponse | JSONRPCError | JSONRPCNotification) -> None:
         data = message.model_dump_json(by_alias=True, exclude_unset=True)
+        if self._writer.is_closing():
+            return  # the agent is gone: nobody reads the answer (the log has it)
         self._writer.write(data.encode() + b"\n")
-        await self._writer.drain()
+        with suppress(ConnectionError):
+            await self._writer.drain()
 
 
 def error_data(exc: Exception) -> Any:
