@@ -28,9 +28,12 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import SessionMessage
 from mcp_types import (
+    INTERNAL_ERROR,
     CallToolResult,
+    ErrorData,
     JSONRPCError,
     JSONRPCNotification,
     JSONRPCResponse,
@@ -38,6 +41,7 @@ from mcp_types import (
 )
 from mcp_types.methods import serialize_server_result
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 #: Answers one ``tools/call``: (tool name, arguments, the request's ``_meta``) to a result.
 Answer = Callable[[str, dict[str, Any], Mapping[str, Any] | None], Awaitable[CallToolResult]]
@@ -196,12 +200,7 @@ class Wire:
             self._in_flight[key] = scope
             try:
                 result = await answer(name, arguments, meta)
-                dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-                assert self._version is not None
-                shaped = serialize_server_result("tools/call", self._version, dumped)
-                out: JSONRPCResponse | JSONRPCError = JSONRPCResponse(
-                    jsonrpc="2.0", id=rid, result=shaped
-                )
+                out = self._response(rid, result)
             except Exception as exc:
                 out = JSONRPCError(jsonrpc="2.0", id=rid, error=error_data(exc))
             finally:
@@ -209,6 +208,17 @@ class Wire:
                     del self._in_flight[key]
         if not scope.cancelled_caught:
             await self._send(out)
+
+    def _response(self, rid: Any, result: CallToolResult) -> JSONRPCResponse | JSONRPCError:
+        """The answer as the SDK shapes it for the protocol version in use."""
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        assert self._version is not None
+        try:
+            shaped = serialize_server_result("tools/call", self._version, dumped)
+        except ValidationError:
+            invalid = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
+            return JSONRPCError(jsonrpc="2.0", id=rid, error=invalid)
+        return JSONRPCResponse(jsonrpc="2.0", id=rid, result=shaped)
 
     async def _write_sdk(self, from_sdk: Any) -> None:
         async with from_sdk:
@@ -232,11 +242,8 @@ class Wire:
             await self._writer.drain()
 
 
-def error_data(exc: Exception) -> Any:
+def error_data(exc: Exception) -> ErrorData:
     """A failed handler's JSON-RPC error, as the SDK's dispatcher words it."""
-    from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
-    from mcp_types import ErrorData
-
     if isinstance(exc, MCPError):
         return exc.error
     return handler_exception_to_error_data(exc) or ErrorData(code=0, message=str(exc))
