@@ -122,11 +122,15 @@ async def measure(db: str, n: int) -> list[Path_]:
             await opened(stack, "proxy, SDK path", proxy_command(f"{db}_sdk", "--sdk-path")),
             await opened(stack, "proxy, fast path", proxy_command(f"{db}_fast")),
         ]
-        for first in range(1000, 1000 + n, BLOCK):
-            for path in paths:
+        for k, first in enumerate(range(1000, 1000 + n, BLOCK)):
+            # Each path goes first in turn: a path's writes still settling (an fsync, a
+            # checkpoint) would otherwise always slow the one after it.
+            order = paths[k % 3 :] + paths[: k % 3]
+            for path in order:
                 await path.turn("fresh", first, BLOCK)
-            for path in paths[1:]:
-                await path.turn("cached", first, BLOCK)
+            for path in order:
+                if path is not paths[0]:
+                    await path.turn("cached", first, BLOCK)
         return paths
 
 
