@@ -1,10 +1,13 @@
-"""What `dar mcp-proxy` adds to a `tools/call`: the same upstream over stdio, called directly
-and through the proxy (a fresh call, and the same call answered from the record), p50/p99,
-on SQLite (a file, synchronous=FULL) and on Postgres.
+"""What `dar mcp-proxy` adds to a `tools/call`: the same upstream over stdio, called directly,
+through the proxy's SDK path (`--sdk-path`: every request through the MCP SDK's objects) and
+through its fast path (the default: `tools/call` at the JSON-RPC level), a fresh call and the
+same call answered from the record, p50/p99 and the CPU each process spends per call, on
+SQLite (a file, synchronous=FULL) and on Postgres.
 
-For scale, the table also shows one in-process `AsyncRuntime.call` with a no-op handler on
-the same database. The proxy's target: no more than one `rt.call` plus 0.3 ms, and a cached
-call through the proxy faster than calling an upstream tool that takes 1 ms directly.
+The three sessions are open at once and called in turns, a block of calls each, so a busy
+machine slows them alike. For scale, the table also shows one in-process `AsyncRuntime.call`
+with a no-op handler on the same database. The proxy's target: a fresh call adds no more
+than one `rt.call` plus 0.3 ms.
 
     PYTHONPATH=python python benches/bench_mcp.py [N]
 
@@ -20,7 +23,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -35,6 +39,8 @@ from dar import AsyncRuntime, Effect, tool  # noqa: E402
 
 UPSTREAM = [sys.executable, str(ROOT / "benches" / "mcp_upstream.py")]
 WARMUP = 20
+BLOCK = 25  # calls per turn
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def env() -> dict[str, str]:
@@ -51,35 +57,81 @@ async def session(command: list[str]) -> AsyncIterator[ClientSession]:
         yield s
 
 
-async def timed(s: ClientSession, first: int, n: int, ms: float = 0.0) -> list[float]:
-    """Milliseconds per call of ``work(i)`` for i in first..first+n."""
-    out = []
-    for i in range(first, first + n):
-        started = time.perf_counter()
-        result = await s.call_tool("work", {"i": i, "ms": ms})
-        out.append((time.perf_counter() - started) * 1000.0)
-        assert not result.is_error, result
-    return out
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
-def proxy_command(db: str) -> list[str]:
-    return [sys.executable, "-m", "dar", "mcp-proxy", "--db", db, "--", *UPSTREAM]
+def cpu(pid: int) -> float:
+    """Seconds of CPU (user and system, every thread) process ``pid`` has used."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-async def measure(db: str, n: int) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {}
-    async with session(UPSTREAM) as direct:
-        await timed(direct, 0, WARMUP)
-        series["direct"] = await timed(direct, 1000, n)
-        series["direct, tool takes 1 ms"] = await timed(direct, 1000, n, ms=1.0)
-    async with session(proxy_command(db)) as proxy:
-        await timed(proxy, 0, WARMUP)
-        series["proxy, fresh"] = await timed(proxy, 1000, n)
-        series["proxy, cached"] = await timed(proxy, 1000, n)
-        await timed(proxy, 5000, n, ms=1.0)
-        series["proxy, cached, tool takes 1 ms"] = await timed(proxy, 5000, n, ms=1.0)
-    series["rt.call alone (in process)"] = await in_process(db, n)
-    return series
+@dataclass
+class Path_:
+    """One way to the upstream: its session, processes and what was measured."""
+
+    label: str
+    s: ClientSession
+    pids: list[int]  # [proxy, upstream] or [upstream]
+    ms: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # seconds per process
+
+    async def turn(self, phase: str, first: int, n: int, ms: float = 0.0) -> None:
+        before = [cpu(p) for p in self.pids]
+        out = self.ms.setdefault(phase, [])
+        for i in range(first, first + n):
+            started = time.perf_counter()
+            result = await self.s.call_tool("work", {"i": i, "ms": ms})
+            out.append((time.perf_counter() - started) * 1000.0)
+            assert not result.is_error, result
+        spent = [cpu(p) - b for p, b in zip(self.pids, before, strict=True)]
+        total = self.cpu.setdefault(phase, [0.0] * len(spent))
+        self.cpu[phase] = [t + x for t, x in zip(total, spent, strict=True)]
+
+
+def proxy_command(db: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dar", "mcp-proxy", *extra, "--db", db, "--", *UPSTREAM]
+
+
+async def opened(stack: AsyncExitStack, label: str, command: list[str]) -> Path_:
+    known = set(children(os.getpid()))
+    s = await stack.enter_async_context(session(command))
+    [pid] = [p for p in children(os.getpid()) if p not in known]
+    pids = [pid, *children(pid)] if "mcp-proxy" in command else [pid]
+    path = Path_(label, s, pids)
+    await path.turn("warmup", 0, WARMUP)
+    return path
+
+
+async def measure(db: str, n: int) -> list[Path_]:
+    async with AsyncExitStack() as stack:
+        paths = [
+            await opened(stack, "direct", UPSTREAM),
+            await opened(stack, "proxy, SDK path", proxy_command(f"{db}_sdk", "--sdk-path")),
+            await opened(stack, "proxy, fast path", proxy_command(f"{db}_fast")),
+        ]
+        for k, first in enumerate(range(1000, 1000 + n, BLOCK)):
+            # Each path goes first in turn: a path's writes still settling (an fsync, a
+            # checkpoint) would otherwise always slow the one after it.
+            order = paths[k % 3 :] + paths[: k % 3]
+            for path in order:
+                await path.turn("fresh", first, BLOCK)
+            for path in order:
+                if path is not paths[0]:
+                    await path.turn("cached", first, BLOCK)
+        return paths
 
 
 @tool(effect=Effect.MUTATE_EXTERNAL)
@@ -87,7 +139,7 @@ async def noop(i: int, run: str) -> int:
     return i
 
 
-async def in_process(db: str, n: int) -> list[float]:
+async def in_process_calls(db: str, n: int) -> list[float]:
     run = uuid.uuid4().hex
     rt = AsyncRuntime(db, tools=[noop])
     out = []
@@ -104,15 +156,53 @@ def p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def table(name: str, series: dict[str, list[float]]) -> Table:
-    t = Table(title=f"tools/call over stdio, {name} (ms; added = p50 minus direct's p50)")
-    for col in ("path", "p50", "p99", "added p50"):
+def table(name: str, paths: list[Path_], in_process: list[float]) -> Table:
+    t = Table(
+        title=f"tools/call over stdio, {name} (ms; added = p50 minus direct's p50; "
+        "CPU = milliseconds of CPU per call, the proxy's process / the upstream's)"
+    )
+    for col in ("path", "p50", "p99", "added p50", "proxy CPU", "upstream CPU"):
         t.add_column(col, justify="left" if col == "path" else "right")
-    base = statistics.median(series["direct"])
-    for label, values in series.items():
-        added = "" if label.startswith(("direct", "rt.call")) else f"{p(values, 0.5) - base:+.2f}"
-        t.add_row(label, f"{p(values, 0.5):.2f}", f"{p(values, 0.99):.2f}", added)
+    base = statistics.median(paths[0].ms["fresh"])
+    for path in paths:
+        for phase in ("fresh", "cached"):
+            if phase not in path.ms:
+                continue
+            values = path.ms[phase]
+            per_call = [1000.0 * c / len(values) for c in path.cpu[phase]]
+            proxy_cpu = f"{per_call[0]:.2f}" if len(per_call) == 2 else ""
+            added = f"{p(values, 0.5) - base:+.2f}" if path.label != "direct" else ""
+            t.add_row(
+                f"{path.label}, {phase}",
+                f"{p(values, 0.5):.2f}",
+                f"{p(values, 0.99):.2f}",
+                added,
+                proxy_cpu,
+                f"{per_call[-1]:.2f}",
+            )
+    t.add_row(
+        "rt.call alone (in process)", f"{p(in_process, 0.5):.2f}", f"{p(in_process, 0.99):.2f}"
+    )
     return t
+
+
+def ratios(paths: list[Path_], in_process: list[float]) -> str:
+    base = p(paths[0].ms["fresh"], 0.5)
+    sdk, fast = (p(x.ms["fresh"], 0.5) - base for x in paths[1:])
+    sdk_cpu, fast_cpu = (x.cpu["fresh"][0] for x in paths[1:])
+    target = p(in_process, 0.5) + 0.3
+    return (
+        f"fresh call, added latency: fast path {fast:+.2f} ms, SDK path {sdk:+.2f} ms "
+        f"(fast / SDK = {fast / sdk:.2f}); proxy CPU fast / SDK = {fast_cpu / sdk_cpu:.2f}; "
+        f"target (rt.call + 0.3 ms) {target:.2f} ms: fast path / target = {fast / target:.2f}"
+    )
+
+
+def run(console: Console, name: str, db: str, n: int) -> None:
+    paths = anyio.run(measure, db, n)
+    alone = anyio.run(in_process_calls, f"{db}_rt", n)
+    console.print(table(name, paths, alone))
+    console.print(ratios(paths, alone))
 
 
 def postgres_url() -> tuple[str, object | None]:
@@ -129,12 +219,10 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        console.print(table("SQLite file, synchronous=FULL", anyio.run(measure, sqlite, n)))
+        run(console, "SQLite file, synchronous=FULL", f"sqlite:///{Path(tmp) / 'bench'}", n)
     url, server = postgres_url()
     try:
-        pg = f"{url}?schema=mcp_{uuid.uuid4().hex[:8]}"
-        console.print(table("Postgres", anyio.run(measure, pg, n)))
+        run(console, "Postgres", f"{url}?schema=mcp_{uuid.uuid4().hex[:8]}", n)
     finally:
         if server is not None:
             server.close()  # type: ignore[attr-defined]

@@ -50,6 +50,12 @@ def add_proxy_arguments(p: argparse.ArgumentParser) -> None:
         help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio",
     )
     p.add_argument(
+        "--sdk-path",
+        action="store_true",
+        help="answer tools/call through the MCP SDK's request objects on stdio too, as the "
+        "HTTP transport does (slower; the fast path answers the same bytes)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="list the upstream's tools with the effect each gets and the rules that judge "
@@ -99,6 +105,7 @@ def _run(args: argparse.Namespace, db: str) -> int:
         command=command,
         upstream_url=args.upstream_url,
         http=_host_port(args.http) if args.http else None,
+        fast=not args.sdk_path,
     )
     if args.check:
         rows = anyio.run(check, options)

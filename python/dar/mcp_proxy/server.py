@@ -55,6 +55,7 @@ from dar.mcp_proxy.policy import (
     signature,
 )
 from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
+from dar.mcp_proxy.wire import pipes_usable
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
 from dar.runtime.aio import AsyncRuntime
@@ -248,16 +249,14 @@ class Proxy:
         self.policy = policy
         log(f"policy reloaded from {self.policy_path}")
 
-    def correlation_id(self, ctx: Any) -> str:
+    def correlation_id(self, meta: Mapping[str, Any] | None, session: Any = None) -> str:
         """``_meta["dar/correlation_id"]`` when the client sends one (and it is heeded),
-        else the MCP session id (one per proxy process on stdio)."""
-        meta: Mapping[str, Any] | None = ctx.meta
+        else the MCP session id (``session``: the HTTP transport's; one per proxy process
+        on stdio)."""
         if self.correlation_from == "meta" and meta:
             given = meta.get(META_KEY)
             if isinstance(given, str) and given:
                 return given
-        headers = getattr(ctx.request, "headers", None)
-        session = headers.get("mcp-session-id") if headers is not None else None
         return session if isinstance(session, str) and session else self.session_id
 
     # --- MCP handlers ---------------------------------------------------------------------
@@ -269,17 +268,29 @@ class Proxy:
         )
 
     async def call_tool(self, ctx: Any, params: CallToolRequestParams) -> CallToolResult:
+        headers = getattr(ctx.request, "headers", None)
+        session = headers.get("mcp-session-id") if headers is not None else None
+        return await self.answer(params.name, params.arguments or {}, ctx.meta, session)
+
+    async def answer(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+        session: Any = None,
+    ) -> CallToolResult:
+        """The answer to one ``tools/call``, whichever path the request came by."""
         state = await self.state()
-        cid = self.correlation_id(ctx)
+        cid = self.correlation_id(meta, session)
         box = _Failure()
         token = _failure.set(box)
         try:
-            result = await state.rt.call(params.name, params.arguments or {}, correlation_id=cid)
+            result = await state.rt.call(name, arguments, correlation_id=cid)
         except UpstreamLost as lost:
-            return await self._lost(state, params.name, cid, str(lost))
+            return await self._lost(state, name, cid, str(lost))
         finally:
             _failure.reset(token)
-        return reply(result, box.result, state.output_schema(params.name))
+        return reply(result, box.result, state.output_schema(name))
 
     async def _lost(self, state: State, name: str, cid: str, why: str) -> CallToolResult:
         """The upstream died mid-call: the log holds the call as cancelled, and an external
@@ -519,6 +530,8 @@ class Options:
     command: list[str]
     upstream_url: str | None
     http: tuple[str, int] | None
+    #: ``tools/call`` at the JSON-RPC level on stdio (False: through the SDK's objects).
+    fast: bool = True
 
 
 def upstream_of(options: Options) -> Upstream:
@@ -528,7 +541,7 @@ def upstream_of(options: Options) -> Upstream:
         return Upstream(http_upstream(options.upstream_url))
     if not options.command:
         raise ConfigurationError("name the upstream server: -- CMD [ARGS...] or --upstream-url")
-    return Upstream(stdio_upstream(options.command))
+    return Upstream(stdio_upstream(options.command), raw_calls=options.fast)
 
 
 async def serve_proxy(options: Options) -> None:
@@ -546,7 +559,10 @@ async def serve_proxy(options: Options) -> None:
         server = proxy.server()
         if options.http is None:
             log(f"serving on stdio; session {proxy.session_id}")
-            await _serve_stdio(server)
+            if options.fast and pipes_usable():
+                await _serve_stdio_fast(proxy, server)
+            else:
+                await _serve_stdio(server)
         else:
             await _serve_http(server, *options.http)
 
@@ -556,6 +572,16 @@ async def _serve_stdio(server: Server[Any]) -> None:
 
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
+
+
+async def _serve_stdio_fast(proxy: Proxy, server: Server[Any]) -> None:
+    from dar.mcp_proxy.wire import Wire, claimed_stdio
+
+    async def serve_sdk(read: Any, write: Any) -> None:
+        await server.run(read, write, server.create_initialization_options())
+
+    async with claimed_stdio() as (reader, writer):
+        await Wire(reader, writer).serve(proxy.answer, serve_sdk)
 
 
 async def _serve_http(server: Server[Any], host: str, port: int) -> None:

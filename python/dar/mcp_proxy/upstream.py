@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, cast
 
 import anyio
@@ -22,7 +22,12 @@ from mcp_types import (
     CONNECTION_CLOSED,
     REQUEST_TIMEOUT,
     CallToolResult,
+    ErrorData,
     Implementation,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
     RequestParamsMeta,
 )
 from mcp_types import Tool as MCPTool
@@ -35,6 +40,8 @@ LOST_CODES = (CONNECTION_CLOSED, REQUEST_TIMEOUT)
 
 #: How long to wait for the upstream to start and answer `initialize`.
 START_TIMEOUT = 30.0
+#: What a raw call in flight is answered when the connection closes (the SDK's words).
+CLOSED = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
 
 Streams = tuple[Any, Any]
 Connect = Callable[[], AbstractAsyncContextManager[Streams]]
@@ -103,11 +110,33 @@ async def running(upstream: Upstream) -> AsyncIterator[None]:
         raise DarError(failure)
 
 
-class Upstream:
-    """The upstream server: started on demand, restarted after it dies."""
+class _Waiter:
+    """A raw ``tools/call`` in flight: its answer (a result, or an error) once it comes."""
 
-    def __init__(self, connect: Connect) -> None:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: dict[str, Any] | ErrorData = CLOSED
+
+    def settle(self, outcome: dict[str, Any] | ErrorData) -> None:
+        if not self.done.is_set():
+            self.outcome = outcome
+            self.done.set()
+
+
+class Upstream:
+    """The upstream server: started on demand, restarted after it dies.
+
+    With ``raw_calls``, a ``tools/call`` is written to the connection as a JSON-RPC request
+    of the proxy's own (ids ``dar-N``, which the SDK's session never uses) and its answer
+    taken off the connection before the session sees it: the SDK's request machinery is
+    skipped, its checks of the result (`ClientSession.validate_tool_result`) are not."""
+
+    def __init__(self, connect: Connect, *, raw_calls: bool = False) -> None:
         self._connect = connect
+        self.raw_calls = raw_calls
+        self._write: Any = None
+        self._pending: dict[str, _Waiter] = {}
+        self._sent = 0
         self._session: ClientSession | None = None
         self._ready = anyio.Event()
         self._dead = anyio.Event()
@@ -149,6 +178,7 @@ class Upstream:
         """A session whose read side is watched: when the upstream's output ends (it
         exited), the session is marked dead at once, not at the next call."""
         async with self._connect() as (read, write):
+            self._write = write
             send, watched = anyio.create_memory_object_stream[SessionMessage | Exception](0)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, read, send)
@@ -162,13 +192,26 @@ class Upstream:
     async def _watch(self, read: Any, send: Any) -> None:
         async with send:
             async for message in read:
-                await send.send(message)
+                if not self._answers_raw_call(message):
+                    await send.send(message)
         self._lose()
+
+    def _answers_raw_call(self, message: SessionMessage | Exception) -> bool:
+        inner = getattr(message, "message", None)
+        if not isinstance(inner, (JSONRPCResponse, JSONRPCError)) or not isinstance(inner.id, str):
+            return False
+        waiter = self._pending.get(inner.id)
+        if waiter is None:
+            return False
+        waiter.settle(inner.result if isinstance(inner, JSONRPCResponse) else inner.error)
+        return True
 
     def _lose(self) -> None:
         """The session is gone: later calls wait for the next one, none is sent to it."""
         if self._session is not None:
             self._session, self._ready = None, anyio.Event()
+        for waiter in self._pending.values():
+            waiter.settle(CLOSED)
         self._dead.set()
 
     async def _adopt(self, session: ClientSession) -> None:
@@ -202,7 +245,10 @@ class Upstream:
         try:
             # The MCP types declare no keys of dar's; ``_meta`` is an open map.
             sent = cast("RequestParamsMeta | None", meta)
-            result = await session.call_tool(name, arguments, meta=sent)
+            if self.raw_calls:
+                result = await self._raw_call(session, name, arguments, meta)
+            else:
+                result = await session.call_tool(name, arguments, meta=sent)
         except MCPError as exc:
             if exc.code not in LOST_CODES:
                 raise
@@ -216,6 +262,51 @@ class Upstream:
         if result.is_error:
             raise UpstreamToolError(result)
         return recorded(result)
+
+    async def _raw_call(
+        self,
+        session: ClientSession,
+        name: str,
+        arguments: dict[str, Any],
+        meta: dict[str, Any] | None,
+    ) -> CallToolResult:
+        """``tools/call`` as one JSON-RPC request on the connection; cancelled, it tells the
+        upstream (``notifications/cancelled``), as the SDK's session does."""
+        self._sent += 1
+        rid = f"dar-{self._sent}"
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        if meta is not None:
+            params["_meta"] = meta
+        waiter = self._pending[rid] = _Waiter()
+        write = self._write
+        try:
+            request = JSONRPCRequest(jsonrpc="2.0", id=rid, method="tools/call", params=params)
+            await write.send(SessionMessage(request))
+            try:
+                await waiter.done.wait()
+            except anyio.get_cancelled_exc_class():
+                await _cancel(write, rid)
+                raise
+        finally:
+            self._pending.pop(rid, None)
+        if isinstance(waiter.outcome, ErrorData):
+            raise MCPError.from_error_data(waiter.outcome)
+        result = CallToolResult.model_validate(waiter.outcome, by_name=False)
+        if not result.is_error:
+            await session.validate_tool_result(name, result)
+        return result
+
+
+async def _cancel(write: Any, rid: str) -> None:
+    """Tell the upstream a call was given up (shielded, bounded: the caller is cancelled)."""
+    said = JSONRPCNotification(
+        jsonrpc="2.0",
+        method="notifications/cancelled",
+        params={"requestId": rid, "reason": "caller cancelled"},
+    )
+    closed = (anyio.ClosedResourceError, anyio.BrokenResourceError)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), suppress(*closed):
+        await write.send(SessionMessage(said))
 
 
 def _page(cursor: str | None) -> Any:

@@ -1,0 +1,160 @@
+"""The proxy's fast path for ``tools/call`` on stdio answers what the SDK's path answers, byte
+for byte: the same JSON-RPC lines are written to two proxies, one with ``--sdk-path``, and
+each reads the raw lines back (no client library in between to smooth a difference over)."""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from dar import Runtime
+from tests.mcp_proxy.test_proxy import LIMIT, PY, SERVER, effects, environ
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+#: A result far above the pipe's buffer and asyncio's default line limit (64 KiB).
+LARGE = "x" * 300_000 + "é"
+
+
+class RawAgent:
+    """An agent writing and reading JSON-RPC lines to a proxy process, as they are."""
+
+    def __init__(self, tmp: Path, name: str, *extra: str) -> None:
+        self.db = f"sqlite:///{tmp / f'{name}.db'}"
+        self.effects = tmp / f"{name}.effects"
+        env = {**environ(self.effects), "PYTHONHASHSEED": "0"}  # the upstream's ticket ids
+        args = ["-m", "dar", "mcp-proxy", "--db", self.db, *extra, "--", PY, str(SERVER)]
+        self.err = (tmp / f"{name}.err").open("w")
+        self.proc = subprocess.Popen(
+            [PY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env
+        )
+        self.send(INIT)
+        self.read()
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def read(self) -> bytes:
+        """The next line the proxy writes (failing after LIMIT seconds of silence)."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], LIMIT)
+        assert ready, "the proxy did not answer"
+        return self.proc.stdout.readline()
+
+    def call(self, rid: int | str, name: str, arguments: Any, meta: Any = None) -> bytes:
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        if meta is not None:
+            params["_meta"] = meta
+        self.send({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params})
+        return self.read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=LIMIT)
+        self.err.close()
+
+
+def conversation(agent: RawAgent) -> list[bytes]:
+    """Executed, cached, refused, invalid-arguments, upstream-error, large and unusual calls."""
+    return [
+        agent.call(1, "create_ticket", {"title": "printer"}),
+        agent.call(2, "create_ticket", {"title": "printer"}),
+        agent.call(3, "create_ticket", {"title": "named"}, {"dar/correlation_id": "conv-7"}),
+        agent.call(4, "wipe_disk", {"path": "/"}),
+        agent.call(5, "charge", {"amount": "lots"}),
+        agent.call(6, "charge", [1, 2]),
+        agent.call(7, "flaky", {"x": 1}),
+        agent.call(8, "nope", {}),
+        agent.call(9, "post_note", {"text": LARGE}),
+        agent.call("ten", "post_note", {"text": LARGE}),
+        agent.call(11, "charge", None),
+    ]
+
+
+def test_fast_path_answers_the_bytes_the_sdk_path_answers(tmp_path: Path) -> None:
+    fast, sdk = RawAgent(tmp_path, "fast"), RawAgent(tmp_path, "sdk", "--sdk-path")
+    try:
+        said = {name: conversation(agent) for name, agent in (("fast", fast), ("sdk", sdk))}
+    finally:
+        fast.close()
+        sdk.close()
+    assert said["fast"] == said["sdk"]
+    answers = [json.loads(line) for line in said["fast"]]
+    assert [a["id"] for a in answers] == [1, 2, 3, 4, 5, 6, 7, 8, 9, "ten", 11]
+    statuses = [a["result"]["_meta"]["dar/status"] if "result" in a else None for a in answers]
+    assert statuses == [
+        "executed", "cached", "executed", "rejected", "rejected", None, "failed", "rejected",
+        "executed", "cached", "rejected",
+    ]  # fmt: skip
+    assert answers[5]["error"]["code"] == -32602  # not an object: the SDK's own error
+    assert answers[8]["result"]["content"][0]["text"] == f"posted {LARGE}"
+    assert effects(fast.effects) == effects(sdk.effects)
+    for agent in (fast, sdk):
+        with Runtime(agent.db) as rt:
+            assert {e.correlation_id for e in rt.events(tool="create_ticket")} >= {"conv-7"}
+
+
+def cancel_mid_call(agent: RawAgent) -> tuple[list[bytes], list[str]]:
+    """Cancel a call while the upstream acts; then a ping and the same call again. What the
+    agent read, and the log's statuses for that call."""
+    try:
+        params = {"name": "charge", "arguments": {"amount": 5, "wait": 1}}
+        agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+        deadline = time.monotonic() + LIMIT
+        while "charge 5" not in effects(agent.effects):
+            assert time.monotonic() < deadline, "the upstream never acted"
+            time.sleep(0.02)
+        cancel = {"requestId": 1, "reason": "the user pressed stop"}
+        agent.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+        agent.send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        read = [agent.read()]  # the ping's answer, and none for the cancelled call
+        read.append(agent.call(3, "charge", {"amount": 5, "wait": 1}))
+    finally:
+        agent.close()
+    with Runtime(agent.db) as rt:
+        logged = [e.status for e in rt.events(tool="charge")]
+    return read, logged
+
+
+def test_a_call_cancelled_mid_call_is_never_answered_and_is_logged_alike(tmp_path: Path) -> None:
+    agents = RawAgent(tmp_path, "fast"), RawAgent(tmp_path, "sdk", "--sdk-path")
+    fast, sdk = (cancel_mid_call(agent) for agent in agents)
+    assert fast == sdk
+    read, logged = fast
+    assert json.loads(read[0]) == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    again = json.loads(read[1])["result"]
+    assert again["_meta"]["dar/status"] == "indeterminate" and again["isError"] is True
+    assert logged[:3] == ["started", "cancelled", "indeterminate"]
+
+
+def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
+    tmp_path: Path,
+) -> None:
+    """Stdin closed (the agent quit) while the upstream acts: the effect happened, so the
+    call runs to its end and its outcome is in the log; the answer is still written."""
+    agent = RawAgent(tmp_path, "fast")
+    params = {"name": "charge", "arguments": {"amount": 4, "wait": 0.3}}
+    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    deadline = time.monotonic() + LIMIT
+    while "charge 4" not in effects(agent.effects):
+        assert time.monotonic() < deadline, "the upstream never acted"
+        time.sleep(0.02)
+    agent.close()
+    with Runtime(agent.db) as rt:
+        assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
