@@ -191,12 +191,15 @@ class Statements:
 
 def event_params(event: NewEvent) -> dict[str, Any]:
     """The parameters (prefixed ``e_``) of one event row, and its content hash."""
-    params = {f"e_{col}": getattr(event, col) for col in EVENT_COLUMNS}
+    row = {col: getattr(event, col) for col in EVENT_COLUMNS}
+    params = {name: row[col] for col, name in _EVENT_PARAMS}
     params["e_created_at"] = micros(event.created_at)
     params["e_completed_at"] = micros(event.completed_at)
-    row = {col: getattr(event, col) for col in EVENT_COLUMNS}
     params["e_content"] = content_hash(row, json_as_text=True)
     return params
+
+
+_EVENT_PARAMS = tuple((col, f"e_{col}") for col in EVENT_COLUMNS)
 
 
 def _claim(row: tuple[Any, ...]) -> Claim:
