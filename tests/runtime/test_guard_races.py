@@ -10,8 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dar import AsyncRuntime, Runtime, Status
 from tests.support import guards as support
 from tests.support.guards import LIMIT, refund
@@ -38,7 +36,7 @@ def _executed_total(url: str) -> float:
     rt = Runtime(url)
     rows = rt.events(tool="refund", status="executed")
     rt.close()
-    return sum(float(r.output["refunded"]) for r in rows)  # type: ignore[index]
+    return sum(float(r.output["refunded"]) for r in rows)
 
 
 def test_processes_racing_one_budget_spend_exactly_the_limit(shared_url: str) -> None:

@@ -12,9 +12,10 @@ import pytest
 
 import dar.embedding
 from dar import Budget, ConfigurationError, Effect, Runtime, Similar, Status, tool
+from dar.core.ops import CallHandler, Take
 from tests.conftest import Clock
 from tests.support.calls import MakeRuntime
-from tests.support.guards import CountingEmbedder, refund
+from tests.support.guards import CountingEmbedder, die_at, refund
 
 SESSION = "s-1"
 
@@ -108,6 +109,21 @@ def test_an_indeterminate_call_keeps_its_share(make_runtime: MakeRuntime, clock:
     again = rt.execute(slow_ping, {"n": 2}, correlation_id="a")
     assert again.status is Status.REJECTED
     assert again.reason is not None and again.reason.startswith("1 of 1 calls used")
+
+
+def test_a_crashed_calls_share_lasts_its_lease_or_its_running_claim(
+    make_runtime: MakeRuntime, clock: Clock
+) -> None:
+    rt = make_runtime(clock=clock)
+    before_claim = {"customer_id": "C-1", "order_id": "O-1", "amount": 500}
+    die_at(rt, refund, before_claim, Take)
+    assert _refund(rt, "O-2", 1).status is Status.REJECTED
+    clock.advance(refund.lease + 1)  # no claim was taken for it: it stops counting
+    assert _refund(rt, "O-3", 500).status is Status.EXECUTED
+    running = {"customer_id": "C-2", "order_id": "O-4", "amount": 500}
+    die_at(rt, refund, running, CallHandler)
+    clock.advance(refund.lease + 1)  # its claim still says it may have run
+    assert _refund(rt, "O-5", 1, customer="C-2").status is Status.REJECTED
 
 
 @tool(

@@ -89,13 +89,13 @@ def text_of(guard: Similar, arguments: dict[str, Any]) -> str:
 
 
 def counts(row: GuardRow, now: float, key: str | None) -> bool:
-    """Whether an earlier share still counts against its scope. This call's own earlier
-    share (its key's: a call that waited for a person, back to run) never does."""
-    if key is not None and row.idempotency_key == key:
-        return False
+    """Whether an earlier share still counts against its scope. A held share of this
+    call's key is its own (it waited for a person and is back to run), or a concurrent
+    identical call's, of which only one will take the key: neither counts. An executed
+    call of the same input (its key answered from the record for a window only) does."""
     if row.state == USED:
         return True
-    if row.state != HELD:
+    if row.state != HELD or (key is not None and row.idempotency_key == key):
         return False
     held = row.held_until is None or row.held_until > now
     return held or row.claim_state in LIVE_CLAIMS
