@@ -31,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support import guards as race_support
+
 from dar import Budget, Effect, Runtime, Similar, tool
 from dar.embedding import default_embedder
-from tests.support import guards as race_support
 
 PROCS, CALLS = 20, 3
 

@@ -12,8 +12,8 @@ same `@rule` functions as everywhere::
     guards = {"send_email": [Similar("body", same=("to",), within="10m")]}
     trust_annotations = ["github"]  # or True / False (default)
 
-Names in ``effects``, ``keys``, ``windows``, ``redact`` and ``guards`` may be globs (`fnmatch`): an exact
-name wins, else the first pattern that matches, in the file's order.
+Names in ``effects``, ``keys``, ``windows``, ``redact`` and ``guards`` may be globs
+(`fnmatch`): an exact name wins, else the first pattern that matches, in the file's order.
 """
 
 from __future__ import annotations
