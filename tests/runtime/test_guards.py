@@ -273,14 +273,17 @@ def test_a_failing_embedder_refuses_the_call_naming_it(make_runtime: MakeRuntime
 def test_a_plan_says_whether_guards_would_refuse_or_hold_and_reserves_nothing(
     make_runtime: MakeRuntime,
 ) -> None:
-    rt = make_runtime(embedder=CountingEmbedder())
+    rt = make_runtime(tools=[refund, whatsapp], embedder=CountingEmbedder())
     _refund(rt, "O-1", 450)
     plan = rt.plan(refund, {"customer_id": "C-1", "order_id": "O-2", "amount": 100})
     assert plan.verdict == "be refused"
     assert plan.reasons[0].startswith("Budget(500 of amount per customer_id in 24h): 450 of")
     fits = rt.plan(refund, {"customer_id": "C-1", "order_id": "O-3", "amount": 50})
     assert fits.verdict == "execute"
-    assert _refund(rt, "O-3", 50).status is Status.EXECUTED  # the plan reserved nothing
+    assert _refund(rt, "O-4", 50).status is Status.EXECUTED  # the plan reserved nothing
+    committed = rt.commit(fits)  # judged again at commit: the budget is spent now
+    assert committed.status is Status.REJECTED
+    assert committed.reason is not None and committed.reason.startswith("500 of 500 used")
     _send(rt, "Your order ORD-1 ships tomorrow")
     held = rt.plan(
         whatsapp,
