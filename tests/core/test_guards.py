@@ -150,3 +150,10 @@ def test_windows_read_as_durations(text: str | float, seconds: float) -> None:
 def test_a_bad_window_is_named(bad: object) -> None:
     with pytest.raises(ConfigurationError, match="must be a positive duration"):
         window_seconds(bad, "Budget")  # type: ignore[arg-type]
+
+
+def test_a_stored_vector_reads_back_as_float32() -> None:
+    stored = guards.vector_text((0.5, -1.25, 0.1))
+    assert stored is not None and len(stored) == 16  # 12 bytes in base64
+    back = guards.vector_from(stored)
+    assert back is not None and back[:2] == (0.5, -1.25) and abs(back[2] - 0.1) < 1e-7

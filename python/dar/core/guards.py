@@ -9,8 +9,10 @@ crashed call's share stops counting once its lease is over with no claim running
 
 from __future__ import annotations
 
+import array
+import base64
 import datetime as dt
-import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,9 +177,22 @@ def shares(pending: Pending) -> tuple[GuardRow, ...]:
 
 
 def vector_text(vector: tuple[float, ...] | None) -> str | None:
-    """How a vector is stored (JSON); floats keep every digit through it."""
-    return None if vector is None else json.dumps(list(vector))
+    """How a vector is stored: its float32 values, little-endian, in base64 (a quarter of
+    the JSON, and read back without parsing numbers: a scope's history is read at every
+    call). float32 changes a cosine in its seventh digit, far below any threshold's."""
+    if vector is None:
+        return None
+    packed = array.array("f", vector)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
 def vector_from(text: str | None) -> tuple[float, ...] | None:
-    return None if text is None else tuple(float(x) for x in json.loads(text))
+    if text is None:
+        return None
+    packed = array.array("f")
+    packed.frombytes(base64.b64decode(text))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return tuple(packed)

@@ -11,7 +11,7 @@ CREATE TABLE agent_tool_guards (
     scope           TEXT NOT NULL,
     amount          DOUBLE PRECISION NOT NULL,
     text            TEXT,
-    vector          TEXT,
+    vector          TEXT,            -- float32 little-endian, base64
     idempotency_key TEXT,
     event_id        TEXT NOT NULL,
     created_at      DOUBLE PRECISION NOT NULL,
