@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 
 import dar.embedding
-from dar import Budget, ConfigurationError, Effect, Runtime, Similar, Status, tool
+from dar import (
+    Budget,
+    ConfigurationError,
+    Effect,
+    Reconciled,
+    Runtime,
+    Similar,
+    Status,
+    tool,
+)
 from dar.core.ops import CallHandler, Take
 from tests.conftest import Clock
 from tests.support.calls import MakeRuntime
@@ -124,6 +133,35 @@ def test_a_crashed_calls_share_lasts_its_lease_or_its_running_claim(
     die_at(rt, refund, running, CallHandler)
     clock.advance(refund.lease + 1)  # its claim still says it may have run
     assert _refund(rt, "O-5", 1, customer="C-2").status is Status.REJECTED
+
+
+RECONCILED = {"executed": True}
+
+
+@tool(
+    effect=Effect.MUTATE_EXTERNAL,
+    reconcile=lambda inp: Reconciled(executed=RECONCILED["executed"], output={}),
+    guards=[Budget(500, of="amount", per=("customer_id",), within="24h")],
+)
+def checked_refund(customer_id: str, order_id: str, amount: float) -> dict[str, Any]:
+    return {"refunded": amount}
+
+
+@pytest.mark.parametrize("executed", [True, False])
+def test_a_reconciled_crash_counts_its_effect_once(
+    make_runtime: MakeRuntime, clock: Clock, executed: bool
+) -> None:
+    rt = make_runtime(clock=clock)
+    crashed = {"customer_id": "C-1", "order_id": "O-1", "amount": 300}
+    die_at(rt, checked_refund, crashed, CallHandler)
+    clock.advance(checked_refund.lease + 1)
+    RECONCILED["executed"] = executed
+    again = rt.execute(checked_refund, crashed)
+    assert again.status is (Status.CACHED if executed else Status.EXECUTED)
+    rest = {"customer_id": "C-1", "order_id": "O-2", "amount": 200}
+    assert rt.execute(checked_refund, rest).status is Status.EXECUTED  # 300 counted once
+    over = rt.execute(checked_refund, {**rest, "order_id": "O-3", "amount": 1})
+    assert over.status is Status.REJECTED
 
 
 @tool(

@@ -123,6 +123,9 @@ class Call:
     edit: dict[str, Any] | None = None
     #: The call holds shares of its guards' scopes (`guard`): given back if it does not run.
     reserved: bool = False
+    #: Its shares are a crashed attempt's, adopted by the call that reconciles its key:
+    #: found by the key, not by this call's event id.
+    adopted: bool = False
     #: Similar guards whose hold a person approved for this call.
     approved: frozenset[str] = frozenset()
     #: ``(guard name, reason)`` of a guard that lets the call run marked (``then="flag"``).
@@ -190,9 +193,10 @@ def decide_call(spec: CallSpec) -> Ops[Result]:
     if isinstance(acquired, Result):
         return acquired
     if acquired.reconcile:
+        yield from adopt(call)
         answered = yield from reconcile(call, acquired.attempt)
         if answered is not None:
-            return answered
+            return (yield from settled(call, answered))
     return (yield from settled(call, (yield from run(call, acquired.attempt))))
 
 
@@ -1179,20 +1183,40 @@ def share_while_waiting(call: Call, claim: Claim | None) -> Ops[Result | None]:
 def let_go(call: Call) -> Ops[None]:
     """Give the call's shares back: it did not run."""
     if call.reserved:
-        yield SettleGuards(call.spec.call_event_id, guards.RELEASED)
+        yield settle(call, guards.RELEASED)
         call.reserved = False
 
 
+def adopt(call: Call) -> Ops[None]:
+    """Take over the shares of the crashed attempt this call reconciles (its key's), kept
+    counted while it is decided: whatever the call ends as settles them, and no second
+    share is written for one effect."""
+    if call.tool.guards:
+        call.reserved = call.adopted = True
+        yield settle(call, guards.HELD, None)
+
+
+def settle(call: Call, state: str, held_until: float | None = None) -> SettleGuards:
+    key = call.key if call.adopted else None
+    return SettleGuards(call.spec.call_event_id, state, held_until, key)
+
+
 def settled(call: Call, result: Result) -> Ops[Result]:
-    """Settle the shares of a call that ran: executed uses them, a failure (or a cancelled
-    call that may run again) gives them back, an indeterminate one keeps them for good."""
+    """Settle the shares of a call that ran (or was reconciled): executed uses them; a
+    failure, a cancelled call that may run again, or a refusal gives them back; an
+    indeterminate call, or one waiting for a person, keeps them for good."""
     if call.reserved:
-        if result.status is Status.EXECUTED:
-            yield SettleGuards(call.spec.call_event_id, guards.USED)
-        elif result.status in (Status.FAILED, Status.CANCELLED) and result.retryable:
-            yield SettleGuards(call.spec.call_event_id, guards.RELEASED)
+        status = result.status
+        if status is Status.EXECUTED or (
+            status is Status.CACHED and result.extra.get("reconciled")
+        ):
+            yield settle(call, guards.USED)
+        elif status in (Status.REJECTED, Status.IN_PROGRESS) or (
+            status in (Status.FAILED, Status.CANCELLED) and result.retryable
+        ):
+            yield settle(call, guards.RELEASED)
         else:
-            yield SettleGuards(call.spec.call_event_id, guards.HELD, None)
+            yield settle(call, guards.HELD, None)
         call.reserved = False
     return result
 

@@ -404,12 +404,14 @@ class CheckGuards:
 
 @dataclass(frozen=True, slots=True)
 class SettleGuards:
-    """Move the held shares of the call ``event_id`` to ``state`` (``used``, ``released``,
-    or ``held`` with a new ``held_until``: None keeps them for good). Answer: None."""
+    """Move the held shares of the call ``event_id`` (of the key ``key``, when given: a
+    crashed attempt's, adopted) to ``state`` (``used``, ``released``, or ``held`` with a
+    new ``held_until``: None keeps them for good). Answer: None."""
 
     event_id: str
     state: str
     held_until: float | None = None
+    key: str | None = None
 
     def apply(self, store: Store) -> None:
         store.settle_guards(self)

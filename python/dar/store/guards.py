@@ -71,9 +71,9 @@ def _write(table: str, decision: GuardDecision) -> Steps:
 
 def settle(table: str, op: SettleGuards) -> Steps:
     """See `dar.core.ops.SettleGuards`."""
+    whose = "idempotency_key = :key" if op.key is not None else "event_id = :event_id"
     yield Sql(
-        f"UPDATE {table} SET state = :state, held_until = :until"
-        " WHERE event_id = :event_id AND state = 'held'",
-        {"state": op.state, "until": op.held_until, "event_id": op.event_id},
+        f"UPDATE {table} SET state = :state, held_until = :until WHERE {whose} AND state = 'held'",
+        {"state": op.state, "until": op.held_until, "event_id": op.event_id, "key": op.key},
         "none",
     )
