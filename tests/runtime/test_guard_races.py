@@ -41,7 +41,7 @@ def _executed_total(url: str) -> float:
 
 def test_processes_racing_one_budget_spend_exactly_the_limit(shared_url: str) -> None:
     Runtime(shared_url).close()  # migrated once, before the race
-    workers, calls = 6, 3  # demand 900 against a limit of 500
+    workers, calls = 4, 4  # demand 800 against a limit of 500
     statuses = _processes(
         support.refund_worker, [(shared_url, w, calls, AMOUNT) for w in range(workers)]
     )
