@@ -120,7 +120,20 @@ def decide(pending: Pending, found: Sequence[Sequence[GuardRow]]) -> GuardDecisi
             flags.append((guard.name, repeat))
         else:
             return GuardDecision(refusal=(guard.name, guard.then, repeat))
-    return GuardDecision(rows=shares(pending), flags=tuple(flags), supersede=pending.key)
+    waited = any(waiting(row, pending.key) for rows in found for row in rows)
+    supersede = pending.key if waited else None
+    return GuardDecision(rows=shares(pending), flags=tuple(flags), supersede=supersede)
+
+
+def waiting(row: GuardRow, key: str | None) -> bool:
+    """Whether ``row`` is the share this call kept while a person decided (its new share
+    replaces it)."""
+    return (
+        key is not None
+        and row.idempotency_key == key
+        and row.state == HELD
+        and (row.held_until is None)
+    )
 
 
 def over_budget(guard: Budget, pending: Pending, i: int, live: list[GuardRow]) -> str | None:
