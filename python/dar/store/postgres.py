@@ -388,7 +388,8 @@ class PostgresStore:
         return answer
 
     def settle_guards(self, op: SettleGuards) -> None:
-        self._shared(guard_rows.settle, "guards", op)
+        # One idempotent statement: autocommit, one round trip, safe to send again.
+        self._run(_Replayable(q.shared_queries, self.st, guard_rows.settle, "guards", op))
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Wake on ``key``'s NOTIFY (sent by every statement that moves a claim)."""
