@@ -22,6 +22,7 @@ from dar.errors import (
     ReplayDivergence,
     StoreError,
 )
+from dar.guards import Budget, Similar
 from dar.records import Approval, Event, Result, RunRecord, RunResult
 from dar.reply import ModelReply
 from dar.rules import Allow, Deny, NeedsApproval, Rule, RuleContext, rule
@@ -38,6 +39,7 @@ __all__ = [
     "Allow",
     "Approval",
     "AsyncRuntime",
+    "Budget",
     "CallInfo",
     "CanonicalizationError",
     "ConfigurationError",
@@ -57,6 +59,7 @@ __all__ = [
     "RunResult",
     "Runtime",
     "SQLiteStore",
+    "Similar",
     "Status",
     "Store",
     "StoreError",

@@ -11,6 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from dar.effects import Effect
 from dar.errors import ConfigurationError
+from dar.guards import SESSION, Budget, Guard, Similar
 from dar.redact import Redactor, RedactSpec
 from dar.signature import Signature, read_signature
 
@@ -70,10 +71,17 @@ class Tool(Generic[F]):
     compensate: Tool[Any] | None = None
     compensate_input: Callable[[Any, Any], Any] | None = None
     timeout: float | None = None
+    guards: tuple[Guard, ...] = ()
 
     def __post_init__(self) -> None:
         check_tool_name(self.name)
         check_timeout(self.name, self.timeout)
+        check_guards(self.name, self.guards)
+
+    @property
+    def similar(self) -> bool:
+        """Whether a guard of this tool compares texts (and so needs an embedder)."""
+        return any(isinstance(g, Similar) for g in self.guards)
 
     @cached_property
     def redactor(self) -> Redactor | None:
@@ -131,6 +139,31 @@ def check_timeout(tool_name: str, timeout: object) -> None:
         )
 
 
+def check_guards(tool_name: str, guards: tuple[Guard, ...]) -> None:
+    """Guards are `Budget`/`Similar` objects, each named once per tool."""
+    names: set[str] = set()
+    for g in guards:
+        if not isinstance(g, (Budget, Similar)):
+            raise ConfigurationError(
+                f"tool {tool_name!r}: guards= takes Budget(...) and Similar(...), not {g!r}"
+            )
+        if g.name in names:
+            raise ConfigurationError(f"tool {tool_name!r}: the guard {g.name} is given twice")
+        names.add(g.name)
+
+
+def check_guard_fields(made: Tool[Any]) -> None:
+    """A guard reads fields of the tool's arguments: each must be one of them."""
+    known = set(made.signature.names)
+    for g in made.guards:
+        for name in g.fields:
+            if name not in known and name != SESSION:
+                raise ConfigurationError(
+                    f"tool {made.name!r}: {g.name} reads $.{name}, which is not one of its "
+                    f"arguments ({', '.join(sorted(known)) or 'none'})"
+                )
+
+
 def tool(
     name: str | None = None,
     *,
@@ -149,6 +182,7 @@ def tool(
     compensate: Tool[Any] | None = None,
     compensate_input: Callable[[Any, Any], Any] | None = None,
     timeout: float | None = None,
+    guards: list[Guard] | tuple[Guard, ...] = (),
 ) -> Callable[[F], Tool[F]]:
     """Declare a tool. ``effect`` is required: the runtime's strictness follows from it.
 
@@ -173,7 +207,8 @@ def tool(
     tool that undoes a call inside a saga (called with the same arguments, or with
     ``compensate_input(input, output)``); ``timeout`` is how many seconds the handler may
     run: one still running then makes the call ``indeterminate`` (``failed`` for a
-    ``read``), and a sync handler's thread is left to finish on its own.
+    ``read``), and a sync handler's thread is left to finish on its own; ``guards`` are
+    `dar.Budget` and `dar.Similar` limits judged against the tool's earlier calls.
     """
     if name is not None and not isinstance(name, str):
         raise TypeError("tool() takes the tool's name, not the function: use @tool(effect=...)")
@@ -208,11 +243,13 @@ def tool(
             compensate=compensate,
             compensate_input=compensate_input,
             timeout=timeout,
+            guards=tuple(guards),
         )
         # Read now, so a type that cannot be validated fails here, not mid-call; with the
         # caller's locals, so a type defined in the enclosing function resolves too.
         localns = sys._getframe(1).f_locals
         made.__dict__["signature"] = read_signature(fn, made.name, coerce=coerce, localns=localns)
+        check_guard_fields(made)
         return made
 
     return wrap

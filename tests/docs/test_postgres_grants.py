@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from dar import Effect, NeedsApproval, Runtime, Status, rule, tool
+from dar import Budget, Effect, NeedsApproval, Runtime, Status, rule, tool
 from dar.store.postgres import PostgresStore
 
 from .pages import ROOT, blocks
@@ -46,6 +46,11 @@ def book_courier(order_id: str) -> str:
     return "booked"
 
 
+@tool(effect=Effect.MUTATE_EXTERNAL, guards=[Budget(1, within="1h")])
+def refund_once(order_id: str) -> str:
+    return "refunded"
+
+
 @pytest.fixture
 def app_url(pg_base_url: str) -> str:
     """The page's role and schema, renamed for this test, migrated by the owner and granted
@@ -77,6 +82,8 @@ def test_the_documented_grants_are_enough(app_url: str) -> None:
             saga.call("book_courier", {"order_id": "ORD-1"})
         assert saga.result == "completed"
         assert [a.status for a in rt.approvals(correlation_id="conv-1")] == ["used"]
+        assert rt.execute(refund_once, {"order_id": "ORD-1"}).status == Status.EXECUTED
+        assert rt.execute(refund_once, {"order_id": "ORD-2"}).status == Status.REJECTED
 
 
 @pytest.mark.parametrize(

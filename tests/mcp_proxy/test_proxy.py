@@ -341,7 +341,27 @@ UNUSABLE = [
     ('keys = {"charge": lambda: "k"}', "keys['charge']"),
     ('keys = {"charge": lambda a, b: "k"}', "keys['charge']"),
     ("rules = [never_main, never_main]", "never_main"),
+    ('guards = {"charge": ["Budget(2)"]}', "guards['charge']"),
 ]
+
+
+def test_a_policy_guards_an_upstream_tool_with_a_budget(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'agent.db'}"
+    policy = tmp_path / "policy.py"
+    budget = 'from dar import Budget\nguards = {"char*": [Budget(3, of="amount", within="1h")]}'
+    write_policy(policy, with_line(budget))
+    eff = tmp_path / "effects.txt"
+
+    async def main() -> None:
+        async with proxied(tmp_path, db, policy) as agent:
+            assert status(await agent.call_tool("charge", {"amount": 2})) == "executed"
+            over = await agent.call_tool("charge", {"amount": 3})
+            assert status(over) == "rejected"
+            assert "2 of 3 used in the last 1h; this charge needs 3" in text(over)
+            assert status(await agent.call_tool("charge", {"amount": 1})) == "executed"
+
+    run(main)
+    assert effects(eff) == ["charge 2", "charge 1"]
 
 
 def test_policy_with_an_unusable_entry_does_not_load(tmp_path: Path) -> None:

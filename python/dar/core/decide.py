@@ -21,20 +21,26 @@ import reprlib
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
 from dar._core import canonical_json, canonical_json_from_text, sha256_hex_of
 from dar.context import CallInfo
+from dar.core import guards
 from dar.core.grants import always_ask, binding, fingerprint, signed_by
 from dar.core.ids import new_id
 from dar.core.ops import (
     Append,
     CallHandler,
     CallReconcile,
+    CheckGuards,
     CheckRule,
+    Embed,
     Finish,
+    GuardDecision,
+    GuardScan,
     LogFilter,
     Lookup,
     Mark,
@@ -43,6 +49,8 @@ from dar.core.ops import (
     ReadLog,
     RedactionSalt,
     RequestApproval,
+    ReserveGuards,
+    SettleGuards,
     Take,
     TakeOrLookup,
     UseGrant,
@@ -53,6 +61,7 @@ from dar.core.states import ClaimState, EventKind
 from dar.core.verdict import Verdict, classify
 from dar.effects import Effect, Status
 from dar.errors import CanonicalizationError, ConfigurationError
+from dar.guards import Budget, Similar
 from dar.records import Approval, Claim, Event, NewEvent, Result
 from dar.redact import Redactor, marker, scrub
 from dar.rules import Deny, NeedsApproval, Rule, RuleContext
@@ -112,6 +121,15 @@ class Call:
     request_hash: str = ""
     #: How a person edited the call at approval (``Result.extra["edited"]``), if they did.
     edit: dict[str, Any] | None = None
+    #: The call holds shares of its guards' scopes (`guard`): given back if it does not run.
+    reserved: bool = False
+    #: Its shares are a crashed attempt's, adopted by the call that reconciles its key:
+    #: found by the key, not by this call's event id.
+    adopted: bool = False
+    #: Similar guards whose hold a person approved for this call.
+    approved: frozenset[str] = frozenset()
+    #: ``(guard name, reason)`` of a guard that lets the call run marked (``then="flag"``).
+    flag: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.request_hash = self.request_hash or self.input_hash
@@ -167,15 +185,19 @@ def decide_call(spec: CallSpec) -> Ops[Result]:
         refused = yield from judge(call)
         if isinstance(refused, Result):
             return refused
-        return (yield from run(call, 1))
+        guarded = yield from guard(call, None)
+        if isinstance(guarded, Result):
+            return guarded
+        return (yield from settled(call, (yield from run(call, 1))))
     acquired = yield from acquire(call)
     if isinstance(acquired, Result):
         return acquired
     if acquired.reconcile:
+        yield from adopt(call)
         answered = yield from reconcile(call, acquired.attempt)
         if answered is not None:
-            return answered
-    return (yield from run(call, acquired.attempt))
+            return (yield from settled(call, answered))
+    return (yield from settled(call, (yield from run(call, acquired.attempt))))
 
 
 # --- prepare: input -> canonical bytes -> hash -> redaction -> key ---------------------------
@@ -457,7 +479,11 @@ def judge(call: Call, claim: Claim | None = None) -> Ops[Result | str | None]:
         return None
     r, verdict = refused
     if isinstance(verdict, NeedsApproval):
-        return (yield from seek_approval(call, r, verdict, claim))
+        asked = yield from seek_approval(call, r, verdict, claim)
+        if isinstance(asked, Result) and asked.status is Status.AWAITING_APPROVAL:
+            over = yield from share_while_waiting(call, claim)
+            return asked if over is None else over
+        return asked
     ev = refusal_row(call, (r, verdict))
     yield Append(ev)
     return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=ev.rule_name)
@@ -748,7 +774,7 @@ def look(call: Call, first: bool) -> Ops[tuple[bool, Claim | None, NewEvent]]:
     assert call.key is not None
     now = call.spec.clock()
     hit = call.row(EventKind.CACHED)
-    if first and not call.rules and not call.spec.known_key(call.key):
+    if first and not call.rules and not call.tool.guards and not call.spec.known_key(call.key):
         taken, claim = yield TakeOrLookup(take(call, now, None), hit)
         return taken, claim, hit
     claim, _logged = yield Lookup(call.key, call.request_hash, now, hit)
@@ -756,11 +782,14 @@ def look(call: Call, first: bool) -> Ops[tuple[bool, Claim | None, NewEvent]]:
 
 
 def judge_patiently(
-    call: Call, claim: Claim | None, patience: Patience
+    call: Call,
+    claim: Claim | None,
+    patience: Patience,
+    judging: Callable[[Call, Claim | None], Ops[Result | str | None]] | None = None,
 ) -> Ops[Result | str | None]:
-    """`judge`, where a duplicate that just used this call's grant is waited for (it will
-    hold the key) rather than sent to a person again."""
-    refused = yield from judge(call, claim)
+    """`judge` (or ``judging``), where a duplicate that just used this call's grant is
+    waited for (it will hold the key) rather than sent to a person again."""
+    refused = yield from (judging or judge)(call, claim)
     if refused != AGAIN:
         return refused
     assert call.key is not None
@@ -825,10 +854,29 @@ def acquire(call: Call) -> Ops[Acquired | Result]:
             if refused == AGAIN:
                 continue
             judged = True
-        op = take(call, call.spec.clock(), claim)
-        if (yield op):
-            return Acquired(op.started.attempt or 1, reconcile=reconciling)
-        # Someone else moved first: look again.
+        got = yield from take_guarded(call, claim, patience, reconciling)
+        if got is not None:
+            return got
+        # Someone else moved first (or a grant's user is awaited): look again.
+
+
+def take_guarded(
+    call: Call, claim: Claim | None, patience: Patience, reconciling: bool
+) -> Ops[Acquired | Result | None]:
+    """Write the call's shares of its guards (a crashed call being reconciled has its
+    own), then take the key; None when the key was lost (the shares are given back) and
+    the caller looks again."""
+    if not reconciling and call.tool.guards and not call.reserved:
+        guarded = yield from judge_patiently(call, claim, patience, guard)
+        if isinstance(guarded, Result):
+            return guarded
+        if guarded == AGAIN:
+            return None
+    op = take(call, call.spec.clock(), claim)
+    if (yield op):
+        return Acquired(op.started.attempt or 1, reconcile=reconciling)
+    yield from let_go(call)
+    return None
 
 
 def cached(call: Call, claim: Claim, hit: NewEvent) -> Result:
@@ -1006,8 +1054,16 @@ def finished(call: Call, outcome: Outcome, attempt: int) -> Ops[Result]:
         output_text, error = None, call.clean(outcome.error)
         status = Status.FAILED
         state = ClaimState.FAILED if tool.keep_failures else ClaimState.RELEASED
+    marked = {} if call.flag is None or not outcome.ok else flagged(call.flag)
     ev = outcome_row(
-        call, EventKind(status.value), outcome, attempt, now, output=output_text, error=error
+        call,
+        EventKind(status.value),
+        outcome,
+        attempt,
+        now,
+        output=output_text,
+        error=error,
+        **marked,
     )
     expires = None if tool.window is None else now + tool.window
     # The claim holds the row's error text, which the row builder made storable.
@@ -1050,6 +1106,144 @@ def close_claim(
         yield Append(ev)
     else:
         yield Finish(call.key, call.spec.owner, state, output, error, now, expires, ev)
+
+
+# --- guards: the call's share of its tool's history (`dar.core.guards`) ------------------------
+
+
+def pending_of(call: Call) -> Ops[guards.Pending | Result]:
+    """This call as its guards see it: scopes, amounts, and its texts' vectors (one
+    embedding per call, stored with its share so the history is never embedded again)."""
+    tool, spec = call.tool, call.spec
+    arguments, now = call.input, spec.clock()
+    scans, amounts, texts, labels = [], [], [], []
+    try:
+        for g in tool.guards:
+            scope, label = guards.scope_of(tool.name, g, arguments, spec.correlation_id)
+            scans.append(GuardScan(tool.name, g.name, scope, now - g.seconds))
+            labels.append(label)
+            amounts.append(guards.amount_of(g, arguments) if isinstance(g, Budget) else 0.0)
+            texts.append(guards.text_of(g, arguments) if isinstance(g, Similar) else None)
+    except guards.GuardInputError as exc:
+        return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(str(exc))))
+    wanted = tuple(t for t in texts if t is not None)
+    answer = (yield Embed(wanted)) if wanted else []
+    if isinstance(answer, Outcome):
+        reason = f"the embedder failed: {answer.error}"
+        return (yield from record(call, Status.REJECTED, rejection_reason=call.clean(reason)))
+    found = iter(answer)
+    vectors = tuple(None if t is None else tuple(next(found)) for t in texts)
+    return guards.Pending(
+        tool.name, call.key, spec.call_event_id, now, tool.lease, tool.guards,
+        tuple(scans), tuple(amounts), tuple(texts), vectors, tuple(labels), call.approved,
+    )  # fmt: skip
+
+
+def guard(call: Call, claim: Claim | None) -> Ops[Result | str | None]:
+    """Write this call's shares of its guards' scopes (None: go on), or answer without
+    running: refused, or held for a person (the approval flow; a grant for exactly this
+    call lets it pass the guard that held it)."""
+    if not call.tool.guards:
+        return None
+    pending = yield from pending_of(call)
+    if isinstance(pending, Result):
+        return pending
+    decision: GuardDecision = yield ReserveGuards(pending.scans, partial(guards.decide, pending))
+    if decision.refusal is None:
+        call.reserved = True
+        call.flag = decision.flags[0] if decision.flags else None
+        return None
+    name, then, reason = decision.refusal
+    if then == "reject":
+        ev = call.row(EventKind.REJECTED, rejection_reason=call.clean(reason), rule_name=name)
+        yield Append(ev)
+        return call.result(Status.REJECTED, ev, reason=ev.rejection_reason, rule=name)
+    held = Rule(name=name, check=lambda _input, _ctx: None, applies_to=call.tool.name)
+    asked = yield from seek_approval(call, held, NeedsApproval(reason), claim)
+    if asked is not None:
+        return asked
+    call.approved |= {name}
+    return (yield from guard(call, claim))
+
+
+def share_while_waiting(call: Call, claim: Claim | None) -> Ops[Result | None]:
+    """A call waiting for a person keeps its share for good (until it comes back to run,
+    or the window passes): a budget counts what is about to be approved. A call that
+    would go over is refused now rather than put before a person."""
+    if not call.tool.guards:
+        return None
+    over = yield from guard(call, claim)
+    if isinstance(over, Result):
+        return over
+    yield SettleGuards(call.spec.call_event_id, guards.HELD, None)
+    call.reserved = False
+    return None
+
+
+def let_go(call: Call) -> Ops[None]:
+    """Give the call's shares back: it did not run."""
+    if call.reserved:
+        yield settle(call, guards.RELEASED)
+        call.reserved = False
+
+
+def adopt(call: Call) -> Ops[None]:
+    """Take over the shares of the crashed attempt this call reconciles (its key's), kept
+    counted while it is decided: whatever the call ends as settles them, and no second
+    share is written for one effect."""
+    if call.tool.guards:
+        call.reserved = call.adopted = True
+        yield settle(call, guards.HELD, None)
+
+
+def settle(call: Call, state: str, held_until: float | None = None) -> SettleGuards:
+    key = call.key if call.adopted else None
+    return SettleGuards(call.spec.call_event_id, state, held_until, key)
+
+
+def settled(call: Call, result: Result) -> Ops[Result]:
+    """Settle the shares of a call that ran (or was reconciled): executed uses them; a
+    failure, a cancelled call that may run again, or a refusal gives them back; an
+    indeterminate call, or one waiting for a person, keeps them for good."""
+    if call.reserved:
+        status = result.status
+        if status is Status.EXECUTED or (
+            status is Status.CACHED and result.extra.get("reconciled")
+        ):
+            yield settle(call, guards.USED)
+        elif status in (Status.REJECTED, Status.IN_PROGRESS) or (
+            status in (Status.FAILED, Status.CANCELLED) and result.retryable
+        ):
+            yield settle(call, guards.RELEASED)
+        else:
+            yield settle(call, guards.HELD, None)
+        call.reserved = False
+    return result
+
+
+def flagged(flag: tuple[str, str]) -> dict[str, str]:
+    """How an executed row says a guard flagged it: its reason and the guard's name."""
+    name, reason = flag
+    return {"rejection_reason": f"flagged: {reason}", "rule_name": name}
+
+
+def preview_guards(call: Call) -> Ops[tuple[str, str] | None]:
+    """What the guards would say of the call now, writing nothing (a dry run): ``(would,
+    reason)`` when they would refuse, hold or flag it; None when they let it run."""
+    if not call.tool.guards:
+        return None
+    pending = yield from pending_of(call)
+    if isinstance(pending, Result):
+        return "be refused", pending.reason or ""
+    decision: GuardDecision = yield CheckGuards(pending.scans, partial(guards.decide, pending))
+    if decision.refusal is not None:
+        name, then, reason = decision.refusal
+        would = "be refused" if then == "reject" else "be held for a person's approval"
+        return would, f"{name}: {call.clean(reason)}"
+    if decision.flags:
+        name, reason = decision.flags[0]
+        return "execute", f"{name} would flag it: {call.clean(reason)}"
+    return None
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dar.core.decide import (
     input_digest,
     json_output,
     prepare,
+    preview_guards,
     rules_for,
 )
 from dar.core.grants import fingerprint
@@ -177,6 +178,11 @@ def dry_run(spec: CallSpec, ttl: float = DEFAULT_TTL) -> Ops[Plan]:
             rule, said = refused
             would = "be refused" if isinstance(said, Deny) else "need a person's approval"
             reasons.append(f"{rule.name}: {call.clean(said.reason)}")
+        else:  # the guards, as they would judge it now (nothing is reserved)
+            guarded = yield from preview_guards(call)
+            if guarded is not None:
+                would = guarded[0]
+                reasons.append(guarded[1])
     preview, preview_text = yield from simulate(call)
     row = call.row(
         EventKind.PLANNED,

@@ -10,7 +10,7 @@ knows whether it is sync or async.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -328,6 +328,95 @@ class ListRuns:
         return store.runs(self)
 
 
+@dataclass(frozen=True, slots=True)
+class GuardRow:
+    """One call's share of one guard's scope (`dar.guards`), as stored: its ``amount``
+    (Budget) or its ``text`` and ``vector`` (Similar). ``claim_state`` is read, never
+    written: the state of the claim this call took under ``event_id`` (None: none)."""
+
+    reservation_id: str
+    tool_name: str
+    guard: str
+    scope: str
+    amount: float
+    text: str | None
+    vector: tuple[float, ...] | None
+    idempotency_key: str | None
+    event_id: str
+    created_at: float
+    state: str
+    held_until: float | None
+    claim_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardScan:
+    """Which rows one guard reads: its scope's rows of ``tool_name`` since ``since``."""
+
+    tool_name: str
+    guard: str
+    scope: str
+    since: float
+
+    @property
+    def lock_key(self) -> str:
+        """What serializes the calls of one scope (a Postgres advisory lock's key)."""
+        return f"dar-guard\x1f{self.tool_name}\x1f{self.guard}\x1f{self.scope}"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardDecision:
+    """What the guards say of a call: ``rows`` to write (its shares) when it may go on;
+    else the first ``refusal`` as ``(guard name, then, reason)`` — ``then`` is
+    ``"reject"`` or ``"hold"``; ``flags`` are the ``(guard name, reason)`` of guards that
+    let it run marked. ``supersede``: this call's earlier held rows (its key's) are
+    released as its new ones are written."""
+
+    rows: tuple[GuardRow, ...] = ()
+    refusal: tuple[str, str, str] | None = None
+    flags: tuple[tuple[str, str], ...] = ()
+    supersede: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveGuards:
+    """In one transaction serialized per scope (an advisory lock per scan on Postgres,
+    ``BEGIN IMMEDIATE`` on SQLite): read each scan's rows, answer ``decide(rows per
+    scan)`` and write the rows it returns. Answer: the ``GuardDecision``."""
+
+    scans: tuple[GuardScan, ...]
+    decide: Callable[[list[list[GuardRow]]], GuardDecision]
+
+    def apply(self, store: Store) -> GuardDecision:
+        return store.reserve_guards(self)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckGuards:
+    """`ReserveGuards` that writes nothing (a dry run's preview). Answer: the decision."""
+
+    scans: tuple[GuardScan, ...]
+    decide: Callable[[list[list[GuardRow]]], GuardDecision]
+
+    def apply(self, store: Store) -> GuardDecision:
+        return store.check_guards(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SettleGuards:
+    """Move the held shares of the call ``event_id`` (of the key ``key``, when given: a
+    crashed attempt's, adopted) to ``state`` (``used``, ``released``, or ``held`` with a
+    new ``held_until``: None keeps them for good). Answer: None."""
+
+    event_id: str
+    state: str
+    held_until: float | None = None
+    key: str | None = None
+
+    def apply(self, store: Store) -> None:
+        store.settle_guards(self)
+
+
 StoreOp = (
     GetClaim
     | Lookup
@@ -350,6 +439,9 @@ StoreOp = (
     | SaveRun
     | GetRun
     | ListRuns
+    | ReserveGuards
+    | CheckGuards
+    | SettleGuards
 )
 
 
@@ -416,7 +508,15 @@ class CallTool:
     parent_event_id: str
 
 
-Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate | CallTool
+@dataclass(frozen=True, slots=True)
+class Embed:
+    """Embed ``texts`` with the runtime's embedder (checked by `dar.embedding.embed`).
+    Answer: one vector per text, or a ``ConfigurationError`` raised by the embedder."""
+
+    texts: tuple[str, ...]
+
+
+Op = StoreOp | Wait | CheckRule | CallHandler | CallReconcile | CallSimulate | CallTool | Embed
 
 T = TypeVar("T")
 

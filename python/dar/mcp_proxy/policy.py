@@ -9,10 +9,11 @@ same `@rule` functions as everywhere::
     keys = {"send_email": lambda args: f"email:{args['to']}:{args['subject']}"}
     windows = {"create_issue": 3600}
     redact = {"send_email": ["to"]}
+    guards = {"send_email": [Similar("body", same=("to",), within="10m")]}
     trust_annotations = ["github"]  # or True / False (default)
 
-Names in ``effects``, ``keys``, ``windows`` and ``redact`` may be globs (`fnmatch`): an exact
-name wins, else the first pattern that matches, in the file's order.
+Names in ``effects``, ``keys``, ``windows``, ``redact`` and ``guards`` may be globs
+(`fnmatch`): an exact name wins, else the first pattern that matches, in the file's order.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from dar.effects import Effect
 from dar.errors import ConfigurationError
+from dar.guards import Budget, Guard, Similar
 from dar.redact import Redactor, RedactSpec
 from dar.rules import Rule
 
@@ -36,7 +38,7 @@ T = TypeVar("T")
 KeyFn = Callable[[Mapping[str, Any]], str]
 
 #: The names a policy file may define; anything else in it is the file's own business.
-NAMES = ("effects", "rules", "keys", "windows", "redact", "trust_annotations")
+NAMES = ("effects", "rules", "keys", "windows", "redact", "guards", "trust_annotations")
 #: Rule names the proxy keeps for its own rules.
 RESERVED = "dar-proxy:"
 
@@ -71,6 +73,7 @@ class Policy:
     keys: Mapping[str, KeyFn] = field(default_factory=dict)
     windows: Mapping[str, float | None] = field(default_factory=dict)
     redact: Mapping[str, RedactSpec] = field(default_factory=dict)
+    guards: Mapping[str, tuple[Guard, ...]] = field(default_factory=dict)
     trust_annotations: bool | frozenset[str] = False
     path: str | None = None
 
@@ -107,6 +110,10 @@ class Policy:
     def redact_for(self, tool: str) -> RedactSpec:
         found = lookup(self.redact, tool)
         return None if found is None else found[1]
+
+    def guards_for(self, tool: str) -> tuple[Guard, ...]:
+        found = lookup(self.guards, tool)
+        return () if found is None else found[1]
 
 
 def lookup(table: Mapping[str, T], name: str) -> tuple[str, T] | None:
@@ -165,6 +172,10 @@ def policy_from(namespace: Mapping[str, Any], path: str | None = None) -> Policy
         redact={
             name: _redact(where, name, spec)
             for name, spec in _table(namespace, "redact", where).items()
+        },
+        guards={
+            name: _guards(where, name, value)
+            for name, value in _table(namespace, "guards", where).items()
         },
         trust_annotations=_trust(namespace.get("trust_annotations", False), where),
         path=path,
@@ -274,6 +285,14 @@ def _window(where: str, name: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise PolicyError(f"{where}: windows[{name!r}] must be positive seconds or None")
     return float(value)
+
+
+def _guards(where: str, name: str, value: Any) -> tuple[Guard, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(g, (Budget, Similar)) for g in value
+    ):
+        raise PolicyError(f"{where}: guards[{name!r}] must be a list of Budget(...)/Similar(...)")
+    return tuple(value)
 
 
 def _trust(value: Any, where: str) -> bool | frozenset[str]:

@@ -201,6 +201,7 @@ class Proxy:
             window=window if named else default_window(decision.effect),
             redact=policy.redact_for(name),
             description=upstream.description,
+            guards=policy.guards_for(name),
         )
         # The upstream's inputSchema is the tool's signature: the runtime refuses a misfit
         # before any rule sees it, as for a tool of dar's own.

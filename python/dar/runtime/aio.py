@@ -27,6 +27,7 @@ from dar.core.ids import new_id
 from dar.core.ops import CallTool, LogFilter, Op, Ops, ReadLog
 from dar.core.runs import RunLost, RunSuspended
 from dar.effects import Effect, Status
+from dar.embedding import Embedder
 from dar.errors import ConfigurationError, ModeError
 from dar.records import Approval, Event, Result, RunRecord, RunResult, SagaRecord
 from dar.redact import Redactor
@@ -63,6 +64,8 @@ class AsyncRuntime(RuntimeBase):
     ``replay=CORRELATION_ID`` serves every call from that recorded session instead, in
     order, running no handler and writing nothing; the first call that differs raises
     ``ReplayDivergence``. ``dry_run=True`` plans every call that is not a read.
+    ``embedder`` embeds the texts ``Similar`` guards compare (any callable texts ->
+    vectors; None: the offline default of the ``[semantic]`` extra).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class AsyncRuntime(RuntimeBase):
         owner: str | None = None,
         replay: str | None = None,
         dry_run: bool = False,
+        embedder: Embedder | None = None,
     ) -> None:
         super().__init__(
             tools=tools,
@@ -86,6 +90,7 @@ class AsyncRuntime(RuntimeBase):
             in_memory=store is None,
             dry_run=dry_run,
             replay=replay,
+            embedder=embedder,
         )
         self.store: Store = store_of(store)
         self._executor = AsyncExecutor(self)

@@ -39,6 +39,7 @@ from dar.core.rows import CallRows
 from dar.core.search import Outcome
 from dar.core.states import EventKind
 from dar.effects import Effect, Status
+from dar.embedding import Embedder, default_embedder
 from dar.errors import ConfigurationError
 from dar.records import Approval, Result
 from dar.rules import Rule
@@ -73,7 +74,15 @@ class RuntimeBase:
         in_memory: bool = False,
         dry_run: bool = False,
         replay: str | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
+        if embedder is not None and not callable(embedder):
+            raise ConfigurationError(
+                f"embedder must be a callable (texts -> vectors), not {type(embedder).__name__}"
+            )
+        #: What ``Similar`` guards embed texts with (None: the offline default, loaded at
+        #: the first tool that has one).
+        self.embedder: Embedder | None = embedder
         self._rules: tuple[Rule, ...] = ()
         self._tools: dict[str, Tool[Any]] = {}
         for r in rules:
@@ -144,7 +153,15 @@ class RuntimeBase:
         if tool.name in self._tools:
             raise ConfigurationError(f"a tool named {tool.name!r} is already registered")
         _check_ruled(tool, self._rules)
+        if tool.similar:
+            self.embedding()  # a missing [semantic] extra is found here, not at a call
         self._tools[tool.name] = tool
+
+    def embedding(self) -> Embedder:
+        """The embedder of ``Similar`` guards: the one given, else the offline default."""
+        if self.embedder is None:
+            self.embedder = default_embedder()
+        return self.embedder
 
     def tool_schemas(self, dialect: str) -> list[dict[str, Any]]:
         """The registered tools, described in one provider's format, ready to send:

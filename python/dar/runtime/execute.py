@@ -28,8 +28,10 @@ from dar.core.ops import (
     CallHandler,
     CallSimulate,
     CallTool,
+    CheckGuards,
     CheckRule,
     DecideApproval,
+    Embed,
     Finish,
     GetApproval,
     GetClaim,
@@ -43,7 +45,9 @@ from dar.core.ops import (
     ReadLog,
     RedactionSalt,
     RequestApproval,
+    ReserveGuards,
     Resolve,
+    SettleGuards,
     StoreOp,
     Take,
     TakeOrLookup,
@@ -51,6 +55,7 @@ from dar.core.ops import (
     Wait,
 )
 from dar.effects import Effect
+from dar.embedding import Embedder, embed
 from dar.errors import ModeError
 from dar.rules import Deny, NeedsApproval, Rule, refusal_of
 from dar.store import Store
@@ -70,10 +75,21 @@ WRITES = (
     RequestApproval,
     UseGrant,
     DecideApproval,
+    ReserveGuards,
+    SettleGuards,
 )
 
 #: Store operations that only read: the only ones a replay lets through.
-READS = (GetClaim, ReadLog, RedactionSalt, GetApproval, ListApprovals, GetSaga, ListSagas)
+READS = (
+    GetClaim,
+    ReadLog,
+    RedactionSalt,
+    GetApproval,
+    ListApprovals,
+    GetSaga,
+    ListSagas,
+    CheckGuards,
+)
 
 #: Rows a dry run may write: its plans, and the refusals and stale answers it gives.
 DRY_RUN_ROWS = frozenset({"planned", "rejected", "stale", "speculated"})
@@ -93,7 +109,7 @@ def mode_of(rt: Any) -> str | None:
 def refusal_in_mode(mode: str | None, op: Op) -> str | None:
     """Why ``op`` may not run in ``mode`` (``"replay"`` or ``"dry run"``), or None. Every
     operation of every decision passes here, so no entry point can forget its mode."""
-    if mode is None or isinstance(op, (*READS, Wait, CheckRule)):
+    if mode is None or isinstance(op, (*READS, Wait, CheckRule, Embed)):
         return None
     if mode == "dry run":
         if isinstance(op, CallSimulate):
@@ -112,6 +128,16 @@ def refusal_in_mode(mode: str | None, op: Op) -> str | None:
         + ("recorded session" if mode == "replay" else "plan")
         + " may"
     )
+
+
+def embedded(embedding: Callable[[], Embedder], op: Embed) -> list[tuple[float, ...]] | Outcome:
+    """The vectors of ``op.texts``, checked; a failing embedder is an ``Outcome`` the core
+    refuses the call with (its error named), never an exception through the caller."""
+    embedder = embedding()  # no default embedder (the extra is missing): a setup error
+    try:
+        return embed(embedder, op.texts)
+    except Exception as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}")
 
 
 #: Worker threads per async runtime when the store does not say how many connections it has.
@@ -155,6 +181,8 @@ class Executor:
             return self.wait(op)
         if isinstance(op, CheckRule):
             return self.check(op)
+        if isinstance(op, Embed):
+            return embedded(self.rt.embedding, op)
         if isinstance(op, CallHandler):
             with running_call(op.info):
                 if op.tool.timeout is None:
@@ -249,6 +277,9 @@ class AsyncExecutor:
             return await self.wait(op)
         if isinstance(op, CheckRule):
             return await self.check(op)
+        if isinstance(op, Embed):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, embedded, self.rt.embedding, op)
         if isinstance(op, CallHandler):
             with running_call(op.info):
                 if op.tool.timeout is None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from dar.core.ops import (
     Append,
+    CheckGuards,
     DecideApproval,
     Finish,
     GetApproval,
@@ -27,6 +28,7 @@ from dar.core.ops import (
     GetRun,
     GetSaga,
     GrantAnswer,
+    GuardDecision,
     ListApprovals,
     ListRuns,
     ListSagas,
@@ -34,9 +36,11 @@ from dar.core.ops import (
     Lookup,
     Mark,
     RequestApproval,
+    ReserveGuards,
     Resolve,
     SaveRun,
     SaveSaga,
+    SettleGuards,
     Take,
     TakeOrLookup,
     UseGrant,
@@ -136,6 +140,18 @@ class Store(Protocol):
 
     def runs(self, op: ListRuns) -> list[RunRecord]:
         """See `dar.core.ops.ListRuns`."""
+        ...
+
+    def reserve_guards(self, op: ReserveGuards) -> GuardDecision:
+        """See `dar.core.ops.ReserveGuards`."""
+        ...
+
+    def check_guards(self, op: CheckGuards) -> GuardDecision:
+        """See `dar.core.ops.CheckGuards`."""
+        ...
+
+    def settle_guards(self, op: SettleGuards) -> None:
+        """See `dar.core.ops.SettleGuards`."""
         ...
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from dar.core.ops import (
     Append,
+    CheckGuards,
     DecideApproval,
     Finish,
     GetApproval,
@@ -31,6 +32,7 @@ from dar.core.ops import (
     GetRun,
     GetSaga,
     GrantAnswer,
+    GuardDecision,
     ListApprovals,
     ListRuns,
     ListSagas,
@@ -38,9 +40,11 @@ from dar.core.ops import (
     Lookup,
     Mark,
     RequestApproval,
+    ReserveGuards,
     Resolve,
     SaveRun,
     SaveSaga,
+    SettleGuards,
     Take,
     TakeOrLookup,
     UseGrant,
@@ -49,6 +53,7 @@ from dar.core.verdict import is_hit
 from dar.errors import ConfigurationError, StoreError
 from dar.records import Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store import approvals, sagas
+from dar.store import guards as guard_rows
 from dar.store import postgres_sql as q
 from dar.store import runs as run_rows
 from dar.store.flusher import Flusher
@@ -385,6 +390,20 @@ class PostgresStore:
     def runs(self, op: ListRuns) -> list[RunRecord]:
         answer: list[RunRecord] = self._shared(run_rows.listing, "runs", op)
         return answer
+
+    # --- guards ------------------------------------------------------------------------------
+
+    def reserve_guards(self, op: ReserveGuards) -> GuardDecision:
+        answer: GuardDecision = self._shared(guard_rows.reserve, "guards", op)
+        return answer
+
+    def check_guards(self, op: CheckGuards) -> GuardDecision:
+        answer: GuardDecision = self._shared(guard_rows.reserve, "guards", op)
+        return answer
+
+    def settle_guards(self, op: SettleGuards) -> None:
+        # One idempotent statement: autocommit, one round trip, safe to send again.
+        self._run(_Replayable(q.shared_queries, self.st, guard_rows.settle, "guards", op))
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Wake on ``key``'s NOTIFY (sent by every statement that moves a claim); None

@@ -72,6 +72,7 @@ class Statements:
         self.channel = f"dar_claims_{schema}"
         s = f'"{schema}"'
         self.events = f"{s}.agent_tool_events"
+        self.guards = f"{s}.agent_tool_guards"
         claims = f"{s}.agent_tool_claims"
         heads = f"{s}.agent_tool_chain_heads"
         cols = ", ".join(CLAIM_COLUMNS)
@@ -437,6 +438,9 @@ def shared_queries(st: Statements, fn: Any, table: str, op: Any) -> Queries:
                 answer = yield Query(sql, step.params, step.rows)
             elif isinstance(step, steps.AppendRow):
                 yield Query(st.append, event_params(step.event), "none")
+            elif isinstance(step, steps.Lock):
+                lock = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+                yield Query(lock, {"key": step.key}, "none")
             else:
                 yield Query(st.notify, {"channel": st.channel, "key": step.key}, "none")
             step = inner.send(answer)

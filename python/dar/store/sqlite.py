@@ -29,6 +29,7 @@ from dar._core import canonical_json
 from dar.audit.chain import CHAIN_KEY_SQL, chain_key, content_hash, link
 from dar.core.ops import (
     Append,
+    CheckGuards,
     DecideApproval,
     Finish,
     GetApproval,
@@ -36,6 +37,7 @@ from dar.core.ops import (
     GetRun,
     GetSaga,
     GrantAnswer,
+    GuardDecision,
     ListApprovals,
     ListRuns,
     ListSagas,
@@ -43,9 +45,11 @@ from dar.core.ops import (
     Lookup,
     Mark,
     RequestApproval,
+    ReserveGuards,
     Resolve,
     SaveRun,
     SaveSaga,
+    SettleGuards,
     Take,
     TakeOrLookup,
     UseGrant,
@@ -54,6 +58,7 @@ from dar.core.verdict import is_hit
 from dar.errors import ConfigurationError, StoreError
 from dar.records import EVENT_COLUMNS, Approval, Claim, Event, NewEvent, RunRecord, SagaRecord
 from dar.store import approvals, sagas, steps
+from dar.store import guards as guard_rows
 from dar.store import runs as run_rows
 from dar.store.base import seconds_option
 from dar.store.flusher import Flusher
@@ -78,6 +83,7 @@ _SELECT_CLAIM = (
 APPROVALS = "agent_tool_approvals"
 SAGAS = "agent_tool_sagas"
 RUNS = "agent_tool_runs"
+GUARDS = "agent_tool_guards"
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -404,6 +410,19 @@ class SQLiteStore:
             self._insert(conn, op.event)
             row = conn.execute(_SELECT_CLAIM, (op.key,)).fetchone()
         return Claim(*row)
+
+    # --- guards ------------------------------------------------------------------------------
+
+    def reserve_guards(self, op: ReserveGuards) -> GuardDecision:
+        answer: GuardDecision = self._shared(guard_rows.reserve(GUARDS, op))
+        return answer
+
+    def check_guards(self, op: CheckGuards) -> GuardDecision:
+        answer: GuardDecision = self._shared(guard_rows.reserve(GUARDS, op))
+        return answer
+
+    def settle_guards(self, op: SettleGuards) -> None:
+        self._shared(guard_rows.settle(GUARDS, op))
 
     def on_change(self, key: str, wake: Callable[[], None]) -> Callable[[], None] | None:
         """Another process may finish ``key`` at any time; SQLite can only be polled."""

@@ -1,7 +1,8 @@
 """The steps of a store plan written once for both dialects (approvals, sagas).
 
 A plan yields `Sql` statements (named ``:params``), `AppendRow` (an event row, linked into
-its chain by the store) and `Wake` (wake the calls waiting on a key); `SQLiteStore` runs it
+its chain by the store), `Wake` (wake the calls waiting on a key) and `Lock` (serialize
+with the transactions that lock the same key); `SQLiteStore` runs it
 in one write transaction, `PostgresStore` in one transaction with ``%(name)s`` parameters
 and a NOTIFY for each wake.
 """
@@ -32,5 +33,13 @@ class Wake:
     key: str
 
 
-Step = Sql | AppendRow | Wake
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Serialize with the other transactions that lock ``key`` until this one ends (a
+    Postgres advisory lock; SQLite's write transaction is serialized already)."""
+
+    key: str
+
+
+Step = Sql | AppendRow | Wake | Lock
 Steps = Generator[Step, Any, Any]
