@@ -56,6 +56,7 @@ from dar.store.listener import Listener
 from dar.store.sql import SessionFilter, SessionRow
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
+PARTITIONS_AHEAD = 2  # months of the log partitioned ahead of the current one
 
 #: The operations that carry buffered hit rows along.
 _WRITES = frozenset({q.take, q.finish, q.mark, q.append})
@@ -184,6 +185,20 @@ class PostgresStore:
         self._finalizer = weakref.finalize(self, _at_exit, weakref.ref(self))
         if migrate:
             self.migrate()
+            self._add_partitions(time.time())
+
+    def _add_partitions(self, now: float) -> None:
+        """The log's month partitions, ahead of need (this month and the next two), created
+        here and by `gc` and `purge` — never by an insert (a row no month holds lands in
+        the DEFAULT partition). A role that may not create tables leaves it to the owner."""
+        with suppress(StoreError):  # refused to a role without DDL rights: rows go to DEFAULT
+            self.add_partitions(now)
+
+    def add_partitions(self, now: float, ahead: int = PARTITIONS_AHEAD) -> list[str]:
+        """Create the missing month partitions of the log from ``now``'s month to ``ahead``
+        months later; returns the names created."""
+        names: list[str] = self._run(_Replayable(q.add_partitions, self.st, now, ahead))
+        return names
 
     # --- running plans -----------------------------------------------------------------------
 
@@ -403,10 +418,14 @@ class PostgresStore:
         return found
 
     def gc(self, now: float) -> int:
+        """Remove expired and released claims; and partition the log ahead (`dar gc`, run
+        on a schedule by the owner, keeps months ready before rows arrive)."""
         n: int = self._run(_Replayable(q.gc, self.st, now))
+        self.add_partitions(now)
         return n
 
     def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
+        self.add_partitions(now)
         result: tuple[int, dict[str, Any]] = self._run(
             _Replayable(q.purge, self.st, before, now, event), transaction=True
         )
