@@ -29,8 +29,8 @@ def note(n: int) -> int:
     return n
 
 
-def utc(*ymd: int) -> dt.datetime:
-    return dt.datetime(*ymd, tzinfo=dt.timezone.utc)
+def utc(year: int, month: int, day: int) -> dt.datetime:
+    return dt.datetime(year, month, day, tzinfo=dt.timezone.utc)
 
 
 def partition_of(rt: Runtime) -> dict[int, str]:

@@ -2,9 +2,9 @@
 
 A plan is a generator that yields `Query` records and maps the rows it gets back; the
 engine (`dar.store.postgres`) runs it, retrying the whole plan after a transient fault.
-Every statement is safe to repeat: event rows are inserted with
-`ON CONFLICT DO NOTHING` (unique: `event_id` with the row's `created_at`), and a claim whose commit was lost in flight is
-recognised as the caller's own (same owner, same started-event id), so an in-doubt commit
+Every statement is safe to repeat: event rows are inserted with `ON CONFLICT DO NOTHING`
+(unique: `event_id` with the row's `created_at`), and a claim whose commit was lost in flight
+is recognised as the caller's own (same owner, same started-event id), so an in-doubt commit
 never runs a handler twice.
 
 Round trips: every operation but `resolve`, `migrate` and `purge` is a single statement
