@@ -13,6 +13,23 @@
 -- retried statement (the same row, so the same `created_at`) insert nothing:
 -- (event_id, created_at) keeps exactly that. `seq` comes from one identity sequence.
 
+-- The append-only trigger finds the owner by the table's oid (an index lookup): by name, in
+-- pg_tables, it cost a scan of the catalog per deleted row (a purge's DELETE of the month
+-- the cutoff falls in).
+CREATE OR REPLACE FUNCTION agent_tool_events_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE'
+       AND current_setting('dar.purge', true) = 'on'
+       AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID),
+                       'USAGE') THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'agent_tool_events is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
 ALTER TABLE agent_tool_events RENAME TO agent_tool_events_before;
 -- Its uniques give way to the log's (which include `created_at`).
 ALTER TABLE agent_tool_events_before DROP CONSTRAINT agent_tool_events_pkey,
