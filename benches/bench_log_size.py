@@ -101,7 +101,7 @@ def generate(url: str, part: str, plain: str, rows: int) -> None:
         )
         for schema in (part, plain):
             conn.execute(
-                f'SELECT setval(pg_get_serial_sequence(\'"{schema}".agent_tool_events\', \'seq\'),'
+                f"SELECT setval(pg_get_serial_sequence('\"{schema}\".agent_tool_events', 'seq'),"
                 " %s)",
                 (rows,),
             )

@@ -15,8 +15,10 @@ from dar import Effect, Runtime, tool
 from dar.cli.main import main
 from dar.core.rows import admin_row
 from dar.core.states import EventKind
+from dar.store import postgres_sql
 from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
+from dar.store.sql import SessionFilter
 from dar.views.sessions import list_sessions, load_session
 from tests.conftest import Clock, fresh_schema
 from tests.support.sessions import check, covered, record_session, send_message
@@ -190,7 +192,12 @@ def test_migration_converts_a_populated_log(pg_base_url: str) -> None:
         assert has.fetchone() == (True,)
 
 
-def test_sessions_and_trace_read_across_months(pg_url: str) -> None:
+@pytest.mark.parametrize("newest_rows", [20_000, 3])
+def test_sessions_and_trace_read_across_months(
+    pg_url: str, newest_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The list looks at the newest rows first, then further back: both find the same.
+    monkeypatch.setattr(postgres_sql, "NEWEST_ROWS", newest_rows)
     clock = Clock(JAN_31_LAST_SECOND - 60)
     with Runtime(pg_url, clock=clock, rules=[covered]) as rt:
         store: Any = rt.store
@@ -204,6 +211,16 @@ def test_sessions_and_trace_read_across_months(pg_url: str) -> None:
 
         listed = {s.session_id: s for s in list_sessions(store)}
         assert list(listed) == ["spans", "february", "january"]
+        assert [s.session_id for s in list_sessions(store, SessionFilter(limit=2))] == [
+            "spans",
+            "february",
+        ]
+        found = list_sessions(store, SessionFilter(text="JAN"))
+        assert [(s.session_id, s.events) for s in found] == [("january", 2)]
+        assert [s.session_id for s in list_sessions(store, SessionFilter(tool="note"))] == [
+            "spans",
+            "january",
+        ]
         spans = load_session(store, "spans")
         assert spans.events == listed["spans"].events == len(rt.events(correlation_id="spans"))
         assert spans.chain_ok and spans.first_at is not None and spans.first_at < "2027-02"

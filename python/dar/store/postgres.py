@@ -410,7 +410,9 @@ class PostgresStore:
 
     def sessions(self, filter: SessionFilter) -> list[SessionRow]:
         self.flush()
-        found: list[SessionRow] = self._run(_Replayable(q.sessions, self.st, filter))
+        found: list[SessionRow] = self._run(
+            _Replayable(q.sessions, self.st, filter), transaction=True
+        )
         return found
 
     def claims(self) -> list[Claim]:
