@@ -19,6 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 import psycopg
@@ -32,11 +33,14 @@ from dar.core.rows import admin_row
 from dar.core.states import EventKind
 from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
+from dar.store.sql import SessionFilter, sessions_query
 from dar.views.sessions import list_sessions, load_session
 
 YEAR = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 SPAN = 365 * 86400  # seconds the generated rows spread over
 PER_SESSION = 50
+FEBRUARY = YEAR + dt.timedelta(days=31)
+TRACED_AT = (YEAR + dt.timedelta(seconds=SPAN - 43200)).timestamp()  # its last day
 COLUMNS = (
     "seq, event_id, call_id, idempotency_key, tool_name, effect, input, input_hash, output,"
     " status, correlation_id, attempt, duration_ms, created_at, completed_at, row_hash"
@@ -112,42 +116,89 @@ def generate(url: str, part: str, plain: str, rows: int) -> None:
             conn.execute(f'VACUUM ANALYZE "{schema}".agent_tool_events')
 
 
-def fresh_calls(url: str, schema: str, clock: Callable[[], float], n: int) -> float:
-    """Median µs of ``n`` fresh calls."""
+def fresh_calls(
+    url: str, schema: str, clock: Callable[[], float], first: int, n: int
+) -> list[float]:
+    """µs of each of ``n`` fresh calls."""
     took = []
     with Runtime(PostgresStore(url, schema=schema, migrate=False), clock=clock) as rt:
-        for i in range(n):
+        for i in range(first, first + n):
             t0 = time.perf_counter()
             rt.execute(send, {"n": 10_000_000 + i})
             took.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(took)
+    return took
 
 
-def measure(url: str, schema: str, calls: int) -> dict[str, float]:
-    last_day = YEAR + dt.timedelta(seconds=SPAN - 86400)
-    traced_at = (last_day + dt.timedelta(hours=12)).timestamp()
-    with Runtime(PostgresStore(url, schema=schema, migrate=False), clock=lambda: traced_at) as rt:
+def whole_log_list(url: str, schema: str) -> Callable[[], Any]:
+    """The sessions list as one GROUP BY over the whole log (the query before 0008)."""
+    sql, params = sessions_query("%s", SessionFilter(), schema_prefix=f'"{schema}".')
+
+    def run() -> Any:
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    return run
+
+
+def reads(url: str, schema: str) -> dict[str, float]:
+    """The views on the log, after one real session of 200 chained rows on its last day."""
+    with Runtime(PostgresStore(url, schema=schema, migrate=False), clock=lambda: TRACED_AT) as rt:
         for n in range(100):
             rt.execute(send, {"n": -n - 1}, correlation_id="traced")
-    store = PostgresStore(url, schema=schema, migrate=False)
     out: dict[str, float] = {}
-    out["sessions list (200 newest)"], listed = timed(lambda: list_sessions(store))
-    assert listed[0].session_id == "traced"
-    out["one session's trace (200 rows)"], view = timed(lambda: load_session(store, "traced"))
-    assert view.chain_ok and view.events == 200
+    with closing(PostgresStore(url, schema=schema, migrate=False)) as store:
+        out["sessions list (200 newest)"], listed = timed(lambda: list_sessions(store))
+        assert listed[0].session_id == "traced"
+        out["the same, one GROUP BY over the log"], _ = timed(whole_log_list(url, schema))
+        out["one session's trace (200 rows)"], view = timed(lambda: load_session(store, "traced"))
+        assert view.chain_ok and view.events == 200
+        since = dt.datetime.fromtimestamp(TRACED_AT - 86400, tz=dt.timezone.utc)
+        out["dar stats --since (last day)"], _ = timed(
+            lambda: stats(store.events(LogFilter(since=since)))
+        )
+    return out
 
-    def stats_since() -> Any:
-        return stats(store.events(LogFilter(since=last_day)))
 
-    out["dar stats --since (last day)"], _ = timed(stats_since)
-    out["fresh call (median µs)"] = fresh_calls(url, schema, lambda: traced_at, calls)
-    before = YEAR + dt.timedelta(days=31)
-    event = admin_row(EventKind.PURGED, "bench", traced_at)
-    out["purge the oldest month"], (rows, _) = timed(
-        lambda: store.purge(before, traced_at, event), repeat=1
-    )
-    out["rows purged"] = rows
-    store.close()
+def drop_or_delete(url: str, schema: str, partitioned: bool) -> float:
+    """ms to remove the oldest month's rows in SQL alone (no checkpoints), rolled back:
+    DETACH + DROP of its partition, or a DELETE of its rows."""
+    log = f'"{schema}".agent_tool_events'
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        if partitioned:
+            month = f'"{schema}".agent_tool_events_y2026m01'
+            conn.execute(f"ALTER TABLE {log} DETACH PARTITION {month}")
+            conn.execute(f"DROP TABLE {month}")
+        else:
+            conn.execute("SET LOCAL dar.purge = 'on'")
+            conn.execute(f"DELETE FROM {log} WHERE created_at < %s", (FEBRUARY,))
+        took = (time.perf_counter() - t0) * 1000
+        conn.rollback()
+    return took
+
+
+def purge(url: str, schema: str) -> tuple[float, int]:
+    """``dar purge --before`` the second month: ms and rows."""
+    with closing(PostgresStore(url, schema=schema, migrate=False)) as store:
+        event = admin_row(EventKind.PURGED, "bench", TRACED_AT)
+        took, (rows, _) = timed(lambda: store.purge(FEBRUARY, TRACED_AT, event), repeat=1)
+    return took, rows
+
+
+def measure(url: str, plain: str, part: str, calls: int) -> dict[str, dict[str, float]]:
+    out = {plain: reads(url, plain), part: reads(url, part)}
+    took: dict[str, list[float]] = {plain: [], part: []}
+    rounds = 5
+    for r in range(rounds):  # alternate, so the machine's drift hits both alike
+        for schema in (plain, part):
+            took[schema] += fresh_calls(url, schema, lambda: TRACED_AT, r * calls, calls // rounds)
+    for schema in (plain, part):
+        out[schema]["fresh call (median, µs)"] = statistics.median(took[schema])
+        out[schema]["remove the oldest month, SQL only"] = min(
+            drop_or_delete(url, schema, schema == part) for _ in range(3)
+        )
+        out[schema]["dar purge of the oldest month"], rows = purge(url, schema)
+        out[schema]["rows purged"] = rows
     return out
 
 
@@ -176,7 +227,7 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(url, part, plain, args.rows)
         console.print(f"built {args.rows:,} events twice in {time.perf_counter() - t0:.0f} s")
-        results = {name: measure(url, name, args.calls) for name in (plain, part)}
+        results = measure(url, plain, part, args.calls)
         table = Table(title=f"a log of {args.rows:,} events: plain table vs monthly partitions")
         for col in ("ms (best of 3)", "plain", "partitioned", "plain ÷ partitioned"):
             table.add_column(col, justify="right")

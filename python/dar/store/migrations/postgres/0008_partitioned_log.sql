@@ -121,4 +121,5 @@ BEGIN
 END
 $$;
 
-SELECT agent_tool_events_add_partitions(now(), 1);
+-- This month and the next two, as the store does when it starts (`PARTITIONS_AHEAD`).
+SELECT agent_tool_events_add_partitions(now(), 2);
