@@ -397,9 +397,10 @@ def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Q
     """In one transaction, as the table owner (the trigger checks both). The months wholly
     before ``before`` are detached and dropped (no row deleted: constant time, nothing to
     vacuum); older rows left in the month that ``before`` falls in, or in DEFAULT, are
-    deleted. Writers wait while it runs: what is checkpointed is exactly what goes."""
+    deleted. Writers wait while it runs (and readers too when it drops months): what is
+    checkpointed is exactly what goes."""
     events = st.events
-    yield Query(f"LOCK TABLE {events} IN EXCLUSIVE MODE", (), "none")
+    yield Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dar_purge:{st.schema}",))
     yield Query("SET LOCAL TimeZone = 'UTC'", (), "none")
     bounds = yield Query(
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
@@ -408,6 +409,10 @@ def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Q
         "all",
     )
     whole = [f'"{st.schema}"."{name}"' for name in _whole_partitions(bounds, before)]
+    # The lock DETACH needs, taken at once: a writer holding a weaker one (its statement
+    # reads the log before it inserts) would deadlock with an upgrade.
+    mode = "ACCESS EXCLUSIVE" if whole else "EXCLUSIVE"
+    yield Query(f"LOCK TABLE {events} IN {mode} MODE", (), "none")
     for table in whole:
         yield Query(f"ALTER TABLE {events} DETACH PARTITION {table}", (), "none")
     chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
