@@ -56,7 +56,7 @@ from dar.store.listener import Listener
 from dar.store.sql import SessionFilter, SessionRow
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
-PARTITIONS_AHEAD = 2  # months of the log partitioned ahead of the current one
+PARTITIONS_AHEAD = 1  # months of the log partitioned ahead of the current one
 
 #: The operations that carry buffered hit rows along.
 _WRITES = frozenset({q.take, q.finish, q.mark, q.append})
@@ -188,7 +188,7 @@ class PostgresStore:
             self._add_partitions(time.time())
 
     def _add_partitions(self, now: float) -> None:
-        """The log's month partitions, ahead of need (this month and the next two), created
+        """The log's month partitions, ahead of need (this month and the next), created
         here and by `gc` and `purge` — never by an insert (a row no month holds lands in
         the DEFAULT partition). A role that may not create tables leaves it to the owner."""
         with suppress(StoreError):  # refused to a role without DDL rights: rows go to DEFAULT

@@ -121,5 +121,5 @@ BEGIN
 END
 $$;
 
--- This month and the next two, as the store does when it starts (`PARTITIONS_AHEAD`).
-SELECT agent_tool_events_add_partitions(now(), 2);
+-- This month and the next, as the store does when it starts (`PARTITIONS_AHEAD`).
+SELECT agent_tool_events_add_partitions(now(), 1);
