@@ -396,8 +396,8 @@ class PostgresStore:
 
     # --- postmortem and retention ------------------------------------------------------------
 
-    def chain_heads(self) -> dict[str, str]:
-        heads: dict[str, str] = self._run(_Replayable(q.chain_heads, self.st))
+    def chain_heads(self, only: str | None = None) -> dict[str, str]:
+        heads: dict[str, str] = self._run(_Replayable(q.chain_heads, self.st, only))
         return heads
 
     def checkpoints(self) -> dict[str, str]:

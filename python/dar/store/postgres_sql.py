@@ -343,10 +343,12 @@ def redaction_salt(st: Statements) -> Queries:
     return str(row[0])
 
 
-def chain_heads(st: Statements) -> Queries:
-    rows = yield Query(
-        f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads', (), "all"
-    )
+def chain_heads(st: Statements, only: str | None) -> Queries:
+    sql = f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads'
+    if only is None:
+        rows = yield Query(sql, (), "all")
+    else:
+        rows = yield Query(sql + " WHERE correlation_id = %s", (only,), "all")
     return {str(k): str(v) for k, v in rows}
 
 
