@@ -421,13 +421,14 @@ class PostgresStore:
 
     def gc(self, now: float) -> int:
         """Remove expired and released claims; and partition the log ahead (`dar gc`, run
-        on a schedule by the owner, keeps months ready before rows arrive)."""
+        on a schedule by the owner, keeps months ready before rows arrive; a role that
+        may only delete claims still removes them)."""
         n: int = self._run(_Replayable(q.gc, self.st, now))
-        self.add_partitions(now)
+        self._add_partitions(now)
         return n
 
     def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
-        self.add_partitions(now)
+        self._add_partitions(now)
         result: tuple[int, dict[str, Any]] = self._run(
             _Replayable(q.purge, self.st, before, now, event), transaction=True
         )
