@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -126,3 +127,23 @@ def test_least_privilege_role_cannot_rewrite_history(pg_base_url: str) -> None:
                 conn.execute(sql.format(s=f'"{schema}"'))
     assert [e.status for e in rt.events()] == ["started", "executed", "cached"]
     rt.close()
+
+
+def test_a_role_that_may_not_create_tables_leaves_the_months_to_the_owner(
+    pg_base_url: str,
+) -> None:
+    """The log's month partitions are created by a role that may: a least-privilege store
+    still starts, runs gc and writes (its rows land in DEFAULT) when its month is missing."""
+    schema = fresh_schema()
+    app = app_role(pg_base_url, schema)
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f'GRANT DELETE ON "{schema}".agent_tool_claims TO app_{schema}')
+    later = dt.datetime(2031, 5, 1, tzinfo=dt.timezone.utc).timestamp()
+    store = PostgresStore(app, schema=schema)
+    assert store.gc(later) == 0
+    with Runtime(store, clock=lambda: later) as rt:
+        rt.execute(charge, {"order": "later"})
+        assert [e.status for e in rt.events()] == ["started", "executed"]
+    with psycopg.connect(pg_base_url) as conn:
+        found = conn.execute(f'SELECT count(*) FROM "{schema}".agent_tool_events_default')
+        assert found.fetchone() == (2,)

@@ -100,6 +100,18 @@ def test_a_tampered_row_is_broken_and_the_rest_unverified(db: Path) -> None:
     assert view.calls[0].rows[0].note == "content or order changed"
 
 
+def test_one_session_reads_only_its_own_chain_head(db: Path) -> None:
+    store = open_store(url(db))
+    try:
+        assert isinstance(store, AdminStore)
+        every = store.chain_heads()
+        assert len(every) > 1
+        assert store.chain_heads("s-1") == {"s-1": every["s-1"]}
+        assert store.chain_heads("nobody") == {}
+    finally:
+        store.close()
+
+
 # --- on Postgres ------------------------------------------------------------------------------
 
 
@@ -120,6 +132,7 @@ def test_sessions_list_and_view_on_postgres(pg_url: str) -> None:
         ]
         assert [s.session_id for s in list_sessions(store, SessionFilter(tool="flaky"))] == ["s-1"]
         assert list_sessions(store, SessionFilter(text="%")) == []
+        assert store.chain_heads("s-1") == {"s-1": store.chain_heads()["s-1"]}
         view = load_session(store, "s-1")
         assert view.chain_ok and len(list(view.walk())) == 11
         assert [p.kind for p in diff(load_session(store, "a"), load_session(store, "b"))] == [

@@ -173,8 +173,9 @@ class Store(Protocol):
 class AdminStore(Store, Protocol):
     """What the `dar` command needs beyond the runtime: postmortem reads and retention."""
 
-    def chain_heads(self) -> dict[str, str]:
-        """The current head of every correlation id's hash chain (``""`` for none)."""
+    def chain_heads(self, only: str | None = None) -> dict[str, str]:
+        """The current head of every correlation id's hash chain (``""`` for none); with
+        ``only``, of that one (a session's view need not read a head per session)."""
         ...
 
     def checkpoints(self) -> dict[str, str]:

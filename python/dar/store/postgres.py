@@ -62,6 +62,7 @@ from dar.store.sql import SessionFilter, SessionRow
 
 RETRY_FOR = 15.0  # seconds a transient fault is retried before it surfaces
 POOL_MODES = ("session", "transaction")  # what the URL leads to: a session, or a pooler's
+PARTITIONS_AHEAD = 1  # months of the log partitioned ahead of the current one
 
 #: The operations that carry buffered hit rows along.
 _WRITES = frozenset({q.take, q.finish, q.mark, q.append})
@@ -203,6 +204,20 @@ class PostgresStore:
         self._finalizer = weakref.finalize(self, _at_exit, weakref.ref(self))
         if migrate:
             self.migrate()
+            self._add_partitions(time.time())
+
+    def _add_partitions(self, now: float) -> None:
+        """The log's month partitions, ahead of need (this month and the next), created
+        here and by `gc` and `purge` — never by an insert (a row no month holds lands in
+        the DEFAULT partition). A role that may not create tables leaves it to the owner."""
+        with suppress(StoreError):  # refused to a role without DDL rights: rows go to DEFAULT
+            self.add_partitions(now)
+
+    def add_partitions(self, now: float, ahead: int = PARTITIONS_AHEAD) -> list[str]:
+        """Create the missing month partitions of the log from ``now``'s month to ``ahead``
+        months later; returns the names created."""
+        names: list[str] = self._run(_Replayable(q.add_partitions, self.st, now, ahead))
+        return names
 
     # --- running plans -----------------------------------------------------------------------
 
@@ -417,8 +432,8 @@ class PostgresStore:
 
     # --- postmortem and retention ------------------------------------------------------------
 
-    def chain_heads(self) -> dict[str, str]:
-        heads: dict[str, str] = self._run(_Replayable(q.chain_heads, self.st))
+    def chain_heads(self, only: str | None = None) -> dict[str, str]:
+        heads: dict[str, str] = self._run(_Replayable(q.chain_heads, self.st, only))
         return heads
 
     def checkpoints(self) -> dict[str, str]:
@@ -431,7 +446,9 @@ class PostgresStore:
 
     def sessions(self, filter: SessionFilter) -> list[SessionRow]:
         self.flush()
-        found: list[SessionRow] = self._run(_Replayable(q.sessions, self.st, filter))
+        found: list[SessionRow] = self._run(
+            _Replayable(q.sessions, self.st, filter), transaction=True
+        )
         return found
 
     def claims(self) -> list[Claim]:
@@ -439,10 +456,15 @@ class PostgresStore:
         return found
 
     def gc(self, now: float) -> int:
+        """Remove expired and released claims; and partition the log ahead (`dar gc`, run
+        on a schedule by the owner, keeps months ready before rows arrive; a role that
+        may only delete claims still removes them)."""
         n: int = self._run(_Replayable(q.gc, self.st, now))
+        self._add_partitions(now)
         return n
 
     def purge(self, before: dt.datetime, now: float, event: NewEvent) -> tuple[int, dict[str, Any]]:
+        self._add_partitions(now)
         result: tuple[int, dict[str, Any]] = self._run(
             _Replayable(q.purge, self.st, before, now, event), transaction=True
         )

@@ -2,9 +2,9 @@
 
 A plan is a generator that yields `Query` records and maps the rows it gets back; the
 engine (`dar.store.postgres`) runs it, retrying the whole plan after a transient fault.
-Every statement is safe to repeat: event rows are inserted with
-`ON CONFLICT (event_id) DO NOTHING`, and a claim whose commit was lost in flight is
-recognised as the caller's own (same owner, same started-event id), so an in-doubt commit
+Every statement is safe to repeat: event rows are inserted with `ON CONFLICT DO NOTHING`
+(unique: `event_id` with the row's `created_at`), and a claim whose commit was lost in flight
+is recognised as the caller's own (same owner, same started-event id), so an in-doubt commit
 never runs a handler twice.
 
 Round trips: every operation but `resolve`, `migrate` and `purge` is a single statement
@@ -101,8 +101,11 @@ class Statements:
             correlation id's chain head — taking that one row's lock, so only writers of
             the same session wait — and ``ev`` inserts the row carrying the new head.
             A retried statement whose row already exists moves nothing."""
+            # The row's own `created_at` too: the log is partitioned by it, so this looks
+            # in one partition.
             fresh = (
-                f"NOT EXISTS (SELECT 1 FROM {self.events} WHERE event_id = %(e_event_id)s::uuid)"
+                f"NOT EXISTS (SELECT 1 FROM {self.events} WHERE event_id = %(e_event_id)s::uuid"
+                f" AND created_at = {values[EVENT_COLUMNS.index('created_at')]})"
             )
             if hash_chain:
                 head = (
@@ -120,7 +123,7 @@ class Statements:
             return (
                 f"{head}, ev AS (INSERT INTO {self.events} ({ev_cols}, row_hash)"
                 f" SELECT {', '.join(values)}, head.head FROM head"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING 1)"
+                " ON CONFLICT DO NOTHING RETURNING 1)"
             )
 
         self.append = f"WITH {event_ctes('TRUE')} SELECT count(*) FROM ev"
@@ -344,10 +347,12 @@ def redaction_salt(st: Statements) -> Queries:
     return str(row[0])
 
 
-def chain_heads(st: Statements) -> Queries:
-    rows = yield Query(
-        f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads', (), "all"
-    )
+def chain_heads(st: Statements, only: str | None) -> Queries:
+    sql = f'SELECT correlation_id, head FROM "{st.schema}".agent_tool_chain_heads'
+    if only is None:
+        rows = yield Query(sql, (), "all")
+    else:
+        rows = yield Query(sql + " WHERE correlation_id = %s", (only,), "all")
     return {str(k): str(v) for k, v in rows}
 
 
@@ -371,35 +376,81 @@ def gc(st: Statements, now: float) -> Queries:
     return int(rows[0])
 
 
-def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Queries:
-    """In one transaction, as the table owner (the trigger checks both)."""
-    events = st.events
-    chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
-    found = yield Query(
-        f"SELECT {chain}, seq, row_hash FROM {events} WHERE seq IN"
-        f" (SELECT max(seq) FROM {events} WHERE created_at < %s GROUP BY {chain})",
-        (before,),
+_UPPER = re.compile(r"\bTO \('([^']+)'\)")
+
+
+def _whole_partitions(bounds: list[tuple[str, str]], before: dt.datetime) -> list[str]:
+    """The partitions every row of which is older than ``before`` (their upper bound, as
+    Postgres prints it in UTC, is at or before it)."""
+    whole = []
+    for name, bound in bounds:
+        upper = _UPPER.search(bound)
+        if upper is not None and dt.datetime.fromisoformat(upper.group(1)) <= before:
+            whole.append(name)
+    return whole
+
+
+def add_partitions(st: Statements, at: float, ahead: int) -> Queries:
+    rows = yield Query(
+        f'SELECT "{st.schema}".agent_tool_events_add_partitions(to_timestamp(%s), %s)',
+        (at, ahead),
         "all",
     )
-    checkpoints = {key: {"seq": seq, "row_hash": h} for key, seq, h in found}
-    yield Query("SET LOCAL dar.purge = 'on'", (), "none")
-    row = yield Query(
-        f"WITH d AS (DELETE FROM {events} WHERE created_at < %s RETURNING 1)"
-        " SELECT count(*) FROM d",
-        (before,),
+    return [str(name) for (name,) in rows]
+
+
+def purge(st: Statements, before: dt.datetime, now: float, event: NewEvent) -> Queries:
+    """In one transaction, as the table owner (the trigger checks both). The months wholly
+    before ``before`` are detached and dropped (no row deleted: constant time, nothing to
+    vacuum); older rows left in the month that ``before`` falls in, or in DEFAULT, are
+    deleted. Writers wait while it runs (and readers too when it drops months): what is
+    checkpointed is exactly what goes."""
+    events = st.events
+    yield Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dar_purge:{st.schema}",))
+    yield Query("SET LOCAL TimeZone = 'UTC'", (), "none")
+    bounds = yield Query(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+        (events,),
+        "all",
     )
+    whole = [f'"{st.schema}"."{name}"' for name in _whole_partitions(bounds, before)]
+    # The lock DETACH needs, taken at once: a writer holding a weaker one (its statement
+    # reads the log before it inserts) would deadlock with an upgrade.
+    mode = "ACCESS EXCLUSIVE" if whole else "EXCLUSIVE"
+    yield Query(f"LOCK TABLE {events} IN {mode} MODE", (), "none")
+    for table in whole:
+        yield Query(f"ALTER TABLE {events} DETACH PARTITION {table}", (), "none")
+    chain = CHAIN_KEY_SQL.format(call_id="call_id::text", event_id="event_id::text")
+    gone = " UNION ALL ".join(
+        f"SELECT {chain} AS k, seq, row_hash FROM {table}"
+        + (" WHERE created_at < %(before)s" if table == events else "")
+        for table in [events, *whole]
+    )
+    found = yield Query(
+        f"SELECT DISTINCT ON (k) k, seq, row_hash, count(*) OVER (PARTITION BY k)"
+        f" FROM ({gone}) AS gone ORDER BY k, seq DESC",
+        {"before": before},
+        "all",
+    )
+    checkpoints = {key: {"seq": seq, "row_hash": h} for key, seq, h, _ in found}
+    rows = sum(n for *_, n in found)
+    yield Query("SET LOCAL dar.purge = 'on'", (), "none")
+    yield Query(f"DELETE FROM {events} WHERE created_at < %s", (before,), "none")
     yield Query("SET LOCAL dar.purge = 'off'", (), "none")
+    for table in whole:
+        yield Query(f"DROP TABLE {table}", (), "none")
     yield Query(
         f'INSERT INTO "{st.schema}".agent_tool_purges (purged_at, before, rows,'
         " checkpoints) VALUES (to_timestamp(%s), %s, %s, %s::jsonb)",
-        (now, before, row[0], json.dumps(checkpoints)),
+        (now, before, rows, json.dumps(checkpoints)),
         "none",
     )
     # The purge's own row names its checkpoints: verify ties each record to it.
     yield Query(
         st.append, event_params(replace(event, output=canonical_json(checkpoints).decode()))
     )
-    return int(row[0]), checkpoints
+    return rows, checkpoints
 
 
 def purge_records(st: Statements) -> Queries:
@@ -409,10 +460,30 @@ def purge_records(st: Statements) -> Queries:
     return [points for (points,) in rows]
 
 
+#: How many of the newest rows the sessions list looks at first (then 8× more, and so on).
+NEWEST_ROWS = 20_000
+
+
 def sessions(st: Statements, filter: SessionFilter) -> Queries:
-    sql, params = sessions_query("%s", filter, schema_prefix=f'"{st.schema}".')
-    rows = yield Query(sql, tuple(params), "all")
-    return session_rows(rows)
+    """The newest sessions are found among the newest rows, so listing them does not read a
+    log of years (`dar ui`'s first page); with a tool/status filter, over the whole log.
+    In one transaction (the engine's), for the SET LOCAL."""
+    prefix = f'"{st.schema}".'
+    if filter.tool is not None or filter.status is not None:
+        sql, params = sessions_query("%s", filter, schema_prefix=prefix)
+        return session_rows((yield Query(sql, tuple(params), "all")))
+    # Each session's lookups are estimated far above what they cost: compiling the plan
+    # (JIT) would take ten times longer than running it.
+    yield Query("SET LOCAL jit = off", (), "none")
+    (top,) = yield Query(f"SELECT max(seq) FROM {st.events}")
+    window = NEWEST_ROWS
+    while True:
+        after = (top or 0) - window
+        sql, params = sessions_query("%s", filter, schema_prefix=prefix, after_seq=after)
+        rows = yield Query(sql, tuple(params), "all")
+        if len(rows) >= filter.limit or after <= 0:
+            return session_rows(rows)
+        window *= 8
 
 
 def claims(st: Statements) -> Queries:

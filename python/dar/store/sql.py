@@ -106,15 +106,27 @@ _INDETERMINATE = _count_of("status = 'indeterminate'")
 
 
 def sessions_query(
-    placeholder: str, filter: SessionFilter, *, schema_prefix: str = ""
+    placeholder: str, filter: SessionFilter, *, schema_prefix: str = "", after_seq: Any = None
 ) -> tuple[str, list[Any]]:
     """One GROUP BY over the log: a database of a million rows lists its sessions without
-    sending them to Python. Newest activity first."""
+    sending them to Python. Newest activity first.
+
+    ``after_seq``: aggregate only the sessions with a row after that ``seq`` (the newest
+    ``filter.limit`` of them, found among those rows by the ``seq`` index), not the whole
+    log. When that finds ``filter.limit`` sessions they are exactly the newest ones; the
+    caller looks further back otherwise. Not with ``tool``/``status`` filters (a session's
+    row anywhere decides those)."""
     where, having, params = ["correlation_id IS NOT NULL"], [], []
     if filter.text:
         escaped = filter.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(f"lower(correlation_id) LIKE {placeholder} ESCAPE '\\'")
         params.append(f"%{escaped}%")
+    if after_seq is not None:
+        assert filter.tool is None and filter.status is None
+        return _newest_sessions(placeholder, filter.limit, schema_prefix, where), [
+            after_seq,
+            *params,
+        ]
     for column, value in (("tool_name", filter.tool), ("status", filter.status)):
         if value is not None:
             having.append(f"{_count_of(f'{column} = {placeholder}')} > 0")
@@ -129,6 +141,22 @@ def sessions_query(
         sql += " HAVING " + " AND ".join(having)
     sql += f" ORDER BY max(seq) DESC LIMIT {int(filter.limit)}"
     return sql, params
+
+
+def _newest_sessions(placeholder: str, limit: int, schema_prefix: str, where: list[str]) -> str:
+    """The newest ``limit`` sessions with a row after a ``seq``, each then aggregated by
+    its own index lookups (a LATERAL join: never a scan of the log)."""
+    log = f"{schema_prefix}agent_tool_events"
+    newest = (
+        f"SELECT correlation_id FROM {log} WHERE seq > {placeholder} AND {' AND '.join(where)}"
+        f" GROUP BY correlation_id ORDER BY max(seq) DESC LIMIT {int(limit)}"
+    )
+    return (
+        f"SELECT s.correlation_id, a.* FROM ({newest}) AS s, LATERAL (SELECT count(*),"
+        f" min(created_at), max(created_at), max(seq) AS last_seq, {_REFUSED}, {_FAILED},"
+        f" {_INDETERMINATE} FROM {log} AS e WHERE e.correlation_id = s.correlation_id) AS a"
+        " ORDER BY a.last_seq DESC"
+    )
 
 
 def session_rows(rows: Any) -> list[SessionRow]:

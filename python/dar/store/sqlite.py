@@ -522,9 +522,13 @@ class SQLiteStore:
         answer: list[RunRecord] = self._shared(run_rows.listing(RUNS, op))
         return answer
 
-    def chain_heads(self) -> dict[str, str]:
+    def chain_heads(self, only: str | None = None) -> dict[str, str]:
+        sql = "SELECT correlation_id, head FROM agent_tool_chain_heads"
         with self._lock:
-            rows = self._conn.execute("SELECT correlation_id, head FROM agent_tool_chain_heads")
+            if only is None:
+                rows = self._conn.execute(sql)
+            else:
+                rows = self._conn.execute(sql + " WHERE correlation_id = ?", (only,))
             return {str(k): str(v) for k, v in rows}
 
     def checkpoints(self) -> dict[str, str]:

@@ -338,7 +338,8 @@ def session_view(
 def load_session(store: AdminStore, session_id: str) -> SessionView:
     """Read one session from the store and build its model."""
     events = store.events(LogFilter(correlation_id=session_id))
-    return session_view(events, store.chain_heads(), store.checkpoints(), session_id, store)
+    heads = store.chain_heads(session_id)
+    return session_view(events, heads, store.checkpoints(), session_id, store)
 
 
 # --- diff -------------------------------------------------------------------------------------

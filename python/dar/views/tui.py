@@ -138,7 +138,7 @@ class SessionScreen(Screen[None]):
         table.focus()
 
     def load(self) -> None:
-        self.version = self.store.chain_heads().get(self.session_id, "")
+        self.version = self.store.chain_heads(self.session_id).get(self.session_id, "")
         self.view = load_session(self.store, self.session_id)
         self.title, self.sub_title = f"session {safe(self.session_id)}", ""
         self.summarize()
@@ -191,7 +191,9 @@ class SessionScreen(Screen[None]):
         self.query_one("#calls", DataTable).focus()
 
     def poll(self) -> None:
-        if self.follow and self.store.chain_heads().get(self.session_id, "") != self.version:
+        if not self.follow:
+            return
+        if self.store.chain_heads(self.session_id).get(self.session_id, "") != self.version:
             self.load()
 
     def action_focus_filter(self) -> None:

@@ -49,10 +49,9 @@ def _answer(content: Any, status: int = 200) -> Response:
 
 def _version(store: AdminStore, session: str | None) -> str:
     """Changes whenever a row is appended (to ``session``, or to any session)."""
-    heads = store.chain_heads()
     if session is not None:
-        return heads.get(session, "")
-    return sha256_hex_of(canonical_json(heads))
+        return store.chain_heads(session).get(session, "")
+    return sha256_hex_of(canonical_json(store.chain_heads()))
 
 
 def _filter(request: Request) -> SessionFilter:
