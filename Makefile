@@ -30,19 +30,23 @@ build: $(STAMP)
 demo: build
 	$(BIN)/dar demo
 
-# The browser tests drive Debian's chromium-headless-shell (never a downloaded browser).
-BROWSER := /usr/bin/chromium-headless-shell
-$(BROWSER):
-	apt-get install -y -q chromium-headless-shell || \
-		(apt-get update -q && apt-get install -y -q chromium-headless-shell)
+# Debian packages the tests use: chromium-headless-shell for the browser tests (never a
+# downloaded browser), iproute2 for the many-host tests' network namespaces, and pgbouncer.
+DEBIAN_PACKAGES := chromium-headless-shell iproute2 pgbouncer
+DEBIAN := /usr/bin/chromium-headless-shell /usr/sbin/ip /usr/sbin/pgbouncer
+$(DEBIAN):
+	apt-get install -y -q $(DEBIAN_PACKAGES) || \
+		(apt-get update -q && apt-get install -y -q $(DEBIAN_PACKAGES))
 
-test: build $(BROWSER) test-rust test-python
+test: build $(DEBIAN) test-rust test-python
 
 test-rust:
 	cargo test --no-default-features --quiet
 	cargo test --release --no-default-features --features reference --quiet --test numbers
 
-test-python: build $(BROWSER)
+# Two workers (or one per core): each starts the servers it needs.
+PYTEST_ARGS ?= -n auto --dist worksteal
+test-python: build $(DEBIAN)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fallback wheel on the stable ABI (any CPython >= 3.10), installed into a venv of its own

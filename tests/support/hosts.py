@@ -5,7 +5,7 @@ one namespace per host, each joined to the bridge by a veth pair with an address
 own; `spawn` starts a worker process inside a host (``ip netns exec``). Names carry the
 test session's pid, so parallel sessions never collide; everything is removed by `close`,
 at interpreter exit, and, for a session that was killed, by the next session (its pid is
-gone). Needs root and iproute2 (`.ci/run` installs it).
+gone). Needs root and iproute2 (`make test` installs it).
 """
 
 from __future__ import annotations

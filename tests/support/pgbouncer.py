@@ -1,6 +1,6 @@
 """A throwaway PgBouncer in transaction pooling mode, in front of the tests' Postgres.
 
-Debian's ``pgbouncer`` (``apt-get install pgbouncer``; `.ci/run` installs it), started like
+Debian's ``pgbouncer`` (``apt-get install pgbouncer``; `make test` installs it), started like
 `tests.support.pg` starts Postgres: a config in a temporary folder, a free loopback port,
 trust authentication (the user must still be listed in the userlist), and, as root, the
 ``postgres`` user. Its few server connections are shared by every client, so anything that
