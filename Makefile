@@ -34,7 +34,7 @@ demo: build
 # downloaded browser), iproute2 for the many-host tests' network namespaces, and pgbouncer.
 DEBIAN_PACKAGES := chromium-headless-shell iproute2 pgbouncer
 DEBIAN := /usr/bin/chromium-headless-shell /usr/sbin/ip /usr/sbin/pgbouncer
-$(DEBIAN):
+$(DEBIAN) &:
 	apt-get install -y -q $(DEBIAN_PACKAGES) || \
 		(apt-get update -q && apt-get install -y -q $(DEBIAN_PACKAGES))
 
