@@ -152,14 +152,20 @@ def _uct(child: _Node, parent_visits: int) -> float:
 
 def _rollout(branch: Branch, depth: int) -> Generator[Request, Any, float]:
     """Follow ``propose``'s first candidate to ``depth`` calls, then score the end."""
+    branch = yield from _follow(branch, depth)
+    value = yield Judge(branch)
+    return _checked(value)
+
+
+def _follow(branch: Branch, depth: int) -> Generator[Request, Any, Branch]:
+    """The rollout policy: ``propose``'s first candidate at each step, to ``depth`` calls."""
     while len(branch.path) < depth:
         proposed = _distinct((yield Propose(branch)))
         if not proposed:
             break
         result = yield Try(branch, proposed[0])
         branch = branch.then(Step(proposed[0], result))
-    value = yield Judge(branch)
-    return _checked(value)
+    return branch
 
 
 def _checked(value: Any) -> float:
@@ -198,13 +204,7 @@ def _choose(
         reasons.append(_reason(best, ranked[1:], named))
         chosen.append(best)
         node = best
-    branch = node.branch(session)
-    while len(branch.path) < depth:
-        proposed = _distinct((yield Propose(branch)))
-        if not proposed:
-            break
-        result = yield Try(branch, proposed[0])
-        branch = branch.then(Step(proposed[0], result))
+    branch = yield from _follow(node.branch(session), depth)
     tree = _flatten(root, set(map(id, chosen)))
     score = node.best if chosen else 0.0
     return Outcome(tree, branch.path, "; ".join(reasons), score, expansions)
