@@ -23,8 +23,8 @@ from dar import (
 )
 from dar.core.ops import CallHandler, Take
 from tests.conftest import Clock
-from tests.support.calls import MakeRuntime
-from tests.support.guards import CountingEmbedder, die_at, refund
+from tests.support.calls import MakeRuntime, die_at
+from tests.support.guards import CountingEmbedder, refund
 
 SESSION = "s-1"
 

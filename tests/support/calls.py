@@ -48,8 +48,18 @@ def abandon_claim(
     rt: Runtime, t: Any, inp: dict[str, Any], correlation_id: str | None = None
 ) -> None:
     """Take the claim as a worker would, then 'die' before the outcome is recorded."""
-    from dar.core.decide import CallSpec, decide_call
     from dar.core.ops import CallHandler
+
+    die_at(rt, t, inp, CallHandler, correlation_id)
+
+
+def die_at(
+    rt: Runtime, t: Any, inp: dict[str, Any], stop: type, correlation_id: str | None = None
+) -> None:
+    """Run a call as a worker would, and 'die' when it reaches an operation of type ``stop``
+    (`dar.core.ops.CallHandler`: claimed, its outcome never recorded; `dar.core.ops.Take`:
+    after its guards' shares, before its claim)."""
+    from dar.core.decide import CallSpec, decide_call
 
     spec = CallSpec(
         tool=t,
@@ -63,7 +73,7 @@ def abandon_claim(
     )
     gen = decide_call(spec)
     op = next(gen)
-    while not isinstance(op, CallHandler):
+    while not isinstance(op, stop):
         op = gen.send(rt._run(op))
     gen.close()
 

@@ -104,24 +104,3 @@ async def refund_tasks(rt: AsyncRuntime, tasks: int, amount: float) -> list[Stat
         )
     )
     return [r.status for r in results]
-
-
-def die_at(rt: Runtime, t: Any, inp: dict[str, Any], stop: type) -> None:
-    """Run a call as a worker would, and 'die' when it reaches an operation of type ``stop``
-    (`dar.core.ops.Take`: after its guards' shares, before its claim)."""
-    from dar.core.decide import CallSpec, decide_call
-
-    spec = CallSpec(
-        tool=t,
-        input=inp,
-        rules=rt.rules,
-        owner="dead-worker",
-        clock=rt.clock,
-        wait=0,
-        events_reader=rt.events,
-    )
-    gen = decide_call(spec)
-    op = next(gen)
-    while not isinstance(op, stop):
-        op = gen.send(rt._run(op))
-    gen.close()
