@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,7 +26,7 @@ from psycopg_pool import ConnectionPool
 import dar
 from dar import AsyncRuntime, Effect, Result, Runtime, Status, StoreError, rule, tool
 from dar.core.ids import new_id
-from dar.core.ops import Finish, LogFilter, Lookup, Take
+from dar.core.ops import Append, Finish, LogFilter, Lookup, Take
 from dar.core.states import ClaimState
 from dar.records import NewEvent
 from dar.store import open_store, split_schema
@@ -135,7 +136,12 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
             conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
         peek = tool(name="peek", effect=Effect.READ)(lambda q: q)
         counts = {}
-        rt.execute(charge, {"order": "warm"})  # the database's salt is read once per store
+        # Once per store, the database's salt is read; once per connection, each statement
+        # of the hot path is prepared (one more round trip): warm both up first.
+        rt.execute(charge, {"order": "warm"})
+        rt.execute(judged, {"n": 0})
+        rt.execute(charge, {"order": "warm"})
+        rt.store.flush()  # the hit's row, so that no step below carries it
         steps: list[tuple[str, Callable[[], Result]]] = [
             ("fresh, no rule applies", lambda: rt.execute(charge, {"order": "RT"})),
             ("hit", lambda: rt.execute(charge, {"order": "RT"})),
@@ -158,6 +164,31 @@ def test_round_trips_per_call(pg_base_url: str, tmp_path: Any) -> None:
         }
         rt.close()
     trips.file.close()
+
+
+def test_statements_deallocated_under_the_store_are_prepared_again(pg_base_url: str) -> None:
+    """The hot path's statements are prepared once per connection; an application's own
+    pool may `DEALLOCATE ALL` (or a pooler `DISCARD ALL`) behind the store's back."""
+    with ConnectionPool(pg_base_url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
+        rt = Runtime(PostgresStore(pool, schema=fresh_schema(), hit_flush=0))
+        assert rt.execute(charge, {"order": "A"}).status is Status.EXECUTED
+        with pool.connection() as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM pg_prepared_statements")]
+            assert names and all(n.startswith("dar_") for n in names)
+            conn.execute("DEALLOCATE ALL")
+        assert rt.execute(charge, {"order": "A"}).status is Status.CACHED
+        assert rt.execute(charge, {"order": "B"}).status is Status.EXECUTED
+        statuses = [e.status for e in rt.events()]
+        assert statuses == ["started", "executed", "cached", "started", "executed"]
+        rt.close()
+
+
+def test_text_with_nul_is_refused_before_the_hot_path_sends_it(pg_base_url: str) -> None:
+    """libpq sends text parameters as C strings: a NUL would cut a value short silently."""
+    store = PostgresStore(pg_base_url, schema=fresh_schema())
+    with pytest.raises(StoreError, match="NUL"):
+        store.append(Append(replace(event("failed"), error="cut\x00here")))
+    store.close()
 
 
 def test_in_doubt_commits_replay_safely(pg_url: str) -> None:

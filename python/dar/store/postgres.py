@@ -19,6 +19,9 @@ from contextlib import nullcontext, suppress
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Transformer
+from psycopg.generators import execute
+from psycopg.pq import ExecStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -66,6 +69,7 @@ PARTITIONS_AHEAD = 1  # months of the log partitioned ahead of the current one
 
 #: The operations that carry buffered hit rows along.
 _WRITES = frozenset({q.take, q.finish, q.mark, q.append})
+COMMAND_OK, TUPLES_OK = ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK
 
 
 def _check_connects(conninfo: str) -> None:
@@ -122,6 +126,28 @@ class _Retry:
             raise StoreError(f"Postgres unavailable for {self.budget:.1f}s: {exc}") from exc
         self.attempt += 1
         return float(min(1.0, 0.02 * 2.0**self.attempt)) * (0.5 + random.random() / 2)
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter in Postgres's text form (the statements cast what context does not type)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if "\x00" in value:  # libpq would cut the text short there: refuse, as psycopg does
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return value.encode()
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def _check(conn: psycopg.Connection[Any], result: Any, expected: int) -> Any:
+    """The result, or the error the server sent as the exception psycopg would raise."""
+    if result.status != expected:
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
 
 
 def _fetch(cur: Any, rows: str) -> Any:
@@ -198,6 +224,10 @@ class PostgresStore:
             self._owns_pool = False
         self.max_size = self.pool.max_size
         self._listener: Listener | None = None
+        #: The hot statements prepared on each pooled connection (see `_hot`).
+        self._prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._salt: str | None = None
         self._listener_lock = threading.Lock()
         # An unclosed store writes its buffered rows at interpreter exit (see `_at_exit`).
@@ -260,19 +290,59 @@ class PostgresStore:
                 try:
                     query = next(plan.gen)
                     while True:
-                        cur = (
-                            conn.cursor(row_factory=dict_row)
-                            if query.rows == "dicts"
-                            else conn.cursor()
-                        )
-                        with cur:
-                            cur.execute(query.sql, query.params)
-                            if pipe is not None and query.rows == "none":
-                                pipe.sync()
-                            result = _fetch(cur, query.rows)
+                        hot = self.st.hot.get(query.sql) if pipe is None else None
+                        if hot is not None:
+                            result = self._hot(conn, hot, query.params)
+                        else:
+                            result = self._cursor(conn, query, pipe)
                         query = plan.gen.send(result)
                 except StopIteration as stop:
                     return stop.value
+
+    def _cursor(self, conn: psycopg.Connection[Any], query: q.Query, pipe: Any) -> Any:
+        cur = conn.cursor(row_factory=dict_row) if query.rows == "dicts" else conn.cursor()
+        with cur:
+            cur.execute(query.sql, query.params)
+            if pipe is not None and query.rows == "none":
+                pipe.sync()
+            return _fetch(cur, query.rows)
+
+    @staticmethod
+    def _prepared_row(
+        conn: psycopg.Connection[Any], hot: q.Hot, values: list[bytes | None], prepared: set[bytes]
+    ) -> Any:
+        pgconn = conn.pgconn
+        if hot.name not in prepared:
+            pgconn.send_prepare(hot.name, hot.text, hot.types)
+            _check(conn, conn.wait(execute(pgconn))[-1], COMMAND_OK)
+            prepared.add(hot.name)
+        pgconn.send_query_prepared(hot.name, values)
+        return _check(conn, conn.wait(execute(pgconn))[-1], TUPLES_OK)
+
+    def _hot(self, conn: psycopg.Connection[Any], hot: q.Hot, params: Any) -> Any:
+        """One statement of the hot path, straight on libpq: prepared once per connection
+        (unless behind a transaction pooler), parameters sent as text, its one row loaded
+        by psycopg's own loaders. A cursor's machinery costs about as much CPU as the
+        statement's round trip, on every call; this path does without it."""
+        pgconn = conn.pgconn
+        values = [_text(params[name]) for name in hot.params]
+        if not self.notifies:
+            pgconn.send_query_params(hot.text, values, hot.types)
+            result = _check(conn, conn.wait(execute(pgconn))[-1], TUPLES_OK)
+        else:
+            prepared = self._prepared.setdefault(conn, set())
+            try:
+                result = self._prepared_row(conn, hot, values, prepared)
+            except psycopg.errors.InvalidSqlStatementName:
+                # Someone ran DEALLOCATE or DISCARD ALL on this connection (an application's
+                # own pool, a pooler's reset): prepare again.
+                prepared.clear()
+                result = self._prepared_row(conn, hot, values, prepared)
+        if result.ntuples == 0:
+            return None
+        loader = Transformer(conn)
+        loader.set_pgresult(result)
+        return loader.load_row(0, tuple)
 
     # --- the operations ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ when rules run between the look-up and the claim.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Generator
@@ -60,6 +61,35 @@ class Query:
 
 
 Queries = Generator[Query, Any, Any]
+
+#: Parameters whose type no statement's context tells Postgres: declared when prepared.
+_DECLARED = {"lease_until": 701, "now": 701, "expires_at": 701, "expect": 23}  # float8, int4
+_PYFORMAT = re.compile(r"%\((\w+)\)s")
+
+
+@dataclass(frozen=True, slots=True)
+class Hot:
+    """A statement of the hot path in libpq's own form: ``$n`` placeholders, the
+    parameters' names in that order, and a name to prepare it under (its text's digest,
+    so two schemas sharing one pool never collide)."""
+
+    name: bytes
+    text: bytes
+    params: tuple[str, ...]
+    types: tuple[int, ...]
+
+    @classmethod
+    def of(cls, sql: str) -> Hot:
+        names: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            return f"${names.setdefault(match.group(1), len(names) + 1)}"
+
+        text = _PYFORMAT.sub(number, sql).encode()
+        digest = hashlib.sha256(text).hexdigest()[:24]
+        return cls(
+            f"dar_{digest}".encode(), text, tuple(names), tuple(_DECLARED.get(n, 0) for n in names)
+        )
 
 
 class Statements:
@@ -188,6 +218,19 @@ class Statements:
             " version = version + 1 WHERE idempotency_key = %(key)s"
         )
         self.notify = "SELECT pg_notify(%(channel)s, %(key)s)"
+        #: The statements of every call, run straight on libpq (`dar.store.postgres`).
+        self.hot = {
+            sql: Hot.of(sql)
+            for sql in (
+                self.select_claim,
+                self.append,
+                self.claim_new,
+                self.claim_or_lookup,
+                self.claim_again,
+                self.finish,
+                self.mark,
+            )
+        }
         self.approvals = f"{s}.agent_tool_approvals"
         self.sagas = f"{s}.agent_tool_sagas"
         self.runs = f"{s}.agent_tool_runs"
