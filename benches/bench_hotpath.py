@@ -6,7 +6,8 @@ runs one child process per tree (the tree's `python/` first on its path), and ev
 measures everything on the same Postgres server (fsync and full_page_writes on, unlike the
 test server) and a SQLite file (WAL, synchronous=FULL):
 
-- Postgres fresh call and cache hit (median µs), one `INSERT` + commit and one `SELECT 1`;
+- Postgres fresh call and cache hit (median µs), one `INSERT` + commit and one `SELECT 1`,
+  and a fresh call's two statements replayed on a bare connection (the database's share);
 - client CPU per fresh call (`time.process_time` over the fresh calls);
 - DBOS (a workflow with one step) fresh, call4agents (its Postgres store) hit;
 - SQLite fresh call and one `INSERT` + commit;
@@ -97,6 +98,59 @@ def pg_floor(url: str) -> dict[str, float]:
         )
         select1 = median_us(lambda i: conn.execute("SELECT 1").fetchone(), N_HIT)
     return {"insert": insert, "select1": select1}
+
+
+def pg_statements(url: str) -> float:
+    """A fresh call's two statements (claim-or-look-up, outcome), as `dar` sends them,
+    replayed on a bare connection with nothing around them: what the database alone costs."""
+    import dataclasses
+
+    import psycopg
+
+    from dar.store import postgres_sql as q
+
+    captured: dict[str, Any] = {}
+    take_or_lookup, finish = q.take_or_lookup, q.finish
+
+    def keep(name: str, plan: Any) -> Any:
+        def plan_and_keep(st: Any, op: Any) -> Any:
+            captured[name] = (st, op)
+            return plan(st, op)
+
+        return plan_and_keep
+
+    q.take_or_lookup, q.finish = keep("take", take_or_lookup), keep("finish", finish)
+    try:
+        dar_figures_once(url)
+    finally:
+        q.take_or_lookup, q.finish = take_or_lookup, finish
+    (st, take), (_, done) = captured["take"], captured["finish"]
+
+    def params(i: int) -> tuple[Any, Any]:
+        key, ids = f"bare-{uuid.uuid4()}", (str(uuid.uuid4()), str(uuid.uuid4()))
+        started = dataclasses.replace(take.take.started, event_id=ids[0], idempotency_key=key)
+        claim = dataclasses.replace(take.take, key=key, started=started)
+        outcome = dataclasses.replace(done.event, event_id=ids[1], idempotency_key=key)
+        first = next(q.take_or_lookup(st, dataclasses.replace(take, take=claim)))
+        second = next(q.finish(st, dataclasses.replace(done, key=key, event=outcome)))
+        return first, second
+
+    queries = [params(i) for i in range(N_FRESH)]
+    with psycopg.connect(url.split("?")[0], autocommit=True, prepare_threshold=0) as conn:
+
+        def both(i: int) -> None:
+            for query in queries[i]:
+                conn.execute(query.sql, query.params).fetchone()
+
+        return median_us(both, N_FRESH)
+
+
+def dar_figures_once(url: str) -> None:
+    from dar import Runtime
+
+    rt = Runtime(url)
+    rt.execute(_noop_tool(), {"n": 0, "run": uuid.uuid4().hex})
+    rt.close()
 
 
 def sqlite_floor(path: Path) -> float:
@@ -198,6 +252,7 @@ def child(pg_url: str, dbos_url: str, c4a_url: str) -> dict[str, float]:
     for name, value in dar_figures(f"{pg_url}?schema={schema}").items():
         figures[f"pg {name}"] = value
     figures.update({f"pg {k}": v for k, v in pg_floor(pg_url).items()})
+    figures["pg statements"] = pg_statements(f"{pg_url}?schema={schema}")
     sqlite = dar_figures(f"sqlite:///{tmp / 'dar.db'}?synchronous=FULL")
     figures["sqlite fresh"] = sqlite["fresh"]
     figures["sqlite insert"] = sqlite_floor(tmp / "floor.db")
@@ -215,6 +270,7 @@ def ratios(f: dict[str, float]) -> dict[str, float]:
     best = max(f[f"tp {w}"] for w in WORKERS)
     return {
         "pg fresh ÷ INSERT": f["pg fresh"] / f["pg insert"],
+        "  its two statements alone ÷ INSERT": f["pg statements"] / f["pg insert"],
         "pg fresh vs DBOS (×)": f["dbos fresh"] / f["pg fresh"],
         "pg hit vs call4agents (×)": f["c4a hit"] / f["pg hit"],
         "pg hit ÷ SELECT 1": f["pg hit"] / f["pg select1"],

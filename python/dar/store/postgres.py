@@ -251,10 +251,17 @@ class PostgresStore:
 
     # --- running plans -----------------------------------------------------------------------
 
-    def _run(self, plan: _Replayable, *, transaction: bool = False, carry: bool = True) -> Any:
-        # A write carries the buffered hit rows along, pipelined before it: they keep their
-        # order in the log and cost no extra round trip.
-        batch: list[NewEvent] = []
+    def _run(
+        self,
+        plan: _Replayable,
+        *,
+        transaction: bool = False,
+        carry: bool = True,
+        batch: list[NewEvent] | None = None,
+    ) -> Any:
+        # A write carries the buffered hit rows along, written first on its connection:
+        # they keep their order in the log and cost no extra connection checkout.
+        batch = batch or []
         if carry and not transaction and plan.fn in _WRITES and self._pending:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
@@ -278,33 +285,35 @@ class PostgresStore:
         with self.pool.connection(timeout=wait) as conn:
             if not conn.autocommit and conn.info.transaction_status == 0:
                 conn.autocommit = True
-            tx = conn.transaction() if transaction else nullcontext()
-            piped = conn.pipeline() if batch or plan.fn is q.append_all else nullcontext()
-            with tx, piped as pipe:
-                for event in batch:
-                    conn.execute(self.st.append, q.event_params(event))
-                    if pipe is not None:
-                        # Each row its own transaction: one row locks one chain head, so
-                        # writers of different sessions never hold heads in two orders.
-                        pipe.sync()
+            if batch:
+                self._append_batch(conn, batch)
+            with conn.transaction() if transaction else nullcontext():
                 try:
                     query = next(plan.gen)
                     while True:
-                        hot = self.st.hot.get(query.sql) if pipe is None else None
+                        hot = self.st.hot.get(query.sql)
                         if hot is not None:
                             result = self._hot(conn, hot, query.params)
                         else:
-                            result = self._cursor(conn, query, pipe)
+                            result = self._cursor(conn, query)
                         query = plan.gen.send(result)
                 except StopIteration as stop:
                     return stop.value
 
-    def _cursor(self, conn: psycopg.Connection[Any], query: q.Query, pipe: Any) -> Any:
+    def _append_batch(self, conn: psycopg.Connection[Any], batch: list[NewEvent]) -> None:
+        """Buffered hit rows, pipelined in one transaction: one round trip and one commit
+        (one WAL flush) for the lot, where a row per transaction cost a flush each. The
+        rows go grouped by chain (a stable sort keeps each chain's order), so every
+        writer's transaction takes chain heads in the same order: no deadlock between two
+        processes' flushes; every other writer holds one head at a time."""
+        with conn.pipeline():  # no Sync in between: one implicit transaction, up to the last
+            for event in sorted(batch, key=q.chain_of):
+                conn.execute(self.st.append, q.event_params(event))
+
+    def _cursor(self, conn: psycopg.Connection[Any], query: q.Query) -> Any:
         cur = conn.cursor(row_factory=dict_row) if query.rows == "dicts" else conn.cursor()
         with cur:
             cur.execute(query.sql, query.params)
-            if pipe is not None and query.rows == "none":
-                pipe.sync()
             return _fetch(cur, query.rows)
 
     @staticmethod
@@ -389,7 +398,7 @@ class PostgresStore:
             batch, self._pending = self._pending, []
         if batch:
             try:
-                self._run(_Replayable(q.append_all, self.st, batch), carry=False)
+                self._run(_Replayable(q.flushed, self.st), carry=False, batch=batch)
             except BaseException:
                 with self._pending_lock:
                     self._pending[:0] = batch  # appends are idempotent: safe to send again

@@ -259,10 +259,16 @@ def _claim(row: tuple[Any, ...]) -> Claim:
 # --- one plan per operation ----------------------------------------------------------------
 
 
-def append_all(st: Statements, events: list[NewEvent]) -> Queries:
-    """Buffered hit rows, sent pipelined (one round trip)."""
-    for event in events:
-        yield Query(st.append, event_params(event), "none")
+def flushed(st: Statements) -> Queries:
+    """No statement of its own: the engine writes the buffered rows it is given (`flush`)."""
+    yield from ()
+
+
+def chain_of(event: NewEvent) -> str:
+    """The chain head a row moves (`CHAIN_KEY_SQL`): what a batch of rows is ordered by."""
+    if event.correlation_id is not None:
+        return event.correlation_id
+    return f"call:{event.call_id if event.call_id is not None else event.event_id}"
 
 
 def _take_params(op: Take) -> dict[str, Any]:
