@@ -230,6 +230,8 @@ class Upstream:
 
     async def session(self) -> ClientSession:
         """The live session, waiting for a restart to finish if one is under way."""
+        if self._session is not None:  # the usual case: no cancel scope to set up per call
+            return self._session
         with anyio.fail_after(START_TIMEOUT):
             await self._ready.wait()
         assert self._session is not None
