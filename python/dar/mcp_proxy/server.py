@@ -59,6 +59,7 @@ from dar.mcp_proxy.wire import pipes_usable
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
 from dar.runtime.aio import AsyncRuntime
+from dar.runtime.execute import STORE_ON_LOOP
 from dar.store import Store
 from dar.tools import Tool, check_tool_name, default_window
 
@@ -549,13 +550,14 @@ class Options:
 
 
 def upstream_of(options: Options) -> Upstream:
-    from dar.mcp_proxy.upstream import http_upstream, stdio_upstream
+    from dar.mcp_proxy.upstream import http_upstream, stdio_pipes, stdio_upstream
 
     if options.upstream_url is not None:
         return Upstream(http_upstream(options.upstream_url))
     if not options.command:
         raise ConfigurationError("name the upstream server: -- CMD [ARGS...] or --upstream-url")
-    return Upstream(stdio_upstream(options.command), raw_calls=options.fast)
+    raw = stdio_pipes(options.command) if options.fast else None
+    return Upstream(stdio_upstream(options.command), raw=raw)
 
 
 async def serve_proxy(options: Options) -> None:
@@ -589,13 +591,19 @@ async def _serve_stdio(server: Server[Any]) -> None:
 
 
 async def _serve_stdio_fast(proxy: Proxy, server: Server[Any]) -> None:
+    """Serve the one agent on stdio; the loop is the agent's alone, so the runtime's store
+    operations run on it (`STORE_ON_LOOP`), without a thread hop each."""
     from dar.mcp_proxy.wire import Wire, claimed_stdio
 
     async def serve_sdk(read: Any, write: Any) -> None:
         await server.run(read, write, server.create_initialization_options())
 
-    async with claimed_stdio() as (reader, writer):
-        await Wire(reader, writer).serve(proxy.answer, serve_sdk)
+    token = STORE_ON_LOOP.set(True)
+    try:
+        async with claimed_stdio() as (reader, writer):
+            await Wire(reader, writer).serve(proxy.answer, serve_sdk)
+    finally:
+        STORE_ON_LOOP.reset(token)
 
 
 async def _serve_http(server: Server[Any], host: str, port: int) -> None:
