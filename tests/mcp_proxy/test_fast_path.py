@@ -158,3 +158,38 @@ def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
     agent.close()
     with Runtime(agent.db) as rt:
         assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+def test_an_upstream_that_outlives_its_closed_stdin_is_killed_when_the_proxy_exits(
+    tmp_path: Path,
+) -> None:
+    """The fast path runs the upstream's process itself: when the agent hangs up, the
+    upstream's stdin is closed, and a process group still there after the grace period,
+    even one that ignores SIGTERM, is killed; no part of the upstream outlives the proxy."""
+    pids = tmp_path / "pids"
+    script = f'trap "" TERM; {PY} {SERVER}; sleep 60 & echo $$ $! > {pids}; wait'
+    args = ["-m", "dar", "mcp-proxy", "--db", f"sqlite:///{tmp_path / 'db'}", "--"]
+    proc = subprocess.Popen(
+        [PY, *args, "sh", "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environ(tmp_path / "effects"),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n")
+    proc.stdin.flush()
+    assert b'"protocolVersion"' in proc.stdout.readline()
+    proc.stdin.close()
+    assert proc.wait(timeout=LIMIT) == 0
+    shell, sleeper = (int(pid) for pid in pids.read_text().split())
+    assert gone(shell) and gone(sleeper)

@@ -216,9 +216,8 @@ class Upstream:
         self._lose()
 
     def _answers_raw_call(self, line: bytes) -> bool:
-        """Settle the raw call ``line`` answers, if it answers one (a cheap test first: the
-        line names one of the proxy's ids)."""
-        if not self._pending or b'"dar-' not in line:
+        """Settle the raw call ``line`` answers, if it answers one."""
+        if not self._pending:
             return False
         try:
             message = json.loads(line)
