@@ -31,11 +31,11 @@ LARGE = "x" * 300_000 + "é"
 class RawAgent:
     """An agent writing and reading JSON-RPC lines to a proxy process, as they are."""
 
-    def __init__(self, tmp: Path, name: str, *extra: str) -> None:
+    def __init__(self, tmp: Path, name: str, *extra: str, upstream: Path = SERVER) -> None:
         self.db = f"sqlite:///{tmp / f'{name}.db'}"
         self.effects = tmp / f"{name}.effects"
         env = {**environ(self.effects), "PYTHONHASHSEED": "0"}  # the upstream's ticket ids
-        args = ["-m", "dar", "mcp-proxy", "--db", self.db, *extra, "--", PY, str(SERVER)]
+        args = ["-m", "dar", "mcp-proxy", "--db", self.db, *extra, "--", PY, str(upstream)]
         self.err = (tmp / f"{name}.err").open("w")
         self.proc = subprocess.Popen(
             [PY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env
@@ -108,6 +108,51 @@ def test_fast_path_answers_the_bytes_the_sdk_path_answers(tmp_path: Path) -> Non
     for agent in (fast, sdk):
         with Runtime(agent.db) as rt:
             assert {e.correlation_id for e in rt.events(tool="create_ticket")} >= {"conv-7"}
+
+
+#: An upstream server of a few lines of JSON-RPC (no SDK) whose one tool always answers a
+#: JSON-RPC error, as a server may for arguments it rejects.
+ERRING = """
+import json, sys
+for line in sys.stdin:
+    asked = json.loads(line)
+    if "id" not in asked:
+        continue
+    method, answer = asked["method"], {"jsonrpc": "2.0", "id": asked["id"]}
+    if method == "initialize":
+        answer["result"] = {
+            "protocolVersion": asked["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "erring", "version": "1"},
+        }
+    elif method == "tools/list":
+        tool = {"name": "erring", "inputSchema": {"type": "object"},
+                "annotations": {"destructiveHint": False}}
+        answer["result"] = {"tools": [tool]}
+    else:
+        answer["error"] = {"code": -32602, "message": "erring refuses", "data": {"at": "$.x"}}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
+    """A ``tools/call`` the upstream answers with a JSON-RPC error (not an ``isError``
+    result) fails the call, in the same bytes on both paths, and is logged as failed."""
+    upstream = tmp_path / "erring.py"
+    upstream.write_text(ERRING)
+    agents = [RawAgent(tmp_path, name, *extra, upstream=upstream)
+              for name, extra in (("fast", ()), ("sdk", ("--sdk-path",)))]  # fmt: skip
+    try:
+        said = [agent.call(1, "erring", {"x": 1}) for agent in agents]
+    finally:
+        for agent in agents:
+            agent.close()
+    assert said[0] == said[1]
+    answer = json.loads(said[0])["result"]
+    assert answer["isError"] is True and answer["_meta"]["dar/status"] == "failed"
+    assert "erring refuses" in answer["content"][0]["text"]
+    with Runtime(agents[0].db) as rt:
+        assert [e.status for e in rt.events(tool="erring")] == ["started", "failed"]
 
 
 def cancel_mid_call(agent: RawAgent) -> tuple[list[bytes], list[str]]:
