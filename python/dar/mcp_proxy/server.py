@@ -12,6 +12,7 @@ annotations dar enforces; prompts and resources pass through untouched.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -556,7 +557,10 @@ def upstream_of(options: Options) -> Upstream:
         return Upstream(http_upstream(options.upstream_url))
     if not options.command:
         raise ConfigurationError("name the upstream server: -- CMD [ARGS...] or --upstream-url")
-    raw = stdio_pipes(options.command) if options.fast else None
+    # The proxy's own pipes stop the server's process group the POSIX way; elsewhere the
+    # SDK's transport (and its Windows job objects) runs the server.
+    own_pipes = options.fast and os.name == "posix"
+    raw = stdio_pipes(options.command) if own_pipes else None
     return Upstream(stdio_upstream(options.command), raw=raw)
 
 
