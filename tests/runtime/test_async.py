@@ -39,9 +39,9 @@ def test_async_handlers_execute_once_under_gather(store_url: str) -> None:
     assert log == {"started": 1, "executed": 1, "cached": 9}
 
 
-def store_threads() -> set[int | None]:
-    """The async runtimes' worker threads alive now."""
-    return {t.ident for t in threading.enumerate() if t.name.startswith("dar-store")}
+def store_threads() -> set[threading.Thread]:
+    """The async runtimes' worker threads alive now (the objects: an ident is reused)."""
+    return {t for t in threading.enumerate() if t.name.startswith("dar-store")}
 
 
 @pytest.mark.parametrize("on_loop", [False, True])
@@ -59,7 +59,7 @@ def test_store_operations_run_on_the_loop_under_store_on_loop(
         await asyncio.sleep(0.05)
         return {"charged": n}
 
-    async def main() -> tuple[list[Any], set[int | None]]:
+    async def main() -> tuple[list[Any], set[threading.Thread]]:
         if on_loop:
             STORE_ON_LOOP.set(True)
         before = store_threads()
