@@ -6,8 +6,10 @@ SQLite (a file, synchronous=FULL) and on Postgres.
 
 The three sessions are open at once and called in turns, a block of calls each, so a busy
 machine slows them alike. For scale, the table also shows one in-process `AsyncRuntime.call`
-with a no-op handler on the same database. The proxy's target: a fresh call adds no more
-than one `rt.call` plus 0.3 ms.
+with a no-op handler on the same database, with its CPU per call: as a program runs it (store
+operations in worker threads), and with its store operations on the event loop
+(`STORE_ON_LOOP`, as the proxy runs them on stdio). The proxy's target: a fresh call adds no
+more than one `rt.call` (the first, the default) plus 0.3 ms.
 
     PYTHONPATH=python python benches/bench_mcp.py [N]
 
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dar import AsyncRuntime, Effect, tool  # noqa: E402
+from dar.runtime.execute import STORE_ON_LOOP  # noqa: E402
 
 UPSTREAM = [sys.executable, str(ROOT / "benches" / "mcp_upstream.py")]
 WARMUP = 20
@@ -139,16 +142,30 @@ async def noop(i: int, run: str) -> int:
     return i
 
 
-async def in_process_calls(db: str, n: int) -> list[float]:
+@dataclass
+class InProcess:
+    """One in-process `rt.call` per fresh call: milliseconds each, CPU per call (ms)."""
+
+    label: str
+    ms: list[float]
+    cpu: float
+
+
+async def in_process_calls(db: str, n: int, on_loop: bool) -> InProcess:
+    STORE_ON_LOOP.set(on_loop)
     run = uuid.uuid4().hex
     rt = AsyncRuntime(db, tools=[noop])
     out = []
     for i in range(WARMUP + n):
+        if i == WARMUP:
+            cpu_before = time.process_time()
         started = time.perf_counter()
         await rt.call("noop", {"i": i, "run": run})
         out.append((time.perf_counter() - started) * 1000.0)
+    spent = (time.process_time() - cpu_before) * 1000.0 / n
     await rt.close()
-    return out[WARMUP:]
+    label = "store on the loop" if on_loop else "store in threads"
+    return InProcess(f"rt.call alone (in process, {label})", out[WARMUP:], spent)
 
 
 def p(values: list[float], q: float) -> float:
@@ -156,10 +173,11 @@ def p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def table(name: str, paths: list[Path_], in_process: list[float]) -> Table:
+def table(name: str, paths: list[Path_], in_process: list[InProcess]) -> Table:
     t = Table(
         title=f"tools/call over stdio, {name} (ms; added = p50 minus direct's p50; "
-        "CPU = milliseconds of CPU per call, the proxy's process / the upstream's)"
+        "CPU = milliseconds of CPU per call, the proxy's process (rt.call alone: the "
+        "benchmark's) / the upstream's)"
     )
     for col in ("path", "p50", "p99", "added p50", "proxy CPU", "upstream CPU"):
         t.add_column(col, justify="left" if col == "path" else "right")
@@ -180,17 +198,22 @@ def table(name: str, paths: list[Path_], in_process: list[float]) -> Table:
                 proxy_cpu,
                 f"{per_call[-1]:.2f}",
             )
-    t.add_row(
-        "rt.call alone (in process)", f"{p(in_process, 0.5):.2f}", f"{p(in_process, 0.99):.2f}"
-    )
+    for alone in in_process:
+        t.add_row(
+            alone.label,
+            f"{p(alone.ms, 0.5):.2f}",
+            f"{p(alone.ms, 0.99):.2f}",
+            "",
+            f"{alone.cpu:.2f}",
+        )
     return t
 
 
-def ratios(paths: list[Path_], in_process: list[float]) -> str:
+def ratios(paths: list[Path_], in_process: list[InProcess]) -> str:
     base = p(paths[0].ms["fresh"], 0.5)
     sdk, fast = (p(x.ms["fresh"], 0.5) - base for x in paths[1:])
     sdk_cpu, fast_cpu = (x.cpu["fresh"][0] for x in paths[1:])
-    target = p(in_process, 0.5) + 0.3
+    target = p(in_process[0].ms, 0.5) + 0.3
     return (
         f"fresh call, added latency: fast path {fast:+.2f} ms, SDK path {sdk:+.2f} ms "
         f"(fast / SDK = {fast / sdk:.2f}); proxy CPU fast / SDK = {fast_cpu / sdk_cpu:.2f}; "
@@ -200,7 +223,7 @@ def ratios(paths: list[Path_], in_process: list[float]) -> str:
 
 def run(console: Console, name: str, db: str, n: int) -> None:
     paths = anyio.run(measure, db, n)
-    alone = anyio.run(in_process_calls, f"{db}_rt", n)
+    alone = [anyio.run(in_process_calls, f"{db}_rt{k}", n, k == 1) for k in (0, 1)]
     console.print(table(name, paths, alone))
     console.print(ratios(paths, alone))
 

@@ -31,11 +31,11 @@ LARGE = "x" * 300_000 + "é"
 class RawAgent:
     """An agent writing and reading JSON-RPC lines to a proxy process, as they are."""
 
-    def __init__(self, tmp: Path, name: str, *extra: str) -> None:
+    def __init__(self, tmp: Path, name: str, *extra: str, upstream: Path = SERVER) -> None:
         self.db = f"sqlite:///{tmp / f'{name}.db'}"
         self.effects = tmp / f"{name}.effects"
         env = {**environ(self.effects), "PYTHONHASHSEED": "0"}  # the upstream's ticket ids
-        args = ["-m", "dar", "mcp-proxy", "--db", self.db, *extra, "--", PY, str(SERVER)]
+        args = ["-m", "dar", "mcp-proxy", "--db", self.db, *extra, "--", PY, str(upstream)]
         self.err = (tmp / f"{name}.err").open("w")
         self.proc = subprocess.Popen(
             [PY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, env=env
@@ -110,6 +110,51 @@ def test_fast_path_answers_the_bytes_the_sdk_path_answers(tmp_path: Path) -> Non
             assert {e.correlation_id for e in rt.events(tool="create_ticket")} >= {"conv-7"}
 
 
+#: An upstream server of a few lines of JSON-RPC (no SDK) whose one tool always answers a
+#: JSON-RPC error, as a server may for arguments it rejects.
+ERRING = """
+import json, sys
+for line in sys.stdin:
+    asked = json.loads(line)
+    if "id" not in asked:
+        continue
+    method, answer = asked["method"], {"jsonrpc": "2.0", "id": asked["id"]}
+    if method == "initialize":
+        answer["result"] = {
+            "protocolVersion": asked["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "erring", "version": "1"},
+        }
+    elif method == "tools/list":
+        tool = {"name": "erring", "inputSchema": {"type": "object"},
+                "annotations": {"destructiveHint": False}}
+        answer["result"] = {"tools": [tool]}
+    else:
+        answer["error"] = {"code": -32602, "message": "erring refuses", "data": {"at": "$.x"}}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
+    """A ``tools/call`` the upstream answers with a JSON-RPC error (not an ``isError``
+    result) fails the call, in the same bytes on both paths, and is logged as failed."""
+    upstream = tmp_path / "erring.py"
+    upstream.write_text(ERRING)
+    agents = [RawAgent(tmp_path, name, *extra, upstream=upstream)
+              for name, extra in (("fast", ()), ("sdk", ("--sdk-path",)))]  # fmt: skip
+    try:
+        said = [agent.call(1, "erring", {"x": 1}) for agent in agents]
+    finally:
+        for agent in agents:
+            agent.close()
+    assert said[0] == said[1]
+    answer = json.loads(said[0])["result"]
+    assert answer["isError"] is True and answer["_meta"]["dar/status"] == "failed"
+    assert "erring refuses" in answer["content"][0]["text"]
+    with Runtime(agents[0].db) as rt:
+        assert [e.status for e in rt.events(tool="erring")] == ["started", "failed"]
+
+
 def cancel_mid_call(agent: RawAgent) -> tuple[list[bytes], list[str]]:
     """Cancel a call while the upstream acts; then a ping and the same call again. What the
     agent read, and the log's statuses for that call."""
@@ -158,3 +203,38 @@ def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
     agent.close()
     with Runtime(agent.db) as rt:
         assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rfind(")") + 2] == "Z"
+
+
+def test_an_upstream_that_outlives_its_closed_stdin_is_killed_when_the_proxy_exits(
+    tmp_path: Path,
+) -> None:
+    """The fast path runs the upstream's process itself: when the agent hangs up, the
+    upstream's stdin is closed, and a process group still there after the grace period,
+    even one that ignores SIGTERM, is killed; no part of the upstream outlives the proxy."""
+    pids = tmp_path / "pids"
+    script = f'trap "" TERM; {PY} {SERVER}; sleep 60 & echo $$ $! > {pids}; wait'
+    args = ["-m", "dar", "mcp-proxy", "--db", f"sqlite:///{tmp_path / 'db'}", "--"]
+    proc = subprocess.Popen(
+        [PY, *args, "sh", "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environ(tmp_path / "effects"),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n")
+    proc.stdin.flush()
+    assert b'"protocolVersion"' in proc.stdout.readline()
+    proc.stdin.close()
+    assert proc.wait(timeout=LIMIT) == 0
+    shell, sleeper = (int(pid) for pid in pids.read_text().split())
+    assert gone(shell) and gone(sleeper)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from dar import AsyncRuntime, Deny, Effect, RuleContext, Status, rule, tool
+from dar.runtime.execute import STORE_ON_LOOP
 
 
 def run(coro: Any) -> Any:
@@ -35,6 +37,41 @@ def test_async_handlers_execute_once_under_gather(store_url: str) -> None:
     assert Counter(r.status for r in results) == {Status.EXECUTED: 1, Status.CACHED: 9}
     assert all(r.output == {"charged": 1} for r in results)
     assert log == {"started": 1, "executed": 1, "cached": 9}
+
+
+def store_threads() -> set[threading.Thread]:
+    """The async runtimes' worker threads alive now (the objects: an ident is reused)."""
+    return {t for t in threading.enumerate() if t.name.startswith("dar-store")}
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+def test_store_operations_run_on_the_loop_under_store_on_loop(
+    store_url: str, on_loop: bool
+) -> None:
+    """Under `STORE_ON_LOOP` (the MCP proxy's stdio loop, which serves one agent) the
+    store operations run on the loop itself, in no worker thread; concurrent duplicates
+    still run the handler once and wait for its outcome."""
+    runs: Counter[int] = Counter()
+
+    @tool(effect=Effect.MUTATE_EXTERNAL)
+    async def charge(n: int) -> dict[str, int]:
+        runs[n] += 1
+        await asyncio.sleep(0.05)
+        return {"charged": n}
+
+    async def main() -> tuple[list[Any], set[threading.Thread]]:
+        if on_loop:
+            STORE_ON_LOOP.set(True)
+        before = store_threads()
+        async with AsyncRuntime(store_url) as rt:
+            results = await asyncio.gather(*(rt.execute(charge, {"n": 1}) for _ in range(5)))
+            started = store_threads() - before
+        return results, started
+
+    results, started = run(main())
+    assert runs == {1: 1}
+    assert Counter(r.status for r in results) == {Status.EXECUTED: 1, Status.CACHED: 4}
+    assert (not started) if on_loop else started
 
 
 def test_async_rules_read_the_log(store_url: str) -> None:

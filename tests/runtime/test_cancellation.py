@@ -18,6 +18,7 @@ from dar import (
     Status,
     tool,
 )
+from dar.runtime.execute import STORE_ON_LOOP
 from tests.support.typed_tools import (
     runs,
 )
@@ -27,8 +28,9 @@ from tests.support.typed_tools import (
     ("effect", "after"),
     [(Effect.MUTATE_LOCAL, Status.EXECUTED), (Effect.MUTATE_EXTERNAL, Status.INDETERMINATE)],
 )
+@pytest.mark.parametrize("on_loop", [False, True], ids=["store in threads", "store on loop"])
 def test_asyncio_cancellation_is_logged_at_once(
-    store_url: str, effect: Effect, after: Status
+    store_url: str, effect: Effect, after: Status, on_loop: bool
 ) -> None:
     started = asyncio.Event()
 
@@ -40,6 +42,7 @@ def test_asyncio_cancellation_is_logged_at_once(
         return n
 
     async def scenario() -> None:
+        STORE_ON_LOOP.set(on_loop)
         async with dar.AsyncRuntime(store_url, tools=[slow], wait=0.2) as art:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(art.call("slow", {"n": 1}, correlation_id="c"), 0.2)

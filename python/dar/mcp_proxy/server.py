@@ -12,6 +12,7 @@ annotations dar enforces; prompts and resources pass through untouched.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -59,6 +60,7 @@ from dar.mcp_proxy.wire import pipes_usable
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
 from dar.runtime.aio import AsyncRuntime
+from dar.runtime.execute import STORE_ON_LOOP
 from dar.store import Store
 from dar.tools import Tool, check_tool_name, default_window
 
@@ -86,13 +88,16 @@ class State:
 
 
 @dataclass
-class _Failure:
-    """The upstream's own ``isError`` result of the call in progress, to pass it on."""
+class _Answered:
+    """What the upstream answered the call in progress: its own ``isError`` result, to pass
+    it on; or the output it returned, already checked against the tool's ``outputSchema``
+    (by `ClientSession.validate_tool_result`), so the reply need not check it again."""
 
-    result: CallToolResult | None = None
+    failure: CallToolResult | None = None
+    checked: dict[str, Any] | None = None
 
 
-_failure: ContextVar[_Failure | None] = ContextVar("dar_proxy_failure", default=None)
+_answered: ContextVar[_Answered | None] = ContextVar("dar_proxy_answered", default=None)
 
 
 def usable(listing: list[MCPTool]) -> list[MCPTool]:
@@ -215,13 +220,16 @@ class Proxy:
         return tool
 
     async def _call_upstream(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        box = _answered.get()
         try:
-            return await self.upstream.call(name, arguments, forwarded_meta(current_call()))
+            output = await self.upstream.call(name, arguments, forwarded_meta(current_call()))
         except UpstreamToolError as exc:
-            box = _failure.get()
             if box is not None:
-                box.result = exc.result
+                box.failure = exc.result
             raise
+        if box is not None:
+            box.checked = output
+        return output
 
     async def state(self) -> State:
         """What to enforce for this request: reloads an edited policy (keeping the old one
@@ -283,15 +291,16 @@ class Proxy:
         """The answer to one ``tools/call``, whichever path the request came by."""
         state = await self.state()
         cid = self.correlation_id(meta, session)
-        box = _Failure()
-        token = _failure.set(box)
+        box = _Answered()
+        token = _answered.set(box)
         try:
             result = await state.rt.call(name, arguments, correlation_id=cid)
         except UpstreamLost as lost:
             return await self._lost(state, name, cid, str(lost))
         finally:
-            _failure.reset(token)
-        return reply(result, box.result, state.output_schema(name))
+            _answered.reset(token)
+        checked = box.checked is not None and result.output is box.checked
+        return reply(result, box.failure, state.output_schema(name), checked=checked)
 
     async def _lost(self, state: State, name: str, cid: str, why: str) -> CallToolResult:
         """The upstream died mid-call: the log holds the call as cancelled, and an external
@@ -378,6 +387,8 @@ def reply(
     result: Result,
     upstream_error: CallToolResult | None,
     output_schema: dict[str, Any] | None = None,
+    *,
+    checked: bool = False,
 ) -> CallToolResult:
     """The agent's answer: the upstream's own result when the tool ran (now or earlier),
     its own error when it failed, else what dar says about the call.
@@ -385,10 +396,11 @@ def reply(
     A tool listed with an ``outputSchema`` answers structured content that fits it (the
     official client rejects anything else), also when the answer comes from a record an
     operator wrote (``dar resolve KEY --executed --output JSON``); a record that cannot be
-    made to fit is answered as an error saying why, never as an invalid result."""
+    made to fit is answered as an error saying why, never as an invalid result
+    (``checked``: the output is one the upstream just returned and the SDK checked)."""
     meta: dict[str, Any] = {"dar/status": str(result.status), "dar/key": result.key}
     if result.ok and output_schema is not None:
-        return typed_reply(result, output_schema, meta)
+        return typed_reply(result, output_schema, meta, checked=checked)
     if result.ok and isinstance(result.output, dict):
         try:
             rebuilt = CallToolResult.model_validate(result.output)
@@ -402,12 +414,15 @@ def reply(
     return _text(said.text, meta, is_error=said.is_error)
 
 
-def typed_reply(result: Result, schema: dict[str, Any], meta: dict[str, Any]) -> CallToolResult:
+def typed_reply(
+    result: Result, schema: dict[str, Any], meta: dict[str, Any], *, checked: bool = False
+) -> CallToolResult:
     """The recorded output as a result whose structured content fits ``schema``, else an
     ``isError`` result saying what does not fit."""
     rebuilt, why = structured(result.output)
     if rebuilt is not None:
-        unfit = None if rebuilt.is_error else misfit(rebuilt.structured_content, schema)
+        fits = checked or rebuilt.is_error
+        unfit = None if fits else misfit(rebuilt.structured_content, schema)
         if unfit is None:
             return rebuilt.model_copy(update={"meta": {**(rebuilt.meta or {}), **meta}})
         why = unfit
@@ -536,13 +551,17 @@ class Options:
 
 
 def upstream_of(options: Options) -> Upstream:
-    from dar.mcp_proxy.upstream import http_upstream, stdio_upstream
+    from dar.mcp_proxy.upstream import http_upstream, stdio_pipes, stdio_upstream
 
     if options.upstream_url is not None:
         return Upstream(http_upstream(options.upstream_url))
     if not options.command:
         raise ConfigurationError("name the upstream server: -- CMD [ARGS...] or --upstream-url")
-    return Upstream(stdio_upstream(options.command), raw_calls=options.fast)
+    # The proxy's own pipes stop the server's process group the POSIX way; elsewhere the
+    # SDK's transport (and its Windows job objects) runs the server.
+    own_pipes = options.fast and os.name == "posix"
+    raw = stdio_pipes(options.command) if own_pipes else None
+    return Upstream(stdio_upstream(options.command), raw=raw)
 
 
 async def serve_proxy(options: Options) -> None:
@@ -576,13 +595,19 @@ async def _serve_stdio(server: Server[Any]) -> None:
 
 
 async def _serve_stdio_fast(proxy: Proxy, server: Server[Any]) -> None:
+    """Serve the one agent on stdio; the loop is the agent's alone, so the runtime's store
+    operations run on it (`STORE_ON_LOOP`), without a thread hop each."""
     from dar.mcp_proxy.wire import Wire, claimed_stdio
 
     async def serve_sdk(read: Any, write: Any) -> None:
         await server.run(read, write, server.create_initialization_options())
 
-    async with claimed_stdio() as (reader, writer):
-        await Wire(reader, writer).serve(proxy.answer, serve_sdk)
+    token = STORE_ON_LOOP.set(True)
+    try:
+        async with claimed_stdio() as (reader, writer):
+            await Wire(reader, writer).serve(proxy.answer, serve_sdk)
+    finally:
+        STORE_ON_LOOP.reset(token)
 
 
 async def _serve_http(server: Server[Any], host: str, port: int) -> None:

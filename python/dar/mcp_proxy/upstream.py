@@ -8,6 +8,7 @@ instead of releasing it for a silent retry.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -20,19 +21,17 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
+    INTERNAL_ERROR,
     REQUEST_TIMEOUT,
     CallToolResult,
     ErrorData,
     Implementation,
-    JSONRPCError,
-    JSONRPCNotification,
-    JSONRPCRequest,
-    JSONRPCResponse,
     RequestParamsMeta,
 )
 from mcp_types import Tool as MCPTool
 
 from dar.errors import DarError
+from dar.mcp_proxy.pipes import Intercept, Piped, SendLine, piped
 from dar.terminal import safe
 
 #: Errors that leave the outcome of a call unknown (the upstream may have acted).
@@ -45,6 +44,8 @@ CLOSED = ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
 
 Streams = tuple[Any, Any]
 Connect = Callable[[], AbstractAsyncContextManager[Streams]]
+#: Opens the upstream's pipes, handing each line it writes to the intercept first.
+RawConnect = Callable[[Intercept], AbstractAsyncContextManager[Piped]]
 
 
 class UpstreamLost(BaseException):
@@ -79,6 +80,11 @@ def stdio_upstream(command: list[str]) -> Connect:
     # The whole environment: a client's MCP config sets the upstream's tokens on the proxy.
     params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     return lambda: stdio_client(params, errlog=sys.stderr)
+
+
+def stdio_pipes(command: list[str]) -> RawConnect:
+    """The upstream on stdio, its pipes the proxy's own (`dar.mcp_proxy.pipes`)."""
+    return lambda intercept: piped(command, dict(os.environ), intercept)
 
 
 def http_upstream(url: str) -> Connect:
@@ -126,15 +132,16 @@ class _Waiter:
 class Upstream:
     """The upstream server: started on demand, restarted after it dies.
 
-    With ``raw_calls``, a ``tools/call`` is written to the connection as a JSON-RPC request
-    of the proxy's own (ids ``dar-N``, which the SDK's session never uses) and its answer
-    taken off the connection before the session sees it: the SDK's request machinery is
-    skipped, its checks of the result (`ClientSession.validate_tool_result`) are not."""
+    With ``raw`` (the upstream's pipes, `stdio_pipes`), a ``tools/call`` is written to
+    them as a JSON-RPC request of the proxy's own (ids ``dar-N``, which the SDK's session
+    never uses) and its answer taken off them before the session sees it, as plain JSON:
+    the SDK's request machinery and transport are skipped, its checks of the result
+    (`ClientSession.validate_tool_result`) are not."""
 
-    def __init__(self, connect: Connect, *, raw_calls: bool = False) -> None:
+    def __init__(self, connect: Connect, *, raw: RawConnect | None = None) -> None:
         self._connect = connect
-        self.raw_calls = raw_calls
-        self._write: Any = None
+        self._raw = raw
+        self._send_line: SendLine | None = None
         self._pending: dict[str, _Waiter] = {}
         self._sent = 0
         self._session: ClientSession | None = None
@@ -177,8 +184,7 @@ class Upstream:
     async def _open(self) -> AsyncIterator[ClientSession]:
         """A session whose read side is watched: when the upstream's output ends (it
         exited), the session is marked dead at once, not at the next call."""
-        async with self._connect() as (read, write):
-            self._write = write
+        async with self._streams() as (read, write):
             send, watched = anyio.create_memory_object_stream[SessionMessage | Exception](0)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, read, send)
@@ -189,21 +195,42 @@ class Upstream:
                     yield session
                 tg.cancel_scope.cancel()
 
+    @asynccontextmanager
+    async def _streams(self) -> AsyncIterator[Streams]:
+        """The session's streams: the SDK's transport, or the proxy's own pipes."""
+        if self._raw is None:
+            async with self._connect() as streams:
+                yield streams
+            return
+        async with self._raw(self._answers_raw_call) as (read, write, send_line):
+            self._send_line = send_line
+            try:
+                yield read, write
+            finally:
+                self._send_line = None
+
     async def _watch(self, read: Any, send: Any) -> None:
         async with send:
             async for message in read:
-                if not self._answers_raw_call(message):
-                    await send.send(message)
+                await send.send(message)
         self._lose()
 
-    def _answers_raw_call(self, message: SessionMessage | Exception) -> bool:
-        inner = getattr(message, "message", None)
-        if not isinstance(inner, (JSONRPCResponse, JSONRPCError)) or not isinstance(inner.id, str):
+    def _answers_raw_call(self, line: bytes) -> bool:
+        """Settle the raw call ``line`` answers, if it answers one."""
+        if not self._pending:
             return False
-        waiter = self._pending.get(inner.id)
-        if waiter is None:
+        try:
+            message = json.loads(line)
+        except ValueError:
             return False
-        waiter.settle(inner.result if isinstance(inner, JSONRPCResponse) else inner.error)
+        rid = message.get("id") if isinstance(message, dict) else None
+        waiter = self._pending.get(rid) if isinstance(rid, str) else None
+        if waiter is None or ("result" in message) == ("error" in message):
+            return False
+        if "result" in message:
+            waiter.settle(message["result"])
+        else:
+            waiter.settle(_error_data(message["error"]))
         return True
 
     def _lose(self) -> None:
@@ -230,6 +257,8 @@ class Upstream:
 
     async def session(self) -> ClientSession:
         """The live session, waiting for a restart to finish if one is under way."""
+        if self._session is not None:  # the usual case: no cancel scope to set up per call
+            return self._session
         with anyio.fail_after(START_TIMEOUT):
             await self._ready.wait()
         assert self._session is not None
@@ -245,7 +274,7 @@ class Upstream:
         try:
             # The MCP types declare no keys of dar's; ``_meta`` is an open map.
             sent = cast("RequestParamsMeta | None", meta)
-            if self.raw_calls:
+            if self._raw is not None:
                 result = await self._raw_call(session, name, arguments, meta)
             else:
                 result = await session.call_tool(name, arguments, meta=sent)
@@ -270,22 +299,24 @@ class Upstream:
         arguments: dict[str, Any],
         meta: dict[str, Any] | None,
     ) -> CallToolResult:
-        """``tools/call`` as one JSON-RPC request on the connection; cancelled, it tells the
+        """``tools/call`` as one JSON-RPC request line on the pipes; cancelled, it tells the
         upstream (``notifications/cancelled``), as the SDK's session does."""
+        send_line = self._send_line
+        if send_line is None:
+            raise anyio.ClosedResourceError  # the pipes closed since the session was taken
         self._sent += 1
         rid = f"dar-{self._sent}"
         params: dict[str, Any] = {"name": name, "arguments": arguments}
         if meta is not None:
             params["_meta"] = meta
+        request = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
         waiter = self._pending[rid] = _Waiter()
-        write = self._write
         try:
-            request = JSONRPCRequest(jsonrpc="2.0", id=rid, method="tools/call", params=params)
-            await write.send(SessionMessage(request))
+            await send_line(_line(request))
             try:
                 await waiter.done.wait()
             except anyio.get_cancelled_exc_class():
-                await _cancel(write, rid)
+                await _cancel(send_line, rid)
                 raise
         finally:
             self._pending.pop(rid, None)
@@ -297,16 +328,29 @@ class Upstream:
         return result
 
 
-async def _cancel(write: Any, rid: str) -> None:
+async def _cancel(send_line: SendLine, rid: str) -> None:
     """Tell the upstream a call was given up (shielded, bounded: the caller is cancelled)."""
-    said = JSONRPCNotification(
-        jsonrpc="2.0",
-        method="notifications/cancelled",
-        params={"requestId": rid, "reason": "caller cancelled"},
-    )
-    closed = (anyio.ClosedResourceError, anyio.BrokenResourceError)
-    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), suppress(*closed):
-        await write.send(SessionMessage(said))
+    said = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": rid, "reason": "caller cancelled"},
+    }
+    with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), suppress(OSError):
+        await send_line(_line(said))
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    """A JSON-RPC message as one line of JSON (its values came from JSON: they all dump)."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_data(error: Any) -> ErrorData:
+    """A JSON-RPC error object as the SDK reads it; a malformed one is an internal error."""
+    try:
+        return ErrorData.model_validate(error)
+    except ValueError:
+        said = f"the upstream answered an invalid error: {error!r}"
+        return ErrorData(code=INTERNAL_ERROR, message=said)
 
 
 def _page(cursor: str | None) -> Any:

@@ -99,6 +99,16 @@ DRY_RUN_ROWS = frozenset({"planned", "rejected", "stale", "speculated"})
 #: inside a search, from any entry point (``propose`` calling ``rt.call`` included).
 SANDBOX: contextvars.ContextVar[bool] = contextvars.ContextVar("dar_sandbox", default=False)
 
+#: True while the event loop serves one caller who waits for each answer anyway (`dar
+#: mcp-proxy` on stdio): an async runtime's store operations then run on the loop itself.
+#: A worker-thread hop costs 60-120 µs of CPU and as much latency (two thread wake-ups),
+#: and a fresh call makes two; on such a loop, blocking it only makes that caller's
+#: parallel calls take turns at the store. Nothing can interrupt an operation run this way,
+#: so a write is never dropped by a cancellation either.
+STORE_ON_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "dar_store_on_loop", default=False
+)
+
 
 def mode_of(rt: Any) -> str | None:
     """The gate the runtime's operations pass now: its mode, or a dry run's in a search."""
@@ -302,7 +312,9 @@ class AsyncExecutor:
         """Run ``fn(store)`` in a worker thread. A write is shielded: when the caller is
         cancelled meanwhile (an asyncio timeout around ``execute``), a write still waiting
         for a free thread is not dropped, and an outcome is recorded whatever happens to
-        the coroutine."""
+        the coroutine. Under `STORE_ON_LOOP`, ``fn`` runs here, on the loop."""
+        if STORE_ON_LOOP.get():
+            return fn(self.rt.store)
         done = asyncio.get_running_loop().run_in_executor(self._threads, fn, self.rt.store)
         return await (asyncio.shield(done) if write else done)
 
