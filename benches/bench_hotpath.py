@@ -100,9 +100,10 @@ def pg_floor(url: str) -> dict[str, float]:
     return {"insert": insert, "select1": select1}
 
 
-def pg_statements(url: str) -> float:
-    """A fresh call's two statements (claim-or-look-up, outcome), as `dar` sends them,
-    replayed on a bare connection with nothing around them: what the database alone costs."""
+def pg_statements(url: str) -> dict[str, float]:
+    """A fresh call's two statements (claim-or-look-up, outcome) and a hit's one (the
+    look-up), as `dar` sends them, replayed on a bare connection with nothing around them:
+    what the database alone costs."""
     import dataclasses
 
     import psycopg
@@ -142,7 +143,11 @@ def pg_statements(url: str) -> float:
             for query in queries[i]:
                 conn.execute(query.sql, query.params).fetchone()
 
-        return median_us(both, N_FRESH)
+        fresh = median_us(both, N_FRESH)
+        # A hit's one statement, the claim's look-up, on a key both statements just wrote.
+        lookup = queries[0][0].params["key"]
+        hit = median_us(lambda i: conn.execute(st.select_claim, {"key": lookup}).fetchone(), N_HIT)
+    return {"statements": fresh, "lookup": hit}
 
 
 def dar_figures_once(url: str) -> None:
@@ -252,7 +257,8 @@ def child(pg_url: str, dbos_url: str, c4a_url: str) -> dict[str, float]:
     for name, value in dar_figures(f"{pg_url}?schema={schema}").items():
         figures[f"pg {name}"] = value
     figures.update({f"pg {k}": v for k, v in pg_floor(pg_url).items()})
-    figures["pg statements"] = pg_statements(f"{pg_url}?schema={schema}")
+    for name, value in pg_statements(f"{pg_url}?schema={schema}").items():
+        figures[f"pg {name}"] = value
     sqlite = dar_figures(f"sqlite:///{tmp / 'dar.db'}?synchronous=FULL")
     figures["sqlite fresh"] = sqlite["fresh"]
     figures["sqlite insert"] = sqlite_floor(tmp / "floor.db")
@@ -274,6 +280,7 @@ def ratios(f: dict[str, float]) -> dict[str, float]:
         "pg fresh vs DBOS (×)": f["dbos fresh"] / f["pg fresh"],
         "pg hit vs call4agents (×)": f["c4a hit"] / f["pg hit"],
         "pg hit ÷ SELECT 1": f["pg hit"] / f["pg select1"],
+        "  its look-up alone ÷ SELECT 1": f["pg lookup"] / f["pg select1"],
         "client CPU per fresh call (µs)": f["pg cpu"],
         "sqlite fresh ÷ INSERT": f["sqlite fresh"] / f["sqlite insert"],
         **{f"calls/s, {w} workers": f[f"tp {w}"] for w in WORKERS},
