@@ -1,6 +1,7 @@
 """The proxy's fast path for ``tools/call`` on stdio answers what the SDK's path answers, byte
 for byte: the same JSON-RPC lines are written to two proxies, one with ``--sdk-path``, and
-each reads the raw lines back (no client library in between to smooth a difference over)."""
+each reads the raw lines back (no client library in between to smooth a difference over);
+and the answers it builds without the SDK's models are the bytes those models give."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
 from dar import Runtime
+from dar.effects import Status
+from dar.mcp_proxy.server import plain_reply, reply
+from dar.mcp_proxy.wire import response_line
+from dar.records import Result
 from tests.mcp_proxy.test_proxy import LIMIT, PY, SERVER, effects, environ
 
 INIT = {
@@ -238,3 +247,75 @@ def test_an_upstream_that_outlives_its_closed_stdin_is_killed_when_the_proxy_exi
     assert proc.wait(timeout=LIMIT) == 0
     shell, sleeper = (int(pid) for pid in pids.read_text().split())
     assert gone(shell) and gone(sleeper)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+TEXT = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=8)})
+#: Content blocks: mostly plain text, and the shapes that must go the models' way.
+BLOCK = TEXT | st.one_of(
+    st.builds(lambda b: {**b, "annotations": {"priority": 0.5}}, TEXT),
+    st.builds(lambda b: {**b, "_meta": {"x": 1}}, TEXT),
+    st.just({"type": "image", "data": "AAAA", "mimeType": "image/png"}),
+    st.just({"text": "no type"}),
+)
+OBJECT = st.dictionaries(st.text(max_size=4), JSON, max_size=4)
+#: A record as `recorded` writes the usual result: text, maybe structured content.
+USUAL = st.fixed_dictionaries(
+    {"content": st.lists(TEXT, max_size=3)}, optional={"structuredContent": OBJECT}
+)
+#: Any other record: other blocks and members, a record an operator wrote.
+UNUSUAL = st.fixed_dictionaries(
+    {"content": st.lists(BLOCK, max_size=3)},
+    optional={
+        "structuredContent": st.none() | OBJECT | JSON,
+        "_meta": st.just({"upstream": 1}),
+        "isError": st.booleans(),
+    },
+)
+SCHEMAS = st.sampled_from(
+    [None, {"type": "object"}, {"type": "object", "required": ["a"]}, {"type": "array"}]
+)
+
+
+@given(
+    output=USUAL | UNUSUAL | JSON,
+    status=st.sampled_from([Status.EXECUTED, Status.CACHED, Status.FAILED]),
+    key=st.none() | st.text(max_size=4),
+    schema=SCHEMAS,
+    checked=st.booleans(),
+)
+def test_an_answer_built_without_the_models_is_the_bytes_the_models_give(
+    output: Any, status: Status, key: str | None, schema: dict[str, Any] | None, checked: bool
+) -> None:
+    result = Result(status=status, output=output, key=key)
+    plain = plain_reply(result, schema, checked=checked)
+    if plain is None:
+        return  # answered through the models
+    for version in HANDSHAKE_PROTOCOL_VERSIONS:
+        modeled = reply(result, None, schema, checked=checked)
+        assert response_line("r", plain, version) == response_line("r", modeled, version)
+
+
+def test_the_usual_answers_are_built_without_the_models() -> None:
+    """Text content, with structured content that fits the tool's ``outputSchema`` (just
+    checked, or from the record): the answer every executed and cached call of a well
+    behaved upstream gets."""
+    text = [{"type": "text", "text": "done"}]
+    schema = {"type": "object", "required": ["a"]}
+    for output, on_schema, checked in [
+        ({"content": text}, None, False),
+        ({"content": text, "structuredContent": {"a": 1}}, None, False),
+        ({"content": text, "structuredContent": {"a": 1}}, schema, True),
+        ({"content": text, "structuredContent": {"a": 1}}, schema, False),
+    ]:
+        for status in (Status.EXECUTED, Status.CACHED):
+            result = Result(status=status, output=output, key="k")
+            assert plain_reply(result, on_schema, checked=checked) is not None
+    unfit = Result(status=Status.CACHED, output={"content": text, "structuredContent": {}}, key="k")
+    assert plain_reply(unfit, schema, checked=False) is None  # an error says why it does not fit

@@ -241,9 +241,10 @@ class Wire:
     async def _call(
         self, answer: Answer, rid: Any, name: str, arguments: dict[str, Any], meta: Any
     ) -> None:
-        key = request_id_key(rid)
+        key, version = request_id_key(rid), self._version
+        assert version is not None  # the fast path begins after the handshake
         try:
-            line = self._response(rid, await answer(name, arguments, meta))
+            line = response_line(rid, await answer(name, arguments, meta), version)
         except asyncio.CancelledError:
             return  # the agent cancelled it, or the proxy is stopping: no answer
         except Exception as exc:
@@ -252,21 +253,6 @@ class Wire:
             if self._in_flight.get(key) is asyncio.current_task():
                 del self._in_flight[key]
         await self._send(line)
-
-    def _response(self, rid: Any, result: CallToolResult | dict[str, Any]) -> bytes:
-        """The answer's line as the SDK writes it for the protocol version in use."""
-        if isinstance(result, CallToolResult):
-            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            assert self._version is not None
-            try:
-                result = serialize_server_result("tools/call", self._version, dumped)
-            except ValidationError:
-                said = "Handler returned an invalid result"
-                invalid = ErrorData(code=INTERNAL_ERROR, message=said)
-                return _line(JSONRPCError(jsonrpc="2.0", id=rid, error=invalid))
-        # What JSONRPCResponse.model_dump_json writes: pydantic's serializer, its defaults.
-        answer = {"jsonrpc": "2.0", "id": rid, "result": result}
-        return to_json(answer, inf_nan_mode="null") + b"\n"
 
     async def _write_sdk(self, from_sdk: Any) -> None:
         async with from_sdk:
@@ -287,6 +273,21 @@ class Wire:
         self._writer.write(line)
         with suppress(ConnectionError):
             await self._writer.drain()
+
+
+def response_line(rid: Any, result: CallToolResult | dict[str, Any], version: str) -> bytes:
+    """The line the SDK writes to answer request ``rid`` with ``result`` on protocol
+    ``version``: a model is shaped by that version's serializer; a JSON object is already."""
+    if isinstance(result, CallToolResult):
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            result = serialize_server_result("tools/call", version, dumped)
+        except ValidationError:
+            invalid = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
+            return _line(JSONRPCError(jsonrpc="2.0", id=rid, error=invalid))
+    # What JSONRPCResponse.model_dump_json writes: pydantic's serializer, with its defaults.
+    answer = {"jsonrpc": "2.0", "id": rid, "result": result}
+    return to_json(answer, inf_nan_mode="null") + b"\n"
 
 
 def _line(message: BaseModel) -> bytes:
