@@ -14,11 +14,13 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp_types import CallToolResult
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from dar import Runtime
 from dar.effects import Status
 from dar.mcp_proxy.server import plain_reply, reply
+from dar.mcp_proxy.upstream import plain_line, plain_record, recorded
 from dar.mcp_proxy.wire import response_line
 from dar.records import Result
 from tests.mcp_proxy.test_proxy import LIMIT, PY, SERVER, effects, environ
@@ -162,6 +164,66 @@ def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
     assert "erring refuses" in answer["content"][0]["text"]
     with Runtime(agents[0].db) as rt:
         assert [e.status for e in rt.events(tool="erring")] == ["started", "failed"]
+
+
+#: An upstream server of a few lines of JSON-RPC (no SDK) whose tools answer results of every
+#: shape: the usual ones, and those the SDK's models must read (or its session refuse).
+SHAPED = """
+import json, sys
+schema = {"type": "object", "required": ["a"]}
+text = lambda t, **more: {"type": "text", "text": t, **more}
+results = {
+    "fits": {"content": [text('{"a": 1}')], "structuredContent": {"a": 1}, "isError": False},
+    "misfit": {"content": [text('{"b": 2}')], "structuredContent": {"b": 2}},
+    "unstructured": {"content": [text('{"a": 3}')]},
+    "blocks": {"content": [text("t", annotations={"priority": 1}),
+                           {"type": "image", "data": "AAAA", "mimeType": "image/png"}]},
+    "meta": {"content": [text("m")], "_meta": {"upstream/said": 1}},
+    "error": {"content": [text("it broke")], "isError": True},
+    "nonfinite": {"content": [text("n")], "structuredContent": {"a": float("nan"), "b": 1e999}},
+}
+for line in sys.stdin:
+    asked = json.loads(line)
+    if "id" not in asked:
+        continue
+    method, answer = asked["method"], {"jsonrpc": "2.0", "id": asked["id"]}
+    if method == "initialize":
+        answer["result"] = {
+            "protocolVersion": asked["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "shaped", "version": "1"},
+        }
+    elif method == "tools/list":
+        tools = [{"name": name, "inputSchema": {"type": "object"},
+                  "annotations": {"destructiveHint": False}} for name in results]
+        for tool in tools[:3]:
+            tool["outputSchema"] = schema
+        answer["result"] = {"tools": tools}
+    else:
+        answer["result"] = results[asked["params"]["name"]]
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_results_of_every_shape_are_answered_alike(tmp_path: Path) -> None:
+    """The upstream's usual results, and those the SDK's models read or its session refuses
+    (structured content that does not fit the ``outputSchema``, or is missing; other blocks,
+    annotations, a ``_meta``; an error; NaN and Infinity, which JSON has not), executed and
+    then from the record: the same bytes on both paths."""
+    upstream = tmp_path / "shaped.py"
+    upstream.write_text(SHAPED)
+    agents = [RawAgent(tmp_path, name, *extra, upstream=upstream)
+              for name, extra in (("fast", ()), ("sdk", ("--sdk-path",)))]  # fmt: skip
+    tools = ["fits", "misfit", "unstructured", "blocks", "meta", "error", "nonfinite"]
+    try:
+        said = [[agent.call(i, tool, {}) for i, tool in enumerate(tools * 2)] for agent in agents]
+    finally:
+        for agent in agents:
+            agent.close()
+    assert said[0] == said[1]
+    statuses = [json.loads(line)["result"]["_meta"]["dar/status"] for line in said[0]]
+    first = ["executed", "failed", "failed", "executed", "executed", "failed", "executed"]
+    assert statuses == [*first, *(s.replace("executed", "cached") for s in first)]
 
 
 def cancel_mid_call(agent: RawAgent) -> tuple[list[bytes], list[str]]:
@@ -319,3 +381,11 @@ def test_the_usual_answers_are_built_without_the_models() -> None:
             assert plain_reply(result, on_schema, checked=checked) is not None
     unfit = Result(status=Status.CACHED, output={"content": text, "structuredContent": {}}, key="k")
     assert plain_reply(unfit, schema, checked=False) is None  # an error says why it does not fit
+
+
+@given(result=USUAL | UNUSUAL | JSON)
+def test_a_result_read_without_the_models_is_recorded_as_the_models_record_it(result: Any) -> None:
+    plain = plain_record(result, lambda structured: True)
+    if plain is not None and plain_line(json.dumps(result).encode()):
+        modeled = recorded(CallToolResult.model_validate(result, by_name=False))
+        assert json.dumps(plain) == json.dumps(modeled)  # members in the same order too

@@ -37,15 +37,18 @@ class SchemaSignature(Signature):
     check: Check | None  # None: the schema is unusable, nothing is checked
 
     def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
+        # The stand-in handler takes any keyword arguments: they are the object itself,
+        # with no model to validate it into.
+        arguments: dict[str, Any] = json.loads(canonical)
         if self.check is not None:
             try:
-                problems = self.check(json.loads(canonical))
+                problems = self.check(arguments)
             except Unresolvable as exc:
                 unchecked(self.tool, f"its inputSchema has a $ref that does not resolve ({exc})")
                 problems = []
             if problems:
                 raise ArgumentError(problems)
-        return super().validate(canonical, coerce=coerce)
+        return arguments
 
     def schema(self) -> dict[str, Any]:
         return dict(self.input_schema)

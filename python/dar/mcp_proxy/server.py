@@ -55,7 +55,14 @@ from dar.mcp_proxy.policy import (
     lookup,
     signature,
 )
-from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
+from dar.mcp_proxy.upstream import (
+    Upstream,
+    UpstreamLost,
+    UpstreamToolError,
+    log,
+    plain_text,
+    running,
+)
 from dar.mcp_proxy.wire import pipes_usable
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
@@ -482,16 +489,6 @@ def plain_reply(
 
 #: The members of a record `plain_reply` answers (as `recorded` writes them).
 PLAIN_MEMBERS = frozenset({"content", "structuredContent"})
-
-
-def plain_text(block: Any) -> bool:
-    """Whether a content block is text and nothing else (no annotations, no ``_meta``)."""
-    return (
-        type(block) is dict
-        and len(block) == 2
-        and block.get("type") == "text"
-        and type(block.get("text")) is str
-    )
 
 
 def typed_reply(
