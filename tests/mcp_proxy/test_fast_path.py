@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -274,6 +275,26 @@ def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
     agent.close()
     with Runtime(agent.db) as rt:
         assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
+
+
+def test_a_call_in_flight_when_the_proxy_is_stopped_is_recorded_as_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while the upstream acts: the proxy cancels the call, which records it (an
+    external effect's key is then for an operator to resolve), answers nothing, and exits."""
+    agent = RawAgent(tmp_path, "fast")
+    params = {"name": "charge", "arguments": {"amount": 6, "wait": 1}}
+    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    deadline = time.monotonic() + LIMIT
+    while "charge 6" not in effects(agent.effects):
+        assert time.monotonic() < deadline, "the upstream never acted"
+        time.sleep(0.02)
+    agent.proc.send_signal(signal.SIGINT)
+    assert agent.proc.wait(timeout=LIMIT) != 0
+    assert agent.proc.stdout is not None and agent.proc.stdout.read() == b""
+    agent.err.close()
+    with Runtime(agent.db) as rt:
+        assert [e.status for e in rt.events(tool="charge")] == ["started", "cancelled"]
 
 
 def gone(pid: int) -> bool:

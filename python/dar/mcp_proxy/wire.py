@@ -160,8 +160,14 @@ class Wire:
             try:
                 async with to_sdk:
                     await self._read(to_sdk, answer)
+                await self._calls_done()
             finally:
-                await self._calls_ended()
+                # Stopped (Ctrl-C, a failure): the calls in flight are cancelled, as a task
+                # group's would be, and each records its cancellation before the proxy exits.
+                for task in self._calls:
+                    task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self._calls_done()
         if self._failure is not None:
             raise self._failure
 
@@ -198,19 +204,9 @@ class Wire:
             self._failure = failure
             self._stop()
 
-    async def _calls_ended(self) -> None:
-        """Wait for the calls in flight; when the proxy is stopped meanwhile, cancel them
-        and wait for each to record its cancellation."""
-        try:
-            if self._calls:
-                await asyncio.wait(set(self._calls))
-        except BaseException:
-            for task in self._calls:
-                task.cancel()
-            with anyio.CancelScope(shield=True):
-                if self._calls:
-                    await asyncio.wait(set(self._calls))
-            raise
+    async def _calls_done(self) -> None:
+        if self._calls:
+            await asyncio.wait(set(self._calls))
 
     def _parsed(self, line: bytes, message: Any) -> SessionMessage | Exception:
         """The line as the SDK's transport hands it on (an exception when it is none)."""
