@@ -141,8 +141,9 @@ class Upstream:
     With ``raw`` (the upstream's pipes, `stdio_pipes`), a ``tools/call`` is written to
     them as a JSON-RPC request of the proxy's own (ids ``dar-N``, which the SDK's session
     never uses) and its answer taken off them before the session sees it, as plain JSON:
-    the SDK's request machinery and transport are skipped, its checks of the result
-    (`ClientSession.validate_tool_result`) are not."""
+    the SDK's request machinery and transport are skipped, its checks of the result are
+    not (`plain_record` makes them on the usual result, `ClientSession.validate_tool_result`
+    on any other)."""
 
     def __init__(self, connect: Connect, *, raw: RawConnect | None = None) -> None:
         self._connect = connect

@@ -4,8 +4,9 @@ The MCP SDK's stdio server reads each line in a worker thread and writes and flu
 answer in two more, then routes every request through its dispatcher, middleware and typed
 models. For the one request that matters to an agent's latency, ``tools/call``, the proxy
 needs none of that: it reads ``id``, ``name``, ``arguments`` and ``_meta`` from the parsed
-line, runs the call, and writes the answer the SDK would have written, shaped by the same
-per-version serializer (so the bytes are the same). Everything else (``initialize``,
+line, runs the call, and writes the answer the SDK would have written, the same bytes: the
+usual answer built as plain JSON (`dar.mcp_proxy.server.plain_reply`), any other shaped by
+the SDK's per-version serializer. Everything else (``initialize``,
 ``tools/list``, prompts, resources, notifications, malformed or unusual requests, and
 every ``tools/call`` before the handshake is done or on a protocol version whose answers
 are stamped per request) goes to the SDK's server unchanged, over in-memory streams.
