@@ -1,17 +1,29 @@
 """The proxy's fast path for ``tools/call`` on stdio answers what the SDK's path answers, byte
 for byte: the same JSON-RPC lines are written to two proxies, one with ``--sdk-path``, and
-each reads the raw lines back (no client library in between to smooth a difference over)."""
+each reads the raw lines back (no client library in between to smooth a difference over);
+and the answers it builds without the SDK's models are the bytes those models give."""
 
 from __future__ import annotations
 
 import json
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+from mcp_types import CallToolResult
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
 from dar import Runtime
+from dar.effects import Status
+from dar.mcp_proxy.server import plain_reply, reply
+from dar.mcp_proxy.upstream import plain_line, plain_record, recorded
+from dar.mcp_proxy.wire import response_line
+from dar.records import Result
 from tests.mcp_proxy.test_proxy import LIMIT, PY, SERVER, effects, environ
 
 INIT = {
@@ -155,6 +167,66 @@ def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
         assert [e.status for e in rt.events(tool="erring")] == ["started", "failed"]
 
 
+#: An upstream server of a few lines of JSON-RPC (no SDK) whose tools answer results of every
+#: shape: the usual ones, and those the SDK's models must read (or its session refuse).
+SHAPED = """
+import json, sys
+schema = {"type": "object", "required": ["a"]}
+text = lambda t, **more: {"type": "text", "text": t, **more}
+results = {
+    "fits": {"content": [text('{"a": 1}')], "structuredContent": {"a": 1}, "isError": False},
+    "misfit": {"content": [text('{"b": 2}')], "structuredContent": {"b": 2}},
+    "unstructured": {"content": [text('{"a": 3}')]},
+    "blocks": {"content": [text("t", annotations={"priority": 1}),
+                           {"type": "image", "data": "AAAA", "mimeType": "image/png"}]},
+    "meta": {"content": [text("m")], "_meta": {"upstream/said": 1}},
+    "error": {"content": [text("it broke")], "isError": True},
+    "nonfinite": {"content": [text("n")], "structuredContent": {"a": float("nan"), "b": 1e999}},
+}
+for line in sys.stdin:
+    asked = json.loads(line)
+    if "id" not in asked:
+        continue
+    method, answer = asked["method"], {"jsonrpc": "2.0", "id": asked["id"]}
+    if method == "initialize":
+        answer["result"] = {
+            "protocolVersion": asked["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "shaped", "version": "1"},
+        }
+    elif method == "tools/list":
+        tools = [{"name": name, "inputSchema": {"type": "object"},
+                  "annotations": {"destructiveHint": False}} for name in results]
+        for tool in tools[:3]:
+            tool["outputSchema"] = schema
+        answer["result"] = {"tools": tools}
+    else:
+        answer["result"] = results[asked["params"]["name"]]
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_results_of_every_shape_are_answered_alike(tmp_path: Path) -> None:
+    """The upstream's usual results, and those the SDK's models read or its session refuses
+    (structured content that does not fit the ``outputSchema``, or is missing; other blocks,
+    annotations, a ``_meta``; an error; NaN and Infinity, which JSON has not), executed and
+    then from the record: the same bytes on both paths."""
+    upstream = tmp_path / "shaped.py"
+    upstream.write_text(SHAPED)
+    agents = [RawAgent(tmp_path, name, *extra, upstream=upstream)
+              for name, extra in (("fast", ()), ("sdk", ("--sdk-path",)))]  # fmt: skip
+    tools = ["fits", "misfit", "unstructured", "blocks", "meta", "error", "nonfinite"]
+    try:
+        said = [[agent.call(i, tool, {}) for i, tool in enumerate(tools * 2)] for agent in agents]
+    finally:
+        for agent in agents:
+            agent.close()
+    assert said[0] == said[1]
+    statuses = [json.loads(line)["result"]["_meta"]["dar/status"] for line in said[0]]
+    first = ["executed", "failed", "failed", "executed", "executed", "failed", "executed"]
+    assert statuses == [*first, *(s.replace("executed", "cached") for s in first)]
+
+
 def cancel_mid_call(agent: RawAgent) -> tuple[list[bytes], list[str]]:
     """Cancel a call while the upstream acts; then a ping and the same call again. What the
     agent read, and the log's statuses for that call."""
@@ -205,6 +277,26 @@ def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
         assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
 
 
+def test_a_call_in_flight_when_the_proxy_is_stopped_is_recorded_as_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while the upstream acts: the proxy cancels the call, which records it (an
+    external effect's key is then for an operator to resolve), answers nothing, and exits."""
+    agent = RawAgent(tmp_path, "fast")
+    params = {"name": "charge", "arguments": {"amount": 6, "wait": 1}}
+    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    deadline = time.monotonic() + LIMIT
+    while "charge 6" not in effects(agent.effects):
+        assert time.monotonic() < deadline, "the upstream never acted"
+        time.sleep(0.02)
+    agent.proc.send_signal(signal.SIGINT)
+    assert agent.proc.wait(timeout=LIMIT) != 0
+    assert agent.proc.stdout is not None and agent.proc.stdout.read() == b""
+    agent.err.close()
+    with Runtime(agent.db) as rt:
+        assert [e.status for e in rt.events(tool="charge")] == ["started", "cancelled"]
+
+
 def gone(pid: int) -> bool:
     """Whether process ``pid`` has ended (exited, or a zombie waiting to be reaped)."""
     try:
@@ -238,3 +330,83 @@ def test_an_upstream_that_outlives_its_closed_stdin_is_killed_when_the_proxy_exi
     assert proc.wait(timeout=LIMIT) == 0
     shell, sleeper = (int(pid) for pid in pids.read_text().split())
     assert gone(shell) and gone(sleeper)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+TEXT = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=8)})
+#: Content blocks: mostly plain text, and the shapes that must go the models' way.
+BLOCK = TEXT | st.one_of(
+    st.builds(lambda b: {**b, "annotations": {"priority": 0.5}}, TEXT),
+    st.builds(lambda b: {**b, "_meta": {"x": 1}}, TEXT),
+    st.just({"type": "image", "data": "AAAA", "mimeType": "image/png"}),
+    st.just({"text": "no type"}),
+)
+OBJECT = st.dictionaries(st.text(max_size=4), JSON, max_size=4)
+#: A record as `recorded` writes the usual result: text, maybe structured content.
+USUAL = st.fixed_dictionaries(
+    {"content": st.lists(TEXT, max_size=3)}, optional={"structuredContent": OBJECT}
+)
+#: Any other record: other blocks and members, a record an operator wrote.
+UNUSUAL = st.fixed_dictionaries(
+    {"content": st.lists(BLOCK, max_size=3)},
+    optional={
+        "structuredContent": st.none() | OBJECT | JSON,
+        "_meta": st.just({"upstream": 1}),
+        "isError": st.booleans(),
+    },
+)
+SCHEMAS = st.sampled_from(
+    [None, {"type": "object"}, {"type": "object", "required": ["a"]}, {"type": "array"}]
+)
+
+
+@given(
+    output=USUAL | UNUSUAL | JSON,
+    status=st.sampled_from([Status.EXECUTED, Status.CACHED, Status.FAILED]),
+    key=st.none() | st.text(max_size=4),
+    schema=SCHEMAS,
+    checked=st.booleans(),
+)
+def test_an_answer_built_without_the_models_is_the_bytes_the_models_give(
+    output: Any, status: Status, key: str | None, schema: dict[str, Any] | None, checked: bool
+) -> None:
+    result = Result(status=status, output=output, key=key)
+    plain = plain_reply(result, schema, checked=checked)
+    if plain is None:
+        return  # answered through the models
+    for version in HANDSHAKE_PROTOCOL_VERSIONS:
+        modeled = reply(result, None, schema, checked=checked)
+        assert response_line("r", plain, version) == response_line("r", modeled, version)
+
+
+def test_the_usual_answers_are_built_without_the_models() -> None:
+    """Text content, with structured content that fits the tool's ``outputSchema`` (just
+    checked, or from the record): the answer every executed and cached call of a well
+    behaved upstream gets."""
+    text = [{"type": "text", "text": "done"}]
+    schema = {"type": "object", "required": ["a"]}
+    for output, on_schema, checked in [
+        ({"content": text}, None, False),
+        ({"content": text, "structuredContent": {"a": 1}}, None, False),
+        ({"content": text, "structuredContent": {"a": 1}}, schema, True),
+        ({"content": text, "structuredContent": {"a": 1}}, schema, False),
+    ]:
+        for status in (Status.EXECUTED, Status.CACHED):
+            result = Result(status=status, output=output, key="k")
+            assert plain_reply(result, on_schema, checked=checked) is not None
+    unfit = Result(status=Status.CACHED, output={"content": text, "structuredContent": {}}, key="k")
+    assert plain_reply(unfit, schema, checked=False) is None  # an error says why it does not fit
+
+
+@given(result=USUAL | UNUSUAL | JSON)
+def test_a_result_read_without_the_models_is_recorded_as_the_models_record_it(result: Any) -> None:
+    plain = plain_record(result, lambda structured: True)
+    if plain is not None and plain_line(json.dumps(result).encode()):
+        modeled = recorded(CallToolResult.model_validate(result, by_name=False))
+        assert json.dumps(plain) == json.dumps(modeled)  # members in the same order too

@@ -22,6 +22,8 @@ from typing import Any
 from referencing.exceptions import Unresolvable
 
 from dar.integrations._schema import Check, checker
+from dar.mcp_proxy.precheck import Check as Precheck
+from dar.mcp_proxy.precheck import precheck
 from dar.mcp_proxy.upstream import log
 from dar.signature import ArgumentError, Signature, read_signature
 
@@ -35,17 +37,22 @@ class SchemaSignature(Signature):
     tool: str
     input_schema: dict[str, Any]
     check: Check | None  # None: the schema is unusable, nothing is checked
+    fits: Precheck | None  # passes fitting arguments without `check` (`precheck`)
 
     def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
-        if self.check is not None:
-            try:
-                problems = self.check(json.loads(canonical))
-            except Unresolvable as exc:
-                unchecked(self.tool, f"its inputSchema has a $ref that does not resolve ({exc})")
-                problems = []
-            if problems:
-                raise ArgumentError(problems)
-        return super().validate(canonical, coerce=coerce)
+        # The stand-in handler takes any keyword arguments: they are the object itself,
+        # with no model to validate it into.
+        arguments: dict[str, Any] = json.loads(canonical)
+        if self.check is None or (self.fits is not None and self.fits(arguments)):
+            return arguments
+        try:
+            problems = self.check(arguments)
+        except Unresolvable as exc:
+            unchecked(self.tool, f"its inputSchema has a $ref that does not resolve ({exc})")
+            problems = []
+        if problems:
+            raise ArgumentError(problems)
+        return arguments
 
     def schema(self) -> dict[str, Any]:
         return dict(self.input_schema)
@@ -60,8 +67,9 @@ def schema_signature(
     check, why = checker(input_schema)
     if why is not None:
         unchecked(tool, why)
+    fits = precheck(input_schema) if check is not None else None
     return SchemaSignature(
-        base.description, base.model, base.names, base.returns, tool, input_schema, check
+        base.description, base.model, base.names, base.returns, tool, input_schema, check, fits
     )
 
 

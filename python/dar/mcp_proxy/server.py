@@ -55,7 +55,14 @@ from dar.mcp_proxy.policy import (
     lookup,
     signature,
 )
-from dar.mcp_proxy.upstream import Upstream, UpstreamLost, UpstreamToolError, log, running
+from dar.mcp_proxy.upstream import (
+    Upstream,
+    UpstreamLost,
+    UpstreamToolError,
+    log,
+    plain_text,
+    running,
+)
 from dar.mcp_proxy.wire import pipes_usable
 from dar.records import Result
 from dar.rules import Deny, Rule, RuleContext
@@ -98,6 +105,19 @@ class _Answered:
 
 
 _answered: ContextVar[_Answered | None] = ContextVar("dar_proxy_answered", default=None)
+
+
+@dataclass(frozen=True)
+class Replied:
+    """A call the runtime answered, with what its reply is made from (`reply`)."""
+
+    result: Result
+    failure: CallToolResult | None
+    schema: dict[str, Any] | None
+    checked: bool
+
+    def model(self) -> CallToolResult:
+        return reply(self.result, self.failure, self.schema, checked=self.checked)
 
 
 def usable(listing: list[MCPTool]) -> list[MCPTool]:
@@ -288,7 +308,28 @@ class Proxy:
         meta: Mapping[str, Any] | None,
         session: Any = None,
     ) -> CallToolResult:
-        """The answer to one ``tools/call``, whichever path the request came by."""
+        """The answer to one ``tools/call``, as the SDK's model."""
+        done = await self._run(name, arguments, meta, session)
+        return done if isinstance(done, CallToolResult) else done.model()
+
+    async def fast_answer(
+        self, name: str, arguments: dict[str, Any], meta: Mapping[str, Any] | None
+    ) -> CallToolResult | dict[str, Any]:
+        """`answer` for the fast path: the usual answer of an executed or cached call as the
+        JSON object the SDK would write for it, no model built (`plain_reply`)."""
+        done = await self._run(name, arguments, meta)
+        if isinstance(done, CallToolResult):
+            return done
+        plain = plain_reply(done.result, done.schema, checked=done.checked)
+        return plain if plain is not None else done.model()
+
+    async def _run(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+        session: Any = None,
+    ) -> Replied | CallToolResult:
         state = await self.state()
         cid = self.correlation_id(meta, session)
         box = _Answered()
@@ -300,7 +341,7 @@ class Proxy:
         finally:
             _answered.reset(token)
         checked = box.checked is not None and result.output is box.checked
-        return reply(result, box.failure, state.output_schema(name), checked=checked)
+        return Replied(result, box.failure, state.output_schema(name), checked)
 
     async def _lost(self, state: State, name: str, cid: str, why: str) -> CallToolResult:
         """The upstream died mid-call: the log holds the call as cancelled, and an external
@@ -412,6 +453,42 @@ def reply(
         return upstream_error.model_copy(update={"meta": {**(upstream_error.meta or {}), **meta}})
     said = result.for_model()
     return _text(said.text, meta, is_error=said.is_error)
+
+
+def plain_reply(
+    result: Result, output_schema: dict[str, Any] | None, *, checked: bool
+) -> dict[str, Any] | None:
+    """The answer `reply` gives an executed or cached call whose record is a tool result of
+    text content (and structured content, when the tool has an ``outputSchema`` it fits),
+    as the JSON object the SDK writes for it on every handshake protocol version, built
+    without a model: validating the record into the SDK's models and dumping it again costs
+    more than the rest of the proxy's own work on a call. None for any other answer (`reply`
+    gives it). tests/mcp_proxy pins the bytes to `reply`'s."""
+    output = result.output
+    if not result.ok or type(output) is not dict or not PLAIN_MEMBERS.issuperset(output):
+        return None
+    content = output.get("content")
+    if type(content) is not list or not all(map(plain_text, content)):
+        return None
+    structured = output.get("structuredContent")
+    if structured is not None and type(structured) is not dict:
+        return None
+    if output_schema is not None and (
+        structured is None or (not checked and misfit(structured, output_schema) is not None)
+    ):
+        return None  # `typed_reply` makes it fit, or says why it does not
+    answer: dict[str, Any] = {
+        "_meta": {"dar/status": str(result.status), "dar/key": result.key},
+        "content": [{"text": c["text"], "type": "text"} for c in content],
+        "isError": False,
+    }
+    if structured is not None:
+        answer["structuredContent"] = structured
+    return answer
+
+
+#: The members of a record `plain_reply` answers (as `recorded` writes them).
+PLAIN_MEMBERS = frozenset({"content", "structuredContent"})
 
 
 def typed_reply(
@@ -605,7 +682,7 @@ async def _serve_stdio_fast(proxy: Proxy, server: Server[Any]) -> None:
     token = STORE_ON_LOOP.set(True)
     try:
         async with claimed_stdio() as (reader, writer):
-            await Wire(reader, writer).serve(proxy.answer, serve_sdk)
+            await Wire(reader, writer).serve(proxy.fast_answer, serve_sdk)
     finally:
         STORE_ON_LOOP.reset(token)
 

@@ -8,12 +8,13 @@ instead of releasing it for a silent retry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -29,9 +30,11 @@ from mcp_types import (
     RequestParamsMeta,
 )
 from mcp_types import Tool as MCPTool
+from pydantic_core import to_json
 
 from dar.errors import DarError
 from dar.mcp_proxy.pipes import Intercept, Piped, SendLine, piped
+from dar.mcp_proxy.precheck import precheck
 from dar.terminal import safe
 
 #: Errors that leave the outcome of a call unknown (the upstream may have acted).
@@ -116,17 +119,20 @@ async def running(upstream: Upstream) -> AsyncIterator[None]:
         raise DarError(failure)
 
 
-class _Waiter:
-    """A raw ``tools/call`` in flight: its answer (a result, or an error) once it comes."""
+class Answered(NamedTuple):
+    """The upstream's result to a raw call, and whether `plain_record` may read it."""
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.outcome: dict[str, Any] | ErrorData = CLOSED
+    result: Any
+    plain: bool
 
-    def settle(self, outcome: dict[str, Any] | ErrorData) -> None:
-        if not self.done.is_set():
-            self.outcome = outcome
-            self.done.set()
+
+#: A raw ``tools/call`` in flight: its answer (a result, or an error) once it comes.
+Waiter = asyncio.Future[Answered | ErrorData]
+
+
+def settle(waiter: Waiter, outcome: Answered | ErrorData) -> None:
+    if not waiter.done():
+        waiter.set_result(outcome)
 
 
 class Upstream:
@@ -135,14 +141,16 @@ class Upstream:
     With ``raw`` (the upstream's pipes, `stdio_pipes`), a ``tools/call`` is written to
     them as a JSON-RPC request of the proxy's own (ids ``dar-N``, which the SDK's session
     never uses) and its answer taken off them before the session sees it, as plain JSON:
-    the SDK's request machinery and transport are skipped, its checks of the result
-    (`ClientSession.validate_tool_result`) are not."""
+    the SDK's request machinery and transport are skipped, its checks of the result are
+    not (`plain_record` makes them on the usual result, `ClientSession.validate_tool_result`
+    on any other)."""
 
     def __init__(self, connect: Connect, *, raw: RawConnect | None = None) -> None:
         self._connect = connect
         self._raw = raw
         self._send_line: SendLine | None = None
-        self._pending: dict[str, _Waiter] = {}
+        self._pending: dict[str, Waiter] = {}
+        self._fits: dict[str, Callable[[Any], bool]] = {}
         self._sent = 0
         self._session: ClientSession | None = None
         self._ready = anyio.Event()
@@ -228,9 +236,9 @@ class Upstream:
         if waiter is None or ("result" in message) == ("error" in message):
             return False
         if "result" in message:
-            waiter.settle(message["result"])
+            settle(waiter, Answered(message["result"], plain_line(line)))
         else:
-            waiter.settle(_error_data(message["error"]))
+            settle(waiter, _error_data(message["error"]))
         return True
 
     def _lose(self) -> None:
@@ -238,7 +246,7 @@ class Upstream:
         if self._session is not None:
             self._session, self._ready = None, anyio.Event()
         for waiter in self._pending.values():
-            waiter.settle(CLOSED)
+            settle(waiter, CLOSED)
         self._dead.set()
 
     async def _adopt(self, session: ClientSession) -> None:
@@ -251,6 +259,7 @@ class Upstream:
             if not cursor:
                 break
         self.tools = tools
+        self._fits = {}
         self.generation += 1
         self._session = session
         self._ready.set()
@@ -286,6 +295,8 @@ class Upstream:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
             self._lose()
             raise UpstreamLost(f"the upstream connection failed: {exc!r}") from exc
+        if isinstance(result, dict):
+            return result
         if not isinstance(result, CallToolResult):
             raise DarError(f"the upstream answered {type(result).__name__}, not a tool result")
         if result.is_error:
@@ -298,9 +309,10 @@ class Upstream:
         name: str,
         arguments: dict[str, Any],
         meta: dict[str, Any] | None,
-    ) -> CallToolResult:
+    ) -> CallToolResult | dict[str, Any]:
         """``tools/call`` as one JSON-RPC request line on the pipes; cancelled, it tells the
-        upstream (``notifications/cancelled``), as the SDK's session does."""
+        upstream (``notifications/cancelled``), as the SDK's session does. The usual result
+        comes back as recorded (`plain_record`), any other as the SDK's checked model."""
         send_line = self._send_line
         if send_line is None:
             raise anyio.ClosedResourceError  # the pipes closed since the session was taken
@@ -310,22 +322,107 @@ class Upstream:
         if meta is not None:
             params["_meta"] = meta
         request = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
-        waiter = self._pending[rid] = _Waiter()
+        waiter = self._pending[rid] = asyncio.get_running_loop().create_future()
         try:
             await send_line(_line(request))
             try:
-                await waiter.done.wait()
+                outcome = await waiter
             except anyio.get_cancelled_exc_class():
                 await _cancel(send_line, rid)
                 raise
         finally:
             self._pending.pop(rid, None)
-        if isinstance(waiter.outcome, ErrorData):
-            raise MCPError.from_error_data(waiter.outcome)
-        result = CallToolResult.model_validate(waiter.outcome, by_name=False)
+        if isinstance(outcome, ErrorData):
+            raise MCPError.from_error_data(outcome)
+        plain = plain_record(outcome.result, self._fit_check(name)) if outcome.plain else None
+        if plain is not None:
+            return plain
+        result = CallToolResult.model_validate(outcome.result, by_name=False)
         if not result.is_error:
             await session.validate_tool_result(name, result)
         return result
+
+    def _fit_check(self, name: str) -> Callable[[Any], bool] | None:
+        """The check of tool ``name``'s structured content (`output_check`), compiled at its
+        first call; None for a tool the listing does not have."""
+        check = self._fits.get(name)
+        if check is None:
+            tool = next((t for t in self.tools if t.name == name), None)
+            if tool is None:
+                return None
+            check = self._fits[name] = output_check(tool.output_schema)
+        return check
+
+
+def plain_record(result: Any, fits: Callable[[Any], bool] | None) -> dict[str, Any] | None:
+    """A result of text content (and structured content that ``fits``; no error) as
+    `recorded` writes it, read without the SDK's models: the result nearly every call
+    gets. None for any other (the models read it, and the SDK's session checks it)."""
+    if type(result) is not dict or not RAW_MEMBERS.issuperset(result) or fits is None:
+        return None
+    content, structured = result.get("content"), result.get("structuredContent")
+    if result.get("isError", False) is not False or type(content) is not list:
+        return None
+    if structured is not None and type(structured) is not dict:
+        return None
+    if not all(map(plain_text, content)) or not fits(structured):
+        return None
+    record: dict[str, Any] = {"content": [{"type": "text", "text": c["text"]} for c in content]}
+    if structured is not None:
+        record["structuredContent"] = structured
+    return record
+
+
+def plain_line(line: bytes) -> bool:
+    """Whether a result's line has no NaN or Infinity (or text that looks like one): read
+    as floats, they are recorded as null by the SDK's models, so the models read them."""
+    return b"NaN" not in line and b"Infinity" not in line
+
+
+#: The members of a result `plain_record` reads.
+RAW_MEMBERS = frozenset({"content", "structuredContent", "isError"})
+
+
+def plain_text(block: Any) -> bool:
+    """Whether a content block is text and nothing else (no annotations, no ``_meta``)."""
+    return (
+        type(block) is dict
+        and len(block) == 2
+        and block.get("type") == "text"
+        and type(block.get("text")) is str
+    )
+
+
+def output_check(schema: dict[str, Any] | None) -> Callable[[Any], bool]:
+    """Whether a tool's structured content (None: it has none) passes the check the SDK's
+    session makes (`ClientSession.validate_tool_result`, the same validator): False also
+    where that check would fail another way, so that the session says how."""
+    if schema is None:
+        return lambda structured: True
+    from jsonschema import SchemaError  # type: ignore[import-untyped]
+    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+
+    cls = validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except SchemaError:
+        return lambda structured: False
+    validator = cls(schema, registry=Registry())
+    quick = precheck(schema)
+
+    def fits(structured: Any) -> bool:
+        if structured is None:
+            return False
+        if quick is not None and quick(structured):
+            return True
+        try:
+            return bool(validator.is_valid(structured))
+        except Unresolvable:
+            return False
+
+    return fits
 
 
 async def _cancel(send_line: SendLine, rid: str) -> None:
@@ -341,7 +438,7 @@ async def _cancel(send_line: SendLine, rid: str) -> None:
 
 def _line(message: dict[str, Any]) -> bytes:
     """A JSON-RPC message as one line of JSON (its values came from JSON: they all dump)."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    return to_json(message)
 
 
 def _error_data(error: Any) -> ErrorData:

@@ -4,8 +4,9 @@ The MCP SDK's stdio server reads each line in a worker thread and writes and flu
 answer in two more, then routes every request through its dispatcher, middleware and typed
 models. For the one request that matters to an agent's latency, ``tools/call``, the proxy
 needs none of that: it reads ``id``, ``name``, ``arguments`` and ``_meta`` from the parsed
-line, runs the call, and writes the answer the SDK would have written, shaped by the same
-per-version serializer (so the bytes are the same). Everything else (``initialize``,
+line, runs the call, and writes the answer the SDK would have written, the same bytes: the
+usual answer built as plain JSON (`dar.mcp_proxy.server.plain_reply`), any other shaped by
+the SDK's per-version serializer. Everything else (``initialize``,
 ``tools/list``, prompts, resources, notifications, malformed or unusual requests, and
 every ``tools/call`` before the handshake is done or on a protocol version whose answers
 are stamped per request) goes to the SDK's server unchanged, over in-memory streams.
@@ -26,7 +27,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import SessionMessage
@@ -35,16 +35,20 @@ from mcp_types import (
     CallToolResult,
     ErrorData,
     JSONRPCError,
-    JSONRPCNotification,
     JSONRPCResponse,
     jsonrpc_message_adapter,
 )
 from mcp_types.methods import serialize_server_result
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
-#: Answers one ``tools/call``: (tool name, arguments, the request's ``_meta``) to a result.
-Answer = Callable[[str, dict[str, Any], Mapping[str, Any] | None], Awaitable[CallToolResult]]
+#: Answers one ``tools/call``: (tool name, arguments, the request's ``_meta``) to a result,
+#: the SDK's model or the JSON object the SDK would write for it (no model built).
+Answer = Callable[
+    [str, dict[str, Any], Mapping[str, Any] | None],
+    Awaitable[CallToolResult | dict[str, Any]],
+]
 #: Serves the SDK's server on a pair of streams (`Server.run` with its options).
 ServeSDK = Callable[[Any, Any], Coroutine[Any, Any, None]]
 
@@ -130,7 +134,10 @@ class Wire:
         self._initialize_id: Any = None
         self._version: str | None = None
         self._initialized = False
-        self._in_flight: dict[Any, anyio.CancelScope] = {}
+        self._in_flight: dict[Any, asyncio.Task[None]] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+        self._stop: Callable[[], None] = lambda: None
 
     @property
     def fast(self) -> bool:
@@ -143,16 +150,29 @@ class Wire:
         )
 
     async def serve(self, answer: Answer, serve_sdk: ServeSDK) -> None:
-        """Serve until the agent closes its end."""
+        """Serve until the agent closes its end; the calls still in flight then run to their
+        end (their outcomes recorded, their answers written)."""
         to_sdk, sdk_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         sdk_writes, from_sdk = anyio.create_memory_object_stream[SessionMessage](0)
         async with anyio.create_task_group() as tg:
+            self._stop = tg.cancel_scope.cancel
             tg.start_soon(self._write_sdk, from_sdk)
             tg.start_soon(serve_sdk, sdk_reads, sdk_writes)
-            async with to_sdk:
-                await self._read(tg, to_sdk, answer)
+            try:
+                async with to_sdk:
+                    await self._read(to_sdk, answer)
+                await self._calls_done()
+            finally:
+                # Stopped (Ctrl-C, a failure): the calls in flight are cancelled, as a task
+                # group's would be, and each records its cancellation before the proxy exits.
+                for task in self._calls:
+                    task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self._calls_done()
+        if self._failure is not None:
+            raise self._failure
 
-    async def _read(self, tg: TaskGroup, to_sdk: Any, answer: Answer) -> None:
+    async def _read(self, to_sdk: Any, answer: Answer) -> None:
         while line := await self._reader.readline():
             if not line.strip():
                 continue
@@ -162,9 +182,32 @@ class Wire:
                 message = None
             found = fast_params(message) if self.fast else None
             if found is not None:
-                tg.start_soon(self._call, answer, *found)
+                self._start(answer, *found)
             elif not self._intercepted(message):
                 await to_sdk.send(self._parsed(line, message))
+
+    def _start(
+        self, answer: Answer, rid: Any, name: str, arguments: dict[str, Any], meta: Any
+    ) -> None:
+        """Run one call in an asyncio task of its own (an anyio task group's costs several
+        times as much per call); an agent's cancellation cancels the task."""
+        task = asyncio.create_task(self._call(answer, rid, name, arguments, meta))
+        self._in_flight[request_id_key(rid)] = task
+        self._calls.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A call's task is done. One that failed outside the call (its answer could not be
+        written) stops the proxy, as a task group's failing child would."""
+        self._calls.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and self._failure is None:
+            self._failure = failure
+            self._stop()
+
+    async def _calls_done(self) -> None:
+        if self._calls:
+            await asyncio.wait(set(self._calls))
 
     def _parsed(self, line: bytes, message: Any) -> SessionMessage | Exception:
         """The line as the SDK's transport hands it on (an exception when it is none)."""
@@ -186,39 +229,27 @@ class Wire:
             return False
         params = message.get("params")
         rid = params.get("requestId") if isinstance(params, dict) else None
-        scope = self._in_flight.get(request_id_key(rid))
-        if scope is None:
+        task = self._in_flight.get(request_id_key(rid))
+        if task is None:
             return False
-        scope.cancel()
+        task.cancel()
         return True
 
     async def _call(
         self, answer: Answer, rid: Any, name: str, arguments: dict[str, Any], meta: Any
     ) -> None:
-        key = request_id_key(rid)
-        with anyio.CancelScope() as scope:
-            self._in_flight[key] = scope
-            try:
-                result = await answer(name, arguments, meta)
-                out = self._response(rid, result)
-            except Exception as exc:
-                out = JSONRPCError(jsonrpc="2.0", id=rid, error=error_data(exc))
-            finally:
-                if self._in_flight.get(key) is scope:
-                    del self._in_flight[key]
-        if not scope.cancelled_caught:
-            await self._send(out)
-
-    def _response(self, rid: Any, result: CallToolResult) -> JSONRPCResponse | JSONRPCError:
-        """The answer as the SDK shapes it for the protocol version in use."""
-        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        assert self._version is not None
+        key, version = request_id_key(rid), self._version
+        assert version is not None  # the fast path begins after the handshake
         try:
-            shaped = serialize_server_result("tools/call", self._version, dumped)
-        except ValidationError:
-            invalid = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
-            return JSONRPCError(jsonrpc="2.0", id=rid, error=invalid)
-        return JSONRPCResponse(jsonrpc="2.0", id=rid, result=shaped)
+            line = response_line(rid, await answer(name, arguments, meta), version)
+        except asyncio.CancelledError:
+            return  # the agent cancelled it, or the proxy is stopping: no answer
+        except Exception as exc:
+            line = _line(JSONRPCError(jsonrpc="2.0", id=rid, error=error_data(exc)))
+        finally:
+            if self._in_flight.get(key) is asyncio.current_task():
+                del self._in_flight[key]
+        await self._send(line)
 
     async def _write_sdk(self, from_sdk: Any) -> None:
         async with from_sdk:
@@ -231,15 +262,34 @@ class Wire:
                 ):
                     version = inner.result.get("protocolVersion")
                     self._version = version if isinstance(version, str) else None
-                await self._send(inner)
+                await self._send(_line(inner))
 
-    async def _send(self, message: JSONRPCResponse | JSONRPCError | JSONRPCNotification) -> None:
-        data = message.model_dump_json(by_alias=True, exclude_unset=True)
+    async def _send(self, line: bytes) -> None:
         if self._writer.is_closing():
             return  # the agent is gone: nobody reads the answer (the log has it)
-        self._writer.write(data.encode() + b"\n")
+        self._writer.write(line)
         with suppress(ConnectionError):
             await self._writer.drain()
+
+
+def response_line(rid: Any, result: CallToolResult | dict[str, Any], version: str) -> bytes:
+    """The line the SDK writes to answer request ``rid`` with ``result`` on protocol
+    ``version``: a model is shaped by that version's serializer; a JSON object is already."""
+    if isinstance(result, CallToolResult):
+        dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            result = serialize_server_result("tools/call", version, dumped)
+        except ValidationError:
+            invalid = ErrorData(code=INTERNAL_ERROR, message="Handler returned an invalid result")
+            return _line(JSONRPCError(jsonrpc="2.0", id=rid, error=invalid))
+    # What JSONRPCResponse.model_dump_json writes: pydantic's serializer, with its defaults.
+    answer = {"jsonrpc": "2.0", "id": rid, "result": result}
+    return to_json(answer, inf_nan_mode="null") + b"\n"
+
+
+def _line(message: BaseModel) -> bytes:
+    """A message as the SDK's stdio transport writes it."""
+    return message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 def error_data(exc: Exception) -> ErrorData:
