@@ -22,8 +22,6 @@ from typing import Any
 from referencing.exceptions import Unresolvable
 
 from dar.integrations._schema import Check, checker
-from dar.mcp_proxy.precheck import Check as Precheck
-from dar.mcp_proxy.precheck import precheck
 from dar.mcp_proxy.upstream import log
 from dar.signature import ArgumentError, Signature, read_signature
 
@@ -37,13 +35,12 @@ class SchemaSignature(Signature):
     tool: str
     input_schema: dict[str, Any]
     check: Check | None  # None: the schema is unusable, nothing is checked
-    fits: Precheck | None  # passes fitting arguments without `check` (`precheck`)
 
     def validate(self, canonical: str, *, coerce: bool = False) -> dict[str, Any]:
         # The stand-in handler takes any keyword arguments: they are the object itself,
         # with no model to validate it into.
         arguments: dict[str, Any] = json.loads(canonical)
-        if self.check is None or (self.fits is not None and self.fits(arguments)):
+        if self.check is None:
             return arguments
         try:
             problems = self.check(arguments)
@@ -67,9 +64,8 @@ def schema_signature(
     check, why = checker(input_schema)
     if why is not None:
         unchecked(tool, why)
-    fits = precheck(input_schema) if check is not None else None
     return SchemaSignature(
-        base.description, base.model, base.names, base.returns, tool, input_schema, check, fits
+        base.description, base.model, base.names, base.returns, tool, input_schema, check
     )
 
 

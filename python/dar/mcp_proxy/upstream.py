@@ -34,7 +34,6 @@ from pydantic_core import to_json
 
 from dar.errors import DarError
 from dar.mcp_proxy.pipes import Intercept, Piped, SendLine, piped
-from dar.mcp_proxy.precheck import precheck
 from dar.terminal import safe
 
 #: Errors that leave the outcome of a call unknown (the upstream may have acted).
@@ -410,13 +409,10 @@ def output_check(schema: dict[str, Any] | None) -> Callable[[Any], bool]:
     except SchemaError:
         return lambda structured: False
     validator = cls(schema, registry=Registry())
-    quick = precheck(schema)
 
     def fits(structured: Any) -> bool:
         if structured is None:
             return False
-        if quick is not None and quick(structured):
-            return True
         try:
             return bool(validator.is_valid(structured))
         except Unresolvable:
