@@ -275,6 +275,10 @@ def child(pg_url: str, dbos_url: str, c4a_url: str) -> dict[str, float]:
 def ratios(f: dict[str, float]) -> dict[str, float]:
     best = max(f[f"tp {w}"] for w in WORKERS)
     return {
+        "pg fresh call (µs)": f["pg fresh"],
+        "pg INSERT + commit (µs)": f["pg insert"],
+        "pg hit (µs)": f["pg hit"],
+        "pg SELECT 1 (µs)": f["pg select1"],
         "pg fresh ÷ INSERT": f["pg fresh"] / f["pg insert"],
         "  its two statements alone ÷ INSERT": f["pg statements"] / f["pg insert"],
         "pg fresh vs DBOS (×)": f["dbos fresh"] / f["pg fresh"],
