@@ -38,6 +38,7 @@ from dar.core.ops import (
     GetSaga,
     ListApprovals,
     ListSagas,
+    Lookup,
     Mark,
     Op,
     Ops,
@@ -64,10 +65,12 @@ if TYPE_CHECKING:
     from dar.runtime.aio import AsyncRuntime
     from dar.runtime.sync import Runtime
 
-#: Store operations that change the database (never dropped by a cancellation).
+#: Store operations that change the database (never dropped by a cancellation); a look-up
+#: writes its hit's row.
 WRITES = (
     Take,
     TakeOrLookup,
+    Lookup,
     Finish,
     Mark,
     Resolve,
