@@ -122,9 +122,10 @@ def test_fast_path_answers_the_bytes_the_sdk_path_answers(tmp_path: Path) -> Non
             assert {e.correlation_id for e in rt.events(tool="create_ticket")} >= {"conv-7"}
 
 
-#: An upstream server of a few lines of JSON-RPC (no SDK) whose one tool always answers a
-#: JSON-RPC error, as a server may for arguments it rejects.
-ERRING = """
+#: The serving loop of the upstream servers below: a few lines of JSON-RPC, no SDK. Each
+#: server's own lines first define ``NAME``, ``TOOLS`` and ``call(params)`` (the members a
+#: ``tools/call`` answer adds: a ``result`` or an ``error``).
+SERVE = """
 import json, sys
 for line in sys.stdin:
     asked = json.loads(line)
@@ -135,16 +136,27 @@ for line in sys.stdin:
         answer["result"] = {
             "protocolVersion": asked["params"]["protocolVersion"],
             "capabilities": {"tools": {}},
-            "serverInfo": {"name": "erring", "version": "1"},
+            "serverInfo": {"name": NAME, "version": "1"},
         }
     elif method == "tools/list":
-        tool = {"name": "erring", "inputSchema": {"type": "object"},
-                "annotations": {"destructiveHint": False}}
-        answer["result"] = {"tools": [tool]}
+        answer["result"] = {"tools": TOOLS}
     else:
-        answer["error"] = {"code": -32602, "message": "erring refuses", "data": {"at": "$.x"}}
+        answer.update(call(asked["params"]))
     print(json.dumps(answer), flush=True)
 """
+
+#: An upstream whose one tool always answers a JSON-RPC error, as a server may for
+#: arguments it rejects.
+ERRING = (
+    """
+NAME = "erring"
+TOOLS = [{"name": "erring", "inputSchema": {"type": "object"},
+          "annotations": {"destructiveHint": False}}]
+call = lambda params: {"error": {"code": -32602, "message": "erring refuses",
+                                 "data": {"at": "$.x"}}}
+"""
+    + SERVE
+)
 
 
 def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
@@ -167,10 +179,11 @@ def test_an_upstream_json_rpc_error_is_answered_alike(tmp_path: Path) -> None:
         assert [e.status for e in rt.events(tool="erring")] == ["started", "failed"]
 
 
-#: An upstream server of a few lines of JSON-RPC (no SDK) whose tools answer results of every
-#: shape: the usual ones, and those the SDK's models must read (or its session refuse).
-SHAPED = """
-import json, sys
+#: An upstream whose tools answer results of every shape: the usual ones, and those the
+#: SDK's models must read (or its session refuse).
+SHAPED = (
+    """
+NAME = "shaped"
 schema = {"type": "object", "required": ["a"]}
 text = lambda t, **more: {"type": "text", "text": t, **more}
 results = {
@@ -183,27 +196,14 @@ results = {
     "error": {"content": [text("it broke")], "isError": True},
     "nonfinite": {"content": [text("n")], "structuredContent": {"a": float("nan"), "b": 1e999}},
 }
-for line in sys.stdin:
-    asked = json.loads(line)
-    if "id" not in asked:
-        continue
-    method, answer = asked["method"], {"jsonrpc": "2.0", "id": asked["id"]}
-    if method == "initialize":
-        answer["result"] = {
-            "protocolVersion": asked["params"]["protocolVersion"],
-            "capabilities": {"tools": {}},
-            "serverInfo": {"name": "shaped", "version": "1"},
-        }
-    elif method == "tools/list":
-        tools = [{"name": name, "inputSchema": {"type": "object"},
-                  "annotations": {"destructiveHint": False}} for name in results]
-        for tool in tools[:3]:
-            tool["outputSchema"] = schema
-        answer["result"] = {"tools": tools}
-    else:
-        answer["result"] = results[asked["params"]["name"]]
-    print(json.dumps(answer), flush=True)
+TOOLS = [{"name": name, "inputSchema": {"type": "object"},
+          "annotations": {"destructiveHint": False}} for name in results]
+for tool in TOOLS[:3]:
+    tool["outputSchema"] = schema
+call = lambda params: {"result": results[params["name"]]}
 """
+    + SERVE
+)
 
 
 def test_results_of_every_shape_are_answered_alike(tmp_path: Path) -> None:
@@ -260,18 +260,23 @@ def test_a_call_cancelled_mid_call_is_never_answered_and_is_logged_alike(tmp_pat
     assert logged[:3] == ["started", "cancelled", "indeterminate"]
 
 
+def charge_and_wait_for_the_effect(agent: RawAgent, amount: int, wait: float) -> None:
+    """Send a charge that takes ``wait`` seconds, and return once the upstream has acted."""
+    params = {"name": "charge", "arguments": {"amount": amount, "wait": wait}}
+    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    deadline = time.monotonic() + LIMIT
+    while f"charge {amount}" not in effects(agent.effects):
+        assert time.monotonic() < deadline, "the upstream never acted"
+        time.sleep(0.02)
+
+
 def test_a_call_in_flight_when_the_agent_hangs_up_is_finished_and_recorded(
     tmp_path: Path,
 ) -> None:
     """Stdin closed (the agent quit) while the upstream acts: the effect happened, so the
     call runs to its end and its outcome is in the log; the answer is still written."""
     agent = RawAgent(tmp_path, "fast")
-    params = {"name": "charge", "arguments": {"amount": 4, "wait": 0.3}}
-    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
-    deadline = time.monotonic() + LIMIT
-    while "charge 4" not in effects(agent.effects):
-        assert time.monotonic() < deadline, "the upstream never acted"
-        time.sleep(0.02)
+    charge_and_wait_for_the_effect(agent, 4, 0.3)
     agent.close()
     with Runtime(agent.db) as rt:
         assert [e.status for e in rt.events(tool="charge")] == ["started", "executed"]
@@ -283,12 +288,7 @@ def test_a_call_in_flight_when_the_proxy_is_stopped_is_recorded_as_cancelled(
     """Ctrl-C while the upstream acts: the proxy cancels the call, which records it (an
     external effect's key is then for an operator to resolve), answers nothing, and exits."""
     agent = RawAgent(tmp_path, "fast")
-    params = {"name": "charge", "arguments": {"amount": 6, "wait": 1}}
-    agent.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
-    deadline = time.monotonic() + LIMIT
-    while "charge 6" not in effects(agent.effects):
-        assert time.monotonic() < deadline, "the upstream never acted"
-        time.sleep(0.02)
+    charge_and_wait_for_the_effect(agent, 6, 1)
     agent.proc.send_signal(signal.SIGINT)
     assert agent.proc.wait(timeout=LIMIT) != 0
     assert agent.proc.stdout is not None and agent.proc.stdout.read() == b""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dar import AsyncRuntime, Deny, Effect, RuleContext, Status, rule, tool
+from dar import AsyncRuntime, Deny, Effect, RuleContext, Status, Tool, rule, tool
 from dar.runtime.execute import STORE_ON_LOOP
 
 
@@ -17,14 +17,21 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_async_handlers_execute_once_under_gather(store_url: str) -> None:
-    runs: Counter[int] = Counter()
+def slow_charge(runs: Counter[int]) -> Tool[Any]:
+    """A charge that takes a while, counting its runs: duplicates arrive while it runs."""
 
     @tool(effect=Effect.MUTATE_EXTERNAL)
     async def charge(n: int) -> dict[str, int]:
         runs[n] += 1
         await asyncio.sleep(0.05)
         return {"charged": n}
+
+    return charge
+
+
+def test_async_handlers_execute_once_under_gather(store_url: str) -> None:
+    runs: Counter[int] = Counter()
+    charge = slow_charge(runs)
 
     async def main() -> list[Any]:
         async with AsyncRuntime(store_url) as rt:
@@ -52,12 +59,7 @@ def test_store_operations_run_on_the_loop_under_store_on_loop(
     store operations run on the loop itself, in no worker thread; concurrent duplicates
     still run the handler once and wait for its outcome."""
     runs: Counter[int] = Counter()
-
-    @tool(effect=Effect.MUTATE_EXTERNAL)
-    async def charge(n: int) -> dict[str, int]:
-        runs[n] += 1
-        await asyncio.sleep(0.05)
-        return {"charged": n}
+    charge = slow_charge(runs)
 
     async def main() -> tuple[list[Any], set[threading.Thread]]:
         if on_loop:
