@@ -291,7 +291,8 @@ class PostgresStore:
                 try:
                     query = next(plan.gen)
                     while True:
-                        hot = self.st.hot.get(query.sql)
+                        # (A hot statement answers one row: asked for all, the cursor's way.)
+                        hot = self.st.hot.get(query.sql) if query.rows in ("one", "none") else None
                         if hot is not None:
                             result = self._hot(conn, hot, query.params)
                         else:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from dar._core import canonical_json
-from dar.audit.chain import CHAIN_KEY_SQL, content_hash, micros
+from dar.audit.chain import CHAIN_KEY_SQL, chain_key, content_hash, micros
 from dar.core.ops import (
     Append,
     Finish,
@@ -265,10 +265,8 @@ def flushed(st: Statements) -> Queries:
 
 
 def chain_of(event: NewEvent) -> str:
-    """The chain head a row moves (`CHAIN_KEY_SQL`): what a batch of rows is ordered by."""
-    if event.correlation_id is not None:
-        return event.correlation_id
-    return f"call:{event.call_id if event.call_id is not None else event.event_id}"
+    """The chain head a row moves: what a batch of rows is ordered by."""
+    return chain_key(event.correlation_id, event.call_id or event.event_id)
 
 
 def _take_params(op: Take) -> dict[str, Any]:
