@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import multiprocessing as mp
 import os
 import statistics
@@ -173,29 +172,11 @@ def sqlite_floor(path: Path) -> float:
 
 
 def dbos_fresh(url: str) -> float:
-    from dbos import DBOS, SetWorkflowID
+    from bench_runtime import dbos_cases  # the same workflow of one step as bench_runtime's
 
-    logging.getLogger("dbos").setLevel(logging.ERROR)
-    DBOS(config={"name": "dar-bench", "system_database_url": url, "log_level": "ERROR"})
-
-    @DBOS.step()
-    def step(n: int) -> int:
-        return n
-
-    @DBOS.workflow()
-    def workflow(n: int) -> int:
-        return step(n)
-
-    DBOS.launch()
-
-    def fresh(i: int) -> object:
-        with SetWorkflowID(str(uuid.uuid4())):
-            return workflow(i)
-
-    for i in range(20):
-        fresh(i)
-    figure = median_us(fresh, N_OTHER)
-    DBOS.destroy()
+    cases, destroy = dbos_cases(url)
+    figure = median_us(cases["fresh"], N_OTHER)
+    destroy()
     return figure
 
 

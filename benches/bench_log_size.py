@@ -26,12 +26,12 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from bench_views import timed  # the best of three, in ms: as the views' benchmark times
 from dar import Effect, Runtime, tool
 from dar.audit.postmortem import stats
 from dar.core.ops import LogFilter
 from dar.core.rows import admin_row
 from dar.core.states import EventKind
-from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
 from dar.store.sql import SessionFilter, sessions_query
 from dar.views.sessions import list_sessions, load_session
@@ -52,27 +52,13 @@ def send(n: int) -> dict[str, int]:
     return {"sent": n}
 
 
-def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
-    """The best of ``repeat`` runs, in milliseconds, and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, (time.perf_counter() - t0) * 1000)
-    return best, result
-
-
 def plain_schema(url: str, schema: str, like: str) -> None:
     """The schema as it was before the log was partitioned (with ``like``'s append-only
     trigger function, so a DELETE costs the same per row in both)."""
+    from tests.support.pg import migrate_before
+
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute("CREATE TABLE dar_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)")
-        for name, script in migration_files("postgres"):
-            if name < "0008":
-                conn.execute(script)
-                conn.execute("INSERT INTO dar_migrations VALUES (%s, now())", (name,))
+        migrate_before(conn, schema, "0008")
         # What the store calls to partition ahead: nothing to do on a plain table.
         conn.execute(
             "CREATE FUNCTION agent_tool_events_add_partitions(at TIMESTAMPTZ, ahead INTEGER)"

@@ -16,11 +16,11 @@ from dar.cli.main import main
 from dar.core.rows import admin_row
 from dar.core.states import EventKind
 from dar.store import postgres_sql
-from dar.store.migrate import migration_files
 from dar.store.postgres import PostgresStore
 from dar.store.sql import SessionFilter
 from dar.views.sessions import list_sessions, load_session
 from tests.conftest import Clock, fresh_schema
+from tests.support.pg import migrate_before
 from tests.support.sessions import check, covered, record_session, send_message
 
 JAN_31_LAST_SECOND = dt.datetime(2027, 1, 31, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp()
@@ -152,13 +152,7 @@ def test_migration_converts_a_populated_log(pg_base_url: str) -> None:
     schema = fresh_schema()
     url = f"{pg_base_url}?schema={schema}"
     with psycopg.connect(pg_base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute("CREATE TABLE dar_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)")
-        for name, script in migration_files("postgres"):
-            if name < "0008":
-                conn.execute(script)
-                conn.execute("INSERT INTO dar_migrations VALUES (%s, now())", (name,))
+        migrate_before(conn, schema, "0008")
         conn.execute(f"CREATE ROLE app_{schema}")
         conn.execute(f"GRANT SELECT, INSERT ON agent_tool_events TO app_{schema}")
     clock = Clock(utc(2026, 10, 5).timestamp())

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _free_port() -> int:
@@ -157,3 +158,18 @@ def start_server() -> LocalServer | PgServerWheel:
     except Exception as exc:
         errors.append(f"pgserver wheel: {exc}")
     raise RuntimeError("no Postgres server for the tests:\n" + "\n".join(errors))
+
+
+def migrate_before(conn: Any, schema: str, migration: str) -> None:
+    """Create ``schema`` migrated by every shipped migration before ``migration`` (a name
+    prefix such as ``"0008"``): the database as an older version of `dar` left it. The
+    connection's search path is left on the schema."""
+    from dar.store.migrate import migration_files
+
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(f'SET search_path TO "{schema}"')
+    conn.execute("CREATE TABLE dar_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)")
+    for name, script in migration_files("postgres"):
+        if name < migration:
+            conn.execute(script)
+            conn.execute("INSERT INTO dar_migrations VALUES (%s, now())", (name,))
